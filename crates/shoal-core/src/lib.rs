@@ -1,0 +1,37 @@
+//! # shoal-core
+//!
+//! The contract at the centre of Shoal — shared, durable sessions for MCP proxies — and
+//! everything that needs no external service:
+//!
+//! - [`SessionStore`]: the one async trait every backend and wrapper implements;
+//! - the data types: [`SessionId`], [`Session`], [`Frame`]/[`NewFrame`], [`PendingRequest`];
+//! - [`Error`]: the one error enum;
+//! - [`Limits`] and [`Clock`];
+//! - [`codec`]: the versioned MessagePack format backends persist;
+//! - [`MemoryStore`]: the in-memory backend, the embedded default;
+//! - [`transfer`]: JSON Lines export and import between any two stores.
+//!
+//! Redis lives in `shoal-redis`, so an embedded user compiles none of it.
+
+pub mod clock;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod id;
+pub mod limits;
+pub mod memory;
+pub mod session;
+pub mod store;
+pub mod transfer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{BoxError, Error, Result};
+pub use frame::{Direction, Frame, NewFrame, PendingRequest, RequestId};
+pub use id::SessionId;
+pub use limits::Limits;
+pub use memory::{MemoryStore, MemoryStoreBuilder, SweeperHandle};
+pub use session::{Session, SessionState, SessionStatus, Timestamp, Transport};
+pub use store::{
+    FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError, ListPage, ListQuery,
+    SessionFilter, SessionRecord, SessionStore, SweepReport,
+};

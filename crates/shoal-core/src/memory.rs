@@ -1,0 +1,628 @@
+//! The in-memory backend: the embedded default, zero set-up.
+//!
+//! # Design
+//! - Sessions live in a lock-free ordered map (`crossbeam_skiplist::SkipMap`) from id to a slot;
+//!   each slot has its own `Mutex`. There is no global lock: operations on different sessions
+//!   never wait for each other, and no lock is ever held across an `.await` (all work under a
+//!   lock is synchronous and short).
+//! - The map is ordered by id, so listing walks it from the cursor (the last id of the previous
+//!   page): sessions that exist for the whole scan are seen exactly once, whatever is inserted
+//!   or removed meanwhile.
+//! - Frames are a `VecDeque` per session holding seqs `first_seq..=last_seq` contiguously, so
+//!   append is O(1) and a page read is O(page): the start index is `after_seq + 1 - first_seq`.
+//! - Expiry is lazy (an expired session is removed when it is next touched) and in the
+//!   background ([`MemoryStore::spawn_sweeper`]).
+//! - Memory is bounded by the [`Limits`]: sessions × (metadata + frames per session × frame bytes).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    ops::Bound,
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use crossbeam_skiplist::{SkipMap, map::Entry};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Clock, Error, Frame, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery,
+    NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
+    SessionStore, SweepReport, SystemClock, Timestamp,
+};
+
+/// The in-memory [`SessionStore`]. Cloning shares the same sessions.
+///
+/// ```
+/// use shoal_core::{Limits, MemoryStore, Session, SessionId, SessionStore, Transport};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryStore::builder()
+///     .limits(Limits { max_sessions: 1_000, ..Limits::default() })
+///     .build();
+/// let _sweeper = store.spawn_sweeper(Duration::from_secs(30)); // stops when dropped
+/// let s = store.create(Session::new(SessionId::generate(), Transport::Stdio)).await?;
+/// assert_eq!(s.revision, 1);
+/// # Ok::<(), shoal_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sessions: SkipMap<SessionId, Arc<Slot>>,
+    /// Live (not yet dead) sessions, for `max_sessions`.
+    live: AtomicUsize,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+struct Slot(Mutex<SlotData>);
+
+#[derive(Debug)]
+struct SlotData {
+    session: Session,
+    frames: VecDeque<Frame>,
+    pending: HashMap<RequestId, (u64, PendingRequest)>,
+    pending_order: u64,
+    /// Set once, when the session is deleted or found expired; a dead slot is never revived.
+    dead: bool,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotData> {
+        // No code panics while holding the lock, so poisoning cannot carry a broken invariant.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Builds a [`MemoryStore`] with non-default limits or clock.
+#[derive(Debug, Default)]
+pub struct MemoryStoreBuilder {
+    limits: Limits,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl MemoryStoreBuilder {
+    /// Sets the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the clock (tests use [`ManualClock`](crate::ManualClock)).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                sessions: SkipMap::new(),
+                live: AtomicUsize::new(0),
+                limits: self.limits,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            }),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+/// Stops the background sweeper when dropped (or when [`SweeperHandle::stop`] is called).
+#[derive(Debug)]
+pub struct SweeperHandle {
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SweeperHandle {
+    /// Stops the sweeper and waits for it to finish its current pass.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SweeperHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl MemoryStore {
+    /// A store with default [`Limits`] and the system clock.
+    pub fn new() -> Self {
+        MemoryStore::builder().build()
+    }
+
+    /// A builder for limits and clock.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// Starts a task on the current Tokio runtime that removes expired sessions every `every`.
+    /// The task holds no strong reference to the store and ends when the handle is dropped or
+    /// the store is gone.
+    pub fn spawn_sweeper(&self, every: Duration) -> SweeperHandle {
+        let cancel = CancellationToken::new();
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let token = cancel.clone();
+        let every = every.max(Duration::from_millis(1));
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                let removed = inner.sweep();
+                if removed > 0 {
+                    tracing::debug!(removed, "memory store swept expired sessions");
+                }
+            }
+        });
+        SweeperHandle {
+            cancel,
+            task: Some(task),
+        }
+    }
+
+    /// Number of sessions held, including expired ones not yet swept.
+    pub fn len(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store holds no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn expiry_from(&self, now: Timestamp) -> Timestamp {
+        now.saturating_add(self.limits.session_ttl)
+    }
+
+    /// Marks the slot's session dead (once) and removes this exact entry from the map.
+    fn kill(&self, entry: &Entry<'_, SessionId, Arc<Slot>>, data: &mut SlotData) {
+        if !data.dead {
+            data.dead = true;
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        entry.remove();
+    }
+
+    /// Runs `f` on the live session `id` under its lock. Expired sessions are removed and
+    /// reported as not found.
+    fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut SlotData) -> Result<T>) -> Result<T> {
+        let entry = self
+            .sessions
+            .get(id)
+            .ok_or_else(|| Error::session_not_found(id))?;
+        let slot = Arc::clone(entry.value());
+        let mut data = slot.lock();
+        if data.dead {
+            return Err(Error::session_not_found(id));
+        }
+        if data.session.is_expired_at(self.now()) {
+            self.kill(&entry, &mut data);
+            return Err(Error::session_not_found(id));
+        }
+        f(&mut data)
+    }
+
+    fn reserve(&self) -> Result<()> {
+        let max = self.limits.max_sessions;
+        let prev = self.live.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::LimitExceeded {
+                what: "sessions",
+                limit: max as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Inserts a new session unless a live one has the id.
+    fn insert_new(&self, data: SlotData) -> Result<()> {
+        if self.reserve().is_err() {
+            // Expired sessions may still count; drop them and try once more.
+            self.sweep();
+            self.reserve()?;
+        }
+        let id = data.session.id.clone();
+        let slot = Arc::new(Slot(Mutex::new(data)));
+        loop {
+            let entry = self.sessions.get_or_insert(id.clone(), Arc::clone(&slot));
+            if Arc::ptr_eq(entry.value(), &slot) {
+                return Ok(());
+            }
+            let existing = Arc::clone(entry.value());
+            let mut other = existing.lock();
+            if !other.dead && !other.session.is_expired_at(self.now()) {
+                drop(other);
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                return Err(Error::AlreadyExists {
+                    what: format!("session {:?}", id.as_str()),
+                });
+            }
+            self.kill(&entry, &mut other);
+        }
+    }
+
+    fn sweep(&self) -> u64 {
+        let now = self.now();
+        let mut removed = 0;
+        for entry in self.sessions.iter() {
+            let slot = Arc::clone(entry.value());
+            let mut data = slot.lock();
+            if data.dead {
+                entry.remove();
+            } else if data.session.is_expired_at(now) {
+                self.kill(&entry, &mut data);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn check_metadata(&self, s: &Session) -> Result<()> {
+        let max = self.limits.max_metadata_bytes;
+        if s.metadata_bytes() > max {
+            return Err(Error::LimitExceeded {
+                what: "session metadata bytes",
+                limit: max as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SlotData {
+    fn new(session: Session) -> Self {
+        SlotData {
+            session,
+            frames: VecDeque::new(),
+            pending: HashMap::new(),
+            pending_order: 0,
+            dead: false,
+        }
+    }
+
+    fn touch(&mut self, now: Timestamp, expires_at: Timestamp) {
+        self.session.last_activity = now;
+        self.session.expires_at = expires_at;
+    }
+
+    /// Drops frames from the front until at most `keep` remain.
+    fn trim_to(&mut self, keep: usize) {
+        while self.frames.len() > keep {
+            self.frames.pop_front();
+            self.session.first_seq += 1;
+        }
+        self.session.frame_count = self.frames.len() as u64;
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    async fn create(&self, mut session: Session) -> Result<Session> {
+        let inner = &self.inner;
+        inner.check_metadata(&session)?;
+        let now = inner.now();
+        session.created_at = now;
+        session.last_activity = now;
+        session.expires_at = inner.expiry_from(now);
+        session.frame_count = 0;
+        session.last_seq = 0;
+        session.first_seq = 1;
+        session.revision = 1;
+        inner.insert_new(SlotData::new(session.clone()))?;
+        Ok(session)
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        match self.inner.with_live(id, |d| Ok(d.session.clone())) {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
+        let mut out = GetMany::default();
+        for id in ids {
+            match self.inner.with_live(id, |d| Ok(d.session.clone())) {
+                Ok(s) => out.found.push(s),
+                Err(Error::NotFound { .. }) => out.missing.push(id.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn update(&self, session: &Session) -> Result<Session> {
+        let inner = &self.inner;
+        inner.check_metadata(session)?;
+        let now = inner.now();
+        let expires = inner.expiry_from(now);
+        inner.with_live(&session.id, |d| {
+            if d.session.revision != session.revision {
+                return Err(Error::Conflict {
+                    what: format!("session {:?}", session.id.as_str()),
+                    expected: session.revision,
+                    actual: d.session.revision,
+                });
+            }
+            d.session.apply_caller_fields(session);
+            d.session.revision += 1;
+            d.touch(now, expires);
+            Ok(d.session.clone())
+        })
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
+        let inner = &self.inner;
+        let now = inner.now();
+        let expires = inner.expiry_from(now);
+        inner.with_live(id, |d| {
+            d.touch(now, expires);
+            Ok(expires)
+        })
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let inner = &self.inner;
+        let Some(entry) = inner.sessions.get(id) else {
+            return Ok(false);
+        };
+        let slot = Arc::clone(entry.value());
+        let mut data = slot.lock();
+        let existed = !data.dead && !data.session.is_expired_at(inner.now());
+        inner.kill(&entry, &mut data);
+        data.frames = VecDeque::new();
+        data.pending = HashMap::new();
+        Ok(existed)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        query.validate()?;
+        let inner = &self.inner;
+        let start = match &query.cursor {
+            None => None,
+            Some(c) => Some(
+                SessionId::new(c)
+                    .map_err(|e| Error::invalid(format!("bad list cursor: {e}")))?,
+            ),
+        };
+        let lower = match &start {
+            Some(id) => Bound::Excluded(id.as_str()),
+            None => Bound::Unbounded,
+        };
+        let now = inner.now();
+        let mut page = ListPage::default();
+        for entry in inner
+            .sessions
+            .range::<str, _>((lower, Bound::<&str>::Unbounded))
+        {
+            let slot = Arc::clone(entry.value());
+            let session = {
+                let data = slot.lock();
+                if data.dead || data.session.is_expired_at(now) {
+                    continue;
+                }
+                if !query.filter.matches(&data.session) {
+                    continue;
+                }
+                if page.sessions.len() == query.limit {
+                    // One more match exists: there is a next page.
+                    page.next_cursor = page.sessions.last().map(|s| s.id.to_string());
+                    break;
+                }
+                data.session.clone()
+            };
+            page.sessions.push(session);
+        }
+        Ok(page)
+    }
+
+    async fn count(&self, filter: &SessionFilter) -> Result<u64> {
+        let now = self.inner.now();
+        let mut n = 0;
+        for entry in self.inner.sessions.iter() {
+            let data = entry.value().lock();
+            if !data.dead && !data.session.is_expired_at(now) && filter.matches(&data.session) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+        let inner = &self.inner;
+        let max_bytes = inner.limits.max_frame_bytes;
+        if frames.iter().any(|f| f.size() > max_bytes) {
+            return Err(Error::LimitExceeded {
+                what: "frame bytes",
+                limit: max_bytes as u64,
+            });
+        }
+        let keep = inner.limits.max_frames_per_session;
+        let now = inner.now();
+        let expires = inner.expiry_from(now);
+        inner.with_live(id, |d| {
+            let mut seqs = Vec::with_capacity(frames.len());
+            for f in frames {
+                d.session.last_seq += 1;
+                let seq = d.session.last_seq;
+                d.frames.push_back(f.into_frame(id.clone(), seq));
+                seqs.push(seq);
+            }
+            if d.frames.is_empty() {
+                d.session.first_seq = d.session.last_seq + 1;
+            }
+            d.trim_to(keep);
+            d.touch(now, expires);
+            Ok(seqs)
+        })
+    }
+
+    async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
+        query.validate()?;
+        self.inner.with_live(id, |d| {
+            let first = d.session.first_seq;
+            let last = d.session.last_seq;
+            let mut page = FramePage {
+                last_seq: last,
+                trimmed: query.after_seq.saturating_add(1) < first,
+                ..FramePage::default()
+            };
+            let start_seq = query.after_seq.saturating_add(1).max(first);
+            let start = usize::try_from(start_seq - first).unwrap_or(usize::MAX);
+            let mut iter = d.frames.range(start.min(d.frames.len())..);
+            for f in iter.by_ref() {
+                if let Some(s) = &query.stream_id
+                    && f.stream_id.as_ref() != Some(s)
+                {
+                    continue;
+                }
+                if page.frames.len() == query.limit {
+                    page.has_more = true;
+                    break;
+                }
+                page.frames.push(f.clone());
+            }
+            Ok(page)
+        })
+    }
+
+    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
+        self.inner.with_live(id, |d| Ok(d.frames.len() as u64))
+    }
+
+    async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
+        self.inner.with_live(id, |d| {
+            let before = d.frames.len();
+            let keep = match through_seq {
+                None => 0,
+                Some(t) => {
+                    let gone = t.saturating_add(1).saturating_sub(d.session.first_seq);
+                    before.saturating_sub(usize::try_from(gone).unwrap_or(usize::MAX))
+                }
+            };
+            d.trim_to(keep);
+            if d.frames.is_empty() {
+                d.session.first_seq = d.session.last_seq + 1;
+            }
+            Ok((before - d.frames.len()) as u64)
+        })
+    }
+
+    async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
+        let max = self.inner.limits.max_pending_per_session;
+        self.inner.with_live(id, |d| {
+            if d.pending.contains_key(&request.request_id) {
+                return Err(Error::AlreadyExists {
+                    what: format!(
+                        "pending request {} in session {:?}",
+                        request.request_id,
+                        id.as_str()
+                    ),
+                });
+            }
+            if d.pending.len() >= max {
+                return Err(Error::LimitExceeded {
+                    what: "pending requests per session",
+                    limit: max as u64,
+                });
+            }
+            d.pending_order += 1;
+            d.pending
+                .insert(request.request_id.clone(), (d.pending_order, request));
+            Ok(())
+        })
+    }
+
+    async fn take_pending(
+        &self,
+        id: &SessionId,
+        request_id: &RequestId,
+    ) -> Result<Option<PendingRequest>> {
+        self.inner
+            .with_live(id, |d| Ok(d.pending.remove(request_id).map(|(_, p)| p)))
+    }
+
+    async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
+        self.inner.with_live(id, |d| {
+            let mut v: Vec<_> = d.pending.values().cloned().collect();
+            v.sort_by_key(|(order, _)| *order);
+            Ok(v.into_iter().map(|(_, p)| p).collect())
+        })
+    }
+
+    async fn sweep_expired(&self) -> Result<SweepReport> {
+        Ok(SweepReport {
+            removed: self.inner.sweep(),
+            repaired: 0,
+        })
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let started = Instant::now();
+        let sessions = self.len();
+        Ok(Health::healthy("memory", started.elapsed())
+            .with_detail("sessions", sessions)
+            .with_detail("max_sessions", self.inner.limits.max_sessions))
+    }
+
+    async fn restore(&self, record: SessionRecord) -> Result<()> {
+        let inner = &self.inner;
+        record.validate(&inner.limits)?;
+        let SessionRecord {
+            session,
+            frames,
+            pending,
+        } = record;
+        let mut data = SlotData::new(session);
+        data.frames = frames.into();
+        for p in pending {
+            data.pending_order += 1;
+            data.pending
+                .insert(p.request_id.clone(), (data.pending_order, p));
+        }
+        inner.insert_new(data)
+    }
+}
