@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 /// use shoal_core::Limits;
 /// use std::time::Duration;
 ///
-/// let limits = Limits { session_ttl: Duration::from_secs(3600), ..Limits::default() };
+/// let mut limits = Limits::default();
+/// limits.session_ttl = Duration::from_secs(3600);
 /// assert_eq!(limits.max_frame_bytes, 4 * 1024 * 1024);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,9 +41,9 @@ use crate::{
 /// use std::time::Duration;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let store = MemoryStore::builder()
-///     .limits(Limits { max_sessions: 1_000, ..Limits::default() })
-///     .build();
+/// let mut limits = Limits::default();
+/// limits.max_sessions = 1_000;
+/// let store = MemoryStore::builder().limits(limits).build();
 /// let _sweeper = store.spawn_sweeper(Duration::from_secs(30)); // stops when dropped
 /// let s = store.create(Session::new(SessionId::generate(), Transport::Stdio)).await?;
 /// assert_eq!(s.revision, 1);
