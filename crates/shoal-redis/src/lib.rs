@@ -1,0 +1,3 @@
+//! # shoal-redis
+//!
+//! Shoal's Redis backend. (Being written.)

@@ -1,0 +1,1 @@
+//! The SessionStore conformance suite. (Being written.)

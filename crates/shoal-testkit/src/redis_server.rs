@@ -1,0 +1,1 @@
+//! Spawns real `redis-server` processes on free loopback ports for tests. (Being written.)
