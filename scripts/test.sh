@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every Shoal test on a fresh machine: installs what the tests need (redis-server,
+# redis-tools, openssl from Debian's packages) when missing, then the whole workspace's tests.
+# Tests start their own servers on free loopback ports and stop them afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "scripts/test.sh: installing ${need[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The Debian package starts a system redis on 6379; the tests never use it.
+
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked
