@@ -4,7 +4,11 @@
 //!
 //! - [`conformance`]: the whole [`SessionStore`](shoal_core::SessionStore) contract as one
 //!   macro, [`conformance_suite!`], that a backend's test file invokes with a factory;
-//! - [`model`]: a proptest state machine that checks a store against a `BTreeMap` reference.
+//! - [`model`]: a proptest state machine that checks a store against a `BTreeMap` reference,
+//!   run with [`model_test!`] or [`model::run`].
+//!
+//! A factory is an `async fn(Harness) -> Arc<dyn SessionStore>` that returns a fresh, empty
+//! store using exactly the harness's limits and clock:
 //!
 //! ```ignore
 //! async fn memory(h: shoal_testkit::Harness) -> std::sync::Arc<dyn shoal_core::SessionStore> {
@@ -12,9 +16,12 @@
 //!         .limits(h.limits).clock(std::sync::Arc::new(h.clock)).build())
 //! }
 //! shoal_testkit::conformance_suite!(memory);
+//! shoal_testkit::model_test!(memory);
 //! ```
 
-use shoal_core::{Limits, ManualClock};
+use std::{future::Future, sync::Arc};
+
+use shoal_core::{Limits, ManualClock, SessionStore};
 
 pub mod conformance;
 pub mod model;
@@ -41,5 +48,37 @@ impl Harness {
             limits,
             clock: ManualClock::starting_now(),
         }
+    }
+}
+
+impl Default for Harness {
+    /// Default [`Limits`] and a clock stopped at the current time.
+    fn default() -> Self {
+        Harness::new(Limits::default())
+    }
+}
+
+/// Something that builds a fresh, empty store for a [`Harness`].
+///
+/// Implemented for every `Fn(Harness) -> impl Future<Output = Arc<dyn SessionStore>>`, so an
+/// `async fn(Harness) -> Arc<dyn SessionStore>` (or a closure returning an `async` block) is a
+/// factory. The conformance cases and the model runner take one.
+pub trait StoreFactory {
+    /// The future [`StoreFactory::make`] returns.
+    type Fut: Future<Output = Arc<dyn SessionStore>>;
+
+    /// Builds a fresh, empty store that enforces `harness.limits` and reads `harness.clock`.
+    fn make(&self, harness: Harness) -> Self::Fut;
+}
+
+impl<F, Fut> StoreFactory for F
+where
+    F: Fn(Harness) -> Fut,
+    Fut: Future<Output = Arc<dyn SessionStore>>,
+{
+    type Fut = Fut;
+
+    fn make(&self, harness: Harness) -> Fut {
+        self(harness)
     }
 }

@@ -1,0 +1,18 @@
+//! The conformance suite and the reference model, run against [`MemoryStore`].
+
+use std::sync::Arc;
+
+use shoal_core::{MemoryStore, SessionStore};
+use shoal_testkit::Harness;
+
+/// A fresh memory store with the harness's limits and clock.
+async fn memory(h: Harness) -> Arc<dyn SessionStore> {
+    Arc::new(
+        MemoryStore::builder()
+            .limits(h.limits)
+            .clock(Arc::new(h.clock))
+            .build(),
+    )
+}
+
+shoal_testkit::conformance_suite!(memory);
