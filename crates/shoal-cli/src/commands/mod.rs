@@ -1,0 +1,95 @@
+//! The subcommands. Each returns an [`Outcome`] (exit 0 or 1) or an error (see
+//! [`crate::error`] for how errors become exit codes).
+
+use std::future::Future;
+
+use crate::{
+    cli::{Command, SessionsCommand},
+    config::Config,
+    error::{Interrupted, Outcome},
+    store::{OpenedStore, open_store},
+};
+
+pub(crate) mod config;
+pub(crate) mod health;
+pub(crate) mod sessions;
+pub(crate) mod sweep;
+pub(crate) mod transfer;
+
+/// What every command gets.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    /// The effective configuration.
+    pub(crate) config: Config,
+    /// `--json`.
+    pub(crate) json: bool,
+}
+
+impl Ctx {
+    /// Opens the configured store.
+    pub(crate) async fn open(&self) -> anyhow::Result<OpenedStore> {
+        open_store(&self.config.store, &self.config).await
+    }
+}
+
+/// Runs `command`. Every command but `bench` (which handles its own signals) ends cleanly on
+/// Ctrl-C: nothing half-written is kept (exports go to a temporary file, file stores are only
+/// saved at the end).
+pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Bench(args) => {
+            let opened = ctx.open().await?;
+            let ok = crate::bench::run(&args, opened.store(), ctx.json).await?;
+            Ok(Outcome::from_ok(ok))
+        }
+        Command::Sessions(cmd) => {
+            interruptible(async {
+                match cmd {
+                    SessionsCommand::List(a) => sessions::list(ctx, &a).await,
+                    SessionsCommand::Show(a) => sessions::show(ctx, &a).await,
+                    SessionsCommand::Frames(a) => sessions::frames(ctx, &a).await,
+                    SessionsCommand::Delete(a) => sessions::delete(ctx, &a).await,
+                    SessionsCommand::Count(a) => sessions::count(ctx, &a).await,
+                }
+            })
+            .await
+        }
+        Command::Export(a) => interruptible(transfer::export(ctx, &a)).await,
+        Command::Import(a) => interruptible(transfer::import(ctx, &a)).await,
+        Command::Sweep => interruptible(sweep::run(ctx)).await,
+        Command::Health => interruptible(health::run(ctx)).await,
+        Command::Config(crate::cli::ConfigCommand::Show) => config::show(ctx),
+        Command::Config(crate::cli::ConfigCommand::Check(_)) => {
+            // Handled before the configuration is loaded (see main).
+            anyhow::bail!("config check is dispatched early")
+        }
+    }
+}
+
+/// Runs `fut` until it ends or Ctrl-C arrives; then it is dropped (its temporary files with it)
+/// and the result is [`Interrupted`].
+async fn interruptible<F>(fut: F) -> anyhow::Result<Outcome>
+where
+    F: Future<Output = anyhow::Result<Outcome>>,
+{
+    let signal = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handling available: never interrupt.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = fut => r,
+        () = signal => Err(Interrupted.into()),
+    }
+}
+
+/// Tells the user that changes to a `memory://` store end with the command.
+pub(crate) fn note_ephemeral(opened: &OpenedStore, changed: bool) {
+    if changed && opened.is_ephemeral() {
+        eprintln!(
+            "note: the memory:// store is discarded when shoal exits; use --store file://PATH \
+             to keep changes"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! `shoal sweep`: one expiry pass.
+
+use serde_json::json;
+
+use super::{Ctx, note_ephemeral};
+use crate::{
+    error::Outcome,
+    output::{print_json, print_text},
+};
+
+/// `sweep`.
+pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let mut opened = ctx.open().await?;
+    // The explicit pass should account for everything it removes.
+    opened.stop_sweeper().await;
+    let report = opened.store().sweep_expired().await?;
+    let changed = report.removed > 0 || report.repaired > 0;
+    if changed {
+        opened.save().await?;
+    }
+    note_ephemeral(&opened, changed);
+    if ctx.json {
+        print_json(&json!({ "removed": report.removed, "repaired": report.repaired }))?;
+    } else {
+        print_text(&format!(
+            "removed {} expired sessions, repaired {} index entries\n",
+            report.removed, report.repaired
+        ))?;
+    }
+    Ok(Outcome::Success)
+}

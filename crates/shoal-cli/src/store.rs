@@ -1,0 +1,407 @@
+//! Store URLs and opening the store a command works on.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `memory://` | an empty in-memory store, gone when the command ends (the default) |
+//! | `file://PATH` | an in-memory store loaded from the Shoal JSON Lines export at `PATH` (a missing file is an empty store) and written back atomically after a command that changes data |
+//! | `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` | Redis (not built yet) |
+//!
+//! Everything after `file://` is the path: `file:///var/lib/shoal/s.jsonl` is absolute,
+//! `file://s.jsonl` is relative to the working directory. A `file://` store is meant for one
+//! `shoal` at a time: two commands changing the same file concurrently lose one's changes.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use shoal_core::{MemoryStore, SessionStore, SweeperHandle, transfer};
+use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
+
+use crate::config::Config;
+
+/// Schemes that will select the Redis backend.
+const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+cluster", "redis+sentinel"];
+
+/// The supported URL forms, for error messages.
+const SUPPORTED: &str =
+    "memory://, file://PATH, redis://, rediss://, redis+cluster://, redis+sentinel://";
+
+/// A parsed store URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StoreUrl {
+    /// `memory://`.
+    Memory,
+    /// `file://PATH`.
+    File(PathBuf),
+    /// One of the Redis schemes (the URL kept whole for the Redis backend).
+    Redis {
+        /// `redis`, `rediss`, `redis+cluster` or `redis+sentinel`.
+        scheme: String,
+        /// The whole URL.
+        url: String,
+    },
+}
+
+impl StoreUrl {
+    /// Parses a store URL; the error says what is wrong and lists the supported forms.
+    pub(crate) fn parse(url: &str) -> Result<StoreUrl, String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "{:?} is not a store URL (supported: {SUPPORTED})",
+                redact(url)
+            ));
+        };
+        let scheme_lc = scheme.to_ascii_lowercase();
+        match scheme_lc.as_str() {
+            "memory" if rest.is_empty() => Ok(StoreUrl::Memory),
+            "memory" => Err(format!(
+                "memory:// takes no host or path (got {url:?}); to keep sessions in a file use \
+                 file://PATH"
+            )),
+            "file" if rest.is_empty() => Err(
+                "file:// needs a path, e.g. file:///var/lib/shoal/sessions.jsonl".to_owned(),
+            ),
+            "file" => Ok(StoreUrl::File(PathBuf::from(rest))),
+            s if REDIS_SCHEMES.contains(&s) => {
+                if rest.is_empty() {
+                    return Err(format!("{s}:// needs a host, e.g. {s}://127.0.0.1:6379"));
+                }
+                Ok(StoreUrl::Redis {
+                    scheme: scheme_lc.clone(),
+                    url: url.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "unsupported store URL scheme {scheme:?} (supported: {SUPPORTED})"
+            )),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***` (safe for logs and messages).
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else if scheme.starts_with("redis") && !userinfo.is_empty() {
+                // redis://PASSWORD@host: a lone userinfo is the password.
+                "***".to_owned()
+            } else {
+                user.to_owned()
+            };
+            format!("{scheme}://{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A store opened for one command, with what is needed to save it afterwards.
+#[derive(Debug)]
+pub(crate) struct OpenedStore {
+    store: Arc<dyn SessionStore>,
+    backing: Backing,
+    sweeper: Option<SweeperHandle>,
+    url: String,
+}
+
+#[derive(Debug)]
+enum Backing {
+    /// `memory://`: nothing to save.
+    Ephemeral,
+    /// `file://PATH`.
+    File { path: PathBuf, memory: MemoryStore },
+}
+
+/// Opens the store named by `url` with the limits and settings of `config`. For the in-memory
+/// backends a background sweeper runs until the returned value is dropped.
+pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<OpenedStore> {
+    let parsed = StoreUrl::parse(url).map_err(|e| crate::error::UsageError(e))?;
+    let memory = || {
+        MemoryStore::builder()
+            .limits(config.limits.clone())
+            .build()
+    };
+    let (store, backing, sweeper): (Arc<dyn SessionStore>, Backing, Option<SweeperHandle>) =
+        match parsed {
+            StoreUrl::Memory => {
+                let m = memory();
+                let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
+                (Arc::new(m), Backing::Ephemeral, Some(sweeper))
+            }
+            StoreUrl::File(path) => {
+                let m = memory();
+                check_parent(&path)?;
+                let loaded = load_file(&m, &path).await?;
+                tracing::debug!(path = %path.display(), sessions = loaded, "loaded file store");
+                let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
+                (
+                    Arc::new(m.clone()),
+                    Backing::File { path, memory: m },
+                    Some(sweeper),
+                )
+            }
+            StoreUrl::Redis { scheme, .. } => anyhow::bail!(
+                "Redis support not yet built: the {scheme}:// store is not available in this \
+                 build of shoal (use memory:// or file://PATH)"
+            ),
+        };
+    tracing::debug!(store = %redact(url), backend = store.backend_name(), "store opened");
+    Ok(OpenedStore {
+        store,
+        backing,
+        sweeper,
+        url: redact(url),
+    })
+}
+
+impl OpenedStore {
+    /// The store, shareable.
+    pub(crate) fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The URL, password redacted.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The file behind a `file://` store.
+    pub(crate) fn file_path(&self) -> Option<&Path> {
+        match &self.backing {
+            Backing::File { path, .. } => Some(path),
+            Backing::Ephemeral => None,
+        }
+    }
+
+    /// True for `memory://`: changes vanish when the command ends.
+    pub(crate) fn is_ephemeral(&self) -> bool {
+        matches!(self.backing, Backing::Ephemeral)
+    }
+
+    /// Stops the background sweeper (so an explicit `sweep` reports everything it removes).
+    pub(crate) async fn stop_sweeper(&mut self) {
+        if let Some(s) = self.sweeper.take() {
+            s.stop().await;
+        }
+    }
+
+    /// Persists the store where that means something: a `file://` store is exported to a
+    /// temporary file beside its file and renamed over it. A no-op for other stores.
+    pub(crate) async fn save(&self) -> anyhow::Result<()> {
+        let Backing::File { path, memory } = &self.backing else {
+            return Ok(());
+        };
+        let out = AtomicFile::create(path)?;
+        let mut w = BufWriter::new(out.tokio_file()?);
+        let report = transfer::export(memory, &mut w, |_| {})
+            .await
+            .with_context(|| format!("writing store file {}", path.display()))?;
+        w.flush().await?;
+        if let Some((id, e)) = report.skipped.iter().find(|(_, e)| !e.is_not_found()) {
+            anyhow::bail!(
+                "store file {} not written: session {id} could not be saved: {e}",
+                path.display()
+            );
+        }
+        out.commit()
+            .with_context(|| format!("saving store file {}", path.display()))?;
+        tracing::debug!(path = %path.display(), sessions = report.sessions, "saved file store");
+        Ok(())
+    }
+}
+
+fn check_parent(path: &Path) -> anyhow::Result<()> {
+    let parent = parent_dir(path);
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!(
+            "store file {}: {} is not a directory",
+            path.display(),
+            parent.display()
+        ),
+        Err(e) => anyhow::bail!(
+            "store file {}: directory {} is not usable: {e}",
+            path.display(),
+            parent.display()
+        ),
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Loads a Shoal export into `store`. A missing or empty file is an empty store.
+async fn load_file(store: &MemoryStore, path: &Path) -> anyhow::Result<u64> {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening store file {}", path.display()));
+        }
+    };
+    if file.metadata().await?.len() == 0 {
+        return Ok(0);
+    }
+    let mut reader = BufReader::new(file);
+    let report = transfer::import(
+        store,
+        &mut reader,
+        &transfer::ImportOptions::default(),
+        |_| {},
+    )
+    .await
+    .with_context(|| format!("loading store file {}", path.display()))?;
+    if let Some(bad) = report.failed.first() {
+        anyhow::bail!(
+            "loading store file {}: {bad} (the file is not a valid Shoal export)",
+            path.display()
+        );
+    }
+    Ok(report.imported)
+}
+
+/// A file written under a temporary name in the target's directory and renamed over the target
+/// only on [`AtomicFile::commit`]; dropped uncommitted, the temporary file is removed.
+#[derive(Debug)]
+pub(crate) struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    /// Starts writing `target`. An existing target keeps its permissions.
+    pub(crate) fn create(target: &Path) -> anyhow::Result<AtomicFile> {
+        let dir = parent_dir(target);
+        let tmp = tempfile::Builder::new()
+            .prefix(".shoal-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        if let Ok(meta) = std::fs::metadata(target) {
+            std::fs::set_permissions(tmp.path(), meta.permissions())
+                .with_context(|| format!("copying permissions of {}", target.display()))?;
+        }
+        Ok(AtomicFile {
+            tmp,
+            target: target.to_owned(),
+        })
+    }
+
+    /// A Tokio handle on the temporary file.
+    pub(crate) fn tokio_file(&self) -> anyhow::Result<tokio::fs::File> {
+        Ok(tokio::fs::File::from_std(self.tmp.as_file().try_clone()?))
+    }
+
+    /// Syncs the data and renames the file over the target.
+    pub(crate) fn commit(self) -> anyhow::Result<()> {
+        self.tmp.as_file().sync_all()?;
+        let target = self.target;
+        self.tmp
+            .persist(&target)
+            .map_err(|e| e.error)
+            .with_context(|| format!("renaming into {}", target.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_supported_urls() {
+        assert_eq!(StoreUrl::parse("memory://"), Ok(StoreUrl::Memory));
+        assert_eq!(StoreUrl::parse("MEMORY://"), Ok(StoreUrl::Memory));
+        assert_eq!(
+            StoreUrl::parse("file:///var/lib/shoal/s.jsonl"),
+            Ok(StoreUrl::File("/var/lib/shoal/s.jsonl".into()))
+        );
+        assert_eq!(
+            StoreUrl::parse("file://rel/s.jsonl"),
+            Ok(StoreUrl::File("rel/s.jsonl".into()))
+        );
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://user:pw@h:6380/0",
+            "redis+cluster://a:1,b:2",
+            "redis+sentinel://s1:26379/mymaster",
+        ] {
+            assert!(
+                matches!(StoreUrl::parse(url), Ok(StoreUrl::Redis { .. })),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_urls_clearly() {
+        let e = StoreUrl::parse("postgres://x").expect_err("scheme");
+        assert!(e.contains("\"postgres\"") && e.contains("file://PATH"), "{e}");
+        let e = StoreUrl::parse("memory").expect_err("no scheme");
+        assert!(e.contains("not a store URL"), "{e}");
+        let e = StoreUrl::parse("memory://x").expect_err("memory path");
+        assert!(e.contains("no host or path"), "{e}");
+        let e = StoreUrl::parse("file://").expect_err("empty path");
+        assert!(e.contains("needs a path"), "{e}");
+        let e = StoreUrl::parse("redis://").expect_err("no host");
+        assert!(e.contains("needs a host"), "{e}");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://secret@h"), "redis://***@h");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact("file:///a/b@c"), "file:///a/b@c");
+        let e = StoreUrl::parse("nope:pw@h").expect_err("no scheme");
+        assert!(!e.contains("nope:pw"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn redis_urls_are_not_built_yet() {
+        let err = open_store("redis://127.0.0.1:1", &Config::default())
+            .await
+            .expect_err("redis");
+        assert!(err.to_string().contains("Redis support not yet built"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn file_store_round_trips_and_tolerates_a_missing_file() {
+        use shoal_core::{Session, SessionId, Transport};
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.jsonl");
+        let url = format!("file://{}", path.display());
+        let opened = open_store(&url, &Config::default()).await.expect("open");
+        assert_eq!(opened.file_path(), Some(path.as_path()));
+        let id = SessionId::new("abc").expect("id");
+        opened
+            .store()
+            .create(Session::new(id.clone(), Transport::Http))
+            .await
+            .expect("create");
+        opened.save().await.expect("save");
+        drop(opened);
+
+        let again = open_store(&url, &Config::default()).await.expect("reopen");
+        assert!(again.store().get(&id).await.expect("get").is_some());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("s.jsonl")]);
+    }
+}
