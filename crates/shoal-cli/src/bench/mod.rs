@@ -31,7 +31,10 @@ mod workload;
 use std::{
     collections::{BTreeMap, VecDeque},
     io::IsTerminal as _,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -236,7 +239,24 @@ pub(crate) async fn run(
     store: Arc<dyn SessionStore>,
     json: bool,
 ) -> anyhow::Result<bool> {
-    let (report, ok) = execute(args, store, &Progress::new(json)).await?;
+    // Ctrl-C stops the current phase; the bench's sessions are still deleted, then the command
+    // ends as interrupted. A second Ctrl-C exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+                eprintln!("shoal bench: interrupted; cleaning up (Ctrl-C again to exit now)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        })
+    };
+    let result = execute(args, store, &Progress::new(json), &stop).await;
+    listener.abort();
+    let (report, ok) = result?;
     if json {
         println!(
             "{}",
@@ -253,6 +273,7 @@ async fn execute(
     args: &BenchArgs,
     store: Arc<dyn SessionStore>,
     progress: &Progress,
+    stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<(Report, bool)> {
     args.validate()?;
     let limits = store.limits().clone();
@@ -297,6 +318,7 @@ async fn execute(
         create_cap_per_worker: create_total / args.concurrency,
         record_acks: args.verify,
         seed: args.seed,
+        stop: Arc::clone(stop),
     });
 
     let name = store.backend_name();
@@ -319,6 +341,7 @@ async fn execute(
         }
     }
     let tested = outcome?;
+    interrupted(&plan)?;
 
     let baseline = if args.no_baseline {
         None
@@ -328,6 +351,7 @@ async fn execute(
         let mut ignored = Vec::new();
         Some(run_store(args, &b, &plan, progress, false, &mut ignored).await?)
     };
+    interrupted(&plan)?;
 
     let active: Vec<Op> = args.mix.active().collect();
     let (results, total, errors) = stats_of(&tested.measured, &active)?;
@@ -362,6 +386,14 @@ async fn execute(
     }
     let ok = report.verify.is_none_or(|v| v.ok());
     Ok((report, ok))
+}
+
+/// `Err(Interrupted)` once Ctrl-C was pressed.
+fn interrupted(plan: &Plan) -> anyhow::Result<()> {
+    if plan.stopped() {
+        return Err(anyhow::Error::new(crate::error::Interrupted));
+    }
+    Ok(())
 }
 
 /// Per-op figures, the total, and the first error per op, of one timed phase.
@@ -412,6 +444,7 @@ async fn run_store(
     let started = Instant::now();
     let mut acks: Vec<Ack> = workload::setup(store, plan).await?;
     let setup = started.elapsed();
+    interrupted(plan)?;
 
     if !args.warmup.is_zero() {
         progress.say(|| {
@@ -440,6 +473,7 @@ async fn run_store(
         workload::run_phase(store, plan, args.bound(), 2, std::mem::take(alive)).await?;
     *alive = std::mem::take(&mut measured.alive);
     acks.append(&mut measured.acks);
+    interrupted(plan)?;
 
     let verify = if under_test && args.verify {
         progress.say(|| format!("{name}: verifying {} acknowledged frames", acks.len()));
@@ -451,9 +485,7 @@ async fn run_store(
 
     let scaling = if under_test && args.scaling_appends > 0 {
         progress.say(|| format!("{name}: append scaling"));
-        let (small, large) =
-            workload::append_scaling(store, &plan.prefix, plan.frame_bytes, args.scaling_appends)
-                .await?;
+        let (small, large) = workload::append_scaling(store, plan, args.scaling_appends).await?;
         Some(AppendScaling::new(
             (small.frames, &small.hist, small.busy),
             (large.frames, &large.hist, large.busy),
@@ -472,7 +504,7 @@ async fn run_store(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
 
     use clap::Parser;
     use shoal_core::{
@@ -492,6 +524,10 @@ mod tests {
         let mut argv = vec!["bench"];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).unwrap().bench
+    }
+
+    fn no_stop() -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
     }
 
     fn small(extra: &[&str]) -> BenchArgs {
@@ -552,7 +588,7 @@ mod tests {
         let store = MemoryStore::new();
         let dyn_store: Arc<dyn SessionStore> = Arc::new(store.clone());
         let a = small(&["--verify"]);
-        let (report, ok) = execute(&a, dyn_store, &Progress { enabled: false })
+        let (report, ok) = execute(&a, dyn_store, &Progress { enabled: false }, &no_stop())
             .await
             .unwrap();
         assert!(ok);
@@ -597,7 +633,7 @@ mod tests {
         let store = MemoryStore::new();
         let dyn_store: Arc<dyn SessionStore> = Arc::new(store.clone());
         let a = small(&["--keep", "--no-baseline", "--mix", "get=1"]);
-        let (report, ok) = execute(&a, dyn_store, &Progress { enabled: false })
+        let (report, ok) = execute(&a, dyn_store, &Progress { enabled: false }, &no_stop())
             .await
             .unwrap();
         assert!(ok);
@@ -613,7 +649,7 @@ mod tests {
         let mut limits = Limits::default();
         limits.max_sessions = 21;
         let tight: Arc<dyn SessionStore> = Arc::new(MemoryStore::builder().limits(limits).build());
-        let err = execute(&small(&[]), tight, &Progress { enabled: false })
+        let err = execute(&small(&[]), tight, &Progress { enabled: false }, &no_stop())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("max_sessions 21"), "{err}");
@@ -625,7 +661,7 @@ mod tests {
         limits.max_frames_per_session = 8;
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::builder().limits(limits).build());
         let a = small(&["--verify", "--no-baseline", "--mix", "append=1"]);
-        let (report, ok) = execute(&a, store, &Progress { enabled: false })
+        let (report, ok) = execute(&a, store, &Progress { enabled: false }, &no_stop())
             .await
             .unwrap();
         let v = report.verify.unwrap();
@@ -634,6 +670,29 @@ mod tests {
         assert_eq!(v.lost, 0);
         assert_eq!(v.checked, 20 * 5 + 3000);
         assert_eq!(report.append_scaling.unwrap().frames_large, 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ctrl_c_stops_the_run_and_still_cleans_up() {
+        let store = MemoryStore::new();
+        let dyn_store: Arc<dyn SessionStore> = Arc::new(store.clone());
+        let stop = no_stop();
+        let flag = Arc::clone(&stop);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            flag.store(true, Ordering::Relaxed);
+        });
+        let a = args(&["--sessions", "50", "--frames", "5", "--duration", "60s"]);
+        let started = Instant::now();
+        let err = execute(&a, dyn_store, &Progress { enabled: false }, &stop)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(
+            err.downcast_ref::<crate::error::Interrupted>().is_some(),
+            "{err:#}"
+        );
+        assert_eq!(store.len(), 0);
     }
 
     /// A memory store that acknowledges every 50th append without storing it.
@@ -812,7 +871,7 @@ mod tests {
             appends: AtomicU64::new(0),
         });
         let a = small(&["--verify", "--no-baseline", "--mix", "append=3,get=1"]);
-        let (report, ok) = execute(&a, store, &Progress { enabled: false })
+        let (report, ok) = execute(&a, store, &Progress { enabled: false }, &no_stop())
             .await
             .unwrap();
         assert!(!ok);

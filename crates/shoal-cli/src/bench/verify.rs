@@ -198,6 +198,9 @@ pub(crate) async fn verify_store(
         handles.push(tokio::spawn(async move {
             let mut total = VerifyReport::default();
             for i in (t..plan.sessions.len()).step_by(c) {
+                if plan.stopped() {
+                    break;
+                }
                 let r = verify_session(&store, &plan.sessions[i], &by_session[i]).await?;
                 total.add(&r);
             }

@@ -9,7 +9,10 @@ use std::{
     collections::VecDeque,
     fmt,
     str::FromStr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -266,9 +269,16 @@ pub(crate) struct Plan {
     pub(crate) record_acks: bool,
     /// Run seed.
     pub(crate) seed: u64,
+    /// Set on Ctrl-C: every phase stops at its next operation.
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 impl Plan {
+    /// Whether the run was interrupted.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     /// The id of pool session `i`.
     pub(crate) fn pool_id(prefix: &str, i: usize) -> anyhow::Result<SessionId> {
         SessionId::new(format!("{prefix}s{i}")).context("building a bench session id")
@@ -443,7 +453,7 @@ async fn worker(
     let mut created = 0u64;
     let mut list_cursor: Option<String> = None;
     while w.quota.is_none_or(|q| done < q) {
-        if w.deadline.is_some_and(|d| Instant::now() >= d) {
+        if w.deadline.is_some_and(|d| Instant::now() >= d) || plan.stopped() {
             break;
         }
         let op = plan.mix.pick(w.rng.below(total));
@@ -592,6 +602,9 @@ pub(crate) async fn setup(
             let mut n = 0u64;
             let mut acks = Vec::new();
             for i in (t..plan.sessions.len()).step_by(c) {
+                if plan.stopped() {
+                    break;
+                }
                 let id = &plan.sessions[i];
                 store
                     .create(bench_session(id.clone()))
@@ -718,15 +731,15 @@ pub(crate) struct ScalingCase {
 /// itself, as it does for a long-lived session. Returns the small case and the large case.
 pub(crate) async fn append_scaling(
     store: &Arc<dyn SessionStore>,
-    prefix: &str,
-    frame_bytes: usize,
+    plan: &Plan,
     appends: u64,
 ) -> anyhow::Result<(ScalingCase, ScalingCase)> {
     let cap = store.limits().max_frames_per_session.max(1);
     let large = cap.min(10_000);
     let small = large.min(10);
     let sizes = [small, large];
-    let ids = scaling_ids(prefix)?;
+    let ids = scaling_ids(&plan.prefix)?;
+    let frame_bytes = plan.frame_bytes;
     let writer = SETUP_WRITER - 1;
     let mut n = 0u64;
     for (id, size) in ids.iter().zip(sizes) {
@@ -767,7 +780,7 @@ pub(crate) async fn append_scaling(
             hist: new_hist()?,
         },
     ];
-    while cases.iter().any(|c| c.appends < appends) {
+    while cases.iter().any(|c| c.appends < appends) && !plan.stopped() {
         for (case, id) in cases.iter_mut().zip(&ids) {
             let block = SCALING_BLOCK.min(appends - case.appends);
             for k in 0..block {
