@@ -30,7 +30,7 @@ Exit codes:
 /// shoal: shared, durable sessions for MCP proxies — session admin, export/import, sweep,
 /// health, bench.
 #[derive(Parser, Debug)]
-#[command(name = "shoal", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(name = "shoal", version, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     /// Options valid before or after any subcommand.
     #[command(flatten)]
@@ -42,6 +42,7 @@ pub(crate) struct Cli {
 
 /// Options accepted everywhere.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalArgs {
     /// Store URL [default: memory://]
     #[arg(long, global = true, env = "SHOAL_STORE", value_name = "URL")]
@@ -300,8 +301,8 @@ mod tests {
         let e = Cli::try_parse_from(["shoal", "sessions", "list", "--status", "zombie"])
             .expect_err("status");
         assert!(e.to_string().contains("completed"), "{e}");
-        let e = Cli::try_parse_from(["shoal", "sessions", "list", "--limit", "0"])
-            .expect_err("limit");
+        let e =
+            Cli::try_parse_from(["shoal", "sessions", "list", "--limit", "0"]).expect_err("limit");
         assert_eq!(e.exit_code(), 2);
     }
 

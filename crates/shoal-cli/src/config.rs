@@ -239,7 +239,9 @@ impl Provider for EnvLayer {
     fn data(&self) -> figment::Result<Map<Profile, Dict>> {
         let mut dict = Dict::new();
         for (path, raw) in &self.vars {
-            let value: Value = raw.parse().unwrap_or_else(|e: std::convert::Infallible| match e {});
+            let value: Value = raw
+                .parse()
+                .unwrap_or_else(|e: std::convert::Infallible| match e {});
             insert_path(&mut dict, path, value);
         }
         Ok(Profile::Default.collect(dict))
@@ -332,28 +334,30 @@ pub(crate) fn load(sources: &Sources) -> Result<Config, ConfigError> {
 
     let config: Config = figment
         .extract()
-        .map_err(|e| ConfigError(describe_figment_error(e, &layers)))?;
+        .map_err(|e| ConfigError(describe_figment_error(e, &figment, &layers)))?;
     validate(&config, &figment)?;
     Ok(config)
 }
 
 /// `SHOAL_LOG_LEVEL` (one underscore) is a likely typo for `SHOAL_LOG__LEVEL`: say so instead of
-/// ignoring it silently.
+/// ignoring it silently. Only for implemented sections, so that unrelated variables such as a
+/// test harness's `SHOAL_REDIS_URL` never break the CLI.
 fn check_env_names(env: &[(String, String)]) -> Result<(), ConfigError> {
     for (k, _) in env {
         let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
             continue;
         };
         let lower = rest.to_ascii_lowercase();
-        for section in SECTIONS.iter().chain(RESERVED_SECTIONS).filter(|s| **s != "store") {
-            if let Some(key) = lower.strip_prefix(&format!("{section}_")) {
-                if !key.starts_with('_') && !key.is_empty() {
-                    return Err(ConfigError(format!(
-                        "environment variable {k} is not a configuration key; nested keys \
-                         use a double underscore: {}",
-                        EnvLayer::var_name(&[*section, key])
-                    )));
-                }
+        for section in SECTIONS.iter().filter(|s| **s != "store") {
+            if let Some(key) = lower.strip_prefix(&format!("{section}_"))
+                && !key.starts_with('_')
+                && !key.is_empty()
+            {
+                return Err(ConfigError(format!(
+                    "environment variable {k} is not a configuration key; nested keys \
+                     use a double underscore: {}",
+                    EnvLayer::var_name(&[*section, key])
+                )));
             }
         }
     }
@@ -375,20 +379,26 @@ fn check_file(path: &Path) -> Result<(), ConfigError> {
 }
 
 /// Turns a figment error into one line per problem that names the key and where it came from.
-fn describe_figment_error(err: figment::Error, layers: &Layers) -> String {
+fn describe_figment_error(err: figment::Error, figment: &Figment, layers: &Layers) -> String {
     let mut out = Vec::new();
     for e in err {
-        out.push(describe_one(&e, layers));
+        out.push(describe_one(&e, figment, layers));
     }
     out.join("\n")
 }
 
-fn describe_one(e: &figment::Error, layers: &Layers) -> String {
+/// Keys whose values are humantime durations.
+const DURATION_KEYS: &[&str] = &["limits.session_ttl", "memory.sweep_interval"];
+
+fn describe_one(e: &figment::Error, figment: &Figment, layers: &Layers) -> String {
     use figment::error::Kind;
+    let key = e.path.join(".");
     match &e.kind {
         Kind::UnknownField(field, expected) => {
             let mut path = e.path.clone();
-            path.push(field.clone());
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
             let key = path.join(".");
             let source = locate(&key, &path, layers);
             let top = path.first().map(String::as_str).unwrap_or_default();
@@ -405,31 +415,31 @@ fn describe_one(e: &figment::Error, layers: &Layers) -> String {
                 )
             }
         }
-        _ => {
-            // figment's own message names the key and the source (file path or variable).
-            let mut one = e.clone();
-            // Keep only this error, not the chain (the caller iterates the chain).
-            one = strip_chain(one);
-            let msg = one.to_string();
-            if e.path.is_empty() {
-                if let Some((path, _)) = &layers.file {
-                    if !msg.contains(&path.display().to_string()) {
-                        return format!("{msg} (config file {})", path.display());
-                    }
-                }
+        kind if key.is_empty() => match &layers.file {
+            // A file that does not parse has no key.
+            Some((path, _)) => format!("config file {}: {kind}", path.display()),
+            None => kind.to_string(),
+        },
+        kind => {
+            let source = e
+                .metadata
+                .as_ref()
+                .map_or_else(|| origin(figment, &key), |md| describe_metadata(md, &key));
+            if DURATION_KEYS.contains(&key.as_str()) {
+                let value = figment
+                    .find_value(&key)
+                    .ok()
+                    .and_then(|v| v.into_string())
+                    .map_or_else(String::new, |v| format!(" {v:?}"));
+                format!(
+                    "invalid duration{value} for key `{key}` in {source}: {kind} (write durations \
+                     like \"30s\", \"15m\", \"1h 30m\", \"7days\")"
+                )
+            } else {
+                format!("invalid value for key `{key}` in {source}: {kind}")
             }
-            msg
         }
     }
-}
-
-fn strip_chain(e: figment::Error) -> figment::Error {
-    // figment::Error has no public way to drop `prev`; rebuilding from the parts does it.
-    let mut fresh = figment::Error::from(e.kind.clone());
-    fresh.path = e.path.clone();
-    fresh.profile = e.profile.clone();
-    fresh.metadata = e.metadata.clone();
-    fresh
 }
 
 /// Which layer supplied `key` (highest first): the flags, the environment or the file.
@@ -440,30 +450,31 @@ fn locate(key: &str, path: &[String], layers: &Layers) -> String {
     if layers.env.vars.iter().any(|(p, _)| p.starts_with(path)) {
         return format!("environment variable {}", EnvLayer::var_name(path));
     }
-    if let Some((file, figment)) = &layers.file {
-        if figment.contains(key) {
-            return format!("config file {}", file.display());
-        }
-        return format!("config file {}", file.display());
+    match &layers.file {
+        Some((file, _)) => format!("config file {}", file.display()),
+        None => "the configuration".into(),
     }
-    "the configuration".into()
+}
+
+/// A provider's metadata as a phrase: `config file PATH`, `environment variable SHOAL_X`.
+fn describe_metadata(md: &Metadata, key: &str) -> String {
+    let keys: Vec<&str> = key.split('.').collect();
+    match &md.source {
+        Some(figment::Source::File(p)) => format!("config file {}", p.display()),
+        _ if md.name == "environment variable" => format!(
+            "environment variable {}",
+            md.interpolate(&Profile::Default, &keys)
+        ),
+        _ => md.name.to_string(),
+    }
 }
 
 /// Where the value of `key` came from, for messages about values that parse but are wrong.
 fn origin(figment: &Figment, key: &str) -> String {
-    match figment.find_metadata(key) {
-        Some(md) => {
-            let keys: Vec<&str> = key.split('.').collect();
-            match &md.source {
-                Some(figment::Source::File(p)) => format!("config file {}", p.display()),
-                _ if md.name == "environment variable" => {
-                    format!("environment variable {}", md.interpolate(&Profile::Default, &keys))
-                }
-                _ => md.name.to_string(),
-            }
-        }
-        None => "the configuration".into(),
-    }
+    figment.find_metadata(key).map_or_else(
+        || "the configuration".into(),
+        |md| describe_metadata(md, key),
+    )
 }
 
 fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
@@ -502,34 +513,36 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The configuration as a TOML document (the format of the config file).
+/// The configuration as a TOML document (the format of the config file), sections in the
+/// order of the documentation.
 pub(crate) fn to_toml(config: &Config) -> anyhow::Result<String> {
-    let value = serde_json::to_value(config)?;
-    let serde_json::Value::Object(top) = value else {
-        anyhow::bail!("configuration did not serialize to a table");
-    };
-    let mut scalars = String::new();
-    let mut tables = String::new();
-    for (key, v) in &top {
-        match v {
-            serde_json::Value::Object(inner) => {
-                tables.push_str(&format!("\n[{key}]\n"));
-                for (k, v) in inner {
-                    tables.push_str(&format!("{k} = {}\n", toml_scalar(v)?));
-                }
-            }
-            other => scalars.push_str(&format!("{key} = {}\n", toml_scalar(other)?)),
+    let mut out = format!(
+        "store = {}\n",
+        toml_scalar(&serde_json::to_value(&config.store)?)?
+    );
+    let sections = [
+        ("limits", serde_json::to_value(&config.limits)?),
+        ("memory", serde_json::to_value(&config.memory)?),
+        ("log", serde_json::to_value(&config.log)?),
+    ];
+    for (name, value) in sections {
+        let serde_json::Value::Object(table) = value else {
+            anyhow::bail!("[{name}] did not serialize to a table");
+        };
+        out.push_str(&format!("\n[{name}]\n"));
+        for (k, v) in &table {
+            out.push_str(&format!("{k} = {}\n", toml_scalar(v)?));
         }
     }
-    Ok(scalars + &tables)
+    Ok(out)
 }
 
 fn toml_scalar(v: &serde_json::Value) -> anyhow::Result<String> {
     Ok(match v {
         // JSON string escapes (\" \\ \n \t \uXXXX …) are valid TOML basic-string escapes.
-        serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
-            v.to_string()
-        }
+        serde_json::Value::String(_)
+        | serde_json::Value::Number(_)
+        | serde_json::Value::Bool(_) => v.to_string(),
         other => anyhow::bail!("cannot write {other} as a TOML scalar"),
     })
 }
@@ -617,6 +630,8 @@ mod tests {
             ("SHOAL_LIMITS__MAX_SESSIONS", "20"),
             ("SHOAL_LOG__LEVEL", "debug"),
             ("SHOAL_CONFIG", "/ignored.toml"),
+            ("SHOAL_REDIS_URL", "redis://harness-only"),
+            ("SHOAL_TEST_THREADS", "4"),
             ("UNRELATED", "x"),
         ]);
         let c = load(&Sources {
@@ -656,7 +671,10 @@ mod tests {
         });
         assert!(err.contains("limits.max_sesions"), "{err}");
         assert!(err.contains(&f.path().display().to_string()), "{err}");
-        assert!(err.contains("max_sessions"), "lists the expected keys: {err}");
+        assert!(
+            err.contains("max_sessions"),
+            "lists the expected keys: {err}"
+        );
 
         let f = file("stor = \"memory://\"\n");
         let err = load_err(&Sources {
@@ -757,8 +775,10 @@ mod tests {
 
     #[test]
     fn effective_config_round_trips_through_toml() {
-        let mut c = Config::default();
-        c.store = "file:///tmp/a \"quoted\".jsonl".into();
+        let mut c = Config {
+            store: "file:///tmp/a \"quoted\".jsonl".into(),
+            ..Config::default()
+        };
         c.limits.session_ttl = Duration::from_secs(90);
         let text = to_toml(&c).expect("toml");
         assert!(text.starts_with("store = "), "{text}");

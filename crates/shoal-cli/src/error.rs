@@ -51,7 +51,11 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// `Success` when `ok`, else `Failure`.
     pub(crate) fn from_ok(ok: bool) -> Self {
-        if ok { Outcome::Success } else { Outcome::Failure }
+        if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        }
     }
 }
 

@@ -78,7 +78,10 @@ fn run(cli: Cli, store_is_flag: bool) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()?;
     let ctx = commands::Ctx { config, json };
-    runtime.block_on(commands::run(cli.command, &ctx))
+    let result = runtime.block_on(commands::run(cli.command, &ctx));
+    // Do not wait for blocking reads that can never finish (stdin after Ctrl-C).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 /// Logs go to stderr only. The filter is `-v`/`-vv` if given, else `RUST_LOG` if set, else
@@ -88,10 +91,12 @@ fn init_logging(log: &LogConfig, verbose: u8) {
 
     let from_config = || EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("warn"));
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if verbose == 0 && !v.trim().is_empty() => EnvFilter::try_new(&v).unwrap_or_else(|e| {
-            eprintln!("warning: ignoring RUST_LOG={v:?}: {e}");
-            from_config()
-        }),
+        Ok(v) if verbose == 0 && !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).unwrap_or_else(|e| {
+                eprintln!("warning: ignoring RUST_LOG={v:?}: {e}");
+                from_config()
+            })
+        }
         _ => from_config(),
     };
     let builder = tracing_subscriber::fmt()

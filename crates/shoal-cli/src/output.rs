@@ -109,6 +109,15 @@ pub(crate) fn fmt_latency(d: Duration) -> String {
     }
 }
 
+/// `1 session`, `2 sessions`.
+pub(crate) fn count_of(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// `-` for `None`.
 pub(crate) fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_owned()
@@ -194,5 +203,7 @@ mod tests {
         assert_eq!(fmt_latency(Duration::from_micros(12_340)), "12.3ms");
         assert_eq!(fmt_latency(Duration::from_millis(4_000)), "4.00s");
         assert!(progress_bar(false, Some(3), "x").is_hidden());
+        assert_eq!(count_of(1, "frame", "frames"), "1 frame");
+        assert_eq!(count_of(0, "frame", "frames"), "0 frames");
     }
 }

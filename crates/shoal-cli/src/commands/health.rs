@@ -51,7 +51,10 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         };
         let mut pairs = vec![
             ("store", report.store.clone()),
-            ("backend", report.backend.clone().unwrap_or_else(|| "-".into())),
+            (
+                "backend",
+                report.backend.clone().unwrap_or_else(|| "-".into()),
+            ),
             ("status", status.to_owned()),
             (
                 "latency",

@@ -140,7 +140,10 @@ pub(crate) async fn show(ctx: &Ctx, args: &ShowArgs) -> anyhow::Result<Outcome> 
         ("pending requests", pending.len().to_string()),
         ("revision", s.revision.to_string()),
         ("protocol version", or_dash(s.protocol_version.as_deref())),
-        ("upstream session", or_dash(s.upstream_session_id.as_deref())),
+        (
+            "upstream session",
+            or_dash(s.upstream_session_id.as_deref()),
+        ),
         (
             "tags",
             if s.tags.is_empty() {
@@ -402,14 +405,15 @@ mod tests {
             .with_stream("post-1")
             .with_timestamp(shoal_core::Timestamp(0))
             .into_frame(id.clone(), 1);
-        let bin = shoal_core::NewFrame::new(
-            shoal_core::Direction::ServerToClient,
-            vec![0xffu8, 0xfe],
-        )
-        .with_timestamp(shoal_core::Timestamp(0))
-        .into_frame(id, 2);
+        let bin =
+            shoal_core::NewFrame::new(shoal_core::Direction::ServerToClient, vec![0xffu8, 0xfe])
+                .with_timestamp(shoal_core::Timestamp(0))
+                .into_frame(id, 2);
         let out = render_frames(&[text, bin]);
-        assert!(out.contains("#1 1970-01-01T00:00:00.000Z client_to_server stream=post-1"), "{out}");
+        assert!(
+            out.contains("#1 1970-01-01T00:00:00.000Z client_to_server stream=post-1"),
+            "{out}"
+        );
         assert!(out.contains("  {\"a\":1}\n"), "{out}");
         assert!(out.contains("  base64://4=\n"), "{out}");
         assert_eq!(render_frames(&[]), "No frames.\n");

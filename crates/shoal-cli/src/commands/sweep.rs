@@ -5,7 +5,7 @@ use serde_json::json;
 use super::{Ctx, note_ephemeral};
 use crate::{
     error::Outcome,
-    output::{print_json, print_text},
+    output::{count_of, print_json, print_text},
 };
 
 /// `sweep`.
@@ -23,8 +23,9 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         print_json(&json!({ "removed": report.removed, "repaired": report.repaired }))?;
     } else {
         print_text(&format!(
-            "removed {} expired sessions, repaired {} index entries\n",
-            report.removed, report.repaired
+            "removed {}, repaired {}\n",
+            count_of(report.removed, "expired session", "expired sessions"),
+            count_of(report.repaired, "index entry", "index entries"),
         ))?;
     }
     Ok(Outcome::Success)

@@ -19,7 +19,7 @@ use super::{Ctx, note_ephemeral};
 use crate::{
     cli::{ExportArgs, ImportArgs, OnExistingArg},
     error::Outcome,
-    output::{bytes_bar, print_json, print_text, progress_bar, progress_enabled},
+    output::{bytes_bar, count_of, print_json, print_text, progress_bar, progress_enabled},
     store::AtomicFile,
 };
 
@@ -114,9 +114,9 @@ pub(crate) async fn export(ctx: &Ctx, args: &ExportArgs) -> anyhow::Result<Outco
             eprintln!("skipped session {}: {}", s.id, s.error);
         }
         let line = format!(
-            "exported {} sessions ({} frames) to {}",
-            summary.sessions,
-            summary.frames,
+            "exported {} ({}) to {}",
+            count_of(summary.sessions, "session", "sessions"),
+            count_of(summary.frames, "frame", "frames"),
             if to_stdout { "stdout" } else { &summary.out }
         );
         if to_stdout {
@@ -236,13 +236,17 @@ pub(crate) async fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outco
     if ctx.json {
         print_json(&summary)?;
     } else {
-        let verb = if args.dry_run { "would import" } else { "imported" };
+        let verb = if args.dry_run {
+            "would import"
+        } else {
+            "imported"
+        };
         let mut text = format!(
-            "{verb} {} sessions ({} frames), skipped {} existing, refused {} lines\n",
-            summary.imported,
-            summary.frames,
+            "{verb} {} ({}), skipped {} existing, refused {}\n",
+            count_of(summary.imported, "session", "sessions"),
+            count_of(summary.frames, "frame", "frames"),
             summary.skipped,
-            summary.failed.len()
+            count_of(summary.failed.len() as u64, "line", "lines"),
         );
         for f in &summary.failed {
             text.push_str(&format!("  line {}: {}\n", f.line, f.error));
