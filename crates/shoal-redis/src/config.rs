@@ -1,0 +1,428 @@
+//! [`RedisConfig`]: where the Redis backend connects and how.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use shoal_core::{Error, Result};
+
+/// How to reach Redis and how the store behaves on it.
+///
+/// The URL selects the topology:
+///
+/// | URL | topology |
+/// |---|---|
+/// | `redis://[user:password@]host:port[/db]` | standalone |
+/// | `rediss://…` | standalone over TLS |
+/// | `redis+cluster://[user:password@]host:port,host:port,…` | Redis Cluster (seed nodes) |
+/// | `rediss+cluster://…` | Redis Cluster over TLS |
+/// | `redis+sentinel://[user:password@]host:port,host:port,…/<master-name>[/db]` | Sentinel |
+/// | `rediss+sentinel://…` | Sentinel, data nodes over TLS |
+///
+/// Credentials in the URL are an ACL user and password (or only a password for the
+/// `default` user); percent-encode reserved characters.
+///
+/// ```
+/// use shoal_redis::RedisConfig;
+/// use std::time::Duration;
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379")
+///     .with_key_prefix("prod")
+///     .with_connections(2)
+///     .with_response_timeout(Duration::from_millis(500));
+/// assert!(config.validate().is_ok());
+/// assert!(RedisConfig::new("redis://h").with_key_prefix("a{b").validate().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// Where Redis is (see the table above). Default `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// First part of every key (`<prefix>:{<sid>}:meta`, …). Visible ASCII without `{`, `}`,
+    /// `*`, `?`, `[`, `]`, `\`. Default `shoal`.
+    pub key_prefix: String,
+    /// Bound on establishing a connection (also the whole of [`RedisStore::connect`]).
+    /// Default 5 s.
+    ///
+    /// [`RedisStore::connect`]: crate::RedisStore::connect
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on one Redis round trip; a reply that takes longer is [`Error::Timeout`].
+    /// Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Multiplexed connections to spread commands over (round robin). Default 1, which is
+    /// usually best: one multiplexed connection pipelines every concurrent request.
+    pub connections: usize,
+    /// A PEM file with the CA certificate(s) that sign the server's certificate, for
+    /// `rediss://` servers whose certificate is not signed by a public root.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Extra time Redis keeps a session's keys (server-side `PEXPIRE`) beyond its logical
+    /// expiry. Expiry is decided by the store's clock; the server TTL only collects garbage,
+    /// so the grace absorbs clock differences between instances. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub expiry_grace: Duration,
+    /// How long one instance may hold the sweep lease (`<prefix>:sweep:lease`) before
+    /// another may take over. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub sweep_lease: Duration,
+    /// Reconnection attempts of a standalone connection before a command fails. Default 2.
+    pub reconnect_retries: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "shoal".into(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(2),
+            connections: 1,
+            tls_ca_file: None,
+            expiry_grace: Duration::from_secs(60),
+            sweep_lease: Duration::from_secs(30),
+            reconnect_retries: 2,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("connections", &self.connections)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("expiry_grace", &self.expiry_grace)
+            .field("sweep_lease", &self.sweep_lease)
+            .field("reconnect_retries", &self.reconnect_retries)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The defaults with `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// Sets the key prefix.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Sets the response timeout.
+    pub fn with_response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = d;
+        self
+    }
+
+    /// Sets the number of multiplexed connections.
+    pub fn with_connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+
+    /// Sets the CA file for `rediss://`.
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// Sets the server-side expiry grace.
+    pub fn with_expiry_grace(mut self, d: Duration) -> Self {
+        self.expiry_grace = d;
+        self
+    }
+
+    /// Checks the prefix, counts and timeouts, and that the URL has a known scheme.
+    pub fn validate(&self) -> Result<()> {
+        let p = &self.key_prefix;
+        if p.is_empty() || p.len() > 64 {
+            return Err(Error::invalid(format!(
+                "redis key prefix must be 1 to 64 characters, got {}",
+                p.len()
+            )));
+        }
+        if let Some(b) = p
+            .bytes()
+            .find(|b| !(0x21..=0x7e).contains(b) || b"{}*?[]\\".contains(b))
+        {
+            return Err(Error::invalid(format!(
+                "redis key prefix {p:?} contains the reserved or invisible character {:?}",
+                b as char
+            )));
+        }
+        if self.connections == 0 || self.connections > 64 {
+            return Err(Error::invalid(format!(
+                "redis connections must be 1 to 64, got {}",
+                self.connections
+            )));
+        }
+        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
+            return Err(Error::invalid("redis timeouts must be greater than zero"));
+        }
+        if self.sweep_lease.is_zero() {
+            return Err(Error::invalid("the sweep lease must be greater than zero"));
+        }
+        Topology::parse(&self.url).map(|_| ())
+    }
+}
+
+/// The parsed URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One server; the URL as redis-rs understands it.
+    Standalone { url: String, tls: bool },
+    /// Seed nodes of a cluster, each a redis-rs URL with the credentials.
+    Cluster { nodes: Vec<String>, tls: bool },
+    /// Sentinels (`host:port`), the master name, credentials and db for the data nodes.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+        username: Option<String>,
+        password: Option<String>,
+        db: i64,
+        tls: bool,
+    },
+}
+
+impl Topology {
+    pub(crate) fn parse(url: &str) -> Result<Topology> {
+        let bad = |why: &str| Error::invalid(format!("redis url {}: {why}", redact_url(url)));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("missing scheme (expected e.g. redis://host:port)"))?;
+        match scheme {
+            "redis" | "rediss" | "unix" | "redis+unix" => Ok(Topology::Standalone {
+                url: url.to_string(),
+                tls: scheme == "rediss",
+            }),
+            "redis+cluster" | "rediss+cluster" => {
+                let tls = scheme.starts_with("rediss");
+                let (auth, hosts) = split_auth(rest);
+                let hosts = hosts.trim_end_matches('/');
+                if hosts.contains('/') {
+                    return Err(bad("a cluster URL takes no database or path"));
+                }
+                let base = if tls { "rediss" } else { "redis" };
+                let nodes: Vec<String> = hosts
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(|h| match auth {
+                        Some(a) => format!("{base}://{a}@{h}"),
+                        None => format!("{base}://{h}"),
+                    })
+                    .collect();
+                if nodes.is_empty() {
+                    return Err(bad("no cluster nodes listed"));
+                }
+                Ok(Topology::Cluster { nodes, tls })
+            }
+            "redis+sentinel" | "rediss+sentinel" => {
+                let tls = scheme.starts_with("rediss");
+                let (auth, rest) = split_auth(rest);
+                let (hosts, path) = rest
+                    .split_once('/')
+                    .ok_or_else(|| bad("a sentinel URL needs /<master-name>"))?;
+                let mut sentinels = Vec::new();
+                for h in hosts.split(',').filter(|h| !h.is_empty()) {
+                    let (host, port) = match h.rsplit_once(':') {
+                        Some((host, port)) => (
+                            host,
+                            port.parse::<u16>()
+                                .map_err(|_| bad(&format!("bad sentinel port in {h:?}")))?,
+                        ),
+                        None => (h, 26379),
+                    };
+                    sentinels.push((host.to_string(), port));
+                }
+                if sentinels.is_empty() {
+                    return Err(bad("no sentinels listed"));
+                }
+                let mut parts = path.split('/').filter(|p| !p.is_empty());
+                let master = parts
+                    .next()
+                    .ok_or_else(|| bad("a sentinel URL needs /<master-name>"))?
+                    .to_string();
+                let db = match parts.next() {
+                    Some(d) => d
+                        .parse::<i64>()
+                        .map_err(|_| bad(&format!("bad database number {d:?}")))?,
+                    None => 0,
+                };
+                let (username, password) = match auth {
+                    None => (None, None),
+                    Some(a) => match a.split_once(':') {
+                        Some((u, p)) => (
+                            (!u.is_empty()).then(|| percent_decode(u)),
+                            Some(percent_decode(p)),
+                        ),
+                        None => (Some(percent_decode(a)), None),
+                    },
+                };
+                Ok(Topology::Sentinel {
+                    sentinels,
+                    master,
+                    username,
+                    password,
+                    db,
+                    tls,
+                })
+            }
+            other => Err(bad(&format!(
+                "unknown scheme {other:?}; expected redis, rediss, redis+cluster, \
+                 rediss+cluster, redis+sentinel or rediss+sentinel"
+            ))),
+        }
+    }
+
+    pub(crate) fn tls(&self) -> bool {
+        match self {
+            Topology::Standalone { tls, .. }
+            | Topology::Cluster { tls, .. }
+            | Topology::Sentinel { tls, .. } => *tls,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Topology::Standalone { .. } => "standalone",
+            Topology::Cluster { .. } => "cluster",
+            Topology::Sentinel { .. } => "sentinel",
+        }
+    }
+}
+
+/// Splits `user:pw@hosts` into the credentials (if any) and the rest.
+fn split_auth(rest: &str) -> (Option<&str>, &str) {
+    match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (Some(auth), hosts),
+        None => (None, rest),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
+            && let (Some(h), Some(l)) = (hex(h), hex(l))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, hosts)) => {
+            let user = auth.split_once(':').map_or("", |(u, _)| u);
+            if auth.contains(':') {
+                format!("{scheme}://{user}:***@{hosts}")
+            } else {
+                format!("{scheme}://***@{hosts}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Durations as humantime strings (`"2s"`, `"500ms"`) in config files.
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_topology() {
+        assert_eq!(
+            Topology::parse("redis://127.0.0.1:6379").ok(),
+            Some(Topology::Standalone {
+                url: "redis://127.0.0.1:6379".into(),
+                tls: false
+            })
+        );
+        assert_eq!(
+            Topology::parse("rediss+cluster://u:p%40w@a:1,b:2/").ok(),
+            Some(Topology::Cluster {
+                nodes: vec!["rediss://u:p%40w@a:1".into(), "rediss://u:p%40w@b:2".into()],
+                tls: true
+            })
+        );
+        assert_eq!(
+            Topology::parse("redis+sentinel://:pw@s1:26379,s2/mymaster/2").ok(),
+            Some(Topology::Sentinel {
+                sentinels: vec![("s1".into(), 26379), ("s2".into(), 26379)],
+                master: "mymaster".into(),
+                username: None,
+                password: Some("pw".into()),
+                db: 2,
+                tls: false,
+            })
+        );
+        assert!(Topology::parse("http://x").is_err());
+        assert!(Topology::parse("redis+sentinel://s1:1").is_err());
+        assert!(Topology::parse("redis+cluster://").is_err());
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://u:secret@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact_url("redis://secret@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        let dbg = format!("{:?}", RedisConfig::new("redis://u:secret@h:1"));
+        assert!(!dbg.contains("secret"), "{dbg}");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("p%40w%3a"), "p@w:");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -1,0 +1,53 @@
+//! Mapping redis-rs errors onto Shoal's [`Error`].
+
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use shoal_core::{Error, SessionId};
+
+/// Maps `e`, raised by `op` (about session `id`, if any). Connection loss and refusal become
+/// [`Error::Unavailable`], I/O time-outs [`Error::Timeout`], a key of the wrong type
+/// [`Error::Corrupt`] for that session, anything else [`Error::Backend`].
+pub(crate) fn map(
+    e: RedisError,
+    op: &'static str,
+    id: Option<&SessionId>,
+    timeout: Duration,
+) -> Error {
+    if e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE") {
+        let what = match id {
+            Some(id) => format!("session {:?} keys", id.as_str()),
+            None => format!("a key read by {op}"),
+        };
+        return Error::corrupt(what, "a key holds the wrong Redis type (WRONGTYPE)");
+    }
+    if e.is_timeout() {
+        return Error::Timeout { op, after: timeout };
+    }
+    if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+        return Error::unavailable(format!("redis {op}: {e}"));
+    }
+    match e.kind() {
+        ErrorKind::Server(
+            ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::BusyLoading
+            | ServerErrorKind::ReadOnly,
+        )
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::MasterNameNotFoundBySentinel
+        | ErrorKind::NoValidReplicasFoundBySentinel
+        | ErrorKind::EmptySentinelList => Error::unavailable(format!("redis {op}: {e}")),
+        _ => Error::backend(OpError { op, source: e }),
+    }
+}
+
+/// A redis-rs error with the operation it broke, kept as the source of [`Error::Backend`].
+#[derive(Debug, thiserror::Error)]
+#[error("redis {op}: {source}")]
+struct OpError {
+    op: &'static str,
+    #[source]
+    source: RedisError,
+}

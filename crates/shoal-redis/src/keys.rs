@@ -1,0 +1,102 @@
+//! Key names. Every key of one session carries the hash tag `{<sid>}`, so one script can touch
+//! all of them on Redis Cluster too; index keys carry a bucket tag `{bNN}`.
+
+use shoal_core::SessionId;
+
+/// Index buckets: the expiry and listing indices are split into this many sorted sets (each
+/// in its own cluster slot), so no single key holds every session.
+pub(crate) const BUCKETS: u32 = 16;
+
+/// The bucket of a session id: FNV-1a (32 bit) of its bytes, modulo [`BUCKETS`]. Stable across
+/// versions and processes (it is part of the storage format).
+pub(crate) fn bucket_of(id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % BUCKETS
+}
+
+/// Builds key names under one prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>:{<sid>}:meta`.
+    pub(crate) fn meta(&self, id: &SessionId) -> String {
+        format!("{}:{{{}}}:meta", self.prefix, id.as_str())
+    }
+
+    /// `[meta, frames, requests]`, the keys every per-session script receives.
+    pub(crate) fn session(&self, id: &SessionId) -> [String; 3] {
+        let tag = format!("{}:{{{}}}", self.prefix, id.as_str());
+        [
+            format!("{tag}:meta"),
+            format!("{tag}:frames"),
+            format!("{tag}:requests"),
+        ]
+    }
+
+    /// `<prefix>:idx:{bNN}:expiry`: score = expires_at (ms) when indexed, member = sid.
+    pub(crate) fn expiry(&self, bucket: u32) -> String {
+        format!("{}:idx:{{b{bucket:02}}}:expiry", self.prefix)
+    }
+
+    /// `<prefix>:idx:{bNN}:all`: score 0, member = sid; walked in lexicographic order by `list`.
+    pub(crate) fn all(&self, bucket: u32) -> String {
+        format!("{}:idx:{{b{bucket:02}}}:all", self.prefix)
+    }
+
+    /// `<prefix>:metrics:<name>`.
+    pub(crate) fn metric(&self, name: &str) -> String {
+        format!("{}:metrics:{name}", self.prefix)
+    }
+
+    /// `<prefix>:sweep:lease`.
+    pub(crate) fn lease(&self) -> String {
+        format!("{}:sweep:lease", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        // Part of the storage format: these must never change.
+        assert_eq!(bucket_of(""), 0x811c_9dc5 % BUCKETS);
+        assert_eq!(bucket_of("a"), 0xe40c_292c % BUCKETS);
+        let mut seen = [0u32; BUCKETS as usize];
+        for i in 0..1600 {
+            seen[bucket_of(&format!("session-{i}")) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn names() {
+        let k = Keys::new("p");
+        let id = SessionId::new("abc").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(k.meta(&id), "p:{abc}:meta");
+        assert_eq!(
+            k.session(&id),
+            ["p:{abc}:meta", "p:{abc}:frames", "p:{abc}:requests"]
+        );
+        assert_eq!(k.expiry(3), "p:idx:{b03}:expiry");
+        assert_eq!(k.all(15), "p:idx:{b15}:all");
+    }
+}

@@ -1,0 +1,29 @@
+-- delete_frames: ARGV[2] = through_seq (<= 2^53), or '' for all. Seqs keep counting.
+-- Reply: {0, frames removed}.
+local r = check_live(now)
+if r then
+  return r
+end
+local first, last = seq_range()
+if not first then
+  return {-9, last}
+end
+local n = redis.call('LLEN', KEYS[2])
+local gone = n
+if ARGV[2] ~= '' then
+  gone = tonumber(ARGV[2]) + 1 - first
+  if gone < 0 then
+    gone = 0
+  end
+  if gone > n then
+    gone = n
+  end
+end
+if gone >= n then
+  redis.call('DEL', KEYS[2])
+elseif gone > 0 then
+  redis.call('LTRIM', KEYS[2], gone, -1)
+end
+n = n - gone
+redis.call('HSET', KEYS[1], 'first_seq', dec(last - n + 1), 'frame_count', dec(n))
+return {0, gone}

@@ -1,0 +1,35 @@
+-- restore: ARGV[2] = PEXPIRE ms, ARGV[3] = k meta pairs, ARGV[4 .. 3+2k] = meta pairs,
+-- then f = number of frames, f encoded frames, then pending field/value pairs.
+-- Fails with -2 if a live session holds the id.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local r = check_live(now)
+  if not r then
+    return {-2}
+  end
+  if r[1] == -9 then
+    return r
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+local k = tonumber(ARGV[3])
+local i = 4
+local meta = {}
+for j = i, i + 2 * k - 1 do
+  meta[#meta + 1] = ARGV[j]
+end
+redis.call('HSET', KEYS[1], unpack(meta))
+i = i + 2 * k
+local f = tonumber(ARGV[i])
+i = i + 1
+local frames = {}
+for j = i, i + f - 1 do
+  frames[#frames + 1] = ARGV[j]
+end
+rpush_all(frames)
+i = i + f
+while i < #ARGV do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+pexpire_all(ARGV[2])
+return {0}

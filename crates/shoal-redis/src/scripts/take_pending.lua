@@ -1,0 +1,11 @@
+-- take_pending: ARGV[2] = request field. Reply: {0, value} or {0} if not pending.
+local r = check_live(now)
+if r then
+  return r
+end
+local v = redis.call('HGET', KEYS[3], ARGV[2])
+if not v then
+  return {0}
+end
+redis.call('HDEL', KEYS[3], ARGV[2])
+return {0, v}
