@@ -11,6 +11,8 @@ local first, last = seq_range()
 if not first then
   return {-9, last}
 end
+-- Fails (WRONGTYPE) before anything is written if the frames key is not a list.
+redis.call('LLEN', KEYS[2])
 local k = #ARGV - 5
 local out = {0}
 if k > 0 then
