@@ -137,7 +137,7 @@ pub(crate) fn progress_bar(enabled: bool, len: Option<u64>, what: &'static str) 
         Some(n) => {
             let bar = ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+                "{prefix} [{wide_bar}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -164,7 +164,7 @@ pub(crate) fn bytes_bar(enabled: bool, len: u64, what: &'static str) -> Progress
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({elapsed}, eta {eta})",
+        "{prefix} [{wide_bar}] {bytes}/{total_bytes} ({elapsed}, eta {eta})",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");

@@ -54,9 +54,10 @@ pub(crate) async fn export(ctx: &Ctx, args: &ExportArgs) -> anyhow::Result<Outco
         None
     };
     let bar = progress_bar(show, total, "exporting");
+    bar.set_message("sessions");
     let on_progress = |r: &ExportReport| {
         bar.set_position(r.sessions);
-        bar.set_message(format!("sessions, {} frames", r.frames));
+        bar.set_message("sessions");
     };
 
     let to_stdout = is_stdio(&args.out);
