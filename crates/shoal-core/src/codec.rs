@@ -171,7 +171,10 @@ mod tests {
     use crate::{NewFrame, PendingRequest, Session, SessionStatus, Transport};
 
     fn golden_session() -> Session {
-        let mut s = Session::new(SessionId::new("golden-1").unwrap(), Transport::StreamableHttp);
+        let mut s = Session::new(
+            SessionId::new("golden-1").unwrap(),
+            Transport::StreamableHttp,
+        );
         s.status = SessionStatus::Active;
         s.created_at = Timestamp(1_764_000_000_000);
         s.last_activity = Timestamp(1_764_000_000_500);
@@ -242,7 +245,10 @@ mod tests {
             CodecError::UnsupportedVersion(2)
         );
         let e: Error = CodecError::UnsupportedVersion(2).into_corrupt("session \"x\" meta");
-        assert!(e.to_string().contains("unsupported envelope version 0x02"), "{e}");
+        assert!(
+            e.to_string().contains("unsupported envelope version 0x02"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -170,7 +170,10 @@ pub(crate) fn frame_size(
     content.len()
         + stream_id.map_or(0, str::len)
         + content_type.map_or(0, str::len)
-        + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 impl NewFrame {
@@ -268,7 +271,10 @@ mod tests {
     #[test]
     fn request_ids_serialize_as_plain_json_rpc_ids() {
         assert_eq!(serde_json::to_string(&RequestId::from(7)).unwrap(), "7");
-        assert_eq!(serde_json::to_string(&RequestId::from("a")).unwrap(), "\"a\"");
+        assert_eq!(
+            serde_json::to_string(&RequestId::from("a")).unwrap(),
+            "\"a\""
+        );
         let back: RequestId = serde_json::from_str("\"x\"").unwrap();
         assert_eq!(back, RequestId::from("x"));
     }

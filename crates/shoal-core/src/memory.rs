@@ -218,7 +218,11 @@ impl Inner {
 
     /// Runs `f` on the live session `id` under its lock. Expired sessions are removed and
     /// reported as not found.
-    fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut SlotData) -> Result<T>) -> Result<T> {
+    fn with_live<T>(
+        &self,
+        id: &SessionId,
+        f: impl FnOnce(&mut SlotData) -> Result<T>,
+    ) -> Result<T> {
         let entry = self
             .sessions
             .get(id)
@@ -424,8 +428,7 @@ impl SessionStore for MemoryStore {
         let start = match &query.cursor {
             None => None,
             Some(c) => Some(
-                SessionId::new(c)
-                    .map_err(|e| Error::invalid(format!("bad list cursor: {e}")))?,
+                SessionId::new(c).map_err(|e| Error::invalid(format!("bad list cursor: {e}")))?,
             ),
         };
         let lower = match &start {

@@ -593,7 +593,12 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 /// # Ok::<(), shoal_core::Error>(())
 /// # }).unwrap();
 /// ```
-pub async fn modify<S, F>(store: &S, id: &SessionId, attempts: u32, mut change: F) -> Result<Session>
+pub async fn modify<S, F>(
+    store: &S,
+    id: &SessionId,
+    attempts: u32,
+    mut change: F,
+) -> Result<Session>
 where
     S: SessionStore + ?Sized,
     F: FnMut(&mut Session) + Send,

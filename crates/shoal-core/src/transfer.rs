@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
-    Direction, Error, Frame, FrameQuery, ListQuery, PendingRequest, Result, Session,
-    SessionRecord, SessionStore, Timestamp,
+    Direction, Error, Frame, FrameQuery, ListQuery, PendingRequest, Result, Session, SessionRecord,
+    SessionStore, Timestamp,
 };
 
 /// The `format` value of the header line.
@@ -176,7 +176,12 @@ where
                     report.sessions += 1;
                     report.frames += frames;
                 }
-                Err((id, e @ (Error::NotFound { .. } | Error::Corrupt { .. } | Error::InvalidInput { .. }))) => {
+                Err((
+                    id,
+                    e @ (Error::NotFound { .. }
+                    | Error::Corrupt { .. }
+                    | Error::InvalidInput { .. }),
+                )) => {
                     // Deleted, unreadable, or changed under us: leave it out, say so.
                     buf.truncate(mark.min(buf.len()));
                     report.skipped.push((id, e));
@@ -251,7 +256,9 @@ where
             break;
         }
         if buf.len() - start >= FLUSH_AT {
-            out.write_all(buf).await.map_err(|e| fail(Error::backend(e)))?;
+            out.write_all(buf)
+                .await
+                .map_err(|e| fail(Error::backend(e)))?;
             buf.clear();
             streamed = true;
         }
@@ -357,11 +364,12 @@ where
 
     n += 1;
     if !read_line(input, &mut line, options.max_line_bytes, n).await? {
-        return Err(Error::invalid("line 1: empty input, expected a shoal-sessions header"));
+        return Err(Error::invalid(
+            "line 1: empty input, expected a shoal-sessions header",
+        ));
     }
-    let header: Header = serde_json::from_slice(trim_eol(&line)).map_err(|e| {
-        Error::invalid(format!("line 1: not a shoal-sessions header: {e}"))
-    })?;
+    let header: Header = serde_json::from_slice(trim_eol(&line))
+        .map_err(|e| Error::invalid(format!("line 1: not a shoal-sessions header: {e}")))?;
     if header.format != FORMAT_NAME {
         return Err(Error::invalid(format!(
             "line 1: format {:?} is not {FORMAT_NAME:?}",
