@@ -490,6 +490,7 @@ async fn run_store(
             (small.frames, &small.hist, small.busy),
             (large.frames, &large.hist, large.busy),
             args.scaling_appends,
+            workload::paired_ratio(&small.block_rates, &large.block_rates),
         ))
     } else {
         None

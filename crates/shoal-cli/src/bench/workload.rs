@@ -721,6 +721,8 @@ pub(crate) struct ScalingCase {
     pub(crate) busy: Duration,
     /// Latencies in nanoseconds.
     pub(crate) hist: Histogram<u64>,
+    /// Appends per second of each timed block, in time order.
+    pub(crate) block_rates: Vec<f64>,
 }
 
 /// Times `appends` single-frame appends to a session holding 10 frames and to one holding
@@ -740,6 +742,7 @@ pub(crate) async fn append_scaling(
     let sizes = [small, large];
     let ids = scaling_ids(&plan.prefix)?;
     let frame_bytes = plan.frame_bytes;
+    let template = new_hist()?;
     let writer = SETUP_WRITER - 1;
     let mut n = 0u64;
     for (id, size) in ids.iter().zip(sizes) {
@@ -766,49 +769,122 @@ pub(crate) async fn append_scaling(
             left -= k;
         }
     }
-    let mut cases = [
-        ScalingCase {
-            frames: small,
-            appends: 0,
-            busy: Duration::ZERO,
-            hist: new_hist()?,
-        },
-        ScalingCase {
-            frames: large,
-            appends: 0,
-            busy: Duration::ZERO,
-            hist: new_hist()?,
-        },
-    ];
+    let mut cases = [small, large].map(|frames| ScalingCase {
+        frames,
+        appends: 0,
+        busy: Duration::ZERO,
+        hist: Histogram::new_from(&template),
+        block_rates: Vec::new(),
+    });
+    // One untimed block per case first: the allocator and caches settle (the first appends
+    // after filling a session are measurably slower), then timed blocks alternate.
+    for (case, id) in cases.iter_mut().zip(&ids) {
+        let block = SCALING_BLOCK.min(appends);
+        append_block(
+            store,
+            id,
+            case.frames,
+            block,
+            &mut n,
+            writer,
+            frame_bytes,
+            None,
+        )
+        .await?;
+    }
     while cases.iter().any(|c| c.appends < appends) && !plan.stopped() {
         for (case, id) in cases.iter_mut().zip(&ids) {
             let block = SCALING_BLOCK.min(appends - case.appends);
-            for k in 0..block {
-                n += 1;
-                let frame = NewFrame::new(
-                    Direction::ClientToServer,
-                    frame_content(id, Fingerprint { writer, n }, frame_bytes),
-                );
-                let t = Instant::now();
-                let seq = store
-                    .append_frame(id, frame)
-                    .await
-                    .with_context(|| format!("append scaling: appending to {id}"))?;
-                let d = t.elapsed();
-                case.busy += d;
-                case.hist.saturating_record(nanos(d));
-                if (k + 1) % SCALING_TRIM_EVERY == 0 && seq > case.frames as u64 {
-                    store
-                        .delete_frames(id, Some(seq - case.frames as u64))
-                        .await
-                        .with_context(|| format!("append scaling: trimming {id}"))?;
-                }
+            if block == 0 {
+                continue;
             }
+            let busy = append_block(
+                store,
+                id,
+                case.frames,
+                block,
+                &mut n,
+                writer,
+                frame_bytes,
+                Some(&mut case.hist),
+            )
+            .await?;
+            case.busy += busy;
             case.appends += block;
+            case.block_rates.push(rate(block, busy));
         }
     }
     let [small_case, large_case] = cases;
     Ok((small_case, large_case))
+}
+
+/// `n` per second of `busy` (0 when `busy` is zero).
+fn rate(n: u64, busy: Duration) -> f64 {
+    let s = busy.as_secs_f64();
+    if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+/// Appends `count` frames to `id` one call at a time, trimming it back to `size` frames
+/// (untimed) every [`SCALING_TRIM_EVERY`]; records each call in `hist` when given. Returns the
+/// time spent inside the append calls.
+#[allow(clippy::too_many_arguments)]
+async fn append_block(
+    store: &Arc<dyn SessionStore>,
+    id: &SessionId,
+    size: usize,
+    count: u64,
+    n: &mut u64,
+    writer: u32,
+    frame_bytes: usize,
+    mut hist: Option<&mut Histogram<u64>>,
+) -> anyhow::Result<Duration> {
+    let mut busy = Duration::ZERO;
+    for k in 0..count {
+        *n += 1;
+        let frame = NewFrame::new(
+            Direction::ClientToServer,
+            frame_content(id, Fingerprint { writer, n: *n }, frame_bytes),
+        );
+        let t = Instant::now();
+        let seq = store
+            .append_frame(id, frame)
+            .await
+            .with_context(|| format!("append scaling: appending to {id}"))?;
+        let d = t.elapsed();
+        busy += d;
+        if let Some(h) = hist.as_deref_mut() {
+            h.saturating_record(nanos(d));
+        }
+        if (k + 1) % SCALING_TRIM_EVERY == 0 && seq > size as u64 {
+            store
+                .delete_frames(id, Some(seq - size as u64))
+                .await
+                .with_context(|| format!("append scaling: trimming {id}"))?;
+        }
+    }
+    Ok(busy)
+}
+
+/// The median of the per-block ratios `small / large` of blocks timed back to back: robust
+/// against load bursts from other processes, which hit neighbouring blocks alike.
+pub(crate) fn paired_ratio(small: &[f64], large: &[f64]) -> Option<f64> {
+    let mut r: Vec<f64> = small
+        .iter()
+        .zip(large)
+        .filter(|(_, l)| **l > 0.0)
+        .map(|(s, l)| s / l)
+        .filter(|x| x.is_finite())
+        .collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    let mid = r.len() / 2;
+    Some(if r.len() % 2 == 1 {
+        r[mid]
+    } else {
+        (r[mid - 1] + r[mid]) / 2.0
+    })
 }
 
 /// The ids of the two append-scaling sessions.
@@ -904,6 +980,17 @@ mod tests {
             "{counts:?}"
         );
         assert_eq!(r.below(0), 0);
+    }
+
+    #[test]
+    fn paired_ratio_is_the_median_of_block_ratios() {
+        // One block pair hit by a load burst does not move the median.
+        let small = [100.0, 100.0, 100.0, 10.0, 100.0];
+        let large = [100.0, 50.0, 100.0, 100.0, 100.0];
+        assert_eq!(paired_ratio(&small, &large), Some(1.0));
+        assert_eq!(paired_ratio(&[3.0, 1.0], &[1.0, 1.0]), Some(2.0));
+        assert_eq!(paired_ratio(&[1.0], &[0.0]), None);
+        assert_eq!(paired_ratio(&[], &[]), None);
     }
 
     #[test]
