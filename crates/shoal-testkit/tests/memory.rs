@@ -16,3 +16,4 @@ async fn memory(h: Harness) -> Arc<dyn SessionStore> {
 }
 
 shoal_testkit::conformance_suite!(memory);
+shoal_testkit::model_test!(memory);
