@@ -83,6 +83,11 @@ macro_rules! conformance_suite {
             pending_limit,
             pending_add_list_take,
             concurrent_take_pending_has_one_winner,
+            concurrent_creates_of_one_id_have_one_winner,
+            concurrent_creates_respect_session_limit,
+            concurrent_updates_of_one_revision_have_one_winner,
+            concurrent_adds_respect_pending_limit,
+            delete_during_appends_does_not_resurrect,
             restore_round_trips_a_record,
             restore_over_existing_is_already_exists,
             restore_rejects_invalid_records,
@@ -250,6 +255,18 @@ async fn list_all(store: &dyn SessionStore, filter: &SessionFilter, limit: usize
         }
     }
     panic!("listing with limit {limit} did not finish within 100000 pages");
+}
+
+/// Waits (real time, at most 30 s) until `done()` holds.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 fn ids_of(sessions: &[Session]) -> BTreeSet<String> {
@@ -922,9 +939,10 @@ pub async fn list_pagination_survives_concurrent_changes(factory: impl StoreFact
             }
         })
     };
-    while churned.load(Ordering::SeqCst) < 10 {
-        tokio::task::yield_now().await;
-    }
+    wait_until("the churn task started", || {
+        churned.load(Ordering::SeqCst) >= 10
+    })
+    .await;
     let before = churned.load(Ordering::SeqCst);
     for scan in 0..5 {
         let mut seen = HashSet::new();
@@ -947,7 +965,12 @@ pub async fn list_pagination_survives_concurrent_changes(factory: impl StoreFact
                     "scan {scan}: {name} listed twice"
                 );
             }
-            tokio::task::yield_now().await;
+            // Let at least one create and delete land between this page and the next.
+            let mark = churned.load(Ordering::SeqCst);
+            wait_until("the churn task moved on", || {
+                churned.load(Ordering::SeqCst) > mark
+            })
+            .await;
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
@@ -1735,6 +1758,204 @@ pub async fn concurrent_take_pending_has_one_winner(factory: impl StoreFactory) 
         assert_eq!(winners, vec![p], "round {round}: exactly one winner");
         assert!(ok(store.list_pending(&id).await, "list").is_empty());
     }
+}
+
+// ----------------------------------------------------------------------------------------
+// races
+// ----------------------------------------------------------------------------------------
+
+/// Runs `n` copies of `op` at once (released together by a barrier) and returns their
+/// results in task order.
+async fn race<T, F, Fut>(n: usize, op: F) -> Vec<Result<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (barrier, fut) = (Arc::clone(&barrier), op(i));
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            fut.await
+        }));
+    }
+    let mut out = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        out.push(
+            t.await
+                .unwrap_or_else(|e| panic!("race task {i} failed: {e}")),
+        );
+    }
+    out
+}
+
+/// Of 16 concurrent `create`s of one id exactly one succeeds; the others are
+/// `AlreadyExists`, and the stored session is the winner's.
+pub async fn concurrent_creates_of_one_id_have_one_winner(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let results = race(16, |i| {
+        let store = Arc::clone(&store);
+        async move {
+            let mut s = plain("solo");
+            s.principal = Some(format!("p{i}"));
+            store.create(s).await
+        }
+    })
+    .await;
+    let mut winners = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => winners.push(s),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => panic!("concurrent create: unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create wins: {winners:?}");
+    assert_eq!(
+        must_get(&*store, &sid("solo"), "get").await,
+        winners[0],
+        "the stored session is the winner's"
+    );
+    assert_eq!(ok(store.count(&SessionFilter::default()).await, "count"), 1);
+}
+
+/// With `max_sessions` 5, of 24 concurrent `create`s of distinct ids exactly 5 succeed and
+/// the rest are `LimitExceeded`.
+pub async fn concurrent_creates_respect_session_limit(factory: impl StoreFactory) {
+    let store = factory.make(limits(|l| l.max_sessions = 5)).await;
+    let results = race(24, |i| {
+        let store = Arc::clone(&store);
+        async move { store.create(plain(&format!("cap-{i:02}"))).await }
+    })
+    .await;
+    let mut created = BTreeSet::new();
+    for r in results {
+        match r {
+            Ok(s) => {
+                created.insert(s.id.to_string());
+            }
+            Err(Error::LimitExceeded { .. }) => {}
+            Err(e) => panic!("concurrent create: unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(created.len(), 5, "exactly max_sessions creates succeed");
+    assert_eq!(ok(store.count(&SessionFilter::default()).await, "count"), 5);
+    assert_eq!(
+        ids_of(&list_all(&*store, &SessionFilter::default(), 100).await),
+        created,
+        "the stored sessions are the successful ones"
+    );
+}
+
+/// Of 8 concurrent `update`s based on the same revision exactly one succeeds; the others are
+/// `Conflict`, and the stored session is the winner's.
+pub async fn concurrent_updates_of_one_revision_have_one_winner(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let base = ok(store.create(plain("contended")).await, "create");
+    let results = race(8, |i| {
+        let (store, mut s) = (Arc::clone(&store), base.clone());
+        async move {
+            s.principal = Some(format!("writer-{i}"));
+            store.update(&s).await
+        }
+    })
+    .await;
+    let mut winners = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => winners.push(s),
+            Err(Error::Conflict { .. }) => {}
+            Err(e) => panic!("concurrent update: unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one update wins: {winners:?}");
+    assert_eq!(winners[0].revision, 2);
+    assert_eq!(must_get(&*store, &base.id, "get").await, winners[0]);
+}
+
+/// With `max_pending_per_session` 3, of 12 concurrent `add_pending`s exactly 3 succeed.
+pub async fn concurrent_adds_respect_pending_limit(factory: impl StoreFactory) {
+    let store = factory
+        .make(limits(|l| l.max_pending_per_session = 3))
+        .await;
+    let id = ok(store.create(plain("pcap")).await, "create").id;
+    let results = race(12, |i| {
+        let (store, id) = (Arc::clone(&store), id.clone());
+        async move {
+            let i = i64::try_from(i).unwrap_or(i64::MAX);
+            store.add_pending(&id, pending(i, "m")).await.map(|()| i)
+        }
+    })
+    .await;
+    let mut added = BTreeSet::new();
+    for r in results {
+        match r {
+            Ok(i) => {
+                added.insert(i);
+            }
+            Err(Error::LimitExceeded { .. }) => {}
+            Err(e) => panic!("concurrent add_pending: unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(added.len(), 3, "exactly the limit is admitted");
+    let listed: BTreeSet<i64> = ok(store.list_pending(&id).await, "list")
+        .into_iter()
+        .map(|p| match p.request_id {
+            RequestId::Number(n) => n,
+            RequestId::String(s) => panic!("unexpected string id {s}"),
+        })
+        .collect();
+    assert_eq!(listed, added, "the stored requests are the admitted ones");
+}
+
+/// A `delete` racing with appenders wins for good: every appender ends with `NotFound`,
+/// nothing of the session remains, and a new session with the id starts at seq 1.
+pub async fn delete_during_appends_does_not_resurrect(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let id = ok(store.create(plain("doomed")).await, "create").id;
+    let appended = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (store, id, appended) = (Arc::clone(&store), id.clone(), Arc::clone(&appended));
+        tasks.push(tokio::spawn(async move {
+            for j in 0..100_000u32 {
+                match store.append_frame(&id, frame(format!("{t}-{j}"))).await {
+                    Ok(_) => {
+                        appended.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(Error::NotFound { .. }) => return,
+                    Err(e) => panic!("append racing a delete: unexpected error {e:?}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("appender {t} never saw the session disappear");
+        }));
+    }
+    wait_until("the appenders started", || {
+        appended.load(Ordering::SeqCst) >= 50
+    })
+    .await;
+    assert!(ok(store.delete(&id).await, "delete"), "the session existed");
+    for (t, task) in tasks.into_iter().enumerate() {
+        task.await
+            .unwrap_or_else(|e| panic!("appender {t} failed: {e}"));
+    }
+    assert!(ok(store.get(&id).await, "get").is_none(), "no resurrection");
+    assert_err!(
+        store.count_frames(&id).await,
+        Error::NotFound { .. },
+        "count_frames after delete"
+    );
+    assert_eq!(ok(store.count(&SessionFilter::default()).await, "count"), 0);
+    ok(store.create(plain("doomed")).await, "recreate");
+    assert_eq!(
+        ok(store.count_frames(&id).await, "count_frames"),
+        0,
+        "no frame of a racing append survived into the new session"
+    );
+    assert_eq!(ok(store.append_frame(&id, frame("new")).await, "append"), 1);
 }
 
 // ----------------------------------------------------------------------------------------
