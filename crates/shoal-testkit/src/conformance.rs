@@ -2042,7 +2042,8 @@ pub async fn restore_round_trips_a_record(factory: impl StoreFactory) {
     );
 }
 
-/// `restore` over a live id is `AlreadyExists` and leaves the stored session alone.
+/// `restore` over a live id is `AlreadyExists` and leaves the stored session alone; over an
+/// expired id it succeeds.
 pub async fn restore_over_existing_is_already_exists(factory: impl StoreFactory) {
     let h = Harness::default();
     let store = factory.make(h.clone()).await;
@@ -2064,6 +2065,17 @@ pub async fn restore_over_existing_is_already_exists(factory: impl StoreFactory)
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0].content, Bytes::from("mine"));
     assert!(ok(store.list_pending(&existing.id).await, "pending").is_empty());
+
+    // Once the existing session has expired, the id is free for a restore.
+    h.clock
+        .advance(h.limits.session_ttl + Duration::from_secs(1));
+    let record = restorable(&h, "taken");
+    ok(
+        store.restore(record.clone()).await,
+        "restore over an expired id",
+    );
+    assert_eq!(must_get(&*store, &existing.id, "get").await, record.session);
+    assert_eq!(all_frames(&*store, &existing.id).await, record.frames);
 }
 
 /// An inconsistent record (non-contiguous seqs, a frame of another session, `frame_count`

@@ -2,7 +2,7 @@
 //!
 //! What every Shoal backend and wrapper is tested with (not published):
 //!
-//! - [`conformance`]: the whole [`SessionStore`](shoal_core::SessionStore) contract as one
+//! - [`conformance`]: the whole [`SessionStore`] contract as one
 //!   macro, [`conformance_suite!`], that a backend's test file invokes with a factory;
 //! - [`model`]: a proptest state machine that checks a store against a `BTreeMap` reference,
 //!   run with [`model_test!`] or [`model::run`].
