@@ -254,12 +254,19 @@ impl Inner {
 
     /// Inserts a new session unless a live one has the id.
     fn insert_new(&self, data: SlotData) -> Result<()> {
+        let id = data.session.id.clone();
+        // Refuse a taken id before taking a place: a reservation held by a create that is
+        // about to fail with AlreadyExists would make a concurrent create of another id see
+        // the store as full (spurious LimitExceeded). Only two creates racing for the same
+        // new id can still hold a place briefly.
+        if self.is_live(&id) {
+            return Err(already_exists(&id));
+        }
         if self.reserve().is_err() {
             // Expired sessions may still count; drop them and try once more.
             self.sweep();
             self.reserve()?;
         }
-        let id = data.session.id.clone();
         let slot = Arc::new(Slot(Mutex::new(data)));
         loop {
             let entry = self.sessions.get_or_insert(id.clone(), Arc::clone(&slot));
@@ -271,12 +278,18 @@ impl Inner {
             if !other.dead && !other.session.is_expired_at(self.now()) {
                 drop(other);
                 self.live.fetch_sub(1, Ordering::AcqRel);
-                return Err(Error::AlreadyExists {
-                    what: format!("session {:?}", id.as_str()),
-                });
+                return Err(already_exists(&id));
             }
             self.kill(&entry, &mut other);
         }
+    }
+
+    /// Whether a live (not dead, not expired) session has this id right now.
+    fn is_live(&self, id: &SessionId) -> bool {
+        self.sessions.get(id).is_some_and(|entry| {
+            let data = entry.value().lock();
+            !data.dead && !data.session.is_expired_at(self.now())
+        })
     }
 
     fn sweep(&self) -> u64 {
@@ -304,6 +317,12 @@ impl Inner {
             });
         }
         Ok(())
+    }
+}
+
+fn already_exists(id: &SessionId) -> Error {
+    Error::AlreadyExists {
+        what: format!("session {:?}", id.as_str()),
     }
 }
 
