@@ -85,6 +85,7 @@ macro_rules! conformance_suite {
             concurrent_take_pending_has_one_winner,
             concurrent_creates_of_one_id_have_one_winner,
             concurrent_creates_respect_session_limit,
+            duplicate_creates_do_not_fill_the_store,
             concurrent_updates_of_one_revision_have_one_winner,
             concurrent_adds_respect_pending_limit,
             delete_during_appends_does_not_resurrect,
@@ -1847,6 +1848,58 @@ pub async fn concurrent_creates_respect_session_limit(factory: impl StoreFactory
         created,
         "the stored sessions are the successful ones"
     );
+}
+
+/// Creates of a taken id, however many run at once, never make the store look full: with
+/// `max_sessions` 2 and one live session, creating (and deleting) another session always
+/// succeeds while other tasks keep re-creating the live one.
+pub async fn duplicate_creates_do_not_fill_the_store(factory: impl StoreFactory) {
+    let store = factory.make(limits(|l| l.max_sessions = 2)).await;
+    ok(store.create(plain("resident")).await, "create resident");
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let mut spammers = Vec::new();
+    for _ in 0..3 {
+        let (store, stop, attempts) =
+            (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&attempts));
+        spammers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                assert_err!(
+                    store.create(plain("resident")).await,
+                    Error::AlreadyExists { .. },
+                    "duplicate create"
+                );
+                attempts.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    wait_until("the duplicate creates started", || {
+        attempts.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let mut refused = 0;
+    for i in 0..2_000 {
+        let id = sid(&format!("visitor-{i}"));
+        match store
+            .create(Session::new(id.clone(), Transport::Http))
+            .await
+        {
+            Ok(_) => assert!(ok(store.delete(&id).await, "delete visitor")),
+            Err(Error::LimitExceeded { .. }) => refused += 1,
+            Err(e) => panic!("create visitor: unexpected error {e:?}"),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for (i, t) in spammers.into_iter().enumerate() {
+        t.await
+            .unwrap_or_else(|e| panic!("duplicate-create task {i} failed: {e}"));
+    }
+    assert_eq!(
+        refused, 0,
+        "creates refused as over the limit while only one session was live"
+    );
+    assert_eq!(ok(store.count(&SessionFilter::default()).await, "count"), 1);
 }
 
 /// Of 8 concurrent `update`s based on the same revision exactly one succeeds; the others are
