@@ -60,6 +60,12 @@ impl Keys {
         format!("{}:idx:{{b{bucket:02}}}:all", self.prefix)
     }
 
+    /// `<prefix>:idx:{cap}:live`: every session (member = sid, score = expires_at when
+    /// indexed), in one key so `max_sessions` can be checked and reserved atomically.
+    pub(crate) fn cap(&self) -> String {
+        format!("{}:idx:{{cap}}:live", self.prefix)
+    }
+
     /// `<prefix>:metrics:<name>`.
     pub(crate) fn metric(&self, name: &str) -> String {
         format!("{}:metrics:{name}", self.prefix)

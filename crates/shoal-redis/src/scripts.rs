@@ -31,6 +31,7 @@ pub(crate) struct Scripts {
     pub(crate) take_pending: Script,
     pub(crate) restore: Script,
     pub(crate) release_lease: Script,
+    pub(crate) reserve: Script,
 }
 
 impl Scripts {
@@ -48,6 +49,7 @@ impl Scripts {
             take_pending: session_script!("take_pending.lua"),
             restore: session_script!("restore.lua"),
             release_lease: Script::new(include_str!("scripts/release_lease.lua")),
+            reserve: Script::new(include_str!("scripts/reserve.lua")),
         }
     }
 }

@@ -478,6 +478,13 @@ impl Inner {
             cmds.push((self.keys.expiry(b), zexp));
             cmds.push((self.keys.all(b), zall));
         }
+        let cap = self.keys.cap();
+        let mut zcap = redis::cmd("ZADD");
+        zcap.arg(&cap);
+        for (id, exp) in entries {
+            zcap.arg(exp.as_millis()).arg(*id);
+        }
+        cmds.push((cap, zcap));
         let values = self.multi("index", cmds).await?;
         match values.iter().find_map(server_error) {
             Some(e) => Err(errors::map(e, "index", None, self.config.response_timeout)),
@@ -503,30 +510,22 @@ impl Inner {
                 cmds.push((key, c));
             }
         }
+        let cap = self.keys.cap();
+        let mut c = redis::cmd("ZREM");
+        c.arg(&cap).arg(ids);
+        cmds.push((cap, c));
         if let Err(e) = self.multi("unindex", cmds).await {
             tracing::warn!(error = %e, "redis: could not remove index entries; they will be repaired later");
         }
     }
 
-    /// Sessions in the index (live, expired-but-unswept and dangling alike).
+    /// Sessions counted against `max_sessions` (live, expired-but-unswept, and the rare
+    /// dangling entry alike).
     async fn indexed(&self) -> Result<u64> {
-        let cmds = (0..BUCKETS)
-            .map(|b| {
-                let key = self.keys.all(b);
-                let mut c = redis::cmd("ZCARD");
-                c.arg(&key);
-                (key, c)
-            })
-            .collect();
-        let values = self.multi("count", cmds).await?;
-        let mut total = 0;
-        for v in &values {
-            if let Some(e) = server_error(v) {
-                return Err(errors::map(e, "count", None, self.config.response_timeout));
-            }
-            total += u64_of(v).unwrap_or(0);
-        }
-        Ok(total)
+        let mut c = redis::cmd("ZCARD");
+        c.arg(self.keys.cap());
+        let v = self.cmd("count", None, c).await?;
+        Ok(u64_of(&v).unwrap_or(0))
     }
 
     async fn flush_metrics(&self) -> Result<()> {
@@ -589,24 +588,49 @@ impl Inner {
         Ok(())
     }
 
-    /// Fails with `LimitExceeded` when the store is full, after one sweep to drop expired
-    /// sessions. Approximate under concurrency (see the crate docs).
-    async fn check_capacity(&self, store: &RedisStore) -> Result<()> {
-        let max = self.limits.max_sessions as u64;
-        if self.limits.max_sessions == usize::MAX {
-            return Ok(());
-        }
-        if self.indexed().await? < max {
-            return Ok(());
-        }
-        store.sweep_expired().await?;
-        if self.indexed().await? < max {
-            return Ok(());
+    /// Reserves a place for `id` under `max_sessions`, atomically (one script on the
+    /// capacity set), sweeping expired sessions once when the store is full. Returns whether
+    /// `id` was newly added (so a definite failure can give the place back).
+    async fn reserve(&self, store: &RedisStore, id: &SessionId, expires: Timestamp) -> Result<bool> {
+        let max = u64::try_from(self.limits.max_sessions).unwrap_or(u64::MAX);
+        for attempt in 0..2 {
+            let mut inv = self.scripts.reserve.prepare_invoke();
+            inv.key(self.keys.cap())
+                .arg(id.as_str())
+                .arg(expires.as_millis())
+                .arg(max.min(i64::MAX as u64));
+            let mut c = self.conn();
+            let v = self
+                .io("reserve", Some(id), inv.invoke_async::<Value>(&mut c))
+                .await?;
+            match int_of(&v) {
+                Some(1) => return Ok(true),
+                Some(2) => return Ok(false),
+                Some(0) if attempt == 0 => {
+                    // Expired sessions may still hold places; drop them and try once more.
+                    store.sweep_expired().await?;
+                }
+                Some(0) => {}
+                other => {
+                    return Err(Error::backend(format!(
+                        "redis reserve: unexpected reply {other:?}"
+                    )));
+                }
+            }
         }
         Err(Error::LimitExceeded {
             what: "sessions",
             limit: max,
         })
+    }
+
+    /// Gives back a place reserved for a session that was definitely not written.
+    async fn unreserve(&self, id: &SessionId) {
+        let mut c = redis::cmd("ZREM");
+        c.arg(self.keys.cap()).arg(id.as_str());
+        if let Err(e) = self.cmd("unreserve", Some(id), c).await {
+            tracing::debug!(session = %id, error = %e, "redis: reservation not released");
+        }
     }
 
     /// Sessions from a batch of `HGETALL` replies, in order: `Ok(Some)` readable,
@@ -665,8 +689,10 @@ impl SessionStore for RedisStore {
     async fn create(&self, mut session: Session) -> Result<Session> {
         let inner = &self.inner;
         inner.check_metadata(&session)?;
-        inner.check_capacity(self).await?;
         let now = inner.now();
+        let reserved = inner
+            .reserve(self, &session.id, inner.expiry_from(now))
+            .await?;
         session.created_at = now;
         session.last_activity = now;
         session.expires_at = inner.expiry_from(now);
@@ -692,7 +718,12 @@ impl SessionStore for RedisStore {
                     what: format!("session {:?}", id.as_str()),
                 });
             }
-            Some(ST_CORRUPT) => return Err(inner.corrupt_status(&id, &reply)),
+            Some(ST_CORRUPT) => {
+                if reserved {
+                    inner.unreserve(&id).await;
+                }
+                return Err(inner.corrupt_status(&id, &reply));
+            }
             Some(ST_OK) => {}
             other => {
                 return Err(Error::backend(format!(
@@ -921,37 +952,21 @@ impl SessionStore for RedisStore {
                 }
             }
         }
-        // Unfiltered: members indexed with an expiry after now are live (expiry only ever
-        // moves forward); the few at or before now are checked one by one.
+        // Unfiltered: members of the capacity set indexed with an expiry after now are live
+        // (expiry only ever moves forward); the few at or before now are checked one by one.
         let now = inner.now().as_millis();
-        let mut cmds = Vec::new();
-        for b in 0..BUCKETS {
-            let key = inner.keys.expiry(b);
-            let mut live = redis::cmd("ZCOUNT");
-            live.arg(&key).arg(format!("({now}")).arg("+inf");
-            cmds.push((key.clone(), live));
-            let mut stale = redis::cmd("ZRANGEBYSCORE");
-            stale.arg(&key).arg("-inf").arg(now);
-            cmds.push((key, stale));
-        }
-        let values = inner.multi("count", cmds).await?;
-        let mut total = 0u64;
-        let mut candidates = Vec::new();
-        for pair in values.chunks(2) {
-            if let Some(e) = pair.iter().find_map(server_error) {
-                return Err(errors::map(e, "count", None, inner.config.response_timeout));
-            }
-            total += pair.first().and_then(u64_of).unwrap_or(0);
-            if let Some(members) = pair.get(1).cloned().and_then(array) {
-                candidates.extend(
-                    members
-                        .iter()
-                        .filter_map(bytes_of)
-                        .filter_map(|b| std::str::from_utf8(b).ok())
-                        .filter_map(|m| SessionId::new(m).ok()),
-                );
-            }
-        }
+        let cap = inner.keys.cap();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZCOUNT").arg(&cap).arg(format!("({now}")).arg("+inf");
+        pipe.cmd("ZRANGEBYSCORE").arg(&cap).arg("-inf").arg(now);
+        let mut c = inner.conn();
+        let (live, stale): (u64, Vec<String>) =
+            inner.io("count", None, pipe.query_async(&mut c)).await?;
+        let candidates: Vec<SessionId> = stale
+            .iter()
+            .filter_map(|m| SessionId::new(m).ok())
+            .collect();
+        let mut total = live;
         if !candidates.is_empty() {
             let cmds = candidates
                 .iter()
@@ -1286,7 +1301,7 @@ impl SessionStore for RedisStore {
                 s.id.as_str()
             )));
         }
-        inner.check_capacity(self).await?;
+        let reserved = inner.reserve(self, &s.id, s.expires_at).await?;
         let now = inner.now();
         let pending_n = record.pending.len() as u64;
         let fields = meta::all_fields(s, pending_n)?;
@@ -1327,7 +1342,12 @@ impl SessionStore for RedisStore {
                     what: format!("session {:?}", id.as_str()),
                 });
             }
-            Some(ST_CORRUPT) => return Err(inner.corrupt_status(id, &reply)),
+            Some(ST_CORRUPT) => {
+                if reserved {
+                    inner.unreserve(id).await;
+                }
+                return Err(inner.corrupt_status(id, &reply));
+            }
             other => {
                 return Err(Error::backend(format!(
                     "redis restore: unexpected script status {other:?}"
@@ -1368,67 +1388,13 @@ impl RedisStore {
     async fn sweep_all(&self) -> Result<SweepReport> {
         let inner = &self.inner;
         let mut report = SweepReport::default();
-        for b in 0..BUCKETS {
-            let key = inner.keys.expiry(b);
-            let mut skip = 0usize;
-            for _ in 0..MAX_SWEEP_ROUNDS {
-                let now = inner.now();
-                let mut c = redis::cmd("ZRANGEBYSCORE");
-                c.arg(&key)
-                    .arg("-inf")
-                    .arg(now.as_millis())
-                    .arg("LIMIT")
-                    .arg(skip)
-                    .arg(SCAN_CHUNK);
-                let members: Vec<String> = array(inner.cmd("sweep", None, c).await?)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(bytes_of)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .collect();
-                if members.is_empty() {
-                    break;
-                }
-                let outcomes: Vec<(String, Result<ExpireOutcome>)> = stream::iter(members.clone())
-                    .map(|m: String| async move {
-                        let outcome = match SessionId::new(&m) {
-                            Ok(id) => inner.expire_one(&id).await,
-                            Err(_) => Ok(ExpireOutcome::Gone),
-                        };
-                        (m, outcome)
-                    })
-                    .buffer_unordered(16)
-                    .collect()
-                    .await;
-                let mut gone = Vec::new();
-                let mut rescore = redis::cmd("ZADD");
-                rescore.arg(&key).arg("XX");
-                let mut any_rescore = false;
-                for (m, outcome) in outcomes {
-                    match outcome? {
-                        ExpireOutcome::Gone => {
-                            report.repaired += 1;
-                            gone.push(m);
-                        }
-                        ExpireOutcome::Removed => {
-                            report.removed += 1;
-                            gone.push(m);
-                        }
-                        ExpireOutcome::Live(e) => {
-                            rescore.arg(e).arg(m);
-                            any_rescore = true;
-                        }
-                        ExpireOutcome::Unreadable => skip += 1,
-                    }
-                }
-                inner.repair(&gone).await;
-                if any_rescore {
-                    inner.cmd("sweep", None, rescore).await?;
-                }
-                if members.len() < SCAN_CHUNK {
-                    break;
-                }
-            }
+        // The buckets first: every session is in one of them. Then the capacity set, which
+        // then holds only entries the buckets did not account for (drift) and stale scores.
+        for key in (0..BUCKETS)
+            .map(|b| inner.keys.expiry(b))
+            .chain([inner.keys.cap()])
+        {
+            self.sweep_zset(&key, &mut report).await?;
         }
         if report.removed > 0 || report.repaired > 0 {
             tracing::debug!(
@@ -1438,5 +1404,72 @@ impl RedisStore {
             );
         }
         Ok(report)
+    }
+
+    /// Examines the members of one expiry-scored set whose score is at or before now: removes
+    /// expired sessions, drops members whose session is gone, and re-scores live ones (their
+    /// expiry moved on since they were indexed).
+    async fn sweep_zset(&self, key: &str, report: &mut SweepReport) -> Result<()> {
+        let inner = &self.inner;
+        let mut skip = 0usize;
+        for _ in 0..MAX_SWEEP_ROUNDS {
+            let now = inner.now();
+            let mut c = redis::cmd("ZRANGEBYSCORE");
+            c.arg(key)
+                .arg("-inf")
+                .arg(now.as_millis())
+                .arg("LIMIT")
+                .arg(skip)
+                .arg(SCAN_CHUNK);
+            let members: Vec<String> = array(inner.cmd("sweep", None, c).await?)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(bytes_of)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            if members.is_empty() {
+                break;
+            }
+            let outcomes: Vec<(String, Result<ExpireOutcome>)> = stream::iter(members.clone())
+                .map(|m: String| async move {
+                    let outcome = match SessionId::new(&m) {
+                        Ok(id) => inner.expire_one(&id).await,
+                        Err(_) => Ok(ExpireOutcome::Gone),
+                    };
+                    (m, outcome)
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+            let mut gone = Vec::new();
+            let mut rescore = redis::cmd("ZADD");
+            rescore.arg(key).arg("XX");
+            let mut any_rescore = false;
+            for (m, outcome) in outcomes {
+                match outcome? {
+                    ExpireOutcome::Gone => {
+                        report.repaired += 1;
+                        gone.push(m);
+                    }
+                    ExpireOutcome::Removed => {
+                        report.removed += 1;
+                        gone.push(m);
+                    }
+                    ExpireOutcome::Live(e) => {
+                        rescore.arg(e).arg(m);
+                        any_rescore = true;
+                    }
+                    ExpireOutcome::Unreadable => skip += 1,
+                }
+            }
+            inner.repair(&gone).await;
+            if any_rescore {
+                inner.cmd("sweep", None, rescore).await?;
+            }
+            if members.len() < SCAN_CHUNK {
+                break;
+            }
+        }
+        Ok(())
     }
 }

@@ -390,6 +390,8 @@ async fn every_key_carries_a_hash_tag() {
                 .split_once("}:")
                 .unwrap_or_else(|| panic!("{key}: no closing tag"));
             SessionId::new(sid).is_ok() && ["meta", "frames", "requests"].contains(&kind)
+        } else if rest == "idx:{cap}:live" {
+            true
         } else if let Some(idx) = rest.strip_prefix("idx:{b") {
             let (n, kind) = idx
                 .split_once("}:")
