@@ -74,6 +74,20 @@ fn free_port(with_bus: bool) -> u16 {
     panic!("no free loopback port found")
 }
 
+/// A `sh` that kills `pid` once its stdin reaches end-of-file, which happens when this
+/// process exits in any way (its end of the pipe closes). A server kept in a `static` — never
+/// dropped — therefore still dies with the test binary, even after a panic or abort.
+fn watchdog(pid: u32) -> Option<Child> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("read _ignored; kill -9 {pid} 2>/dev/null"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
 /// Sends one inline command over plain TCP and returns the raw first reply line, or `None`
 /// if nothing answered.
 fn raw_command(port: u16, line: &str, timeout: Duration) -> Option<String> {
@@ -252,6 +266,7 @@ impl RedisServerBuilder {
     fn start_in(self, dir: tempfile::TempDir, tls: Option<TlsCerts>) -> RedisServer {
         let mut server = RedisServer {
             child: None,
+            watchdog: None,
             port: 0,
             tls_port: None,
             tls,
@@ -276,6 +291,8 @@ impl RedisServerBuilder {
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
+    /// Kills `child` if this process dies without dropping the handle.
+    watchdog: Option<Child>,
     port: u16,
     tls_port: Option<u16>,
     tls: Option<TlsCerts>,
@@ -349,6 +366,11 @@ impl RedisServer {
 
     /// Kills the server (SIGKILL) and waits for it to exit. Data is lost (no persistence).
     pub fn stop(&mut self) {
+        // The watchdog first, so it can never signal a reused pid.
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -446,6 +468,7 @@ impl RedisServer {
             }
             format!("cannot spawn redis-server: {e}")
         })?;
+        self.watchdog = watchdog(child.id());
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
