@@ -215,6 +215,7 @@ pub struct RedisServerBuilder {
     args: Vec<String>,
     tls: bool,
     cluster: bool,
+    sentinel_conf: Option<String>,
 }
 
 impl RedisServerBuilder {
@@ -249,6 +250,13 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Runs a Sentinel (`redis-server sentinel.conf --sentinel`) with `conf` as the initial
+    /// content of its (rewritable) configuration file. Used by [`RedisSentinel`].
+    pub fn sentinel(mut self, conf: impl Into<String>) -> Self {
+        self.sentinel_conf = Some(conf.into());
+        self
+    }
+
     /// Starts the server and waits until it answers `PING`.
     ///
     /// # Panics
@@ -273,7 +281,14 @@ impl RedisServerBuilder {
             dir,
             args: self.args,
             cluster: self.cluster,
+            sentinel: false,
         };
+        if let Some(conf) = &self.sentinel_conf {
+            let path = server.dir.path().join("sentinel.conf");
+            std::fs::write(&path, conf)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            server.sentinel = true;
+        }
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port(server.cluster);
@@ -299,6 +314,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     args: Vec<String>,
     cluster: bool,
+    sentinel: bool,
 }
 
 impl RedisServer {
@@ -426,6 +442,10 @@ impl RedisServer {
     /// Spawns the process and waits for `PING`; on failure returns the log tail.
     fn spawn(&mut self) -> Result<(), String> {
         let mut cmd = Command::new("redis-server");
+        if self.sentinel {
+            cmd.arg(self.dir.path().join("sentinel.conf"))
+                .arg("--sentinel");
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
@@ -610,6 +630,114 @@ impl RedisCluster {
     }
 }
 
+/// A master, one replica and three Sentinels (quorum 2, `down-after-milliseconds` 1000,
+/// `failover-timeout` 5000) watching it under the name [`RedisSentinel::MASTER_NAME`]. Every
+/// process is killed on drop.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    master: RedisServer,
+    replica: RedisServer,
+    sentinels: Vec<RedisServer>,
+}
+
+impl RedisSentinel {
+    /// The master name the Sentinels monitor.
+    pub const MASTER_NAME: &'static str = "mymaster";
+
+    /// Starts everything and waits (bounded) until the replica is in sync and every Sentinel
+    /// knows the master, the replica and the other Sentinels.
+    ///
+    /// # Panics
+    /// If the servers are missing or the set-up does not settle in time.
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let replica = RedisServer::builder()
+            .args(["--replicaof", "127.0.0.1"])
+            .arg(master.port().to_string())
+            .start();
+        let conf = format!(
+            "sentinel monitor {name} 127.0.0.1 {port} 2\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n",
+            name = Self::MASTER_NAME,
+            port = master.port()
+        );
+        let sentinels = (0..3)
+            .map(|_| RedisServer::builder().sentinel(conf.clone()).start())
+            .collect();
+        let s = RedisSentinel {
+            master,
+            replica,
+            sentinels,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let synced = self
+                .replica
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up");
+            let known = self.sentinels.iter().all(|s| {
+                let info = s.cli(&["INFO", "sentinel"]);
+                info.contains("status=ok")
+                    && info.contains("slaves=1")
+                    && info.contains("sentinels=3")
+            });
+            if synced && known {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels did not settle within {CLUSTER_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3/mymaster`.
+    pub fn url(&self) -> String {
+        let list: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        format!("redis+sentinel://{}/{}", list.join(","), Self::MASTER_NAME)
+    }
+
+    /// The server that was master at start.
+    pub fn master(&self) -> &RedisServer {
+        &self.master
+    }
+
+    /// Mutable access to the first master (to stop it and force a failover).
+    pub fn master_mut(&mut self) -> &mut RedisServer {
+        &mut self.master
+    }
+
+    /// The server that was the replica at start.
+    pub fn replica(&self) -> &RedisServer {
+        &self.replica
+    }
+
+    /// The Sentinels.
+    pub fn sentinels(&self) -> &[RedisServer] {
+        &self.sentinels
+    }
+
+    /// The master port the first answering Sentinel reports now.
+    pub fn current_master_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|s| {
+            let out = s.cli(&["SENTINEL", "get-master-addr-by-name", Self::MASTER_NAME]);
+            out.lines().nth(1)?.trim().parse().ok()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,6 +792,13 @@ mod tests {
                 .expect("url")
                 .starts_with("rediss://127.0.0.1:")
         );
+    }
+
+    #[test]
+    fn sentinels_watch_the_master() {
+        let s = RedisSentinel::start();
+        assert_eq!(s.current_master_port(), Some(s.master().port()));
+        assert!(s.url().ends_with("/mymaster"));
     }
 
     #[test]
