@@ -13,4 +13,4 @@ mod sentinel;
 mod store;
 
 pub use config::RedisConfig;
-pub use store::{RedisMetrics, RedisStore};
+pub use store::{RedisMetrics, RedisStore, RedisSweeper};

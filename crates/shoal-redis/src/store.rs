@@ -97,6 +97,23 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The background sweeper of [`RedisStore::spawn_sweeper`]; stops when dropped.
+#[derive(Debug)]
+pub struct RedisSweeper {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RedisSweeper {
+    /// Stops the sweeper (a pass in progress is abandoned; the lease lapses by itself).
+    pub fn stop(self) {}
+}
+
+impl Drop for RedisSweeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Counters kept in Redis under `<prefix>:metrics:*`, summed over every instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -245,6 +262,41 @@ impl RedisStore {
     /// `standalone`, `cluster` or `sentinel`.
     pub fn topology(&self) -> &'static str {
         self.inner.topology
+    }
+
+    /// Starts a task on the current Tokio runtime that calls
+    /// [`sweep_expired`](SessionStore::sweep_expired) every `every` (the first pass after one
+    /// period). Any number of instances may run one: the sweep lease lets one of them work at
+    /// a time. The task holds no strong reference to the store; it ends when the returned
+    /// handle is dropped or the store is gone.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn spawn_sweeper(&self, every: Duration) -> RedisSweeper {
+        let weak = Arc::downgrade(&self.inner);
+        let every = every.max(Duration::from_millis(10));
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let store = RedisStore { inner };
+                match store.sweep_expired().await {
+                    Ok(r) if r.removed > 0 || r.repaired > 0 => {
+                        tracing::debug!(
+                            removed = r.removed,
+                            repaired = r.repaired,
+                            "redis sweeper"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "redis sweeper pass failed"),
+                }
+            }
+        });
+        RedisSweeper { task }
     }
 
     /// Writes pending counter increments and reads the counters.
@@ -591,7 +643,12 @@ impl Inner {
     /// Reserves a place for `id` under `max_sessions`, atomically (one script on the
     /// capacity set), sweeping expired sessions once when the store is full. Returns whether
     /// `id` was newly added (so a definite failure can give the place back).
-    async fn reserve(&self, store: &RedisStore, id: &SessionId, expires: Timestamp) -> Result<bool> {
+    async fn reserve(
+        &self,
+        store: &RedisStore,
+        id: &SessionId,
+        expires: Timestamp,
+    ) -> Result<bool> {
         let max = u64::try_from(self.limits.max_sessions).unwrap_or(u64::MAX);
         for attempt in 0..2 {
             let mut inv = self.scripts.reserve.prepare_invoke();
@@ -957,7 +1014,10 @@ impl SessionStore for RedisStore {
         let now = inner.now().as_millis();
         let cap = inner.keys.cap();
         let mut pipe = redis::pipe();
-        pipe.cmd("ZCOUNT").arg(&cap).arg(format!("({now}")).arg("+inf");
+        pipe.cmd("ZCOUNT")
+            .arg(&cap)
+            .arg(format!("({now}"))
+            .arg("+inf");
         pipe.cmd("ZRANGEBYSCORE").arg(&cap).arg("-inf").arg(now);
         let mut c = inner.conn();
         let (live, stale): (u64, Vec<String>) =
@@ -1294,10 +1354,19 @@ impl SessionStore for RedisStore {
         let inner = &self.inner;
         record.validate(&inner.limits)?;
         let s = &record.session;
-        if s.last_seq > MAX_LUA_INT || s.revision > MAX_LUA_INT {
+        let numbers = [
+            s.last_seq,
+            s.first_seq,
+            s.revision,
+            s.frame_count,
+            s.created_at.as_millis(),
+            s.last_activity.as_millis(),
+            s.expires_at.as_millis(),
+        ];
+        if numbers.iter().any(|n| *n > MAX_LUA_INT) {
             return Err(Error::invalid(format!(
-                "session {:?}: seqs and revisions above 2^53 - 1 are not supported by the \
-                 redis backend",
+                "session {:?}: seqs, revisions and timestamps above 2^53 - 1 are not supported \
+                 by the redis backend (its scripts compute with Lua doubles)",
                 s.id.as_str()
             )));
         }

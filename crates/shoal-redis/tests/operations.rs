@@ -1,0 +1,266 @@
+//! Redis-specific behaviour beyond the shared contract: the seq encoding of the append script
+//! across every MessagePack integer width, the background sweeper and its lease, metrics,
+//! several connections, and configuration.
+
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use shoal_core::{
+    Clock, Direction, FrameQuery, Limits, ManualClock, NewFrame, Session, SessionId, SessionRecord,
+    SessionStatus, SessionStore, Transport,
+};
+use shoal_redis::{RedisConfig, RedisStore};
+use shoal_testkit::{Harness, redis_server::RedisServer};
+
+fn server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+fn next_prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("o{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn store_with(prefix: &str, limits: Limits, clock: ManualClock) -> RedisStore {
+    RedisStore::connect(
+        RedisConfig::new(server().url()).with_key_prefix(prefix),
+        limits,
+        Arc::new(clock),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seqs_survive_every_integer_width() {
+    let clock = ManualClock::starting_now();
+    let store = store_with(&next_prefix(), Limits::default(), clock.clone()).await;
+    let now = clock.now();
+    for (i, last) in [
+        0u64,
+        126,
+        127,
+        254,
+        255,
+        65_534,
+        65_535,
+        (1 << 32) - 2,
+        (1 << 32) - 1,
+        1 << 40,
+        (1 << 53) - 3,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = sid(&format!("w{i}"));
+        let mut s = Session::new(id.clone(), Transport::Http);
+        s.created_at = now;
+        s.last_activity = now;
+        s.expires_at = now.saturating_add(Duration::from_secs(60));
+        s.revision = 1;
+        s.last_seq = last;
+        s.first_seq = last + 1;
+        store
+            .restore(SessionRecord::new(s, Vec::new(), Vec::new()))
+            .await
+            .unwrap_or_else(|e| panic!("restore at {last}: {e}"));
+        let seqs = store
+            .append_frames(
+                &id,
+                vec![
+                    NewFrame::new(Direction::ClientToServer, "a"),
+                    NewFrame::new(Direction::ServerToClient, "b"),
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("append at {last}: {e}"));
+        assert_eq!(seqs, [last + 1, last + 2]);
+        let page = store
+            .frames(&id, &FrameQuery::after(last, 10))
+            .await
+            .unwrap_or_else(|e| panic!("frames at {last}: {e}"));
+        let got: Vec<u64> = page.frames.iter().map(|f| f.seq).collect();
+        assert_eq!(got, [last + 1, last + 2], "at {last}");
+        assert_eq!(&page.frames[1].content[..], b"b");
+    }
+    // Beyond what Lua computes exactly: refused up front.
+    let mut s = Session::new(sid("too-far"), Transport::Http);
+    s.expires_at = now.saturating_add(Duration::from_secs(60));
+    s.last_seq = 1 << 53;
+    s.first_seq = (1 << 53) + 1;
+    let err = store
+        .restore(SessionRecord::new(s, Vec::new(), Vec::new()))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("restored a seq beyond 2^53"));
+    assert!(err.to_string().contains("2^53"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_sweeper_removes_expired_sessions() {
+    let clock = ManualClock::starting_now();
+    let mut limits = Limits::default();
+    limits.session_ttl = Duration::from_secs(60);
+    let prefix = next_prefix();
+    let store = store_with(&prefix, limits, clock.clone()).await;
+    for i in 0..5 {
+        store
+            .create(Session::new(sid(&format!("x{i}")), Transport::Http))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let keep = sid("keep");
+    clock.advance(Duration::from_secs(30));
+    store
+        .create(Session::new(keep.clone(), Transport::Http))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    clock.advance(Duration::from_secs(31));
+    let sweeper = store.spawn_sweeper(Duration::from_millis(20));
+    // Bounded wait for the background pass; no timing is asserted.
+    let mut left = u64::MAX;
+    for _ in 0..250 {
+        left = server()
+            .cli(&["ZCARD", &format!("{prefix}:idx:{{cap}}:live")])
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX);
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(sweeper);
+    assert_eq!(left, 1, "the sweeper did not remove the expired sessions");
+    assert!(
+        store
+            .get(&keep)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some()
+    );
+    let keys = server().cli(&["--scan", "--pattern", &format!("{prefix}:{{x*")]);
+    assert!(keys.trim().is_empty(), "expired sessions left keys: {keys}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_sweeps_at_a_time() {
+    let clock = ManualClock::starting_now();
+    let mut limits = Limits::default();
+    limits.session_ttl = Duration::from_secs(10);
+    let prefix = next_prefix();
+    let a = store_with(&prefix, limits.clone(), clock.clone()).await;
+    let b = store_with(&prefix, limits, clock.clone()).await;
+    a.create(Session::new(sid("e1"), Transport::Http))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    clock.advance(Duration::from_secs(11));
+    // Another instance holds the lease: this sweep does nothing.
+    server().cli(&[
+        "SET",
+        &format!("{prefix}:sweep:lease"),
+        "other",
+        "PX",
+        "60000",
+    ]);
+    let r = b.sweep_expired().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.removed, 0);
+    // The holder's lease is gone: the next sweep works, and releases its own lease.
+    server().cli(&["DEL", &format!("{prefix}:sweep:lease")]);
+    let r = b.sweep_expired().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.removed, 1);
+    assert_eq!(
+        server()
+            .cli(&["EXISTS", &format!("{prefix}:sweep:lease")])
+            .trim(),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_across_instances() {
+    let prefix = next_prefix();
+    let clock = ManualClock::starting_now();
+    let a = store_with(&prefix, Limits::default(), clock.clone()).await;
+    let b = store_with(&prefix, Limits::default(), clock).await;
+    for (store, name) in [(&a, "m1"), (&b, "m2"), (&b, "m3")] {
+        store
+            .create(Session::new(sid(name), Transport::Http))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    a.append_frames(
+        &sid("m2"),
+        vec![
+            NewFrame::new(Direction::ClientToServer, "1"),
+            NewFrame::new(Direction::ClientToServer, "2"),
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (store, name, status) in [
+        (&a, "m1", SessionStatus::Completed),
+        (&b, "m2", SessionStatus::Failed),
+    ] {
+        shoal_core::store::modify(store, &sid(name), 3, |s| s.status = status)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Updating an already completed session again does not count twice.
+    shoal_core::store::modify(&a, &sid("m1"), 3, |s| {
+        s.tags.insert("t".into());
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    b.delete(&sid("m3")).await.unwrap_or_else(|e| panic!("{e}"));
+    a.metrics().await.unwrap_or_else(|e| panic!("{e}"));
+    let m = b.metrics().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (m.created, m.completed, m.failed, m.deleted, m.frames),
+        (3, 1, 1, 1, 2)
+    );
+}
+
+/// Several connections (round robin) behave like one.
+async fn three_connections(h: Harness) -> Arc<dyn SessionStore> {
+    let config = RedisConfig::new(server().url())
+        .with_key_prefix(next_prefix())
+        .with_connections(3);
+    Arc::new(
+        RedisStore::connect(config, h.limits, Arc::new(h.clock))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}")),
+    )
+}
+
+shoal_testkit::model_test!(model_with_three_connections, three_connections);
+
+#[test]
+fn config_reads_from_json_with_humantime_durations() {
+    let c: RedisConfig = serde_json::from_str(
+        r#"{"url": "redis+cluster://a:1,b:2", "key_prefix": "prod", "response_timeout": "250ms",
+            "connections": 2}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.response_timeout, Duration::from_millis(250));
+    assert_eq!(c.connect_timeout, RedisConfig::default().connect_timeout);
+    assert!(c.validate().is_ok());
+    assert!(serde_json::from_str::<RedisConfig>(r#"{"urll": "x"}"#).is_err());
+    assert!(RedisConfig::new("memcached://x").validate().is_err());
+    assert!(
+        RedisConfig::new("redis://x")
+            .with_connections(0)
+            .validate()
+            .is_err()
+    );
+}
