@@ -290,10 +290,10 @@ async fn execute(
         .context("counting the sessions already in the store")?;
     let existing = usize::try_from(existing).unwrap_or(usize::MAX);
     let room = limits.max_sessions.saturating_sub(existing);
-    let needed = args.sessions.saturating_add(2);
+    let needed = args.sessions.saturating_add(3);
     if needed > room {
         bail!(
-            "--sessions {} needs {needed} sessions (the pool plus 2 for append scaling), but the \
+            "--sessions {} needs {needed} sessions (the pool plus 3 for append scaling), but the \
              store allows max_sessions {} and already holds {existing}; lower --sessions or raise \
              the store's max_sessions",
             args.sessions,
@@ -485,13 +485,8 @@ async fn run_store(
 
     let scaling = if under_test && args.scaling_appends > 0 {
         progress.say(|| format!("{name}: append scaling"));
-        let (small, large) = workload::append_scaling(store, plan, args.scaling_appends).await?;
-        Some(AppendScaling::new(
-            (small.frames, &small.hist, small.busy),
-            (large.frames, &large.hist, large.busy),
-            args.scaling_appends,
-            workload::paired_ratio(&small.block_rates, &large.block_rates),
-        ))
+        let m = workload::append_scaling(store, plan, args.scaling_appends).await?;
+        Some(AppendScaling::new(&m, args.scaling_appends))
     } else {
         None
     };
@@ -639,7 +634,7 @@ mod tests {
             .unwrap();
         assert!(ok);
         assert!(report.baseline.is_none() && report.ratios.is_none() && report.verify.is_none());
-        assert_eq!(store.len(), 22);
+        assert_eq!(store.len(), 23);
         let page = store.list(&ListQuery::first(100)).await.unwrap();
         assert!(
             page.sessions
@@ -670,7 +665,9 @@ mod tests {
         assert!(v.trimmed > 0);
         assert_eq!(v.lost, 0);
         assert_eq!(v.checked, 20 * 5 + 3000);
-        assert_eq!(report.append_scaling.unwrap().frames_large, 8);
+        let sc = report.append_scaling.unwrap();
+        assert_eq!((sc.frames_small, sc.frames_large), (8, 8));
+        assert_eq!(sc.frames_below_cap, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::verify::VerifyReport;
+use super::{
+    verify::VerifyReport,
+    workload::{Scaling, paired_ratio},
+};
 
 /// Figures of one operation (or of all, for the total): the shape of each entry of the JSON
 /// `results` and `baseline` arrays.
@@ -138,24 +141,26 @@ pub(crate) struct AppendScaling {
     pub(crate) ratio: Option<f64>,
     /// `ops_per_sec_10 / ops_per_sec_10000` over all blocks (more sensitive to noise).
     pub(crate) ratio_total: Option<f64>,
+    /// Frames in the diagnostic session just below the cap (never trimmed by the store).
+    pub(crate) frames_below_cap: Option<usize>,
+    /// Appends per second of call time to that session.
+    pub(crate) ops_per_sec_below_cap: Option<f64>,
+    /// Small ÷ below-cap, paired like `ratio`: the cost of size alone, without trimming.
+    pub(crate) ratio_below_cap: Option<f64>,
 }
 
 impl AppendScaling {
-    /// Builds the figures from the two cases' histograms and busy times.
-    ///
-    /// `paired` is the median of the ratios of blocks timed back to back
-    /// ([`paired_ratio`](super::workload::paired_ratio)); it becomes `ratio`.
-    pub(crate) fn new(
-        (frames_small, small_hist, small_busy): (usize, &Histogram<u64>, Duration),
-        (frames_large, large_hist, large_busy): (usize, &Histogram<u64>, Duration),
-        appends: u64,
-        paired: Option<f64>,
-    ) -> Self {
-        let small = op_stats("append", small_hist, 0, small_busy);
-        let large = op_stats("append", large_hist, 0, large_busy);
+    /// Builds the figures from the measurement.
+    pub(crate) fn new(m: &Scaling, appends: u64) -> Self {
+        let small = op_stats("append", &m.small.hist, 0, m.small.busy);
+        let large = op_stats("append", &m.large.hist, 0, m.large.busy);
+        let below = m
+            .below_cap
+            .as_ref()
+            .map(|b| (b, op_stats("append", &b.hist, 0, b.busy)));
         AppendScaling {
-            frames_small,
-            frames_large,
+            frames_small: m.small.frames,
+            frames_large: m.large.frames,
             appends,
             ops_per_sec_10: small.ops_per_sec,
             ops_per_sec_10000: large.ops_per_sec,
@@ -163,8 +168,14 @@ impl AppendScaling {
             p50_us_10000: large.p50_us,
             p99_us_10: small.p99_us,
             p99_us_10000: large.p99_us,
-            ratio: paired.map(round_sig),
+            ratio: paired_ratio(&m.small.block_rates, &m.large.block_rates).map(round_sig),
             ratio_total: ratio(small.ops_per_sec, large.ops_per_sec),
+            frames_below_cap: below.as_ref().map(|(b, _)| b.frames),
+            ops_per_sec_below_cap: below.as_ref().map(|(_, s)| s.ops_per_sec),
+            ratio_below_cap: below
+                .as_ref()
+                .and_then(|(b, _)| paired_ratio(&m.small.block_rates, &b.block_rates))
+                .map(round_sig),
         }
     }
 }
@@ -364,6 +375,14 @@ pub(crate) fn render_table(r: &Report, summary: &str) -> String {
             fmt_us(a.p99_us_10000),
             fmt_ratio(a.ratio),
         );
+        if let (Some(f), Some(ops)) = (a.frames_below_cap, a.ops_per_sec_below_cap) {
+            let _ = writeln!(
+                out,
+                "  diagnostic: {f} frames, below the store's cap so no trimming: {} ops/s, ratio {}",
+                fmt_rate(ops),
+                fmt_ratio(a.ratio_below_cap),
+            );
+        }
     }
     if let Some(v) = &r.verify {
         let _ = writeln!(
@@ -413,6 +432,8 @@ mod tests {
         }
         h
     }
+
+    use super::super::workload::ScalingCase;
 
     #[test]
     fn percentiles_and_rates_come_from_the_histogram() {
@@ -527,6 +548,16 @@ mod tests {
         assert!(lines[1].starts_with("get     "));
     }
 
+    fn case(frames: usize) -> ScalingCase {
+        ScalingCase {
+            frames,
+            appends: 2,
+            busy: Duration::from_micros(2),
+            hist: hist_of([1000, 1000]),
+            block_rates: vec![1e6],
+        }
+    }
+
     fn report(with_baseline: bool) -> Report {
         let results = vec![stats("get", 300.0, 1.0, 4.0)];
         let base = vec![stats("get", 100.0, 2.0, 8.0)];
@@ -542,10 +573,12 @@ mod tests {
             baseline_elapsed_s: with_baseline.then_some(1.0),
             results,
             append_scaling: Some(AppendScaling::new(
-                (10, &hist_of([1000, 1000]), Duration::from_micros(2)),
-                (10_000, &hist_of([1000, 1000]), Duration::from_micros(2)),
+                &Scaling {
+                    small: case(10),
+                    large: case(10_000),
+                    below_cap: Some(case(9_990)),
+                },
                 2,
-                Some(1.0),
             )),
             verify: Some(VerifyReport {
                 sessions: 1,
@@ -588,6 +621,8 @@ mod tests {
         assert_eq!(v["ratios"]["get"]["ops_per_sec"], 3.0);
         assert_eq!(v["append_scaling"]["ratio"], 1.0);
         assert_eq!(v["append_scaling"]["ops_per_sec_10"], 1_000_000.0);
+        assert_eq!(v["append_scaling"]["frames_below_cap"], 9_990);
+        assert_eq!(v["append_scaling"]["ratio_below_cap"], 1.0);
         for key in ["checked", "lost", "duplicated", "out_of_order"] {
             assert_eq!(v["verify"][key], if key == "checked" { 5 } else { 0 });
         }
@@ -605,6 +640,7 @@ mod tests {
         assert!(get_line.contains("0.50x"), "{get_line}");
         assert!(t.lines().any(|l| l.starts_with("total ")));
         assert!(t.contains("append scaling"));
+        assert!(t.contains("9990 frames, below the store's cap"));
         assert!(t.contains("lost 0, duplicated 0, out_of_order 0"));
         assert!(t.contains("OK"));
         let t = render_table(&report(false), "test");

@@ -725,27 +725,49 @@ pub(crate) struct ScalingCase {
     pub(crate) block_rates: Vec<f64>,
 }
 
+/// What the append-scaling measurement found.
+#[derive(Debug)]
+pub(crate) struct Scaling {
+    /// The session of 10 frames.
+    pub(crate) small: ScalingCase,
+    /// The session of 10,000 frames (or the store's cap): at the default cap, every append
+    /// also trims the oldest frame, as for any long-lived session.
+    pub(crate) large: ScalingCase,
+    /// A session just below the cap (10 frames less; trimmed back untimed like the small one),
+    /// so the store never trims: separates the cost of size from the cost of trimming.
+    /// `None` when the cap is too small for it.
+    pub(crate) below_cap: Option<ScalingCase>,
+}
+
 /// Times `appends` single-frame appends to a session holding 10 frames and to one holding
-/// 10,000 (or the store's `max_frames_per_session` if smaller), one call at a time.
+/// 10,000 (or the store's `max_frames_per_session` if smaller), one call at a time; and, as a
+/// diagnostic, to one holding 10 frames less than that (never trimmed by the store).
 ///
 /// After every [`SCALING_TRIM_EVERY`] appends each session is trimmed back to its size with
 /// an untimed `delete_frames`, so the sizes stay put; at the store's cap the store trims
-/// itself, as it does for a long-lived session. Returns the small case and the large case.
+/// itself, as it does for a long-lived session.
 pub(crate) async fn append_scaling(
     store: &Arc<dyn SessionStore>,
     plan: &Plan,
     appends: u64,
-) -> anyhow::Result<(ScalingCase, ScalingCase)> {
+) -> anyhow::Result<Scaling> {
     let cap = store.limits().max_frames_per_session.max(1);
     let large = cap.min(10_000);
     let small = large.min(10);
-    let sizes = [small, large];
-    let ids = scaling_ids(&plan.prefix)?;
+    let below = large.saturating_sub(SCALING_TRIM_EVERY as usize);
+    let mut sizes = vec![small, large];
+    if below > small {
+        sizes.push(below);
+    }
+    let ids: Vec<SessionId> = scaling_ids(&plan.prefix)?
+        .into_iter()
+        .take(sizes.len())
+        .collect();
     let frame_bytes = plan.frame_bytes;
     let template = new_hist()?;
     let writer = SETUP_WRITER - 1;
     let mut n = 0u64;
-    for (id, size) in ids.iter().zip(sizes) {
+    for (id, &size) in ids.iter().zip(&sizes) {
         store
             .create(bench_session(id.clone()))
             .await
@@ -769,13 +791,16 @@ pub(crate) async fn append_scaling(
             left -= k;
         }
     }
-    let mut cases = [small, large].map(|frames| ScalingCase {
-        frames,
-        appends: 0,
-        busy: Duration::ZERO,
-        hist: Histogram::new_from(&template),
-        block_rates: Vec::new(),
-    });
+    let mut cases: Vec<ScalingCase> = sizes
+        .iter()
+        .map(|&frames| ScalingCase {
+            frames,
+            appends: 0,
+            busy: Duration::ZERO,
+            hist: Histogram::new_from(&template),
+            block_rates: Vec::new(),
+        })
+        .collect();
     // One untimed block per case first: the allocator and caches settle (the first appends
     // after filling a session are measurably slower), then timed blocks alternate.
     for (case, id) in cases.iter_mut().zip(&ids) {
@@ -814,8 +839,15 @@ pub(crate) async fn append_scaling(
             case.block_rates.push(rate(block, busy));
         }
     }
-    let [small_case, large_case] = cases;
-    Ok((small_case, large_case))
+    let mut cases = cases.into_iter();
+    match (cases.next(), cases.next()) {
+        (Some(small), Some(large)) => Ok(Scaling {
+            small,
+            large,
+            below_cap: cases.next(),
+        }),
+        _ => anyhow::bail!("append scaling: the measurement lost a case"),
+    }
 }
 
 /// `n` per second of `busy` (0 when `busy` is zero).
@@ -887,12 +919,12 @@ pub(crate) fn paired_ratio(small: &[f64], large: &[f64]) -> Option<f64> {
     })
 }
 
-/// The ids of the two append-scaling sessions.
-pub(crate) fn scaling_ids(prefix: &str) -> anyhow::Result<[SessionId; 2]> {
-    Ok([
-        SessionId::new(format!("{prefix}scale-small")).context("building a bench session id")?,
-        SessionId::new(format!("{prefix}scale-large")).context("building a bench session id")?,
-    ])
+/// The ids of the append-scaling sessions (small, large, below the cap).
+pub(crate) fn scaling_ids(prefix: &str) -> anyhow::Result<[SessionId; 3]> {
+    let id = |name: &str| {
+        SessionId::new(format!("{prefix}scale-{name}")).context("building a bench session id")
+    };
+    Ok([id("small")?, id("large")?, id("below-cap")?])
 }
 
 #[cfg(test)]
