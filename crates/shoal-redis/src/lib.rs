@@ -1,7 +1,4 @@
-//! # shoal-redis
-//!
-//! Shoal's Redis backend: [`RedisStore`], a [`SessionStore`](shoal_core::SessionStore) on
-//! standalone Redis, Redis Cluster or Sentinel, with TLS and ACL users.
+#![doc = include_str!("../README.md")]
 
 mod config;
 mod conn;

@@ -84,3 +84,85 @@ async fn sessions_spread_over_all_masters() {
         ids.len() as u64
     );
 }
+
+/// The minimal ACL of the README, plus what cluster topology discovery needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_with_the_documented_permissions_works() {
+    let args = [
+        "ACL",
+        "SETUSER",
+        "shoalk",
+        "reset",
+        "on",
+        ">pw",
+        "~ka*",
+        "resetchannels",
+        "+ping",
+        "+evalsha",
+        "+script|load",
+        "+hgetall",
+        "+hget",
+        "+hmget",
+        "+hset",
+        "+hdel",
+        "+hincrby",
+        "+hexists",
+        "+hlen",
+        "+rpush",
+        "+llen",
+        "+ltrim",
+        "+lrange",
+        "+del",
+        "+exists",
+        "+type",
+        "+pexpire",
+        "+pttl",
+        "+zadd",
+        "+zrem",
+        "+zcard",
+        "+zcount",
+        "+zscore",
+        "+zrangebyscore",
+        "+zrangebylex",
+        "+set",
+        "+get",
+        "+incrby",
+        "+info",
+        // cluster topology discovery
+        "+cluster|slots",
+    ];
+    for node in cluster().nodes() {
+        let out = node.cli(&args);
+        assert_eq!(out.trim(), "OK", "{out}");
+    }
+    let url = cluster()
+        .url()
+        .replace("redis+cluster://", "redis+cluster://shoalk:pw@");
+    let store = RedisStore::connect(
+        RedisConfig::new(url).with_key_prefix("ka1"),
+        shoal_core::Limits::default(),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect as ACL user: {e}"));
+    let id = SessionId::new("acl-1").unwrap_or_else(|e| panic!("{e}"));
+    store
+        .create(Session::new(id.clone(), Transport::Http))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .append_frame(&id, NewFrame::new(Direction::ClientToServer, "x"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let page = store
+        .list(&ListQuery::first(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.sessions.len(), 1);
+    store
+        .sweep_expired()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.health().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(store.delete(&id).await.unwrap_or_else(|e| panic!("{e}")));
+}
