@@ -11,7 +11,9 @@
 //! 3. **Verify** (`--verify`): every pool session is read back with paged `frames` calls and
 //!    compared with the appends the store acknowledged (see [`verify`]).
 //! 4. **Append scaling**: one task times single appends to a session of 10 frames and to one of
-//!    10,000 (see [`workload::append_scaling`]).
+//!    10,000 (at the default cap, so each append there also trims the oldest frame), plus a
+//!    diagnostic session just below the cap that the store never trims; the ratio is the
+//!    median over pairs of blocks timed back to back (see [`workload::append_scaling`]).
 //! 5. **Clean-up**: every session the bench created is deleted (unless `--keep`).
 //! 6. **Baseline** (unless `--no-baseline`): steps 1–2 again, same seed and plan, against
 //!    [`baseline::BaselineStore`], the original `RwLock<HashMap>` design.
