@@ -166,3 +166,85 @@ async fn an_acl_user_with_the_documented_permissions_works() {
     store.health().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(store.delete(&id).await.unwrap_or_else(|e| panic!("{e}")));
 }
+
+/// Killing the master that holds a session: the replica takes over and the store carries on
+/// with the same session, its frames and its seqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_master_failover() {
+    let mut own = RedisCluster::start();
+    let config = RedisConfig::new(own.url())
+        .with_key_prefix("fo")
+        .with_connect_timeout(std::time::Duration::from_secs(1))
+        .with_response_timeout(std::time::Duration::from_secs(1));
+    let store = RedisStore::connect(
+        config,
+        shoal_core::Limits::default(),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let id = SessionId::new("fo-1").unwrap_or_else(|e| panic!("{e}"));
+    store
+        .create(Session::new(id.clone(), Transport::StreamableHttp))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .append_frame(&id, NewFrame::new(Direction::ClientToServer, "before"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Bounded wait until the replicas hold as many keys as the masters.
+    let count = |role: &str, c: &RedisCluster| -> u64 {
+        c.nodes()
+            .iter()
+            .filter(|n| n.cli(&["ROLE"]).starts_with(role))
+            .map(|n| n.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap_or(0))
+            .sum()
+    };
+    let mut synced = false;
+    for _ in 0..200 {
+        if count("master", &own) == count("slave", &own) {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(synced, "the replicas did not catch up");
+    let meta_key = "fo:{fo-1}:meta";
+    let owner = own
+        .nodes()
+        .iter()
+        .position(|n| {
+            n.cli(&["ROLE"]).starts_with("master") && n.cli(&["EXISTS", meta_key]).trim() == "1"
+        })
+        .unwrap_or_else(|| panic!("no master holds {meta_key}"));
+    own.nodes_mut()[owner].stop();
+
+    let mut seq = None;
+    for _ in 0..200 {
+        match store
+            .append_frame(&id, NewFrame::new(Direction::ServerToClient, "after"))
+            .await
+        {
+            Ok(s) => {
+                seq = Some(s);
+                break;
+            }
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("not a transient error during failover: {e:?}"),
+        }
+    }
+    assert_eq!(seq, Some(2), "the store did not reach the promoted replica");
+    let page = store
+        .frames(&id, &shoal_core::FrameQuery::after(0, 10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let contents: Vec<&[u8]> = page.frames.iter().map(|f| &f.content[..]).collect();
+    assert_eq!(contents, [&b"before"[..], &b"after"[..]]);
+    let listed = store
+        .list(&ListQuery::first(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.sessions.len(), 1);
+}
