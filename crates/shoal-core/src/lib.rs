@@ -13,6 +13,7 @@
 //!
 //! Redis lives in `shoal-redis`, so an embedded user compiles none of it.
 
+pub mod cached;
 pub mod clock;
 pub mod codec;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod frame;
 pub mod id;
 pub mod limits;
 pub mod memory;
+pub mod resilient;
 pub mod session;
 pub mod store;
 pub mod transfer;

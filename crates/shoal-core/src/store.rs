@@ -127,6 +127,13 @@ pub struct ItemError {
     pub error: Error,
 }
 
+impl ItemError {
+    /// The error `error` about the session `id`.
+    pub fn new(id: SessionId, error: Error) -> Self {
+        ItemError { id, error }
+    }
+}
+
 /// A page of sessions.
 #[derive(Debug, Default)]
 #[non_exhaustive]

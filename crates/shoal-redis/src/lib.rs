@@ -3,6 +3,7 @@
 mod config;
 mod conn;
 mod errors;
+pub mod invalidation;
 mod keys;
 mod meta;
 mod scripts;

@@ -1438,8 +1438,8 @@ impl SessionStore for RedisStore {
 /// unreadable item is logged and left out of the result (it is neither found nor missing);
 /// single-item reads (`get`) still return [`Error::Corrupt`] for it.
 fn push_item_error(errors: &mut Vec<ItemError>, id: &SessionId, error: Error) {
-    let _ = errors;
-    tracing::warn!(session = %id, error = %error, "redis: unreadable session left out of a multi-session read");
+    tracing::warn!(session = %id, error = %error, "redis: unreadable session reported beside a multi-session read");
+    errors.push(ItemError::new(id.clone(), error));
 }
 
 impl Inner {

@@ -98,8 +98,8 @@ async fn others_fine(store: &RedisStore, ids: &[SessionId]) {
     }
 }
 
-/// `get_many` and `list` still return the readable sessions and never call the bad one
-/// missing.
+/// `get_many` and `list` still return the readable sessions, never call the bad one
+/// missing, and name it in `errors`.
 async fn multi_reads_skip(store: &RedisStore, bad: &SessionId, good: &[SessionId]) {
     let mut all = good.to_vec();
     all.push(bad.clone());
@@ -110,6 +110,9 @@ async fn multi_reads_skip(store: &RedisStore, bad: &SessionId, good: &[SessionId
         !many.missing.contains(bad),
         "a corrupt session is not missing: {many:?}"
     );
+    assert_eq!(many.errors.len(), 1, "{many:?}");
+    assert_eq!(&many.errors[0].id, bad);
+    assert!(matches!(many.errors[0].error, Error::Corrupt { .. }));
     let page = store
         .list(&ListQuery::first(100))
         .await
@@ -119,6 +122,7 @@ async fn multi_reads_skip(store: &RedisStore, bad: &SessionId, good: &[SessionId
         assert!(listed.contains(&g), "{listed:?}");
     }
     assert!(!listed.contains(&bad));
+    assert_eq!(page.errors.len(), 1, "the bad session is named: {page:?}");
     for e in &page.errors {
         assert_eq!(&e.id, bad);
         assert!(matches!(e.error, Error::Corrupt { .. }));

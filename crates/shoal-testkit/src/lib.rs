@@ -24,6 +24,7 @@ use std::{future::Future, sync::Arc};
 use shoal_core::{Limits, ManualClock, SessionStore};
 
 pub mod conformance;
+pub mod fault;
 pub mod model;
 pub mod redis_server;
 

@@ -1,0 +1,1 @@
+//! The hot-session cache wrapper `Cached<S>`. (Being written.)

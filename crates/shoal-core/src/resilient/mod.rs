@@ -1,0 +1,1 @@
+//! The resilience wrapper `Resilient<P, F>`: deadlines, retries, circuit breaker, fallback. (Being written.)

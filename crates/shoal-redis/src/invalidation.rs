@@ -1,0 +1,1 @@
+//! Cross-instance cache invalidation over Redis pub/sub. (Being written.)

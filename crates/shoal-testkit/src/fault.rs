@@ -1,0 +1,1 @@
+//! A fault-injecting TCP proxy and process fault helpers for tests. (Being written.)
