@@ -1,13 +1,16 @@
 //! The in-memory backend: the embedded default, zero set-up.
 //!
 //! # Design
-//! - Sessions live in a lock-free ordered map (`crossbeam_skiplist::SkipMap`) from id to a slot;
-//!   each slot has its own `Mutex`. There is no global lock: operations on different sessions
-//!   never wait for each other, and no lock is ever held across an `.await` (all work under a
-//!   lock is synchronous and short).
-//! - The map is ordered by id, so listing walks it from the cursor (the last id of the previous
-//!   page): sessions that exist for the whole scan are seen exactly once, whatever is inserted
-//!   or removed meanwhile.
+//! - Each session is a slot with its own `Mutex`. Slots are found by id through a lock-free hash
+//!   map (`papaya`), the authority for which ids are taken; the same slots are also kept in a
+//!   lock-free ordered map (`crossbeam_skiplist::SkipMap`) used only for listing. There is no
+//!   global lock: operations on different sessions never wait for each other, and no lock is
+//!   ever held across an `.await` (all work under a lock is synchronous and short).
+//! - The ordered map is sorted by id, so listing walks it from the cursor (the last id of the
+//!   previous page): sessions that exist for the whole scan are seen exactly once, whatever is
+//!   inserted or removed meanwhile. A slot enters the ordered map right after the hash map and
+//!   leaves it when it dies; a node only ever replaces a dead slot's node, so a live session is
+//!   never pushed out of the listing by a racing create/delete of the same id.
 //! - Frames are a `VecDeque` per session holding seqs `first_seq..=last_seq` contiguously, so
 //!   append is O(1) and a page read is O(page): the start index is `after_seq + 1 - first_seq`.
 //! - Expiry is lazy (an expired session is removed when it is next touched) and in the
@@ -25,7 +28,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use crossbeam_skiplist::{SkipMap, map::Entry};
+use crossbeam_skiplist::SkipMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -57,7 +60,10 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Inner {
-    sessions: SkipMap<SessionId, Arc<Slot>>,
+    /// Point lookups: id → slot. Decides whether an id is taken.
+    index: papaya::HashMap<SessionId, Arc<Slot>>,
+    /// The same slots ordered by id, for listing and sweeping.
+    order: SkipMap<SessionId, Arc<Slot>>,
     /// Live (not yet dead) sessions, for `max_sessions`.
     live: AtomicUsize,
     limits: Limits,
@@ -108,7 +114,8 @@ impl MemoryStoreBuilder {
     pub fn build(self) -> MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
-                sessions: SkipMap::new(),
+                index: papaya::HashMap::new(),
+                order: SkipMap::new(),
                 live: AtomicUsize::new(0),
                 limits: self.limits,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
@@ -207,13 +214,27 @@ impl Inner {
         now.saturating_add(self.limits.session_ttl)
     }
 
-    /// Marks the slot's session dead (once) and removes this exact entry from the map.
-    fn kill(&self, entry: &Entry<'_, SessionId, Arc<Slot>>, data: &mut SlotData) {
+    /// The slot of `id`, if any (live or not).
+    fn slot(&self, id: &SessionId) -> Option<Arc<Slot>> {
+        self.index.pin().get(id).cloned()
+    }
+
+    /// Marks the slot's session dead (once) and removes this exact slot (not a newer one with
+    /// the same id) from both maps. Called with the slot's lock held.
+    fn kill(&self, id: &SessionId, slot: &Arc<Slot>, data: &mut SlotData) {
         if !data.dead {
             data.dead = true;
-            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.live.fetch_sub(1, Ordering::AcqRel);
         }
-        entry.remove();
+        let _ = self
+            .index
+            .pin()
+            .remove_if(id, |_, current| Arc::ptr_eq(current, slot));
+        if let Some(entry) = self.order.get(id)
+            && Arc::ptr_eq(entry.value(), slot)
+        {
+            entry.remove();
+        }
     }
 
     /// Runs `f` on the live session `id` under its lock. Expired sessions are removed and
@@ -223,17 +244,13 @@ impl Inner {
         id: &SessionId,
         f: impl FnOnce(&mut SlotData) -> Result<T>,
     ) -> Result<T> {
-        let entry = self
-            .sessions
-            .get(id)
-            .ok_or_else(|| Error::session_not_found(id))?;
-        let slot = Arc::clone(entry.value());
+        let slot = self.slot(id).ok_or_else(|| Error::session_not_found(id))?;
         let mut data = slot.lock();
         if data.dead {
             return Err(Error::session_not_found(id));
         }
         if data.session.is_expired_at(self.now()) {
-            self.kill(&entry, &mut data);
+            self.kill(id, &slot, &mut data);
             return Err(Error::session_not_found(id));
         }
         f(&mut data)
@@ -269,25 +286,29 @@ impl Inner {
         }
         let slot = Arc::new(Slot(Mutex::new(data)));
         loop {
-            let entry = self.sessions.get_or_insert(id.clone(), Arc::clone(&slot));
-            if Arc::ptr_eq(entry.value(), &slot) {
-                return Ok(());
-            }
-            let existing = Arc::clone(entry.value());
+            let existing = match self.index.pin().try_insert(id.clone(), Arc::clone(&slot)) {
+                Ok(_) => break,
+                Err(occupied) => Arc::clone(occupied.current),
+            };
             let mut other = existing.lock();
             if !other.dead && !other.session.is_expired_at(self.now()) {
                 drop(other);
                 self.live.fetch_sub(1, Ordering::AcqRel);
                 return Err(already_exists(&id));
             }
-            self.kill(&entry, &mut other);
+            self.kill(&id, &existing, &mut other);
         }
+        // Replace an ordered node only if it belongs to a dead slot: a racing create of the
+        // same id that already won keeps its place.
+        self.order
+            .compare_insert(id, Arc::clone(&slot), |current| current.lock().dead);
+        Ok(())
     }
 
     /// Whether a live (not dead, not expired) session has this id right now.
     fn is_live(&self, id: &SessionId) -> bool {
-        self.sessions.get(id).is_some_and(|entry| {
-            let data = entry.value().lock();
+        self.slot(id).is_some_and(|slot| {
+            let data = slot.lock();
             !data.dead && !data.session.is_expired_at(self.now())
         })
     }
@@ -295,13 +316,14 @@ impl Inner {
     fn sweep(&self) -> u64 {
         let now = self.now();
         let mut removed = 0;
-        for entry in self.sessions.iter() {
+        for entry in self.order.iter() {
             let slot = Arc::clone(entry.value());
             let mut data = slot.lock();
             if data.dead {
+                // A node left behind by a create that lost a race with a delete.
                 entry.remove();
             } else if data.session.is_expired_at(now) {
-                self.kill(&entry, &mut data);
+                self.kill(entry.key(), &slot, &mut data);
                 removed += 1;
             }
         }
@@ -429,13 +451,12 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let inner = &self.inner;
-        let Some(entry) = inner.sessions.get(id) else {
+        let Some(slot) = inner.slot(id) else {
             return Ok(false);
         };
-        let slot = Arc::clone(entry.value());
         let mut data = slot.lock();
         let existed = !data.dead && !data.session.is_expired_at(inner.now());
-        inner.kill(&entry, &mut data);
+        inner.kill(id, &slot, &mut data);
         data.frames = VecDeque::new();
         data.pending = HashMap::new();
         Ok(existed)
@@ -457,7 +478,7 @@ impl SessionStore for MemoryStore {
         let now = inner.now();
         let mut page = ListPage::default();
         for entry in inner
-            .sessions
+            .order
             .range::<str, _>((lower, Bound::<&str>::Unbounded))
         {
             let slot = Arc::clone(entry.value());
@@ -484,7 +505,7 @@ impl SessionStore for MemoryStore {
     async fn count(&self, filter: &SessionFilter) -> Result<u64> {
         let now = self.inner.now();
         let mut n = 0;
-        for entry in self.inner.sessions.iter() {
+        for entry in self.inner.order.iter() {
             let data = entry.value().lock();
             if !data.dead && !data.session.is_expired_at(now) && filter.matches(&data.session) {
                 n += 1;
