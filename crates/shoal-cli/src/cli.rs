@@ -13,7 +13,11 @@ Store URLs:
   memory://            in-memory store, discarded when the command ends (default)
   file://PATH          in-memory store loaded from a Shoal JSON Lines export at PATH (missing
                        file = empty store) and saved back atomically after delete/import/sweep
-  redis://, rediss://, redis+cluster://, redis+sentinel://   Redis (not yet built)
+  redis://[user:password@]host:port[/db]                  Redis, standalone
+  rediss://...                                             Redis over TLS
+  redis+cluster://[user:password@]host:port,host:port,...  Redis Cluster (seed nodes)
+  redis+sentinel://[user:password@]host:port,.../MASTER[/db]  Redis behind Sentinels
+                       Redis settings: the [redis] section (SHOAL_REDIS__KEY_PREFIX, ...)
 
 Configuration (lowest to highest precedence): built-in defaults < TOML file (--config,
 SHOAL_CONFIG) < environment (SHOAL_STORE, SHOAL_LIMITS__MAX_SESSIONS, SHOAL_LOG__LEVEL, ...)
@@ -79,6 +83,8 @@ pub(crate) enum Command {
     Sweep,
     /// Check the store; exit 1 when unhealthy
     Health,
+    /// Session count and, for Redis, the store's counters (created, completed, failed, ...)
+    Stats,
     /// Check or show configuration
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -16,19 +16,35 @@
 //! [memory]
 //! sweep_interval = "30s"
 //!
+//! [redis]                        # only used by redis://, rediss://, redis+cluster://, redis+sentinel://
+//! key_prefix = "shoal"           # first part of every key (alias: prefix)
+//! connect_timeout = "5s"         # bounds connecting (an unreachable server fails within it)
+//! response_timeout = "2s"        # bounds one round trip
+//! connections = 1                # multiplexed connections, round robin
+//! # tls_ca_file = "/etc/shoal/redis-ca.pem"   # PEM CA of a rediss:// server's private CA
+//! expiry_grace = "1m"            # server-side TTL beyond the logical expiry
+//! sweep_lease = "30s"            # how long one instance may hold the sweep lease
+//! reconnect_retries = 2
+//! sweep_interval = "30s"         # background expiry sweeps while a command runs
+//!
 //! [log]
 //! level = "warn"                 # a tracing EnvFilter directive, e.g. "info,shoal_core=debug"
 //! format = "text"                # or "json"
 //! ```
-//! The section names `redis`, `cache`, `resilience` and `proxy` are reserved for later releases;
-//! today they are refused like every other unknown key, with an error naming the key and where
-//! it came from.
+//! The section names `cache`, `resilience` and `proxy` are reserved for later releases; today
+//! they are refused like every other unknown key, with an error naming the key and where it
+//! came from.
 //!
 //! # Environment
 //! `SHOAL_<KEY>` with `__` between levels: `SHOAL_STORE`, `SHOAL_LIMITS__MAX_SESSIONS`,
-//! `SHOAL_MEMORY__SWEEP_INTERVAL`, `SHOAL_LOG__LEVEL`. Only variables whose first part names a
-//! section (known or reserved) are read, so unrelated `SHOAL_*` variables (`SHOAL_CONFIG`, test
-//! settings) are left alone.
+//! `SHOAL_MEMORY__SWEEP_INTERVAL`, `SHOAL_REDIS__PREFIX`, `SHOAL_LOG__LEVEL`. Only variables
+//! whose first part names a section (known or reserved) are read, so unrelated `SHOAL_*`
+//! variables (`SHOAL_CONFIG`, a test harness's `SHOAL_REDIS_URL`) are left alone.
+//!
+//! # Adding a section
+//! Add a field to [`Config`] (a `#[serde(default, deny_unknown_fields)]` struct with a
+//! `Default`), its name to [`SECTIONS`] (and out of [`RESERVED_SECTIONS`]), its humantime keys
+//! to [`DURATION_KEYS`], its table to [`to_toml`], and its checks to `validate`.
 
 use std::{
     fmt,
@@ -43,20 +59,31 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 use shoal_core::Limits;
+use shoal_redis::RedisConfig;
 
-use crate::{error::UsageError, store::StoreUrl};
+use crate::{
+    error::UsageError,
+    store::{StoreUrl, redact},
+};
 
 /// Top-level keys this build understands.
-pub(crate) const SECTIONS: &[&str] = &["store", "limits", "memory", "log"];
+pub(crate) const SECTIONS: &[&str] = &["store", "limits", "memory", "redis", "log"];
 
 /// Top-level sections reserved for later releases (refused today, with a hint).
-pub(crate) const RESERVED_SECTIONS: &[&str] = &["redis", "cache", "resilience", "proxy"];
+pub(crate) const RESERVED_SECTIONS: &[&str] = &["cache", "resilience", "proxy"];
 
 /// The prefix of configuration environment variables.
 pub(crate) const ENV_PREFIX: &str = "SHOAL_";
 
+/// Short environment names for long keys: `SHOAL_REDIS__PREFIX` sets `redis.key_prefix`.
+/// (Only in the environment: a key spelled two ways in one layer would be ambiguous.)
+pub(crate) const ENV_ALIASES: &[(&[&str], &[&str])] =
+    &[(&["redis", "prefix"], &["redis", "key_prefix"])];
+
 /// The effective configuration of one `shoal` run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` and [`Config::redacted`] hide any password in the store URL.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
     /// The store URL (`memory://`, `file://PATH`, `redis://…`).
@@ -65,6 +92,8 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     /// Settings of the in-memory backend.
     pub(crate) memory: MemoryConfig,
+    /// Settings of the Redis backend.
+    pub(crate) redis: RedisSection,
     /// Logging.
     pub(crate) log: LogConfig,
 }
@@ -75,7 +104,30 @@ impl Default for Config {
             store: "memory://".into(),
             limits: Limits::default(),
             memory: MemoryConfig::default(),
+            redis: RedisSection::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("store", &redact(&self.store))
+            .field("limits", &self.limits)
+            .field("memory", &self.memory)
+            .field("redis", &self.redis)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+impl Config {
+    /// A copy safe to print: the store URL's password replaced by `***`.
+    pub(crate) fn redacted(&self) -> Config {
+        Config {
+            store: redact(&self.store),
+            ..self.clone()
         }
     }
 }
@@ -95,6 +147,153 @@ impl Default for MemoryConfig {
             sweep_interval: Duration::from_secs(30),
         }
     }
+}
+
+/// `[redis]`: the Redis backend. Every key but `sweep_interval` is a field of
+/// [`shoal_redis::RedisConfig`] (whose defaults these are); the URL is the `store` key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RedisSection {
+    /// First part of every key (`<prefix>:{<sid>}:meta`). Default `shoal`. In the environment
+    /// also `SHOAL_REDIS__PREFIX` (see [`ENV_ALIASES`]).
+    #[serde(deserialize_with = "lenient_string")]
+    pub(crate) key_prefix: String,
+    /// Bound on connecting; an unreachable server fails within it. Default 5 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) connect_timeout: Duration,
+    /// Bound on one round trip. Default 2 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) response_timeout: Duration,
+    /// Multiplexed connections, used round robin. Default 1.
+    pub(crate) connections: usize,
+    /// PEM CA certificate(s) for a `rediss://` server with a private CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_ca_file: Option<PathBuf>,
+    /// Server-side TTL beyond a session's logical expiry. Default 60 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) expiry_grace: Duration,
+    /// How long one instance may hold the sweep lease. Default 30 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) sweep_lease: Duration,
+    /// Reconnection attempts before a command fails. Default 2.
+    pub(crate) reconnect_retries: usize,
+    /// How often the background sweeper runs while a command runs (the CLI's own key).
+    /// Default 30 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) sweep_interval: Duration,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        let d = RedisConfig::default();
+        RedisSection {
+            key_prefix: d.key_prefix,
+            connect_timeout: d.connect_timeout,
+            response_timeout: d.response_timeout,
+            connections: d.connections,
+            tls_ca_file: d.tls_ca_file,
+            expiry_grace: d.expiry_grace,
+            sweep_lease: d.sweep_lease,
+            reconnect_retries: d.reconnect_retries,
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RedisSection {
+    /// The backend's configuration for the store URL `url`.
+    pub(crate) fn to_redis_config(&self, url: &str) -> RedisConfig {
+        let mut c = RedisConfig::new(url);
+        c.key_prefix.clone_from(&self.key_prefix);
+        c.connect_timeout = self.connect_timeout;
+        c.response_timeout = self.response_timeout;
+        c.connections = self.connections;
+        c.tls_ca_file.clone_from(&self.tls_ca_file);
+        c.expiry_grace = self.expiry_grace;
+        c.sweep_lease = self.sweep_lease;
+        c.reconnect_retries = self.reconnect_retries;
+        c
+    }
+
+    /// Checks each key with the backend's own rules: `(key, reason)` of the first bad one.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let base = RedisSection::default();
+        let probes: [(&'static str, RedisSection); 5] = [
+            (
+                "redis.key_prefix",
+                RedisSection {
+                    key_prefix: self.key_prefix.clone(),
+                    ..base.clone()
+                },
+            ),
+            (
+                "redis.connect_timeout",
+                RedisSection {
+                    connect_timeout: self.connect_timeout,
+                    ..base.clone()
+                },
+            ),
+            (
+                "redis.response_timeout",
+                RedisSection {
+                    response_timeout: self.response_timeout,
+                    ..base.clone()
+                },
+            ),
+            (
+                "redis.connections",
+                RedisSection {
+                    connections: self.connections,
+                    ..base.clone()
+                },
+            ),
+            (
+                "redis.sweep_lease",
+                RedisSection {
+                    sweep_lease: self.sweep_lease,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (key, probe) in probes {
+            if let Err(e) = probe.to_redis_config("redis://127.0.0.1").validate() {
+                return Err((key, reason_of(e)));
+            }
+        }
+        if self.sweep_interval < Duration::from_millis(10) {
+            return Err(("redis.sweep_interval", "must be at least 10ms".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The message of a store error without its kind prefix.
+fn reason_of(e: shoal_core::Error) -> String {
+    match e {
+        shoal_core::Error::InvalidInput { reason } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// A string, also when the environment layer parsed the value as a number or boolean
+/// (`SHOAL_REDIS__PREFIX=2024`).
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::U(n) => n.to_string(),
+        Scalar::I(n) => n.to_string(),
+        Scalar::F(n) => n.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
 }
 
 /// `[log]`: diagnostics on stderr.
@@ -210,7 +409,11 @@ impl EnvLayer {
             .iter()
             .filter_map(|(k, v)| {
                 let rest = k.strip_prefix(ENV_PREFIX)?;
-                let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+                let mut path: Vec<String> =
+                    rest.split("__").map(str::to_ascii_lowercase).collect();
+                if let Some((_, to)) = ENV_ALIASES.iter().find(|(from, _)| *from == path) {
+                    path = to.iter().map(|p| (*p).to_owned()).collect();
+                }
                 let first = path.first()?.as_str();
                 let wanted = SECTIONS.contains(&first) || RESERVED_SECTIONS.contains(&first);
                 (wanted && path.iter().all(|p| !p.is_empty())).then(|| (path, v.clone()))
@@ -340,9 +543,10 @@ pub(crate) fn load(sources: &Sources) -> Result<Config, ConfigError> {
 }
 
 /// `SHOAL_LOG_LEVEL` (one underscore) is a likely typo for `SHOAL_LOG__LEVEL`: say so instead of
-/// ignoring it silently. Only for implemented sections, so that unrelated variables such as a
-/// test harness's `SHOAL_REDIS_URL` never break the CLI.
+/// ignoring it silently. Only for keys that exist in an implemented section, so that unrelated
+/// variables such as a test harness's `SHOAL_REDIS_URL` never break the CLI.
 fn check_env_names(env: &[(String, String)]) -> Result<(), ConfigError> {
+    let known = known_keys();
     for (k, _) in env {
         let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -351,7 +555,9 @@ fn check_env_names(env: &[(String, String)]) -> Result<(), ConfigError> {
         for section in SECTIONS.iter().filter(|s| **s != "store") {
             if let Some(key) = lower.strip_prefix(&format!("{section}_"))
                 && !key.starts_with('_')
-                && !key.is_empty()
+                && known
+                    .iter()
+                    .any(|(s, k)| s == section && k.as_str() == key)
             {
                 return Err(ConfigError(format!(
                     "environment variable {k} is not a configuration key; nested keys \
@@ -362,6 +568,27 @@ fn check_env_names(env: &[(String, String)]) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `(section, key)` of every key of every section (from the defaults), plus aliases.
+fn known_keys() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = ENV_ALIASES
+        .iter()
+        .filter_map(|(from, _)| match from {
+            [section, key] => Some(((*section).to_owned(), (*key).to_owned())),
+            _ => None,
+        })
+        .collect();
+    if let Ok(serde_json::Value::Object(top)) = serde_json::to_value(Config::default()) {
+        for (section, value) in top {
+            if let serde_json::Value::Object(keys) = value {
+                out.extend(keys.keys().map(|k| (section.clone(), k.clone())));
+            }
+        }
+    }
+    // Keys absent from the defaults (optional ones).
+    out.push(("redis".to_owned(), "tls_ca_file".to_owned()));
+    out
 }
 
 fn check_file(path: &Path) -> Result<(), ConfigError> {
@@ -388,7 +615,15 @@ fn describe_figment_error(err: figment::Error, figment: &Figment, layers: &Layer
 }
 
 /// Keys whose values are humantime durations.
-const DURATION_KEYS: &[&str] = &["limits.session_ttl", "memory.sweep_interval"];
+const DURATION_KEYS: &[&str] = &[
+    "limits.session_ttl",
+    "memory.sweep_interval",
+    "redis.connect_timeout",
+    "redis.response_timeout",
+    "redis.expiry_grace",
+    "redis.sweep_lease",
+    "redis.sweep_interval",
+];
 
 fn describe_one(e: &figment::Error, figment: &Figment, layers: &Layers) -> String {
     use figment::error::Kind;
@@ -504,6 +739,9 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
     if config.memory.sweep_interval < Duration::from_millis(10) {
         return bad("memory.sweep_interval", "must be at least 10ms".into());
     }
+    if let Err((key, why)) = config.redis.check() {
+        return bad(key, why);
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         return bad(
             "log.level",
@@ -523,6 +761,7 @@ pub(crate) fn to_toml(config: &Config) -> anyhow::Result<String> {
     let sections = [
         ("limits", serde_json::to_value(&config.limits)?),
         ("memory", serde_json::to_value(&config.memory)?),
+        ("redis", serde_json::to_value(&config.redis)?),
         ("log", serde_json::to_value(&config.log)?),
     ];
     for (name, value) in sections {
@@ -530,7 +769,7 @@ pub(crate) fn to_toml(config: &Config) -> anyhow::Result<String> {
             anyhow::bail!("[{name}] did not serialize to a table");
         };
         out.push_str(&format!("\n[{name}]\n"));
-        for (k, v) in &table {
+        for (k, v) in table.iter().filter(|(_, v)| !v.is_null()) {
             out.push_str(&format!("{k} = {}\n", toml_scalar(v)?));
         }
     }
@@ -687,14 +926,117 @@ mod tests {
 
     #[test]
     fn reserved_sections_are_refused_with_a_hint() {
-        let f = file("[redis]\nurl = \"redis://localhost\"\n");
+        let f = file("[cache]\nttl = \"1s\"\n");
         let err = load_err(&Sources {
             file: Some(f.path().to_owned()),
             ..Sources::default()
         });
-        assert!(err.contains("`redis`"), "{err}");
+        assert!(err.contains("`cache`"), "{err}");
         assert!(err.contains("reserved"), "{err}");
         assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn the_redis_section_maps_to_the_backend_config() {
+        let c = load(&Sources::default()).expect("defaults");
+        let d = RedisConfig::default();
+        let rc = c.redis.to_redis_config("redis://h:1/2");
+        assert_eq!(rc.url, "redis://h:1/2");
+        assert_eq!(
+            (rc.key_prefix.as_str(), rc.connect_timeout, rc.connections),
+            (d.key_prefix.as_str(), d.connect_timeout, d.connections)
+        );
+        assert_eq!(c.redis.sweep_interval, Duration::from_secs(30));
+
+        let f = file(
+            "store = \"redis://127.0.0.1:6379/3\"\n[redis]\nkey_prefix = \"app\"\n\
+             connect_timeout = \"750ms\"\nresponse_timeout = \"1s\"\nconnections = 3\n\
+             tls_ca_file = \"/etc/ca.pem\"\nexpiry_grace = \"2m\"\nsweep_lease = \"10s\"\n\
+             reconnect_retries = 5\nsweep_interval = \"5s\"\n",
+        );
+        let c = load(&Sources {
+            file: Some(f.path().to_owned()),
+            env: env(&[
+                ("SHOAL_REDIS__PREFIX", "2024"),
+                ("SHOAL_REDIS__CONNECTIONS", "2"),
+                ("SHOAL_REDIS_URL", "redis://harness-only"),
+            ]),
+            ..Sources::default()
+        })
+        .expect("file + env");
+        let rc = c.redis.to_redis_config(&c.store);
+        assert_eq!(rc.key_prefix, "2024", "env beats the file, numbers kept as text");
+        assert_eq!(rc.connections, 2);
+        assert_eq!(rc.connect_timeout, Duration::from_millis(750));
+        assert_eq!(rc.response_timeout, Duration::from_secs(1));
+        assert_eq!(rc.tls_ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(rc.expiry_grace, Duration::from_secs(120));
+        assert_eq!(rc.sweep_lease, Duration::from_secs(10));
+        assert_eq!(rc.reconnect_retries, 5);
+        assert_eq!(c.redis.sweep_interval, Duration::from_secs(5));
+        assert!(rc.validate().is_ok());
+
+        // Printed back, it loads to the same configuration.
+        let text = to_toml(&c).expect("toml");
+        assert!(text.contains("[redis]") && text.contains("key_prefix = \"2024\""), "{text}");
+        let again = file(&text);
+        let back = load(&Sources {
+            file: Some(again.path().to_owned()),
+            ..Sources::default()
+        })
+        .expect("reload");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_redis_keys_are_named() {
+        for (toml, key, needle) in [
+            ("[redis]\nurl = \"redis://x\"\n", "redis.url", "expected one of"),
+            ("[redis]\nkey_prefix = \"a{b\"\n", "redis.key_prefix", "reserved"),
+            ("[redis]\nconnections = 0\n", "redis.connections", "1 to 64"),
+            ("[redis]\nconnect_timeout = \"0s\"\n", "redis.connect_timeout", "zero"),
+            ("[redis]\nresponse_timeout = \"soon\"\n", "redis.response_timeout", "soon"),
+            ("[redis]\nsweep_interval = \"1ms\"\n", "redis.sweep_interval", "10ms"),
+        ] {
+            let f = file(toml);
+            let err = load_err(&Sources {
+                file: Some(f.path().to_owned()),
+                ..Sources::default()
+            });
+            assert!(err.contains(key), "{toml}: {err}");
+            assert!(err.contains(needle), "{toml}: {err}");
+            assert!(err.contains(&f.path().display().to_string()), "{err}");
+        }
+        let err = load_err(&Sources {
+            env: env(&[("SHOAL_REDIS_KEY_PREFIX", "x")]),
+            ..Sources::default()
+        });
+        assert!(err.contains("SHOAL_REDIS__KEY_PREFIX"), "{err}");
+        let err = load_err(&Sources {
+            env: env(&[("SHOAL_REDIS__CONNECTIONS", "100")]),
+            ..Sources::default()
+        });
+        assert!(err.contains("SHOAL_REDIS__CONNECTIONS"), "{err}");
+        let err = load_err(&Sources {
+            flags: Overrides {
+                store: Some("redis+sentinel://s1:26379".into()),
+                ..Overrides::default()
+            },
+            ..Sources::default()
+        });
+        assert!(err.contains("master"), "{err}");
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_or_redacted_output() {
+        let c = Config {
+            store: "redis://user:hunter2@127.0.0.1:6379/0".into(),
+            ..Config::default()
+        };
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && dbg.contains("user:***@"), "{dbg}");
+        let text = to_toml(&c.redacted()).expect("toml");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `memory://` | an empty in-memory store, gone when the command ends (the default) |
 //! | `file://PATH` | an in-memory store loaded from the Shoal JSON Lines export at `PATH` (a missing file is an empty store) and written back atomically after a command that changes data |
-//! | `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` | Redis (not built yet) |
+//! | `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` (and `rediss+cluster://`, `rediss+sentinel://`) | Redis ([`shoal_redis::RedisStore`]), configured by the `[redis]` section |
 //!
 //! Everything after `file://` is the path: `file:///var/lib/shoal/s.jsonl` is absolute,
 //! `file://s.jsonl` is relative to the working directory. A `file://` store is meant for one
@@ -16,17 +16,25 @@ use std::{
 };
 
 use anyhow::Context as _;
-use shoal_core::{MemoryStore, SessionStore, SweeperHandle, transfer};
+use shoal_core::{MemoryStore, SessionStore, SweeperHandle, SystemClock, transfer};
+use shoal_redis::{RedisConfig, RedisStore, RedisSweeper};
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
 
-use crate::config::Config;
+use crate::{config::Config, error::UsageError};
 
-/// Schemes that will select the Redis backend.
-const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+cluster", "redis+sentinel"];
+/// Schemes that select the Redis backend.
+const REDIS_SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+];
 
 /// The supported URL forms, for error messages.
-const SUPPORTED: &str =
-    "memory://, file://PATH, redis://, rediss://, redis+cluster://, redis+sentinel://";
+const SUPPORTED: &str = "memory://, file://PATH, redis://, rediss://, redis+cluster://, \
+                         redis+sentinel://";
 
 /// A parsed store URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,9 +76,18 @@ impl StoreUrl {
                 if rest.is_empty() {
                     return Err(format!("{s}:// needs a host, e.g. {s}://127.0.0.1:6379"));
                 }
+                // The backend's own parser: topology, sentinel master, database number.
+                // Its messages redact passwords.
+                let lower = format!("{scheme_lc}://{rest}");
+                if let Err(e) = RedisConfig::new(lower).validate() {
+                    return Err(match e {
+                        shoal_core::Error::InvalidInput { reason } => reason,
+                        other => other.to_string(),
+                    });
+                }
                 Ok(StoreUrl::Redis {
                     scheme: scheme_lc.clone(),
-                    url: url.to_owned(),
+                    url: format!("{scheme_lc}://{rest}"),
                 })
             }
             _ => Err(format!(
@@ -109,7 +126,7 @@ pub(crate) fn redact(url: &str) -> String {
 pub(crate) struct OpenedStore {
     store: Arc<dyn SessionStore>,
     backing: Backing,
-    sweeper: Option<SweeperHandle>,
+    sweeper: Option<Sweeper>,
     url: String,
 }
 
@@ -119,19 +136,42 @@ enum Backing {
     Ephemeral,
     /// `file://PATH`.
     File { path: PathBuf, memory: MemoryStore },
+    /// A Redis store: the data lives in Redis.
+    Redis(Box<RedisBacking>),
 }
 
-/// Opens the store named by `url` with the limits and settings of `config`. For the in-memory
-/// backends a background sweeper runs until the returned value is dropped.
+/// The concrete Redis store behind an [`OpenedStore`], for what the trait does not offer
+/// (counters, the benchmark's raw baselines).
+#[derive(Debug, Clone)]
+pub(crate) struct RedisBacking {
+    /// The store.
+    pub(crate) store: RedisStore,
+    /// The configuration it was opened with (URL included: never print it unredacted).
+    pub(crate) config: RedisConfig,
+}
+
+/// A background sweeper, stopped when dropped.
+#[derive(Debug)]
+enum Sweeper {
+    Memory(SweeperHandle),
+    Redis(RedisSweeper),
+}
+
+/// Opens the store named by `url` with the limits and settings of `config`. A background
+/// sweeper runs until the returned value is dropped (its first pass comes one
+/// `sweep_interval` after opening, so short commands never sweep).
+///
+/// A Redis server that cannot be reached fails within `redis.connect_timeout`; a bad Redis
+/// configuration (an unreadable CA file, …) is a usage error.
 pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<OpenedStore> {
-    let parsed = StoreUrl::parse(url).map_err(crate::error::UsageError)?;
+    let parsed = StoreUrl::parse(url).map_err(UsageError)?;
     let memory = || MemoryStore::builder().limits(config.limits.clone()).build();
-    let (store, backing, sweeper): (Arc<dyn SessionStore>, Backing, Option<SweeperHandle>) =
+    let (store, backing, sweeper): (Arc<dyn SessionStore>, Backing, Option<Sweeper>) =
         match parsed {
             StoreUrl::Memory => {
                 let m = memory();
                 let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
-                (Arc::new(m), Backing::Ephemeral, Some(sweeper))
+                (Arc::new(m), Backing::Ephemeral, Some(Sweeper::Memory(sweeper)))
             }
             StoreUrl::File(path) => {
                 let m = memory();
@@ -142,13 +182,31 @@ pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<Ope
                 (
                     Arc::new(m.clone()),
                     Backing::File { path, memory: m },
-                    Some(sweeper),
+                    Some(Sweeper::Memory(sweeper)),
                 )
             }
-            StoreUrl::Redis { scheme, .. } => anyhow::bail!(
-                "Redis support not yet built: the {scheme}:// store is not available in this \
-                 build of shoal (use memory:// or file://PATH)"
-            ),
+            StoreUrl::Redis { url, .. } => {
+                let rc = config.redis.to_redis_config(&url);
+                let r = RedisStore::connect(rc.clone(), config.limits.clone(), Arc::new(SystemClock))
+                    .await
+                    .map_err(|e| match e {
+                        shoal_core::Error::InvalidInput { reason } => {
+                            anyhow::Error::new(UsageError(format!(
+                                "invalid Redis configuration: {reason}"
+                            )))
+                        }
+                        other => anyhow::Error::new(other),
+                    })?;
+                let sweeper = r.spawn_sweeper(config.redis.sweep_interval);
+                (
+                    Arc::new(r.clone()),
+                    Backing::Redis(Box::new(RedisBacking {
+                        store: r,
+                        config: rc,
+                    })),
+                    Some(Sweeper::Redis(sweeper)),
+                )
+            }
         };
     tracing::debug!(store = %redact(url), backend = store.backend_name(), "store opened");
     Ok(OpenedStore {
@@ -174,7 +232,15 @@ impl OpenedStore {
     pub(crate) fn file_path(&self) -> Option<&Path> {
         match &self.backing {
             Backing::File { path, .. } => Some(path),
-            Backing::Ephemeral => None,
+            Backing::Ephemeral | Backing::Redis(_) => None,
+        }
+    }
+
+    /// The Redis store behind a `redis…://` URL.
+    pub(crate) fn redis(&self) -> Option<&RedisBacking> {
+        match &self.backing {
+            Backing::Redis(r) => Some(r),
+            Backing::Ephemeral | Backing::File { .. } => None,
         }
     }
 
@@ -185,8 +251,10 @@ impl OpenedStore {
 
     /// Stops the background sweeper (so an explicit `sweep` reports everything it removes).
     pub(crate) async fn stop_sweeper(&mut self) {
-        if let Some(s) = self.sweeper.take() {
-            s.stop().await;
+        match self.sweeper.take() {
+            Some(Sweeper::Memory(s)) => s.stop().await,
+            Some(Sweeper::Redis(s)) => s.stop(),
+            None => {}
         }
     }
 
@@ -369,15 +437,44 @@ mod tests {
         assert!(!e.contains("secret"), "{e}");
     }
 
-    #[tokio::test]
-    async fn redis_urls_are_not_built_yet() {
-        let err = open_store("redis://127.0.0.1:1", &Config::default())
-            .await
-            .expect_err("redis");
-        assert!(
-            err.to_string().contains("Redis support not yet built"),
-            "{err}"
+    #[test]
+    fn redis_urls_are_checked_by_the_backend() {
+        let e = StoreUrl::parse("redis+sentinel://u:secret@s1:26379").expect_err("no master");
+        assert!(e.contains("master"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let e = StoreUrl::parse("redis+cluster://a:1/0").expect_err("cluster db");
+        assert!(e.contains("database"), "{e}");
+        assert_eq!(
+            StoreUrl::parse("REDIS://h:1/2"),
+            Ok(StoreUrl::Redis {
+                scheme: "redis".into(),
+                url: "redis://h:1/2".into()
+            })
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_fails_fast_without_the_password() {
+        let mut config = Config::default();
+        config.redis.connect_timeout = std::time::Duration::from_millis(500);
+        let err = open_store("redis://:hunter2@127.0.0.1:1", &config)
+            .await
+            .expect_err("nothing listens on port 1");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("127.0.0.1:1"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert_eq!(crate::error::exit_code_for(&err).0, 1, "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_ca_file_is_a_usage_error() {
+        let mut config = Config::default();
+        config.redis.tls_ca_file = Some("/definitely/not/here.pem".into());
+        let err = open_store("rediss://127.0.0.1:1", &config)
+            .await
+            .expect_err("no CA file");
+        assert!(format!("{err:#}").contains("/definitely/not/here.pem"), "{err:#}");
+        assert_eq!(crate::error::exit_code_for(&err).0, 2);
     }
 
     #[tokio::test]

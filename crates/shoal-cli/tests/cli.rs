@@ -811,22 +811,31 @@ fn health_reports_status_and_fails_for_unusable_stores() {
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "unhealthy");
+    let error = v["error"].as_str().unwrap();
     assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("Redis support not yet built")
+        error.contains("cannot connect to redis at redis://:***@127.0.0.1:1"),
+        "{error}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("secret"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("secret"));
 }
 
 #[test]
 fn store_url_errors_are_clear() {
+    // Nothing listens on port 1: a runtime error (exit 1), not a usage error.
     shoal()
-        .args(["sessions", "list", "--store", "redis://127.0.0.1:6379"])
+        .args(["sessions", "list", "--store", "redis://u:secret@127.0.0.1:1"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("Redis support not yet built"));
+        .stderr(predicate::str::contains(
+            "cannot connect to redis at redis://u:***@127.0.0.1:1",
+        ))
+        .stderr(predicate::str::contains("secret").not());
+    shoal()
+        .args(["sessions", "list", "--store", "redis+sentinel://s1:26379"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("master"));
     shoal()
         .args(["sessions", "list", "--store", "postgres://db"])
         .assert()

@@ -44,6 +44,8 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 use shoal_core::{SessionFilter, SessionId, SessionStore, store::MAX_PAGE_LIMIT};
 
+use crate::store::RedisBacking;
+
 use self::{
     report::{AppendScaling, OpStats, Report},
     verify::{Ack, VerifyReport},
@@ -239,6 +241,7 @@ struct StoreRun {
 pub(crate) async fn run(
     args: &BenchArgs,
     store: Arc<dyn SessionStore>,
+    redis: Option<&RedisBacking>,
     json: bool,
 ) -> anyhow::Result<bool> {
     // Ctrl-C stops the current phase; the bench's sessions are still deleted, then the command
@@ -256,6 +259,7 @@ pub(crate) async fn run(
             }
         })
     };
+    let _ = redis;
     let result = execute(args, store, &Progress::new(json), &stop).await;
     listener.abort();
     let (report, ok) = result?;

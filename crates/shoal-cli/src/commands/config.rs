@@ -8,12 +8,14 @@ use crate::{
     output::{print_json, print_text},
 };
 
-/// Prints `config` as TOML, or JSON with `--json`.
+/// Prints `config` as TOML, or JSON with `--json`; a password in the store URL is printed as
+/// `***`.
 fn print_config(config: &Config, json: bool) -> anyhow::Result<()> {
+    let config = config.redacted();
     if json {
-        print_json(config)
+        print_json(&config)
     } else {
-        print_text(&config::to_toml(config)?)
+        print_text(&config::to_toml(&config)?)
     }
 }
 

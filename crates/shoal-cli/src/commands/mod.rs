@@ -13,6 +13,7 @@ use crate::{
 pub(crate) mod config;
 pub(crate) mod health;
 pub(crate) mod sessions;
+pub(crate) mod stats;
 pub(crate) mod sweep;
 pub(crate) mod transfer;
 
@@ -38,8 +39,9 @@ impl Ctx {
 pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> {
     match command {
         Command::Bench(args) => {
+            // The store's background sweeper runs for as long as the bench does.
             let opened = ctx.open().await?;
-            let ok = crate::bench::run(&args, opened.store(), ctx.json).await?;
+            let ok = crate::bench::run(&args, opened.store(), opened.redis(), ctx.json).await?;
             Ok(Outcome::from_ok(ok))
         }
         Command::Sessions(cmd) => {
@@ -58,6 +60,7 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> 
         Command::Import(a) => interruptible(transfer::import(ctx, &a)).await,
         Command::Sweep => interruptible(sweep::run(ctx)).await,
         Command::Health => interruptible(health::run(ctx)).await,
+        Command::Stats => interruptible(stats::run(ctx)).await,
         Command::Config(crate::cli::ConfigCommand::Show) => config::show(ctx),
         Command::Config(crate::cli::ConfigCommand::Check(_)) => {
             // Handled before the configuration is loaded (see main).
