@@ -159,7 +159,7 @@ pub struct GetMany {
 }
 
 /// Which frames a [`SessionStore::frames`] call returns.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FrameQuery {
     /// Only frames with `seq > after_seq` (0: from the start).
@@ -168,6 +168,13 @@ pub struct FrameQuery {
     pub limit: usize,
     /// Only frames of this stream.
     pub stream_id: Option<String>,
+}
+
+impl Default for FrameQuery {
+    /// From the start, 100 frames, any stream.
+    fn default() -> Self {
+        FrameQuery::after(0, 100)
+    }
 }
 
 impl FrameQuery {
