@@ -409,8 +409,7 @@ impl EnvLayer {
             .iter()
             .filter_map(|(k, v)| {
                 let rest = k.strip_prefix(ENV_PREFIX)?;
-                let mut path: Vec<String> =
-                    rest.split("__").map(str::to_ascii_lowercase).collect();
+                let mut path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
                 if let Some((_, to)) = ENV_ALIASES.iter().find(|(from, _)| *from == path) {
                     path = to.iter().map(|p| (*p).to_owned()).collect();
                 }
@@ -555,9 +554,7 @@ fn check_env_names(env: &[(String, String)]) -> Result<(), ConfigError> {
         for section in SECTIONS.iter().filter(|s| **s != "store") {
             if let Some(key) = lower.strip_prefix(&format!("{section}_"))
                 && !key.starts_with('_')
-                && known
-                    .iter()
-                    .any(|(s, k)| s == section && k.as_str() == key)
+                && known.iter().any(|(s, k)| s == section && k.as_str() == key)
             {
                 return Err(ConfigError(format!(
                     "environment variable {k} is not a configuration key; nested keys \
@@ -965,7 +962,10 @@ mod tests {
         })
         .expect("file + env");
         let rc = c.redis.to_redis_config(&c.store);
-        assert_eq!(rc.key_prefix, "2024", "env beats the file, numbers kept as text");
+        assert_eq!(
+            rc.key_prefix, "2024",
+            "env beats the file, numbers kept as text"
+        );
         assert_eq!(rc.connections, 2);
         assert_eq!(rc.connect_timeout, Duration::from_millis(750));
         assert_eq!(rc.response_timeout, Duration::from_secs(1));
@@ -978,7 +978,10 @@ mod tests {
 
         // Printed back, it loads to the same configuration.
         let text = to_toml(&c).expect("toml");
-        assert!(text.contains("[redis]") && text.contains("key_prefix = \"2024\""), "{text}");
+        assert!(
+            text.contains("[redis]") && text.contains("key_prefix = \"2024\""),
+            "{text}"
+        );
         let again = file(&text);
         let back = load(&Sources {
             file: Some(again.path().to_owned()),
@@ -991,12 +994,32 @@ mod tests {
     #[test]
     fn bad_redis_keys_are_named() {
         for (toml, key, needle) in [
-            ("[redis]\nurl = \"redis://x\"\n", "redis.url", "expected one of"),
-            ("[redis]\nkey_prefix = \"a{b\"\n", "redis.key_prefix", "reserved"),
+            (
+                "[redis]\nurl = \"redis://x\"\n",
+                "redis.url",
+                "expected one of",
+            ),
+            (
+                "[redis]\nkey_prefix = \"a{b\"\n",
+                "redis.key_prefix",
+                "reserved",
+            ),
             ("[redis]\nconnections = 0\n", "redis.connections", "1 to 64"),
-            ("[redis]\nconnect_timeout = \"0s\"\n", "redis.connect_timeout", "zero"),
-            ("[redis]\nresponse_timeout = \"soon\"\n", "redis.response_timeout", "soon"),
-            ("[redis]\nsweep_interval = \"1ms\"\n", "redis.sweep_interval", "10ms"),
+            (
+                "[redis]\nconnect_timeout = \"0s\"\n",
+                "redis.connect_timeout",
+                "zero",
+            ),
+            (
+                "[redis]\nresponse_timeout = \"soon\"\n",
+                "redis.response_timeout",
+                "soon",
+            ),
+            (
+                "[redis]\nsweep_interval = \"1ms\"\n",
+                "redis.sweep_interval",
+                "10ms",
+            ),
         ] {
             let f = file(toml);
             let err = load_err(&Sources {
@@ -1034,7 +1057,10 @@ mod tests {
             ..Config::default()
         };
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("hunter2") && dbg.contains("user:***@"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && dbg.contains("user:***@"),
+            "{dbg}"
+        );
         let text = to_toml(&c.redacted()).expect("toml");
         assert!(!text.contains("hunter2"), "{text}");
     }

@@ -166,48 +166,50 @@ enum Sweeper {
 pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<OpenedStore> {
     let parsed = StoreUrl::parse(url).map_err(UsageError)?;
     let memory = || MemoryStore::builder().limits(config.limits.clone()).build();
-    let (store, backing, sweeper): (Arc<dyn SessionStore>, Backing, Option<Sweeper>) =
-        match parsed {
-            StoreUrl::Memory => {
-                let m = memory();
-                let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
-                (Arc::new(m), Backing::Ephemeral, Some(Sweeper::Memory(sweeper)))
-            }
-            StoreUrl::File(path) => {
-                let m = memory();
-                check_parent(&path)?;
-                let loaded = load_file(&m, &path).await?;
-                tracing::debug!(path = %path.display(), sessions = loaded, "loaded file store");
-                let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
-                (
-                    Arc::new(m.clone()),
-                    Backing::File { path, memory: m },
-                    Some(Sweeper::Memory(sweeper)),
-                )
-            }
-            StoreUrl::Redis { url, .. } => {
-                let rc = config.redis.to_redis_config(&url);
-                let r = RedisStore::connect(rc.clone(), config.limits.clone(), Arc::new(SystemClock))
-                    .await
-                    .map_err(|e| match e {
-                        shoal_core::Error::InvalidInput { reason } => {
-                            anyhow::Error::new(UsageError(format!(
-                                "invalid Redis configuration: {reason}"
-                            )))
-                        }
-                        other => anyhow::Error::new(other),
-                    })?;
-                let sweeper = r.spawn_sweeper(config.redis.sweep_interval);
-                (
-                    Arc::new(r.clone()),
-                    Backing::Redis(Box::new(RedisBacking {
-                        store: r,
-                        config: rc,
-                    })),
-                    Some(Sweeper::Redis(sweeper)),
-                )
-            }
-        };
+    let (store, backing, sweeper): (Arc<dyn SessionStore>, Backing, Option<Sweeper>) = match parsed
+    {
+        StoreUrl::Memory => {
+            let m = memory();
+            let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
+            (
+                Arc::new(m),
+                Backing::Ephemeral,
+                Some(Sweeper::Memory(sweeper)),
+            )
+        }
+        StoreUrl::File(path) => {
+            let m = memory();
+            check_parent(&path)?;
+            let loaded = load_file(&m, &path).await?;
+            tracing::debug!(path = %path.display(), sessions = loaded, "loaded file store");
+            let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
+            (
+                Arc::new(m.clone()),
+                Backing::File { path, memory: m },
+                Some(Sweeper::Memory(sweeper)),
+            )
+        }
+        StoreUrl::Redis { url, .. } => {
+            let rc = config.redis.to_redis_config(&url);
+            let r = RedisStore::connect(rc.clone(), config.limits.clone(), Arc::new(SystemClock))
+                .await
+                .map_err(|e| match e {
+                    shoal_core::Error::InvalidInput { reason } => anyhow::Error::new(UsageError(
+                        format!("invalid Redis configuration: {reason}"),
+                    )),
+                    other => anyhow::Error::new(other),
+                })?;
+            let sweeper = r.spawn_sweeper(config.redis.sweep_interval);
+            (
+                Arc::new(r.clone()),
+                Backing::Redis(Box::new(RedisBacking {
+                    store: r,
+                    config: rc,
+                })),
+                Some(Sweeper::Redis(sweeper)),
+            )
+        }
+    };
     tracing::debug!(store = %redact(url), backend = store.backend_name(), "store opened");
     Ok(OpenedStore {
         store,
@@ -259,10 +261,20 @@ impl OpenedStore {
     }
 
     /// Persists the store where that means something: a `file://` store is exported to a
-    /// temporary file beside its file and renamed over it. A no-op for other stores.
+    /// temporary file beside its file and renamed over it; a Redis store writes the counter
+    /// increments it has not flushed yet (they are otherwise written in the background, which
+    /// a short command may not wait for). A no-op for `memory://`.
     pub(crate) async fn save(&self) -> anyhow::Result<()> {
-        let Backing::File { path, memory } = &self.backing else {
-            return Ok(());
+        let (path, memory) = match &self.backing {
+            Backing::File { path, memory } => (path, memory),
+            Backing::Redis(r) => {
+                // Counters are best effort: never fail a command that changed data for them.
+                if let Err(e) = r.store.metrics().await {
+                    tracing::warn!(error = %e, "redis counters not flushed");
+                }
+                return Ok(());
+            }
+            Backing::Ephemeral => return Ok(()),
         };
         let out = AtomicFile::create(path)?;
         let mut w = BufWriter::new(out.tokio_file()?);
@@ -473,7 +485,10 @@ mod tests {
         let err = open_store("rediss://127.0.0.1:1", &config)
             .await
             .expect_err("no CA file");
-        assert!(format!("{err:#}").contains("/definitely/not/here.pem"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("/definitely/not/here.pem"),
+            "{err:#}"
+        );
         assert_eq!(crate::error::exit_code_for(&err).0, 2);
     }
 

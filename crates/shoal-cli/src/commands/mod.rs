@@ -42,6 +42,7 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> 
             // The store's background sweeper runs for as long as the bench does.
             let opened = ctx.open().await?;
             let ok = crate::bench::run(&args, opened.store(), opened.redis(), ctx.json).await?;
+            opened.save().await?;
             Ok(Outcome::from_ok(ok))
         }
         Command::Sessions(cmd) => {
