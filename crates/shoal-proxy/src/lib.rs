@@ -1,3 +1,154 @@
 //! # shoal-proxy
 //!
-//! An MCP Streamable HTTP reverse proxy on top of any `SessionStore`. (Being written.)
+//! An MCP Streamable HTTP reverse proxy whose sessions live in any Shoal
+//! [`SessionStore`](shoal_core::SessionStore), so any instance can serve any session.
+//!
+//! ```text
+//!  MCP client ──HTTP──▶ shoal-proxy (N instances) ──▶ upstream MCP server (HTTP or stdio)
+//!                           │
+//!                    SessionStore (memory, Redis, …)
+//! ```
+//!
+//! - **Protocol eras.** Revisions 2025-03-26, 2025-06-18 and 2025-11-25 have sessions: the
+//!   proxy mints a 128-bit CSPRNG session id on `initialize`, stores the session (client and
+//!   server info, protocol version, initialize params, the upstream's session id, the
+//!   principal) and answers 400 without a session id, 404 for an unknown or deleted one.
+//!   2026-07-28 is sessionless: POSTs pass through, GET and DELETE are 405.
+//! - **Frames.** Every message in both directions is a frame in the store, tagged with its
+//!   stream id; requests are pending until their response passes.
+//! - **Event ids** are `<stream>.<seq>.<mac>`: the store's seq, so any instance can replay a
+//!   stream from the store after `Last-Event-ID` and continue live with no gap and no
+//!   duplicate; the MAC binds the id to its session.
+//! - **Any instance, any session.** An instance loads an unknown session from the store and
+//!   forwards with the stored upstream session id; for a stdio upstream it starts the server
+//!   and replays the stored `initialize` first (single-flight; published only when done).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use shoal_core::MemoryStore;
+//! use shoal_proxy::{ProxyConfig, UpstreamConfig, serve};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let config = ProxyConfig::new(UpstreamConfig::parse("http://127.0.0.1:3001/mcp").unwrap());
+//! serve(listener, config, Arc::new(MemoryStore::new()), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use shoal_core::SessionStore;
+use tokio_util::sync::CancellationToken;
+
+mod config;
+pub mod event_id;
+mod handlers;
+pub mod metrics;
+pub mod protocol;
+pub mod sse;
+mod state;
+mod streams;
+mod upstream;
+
+pub use config::{EventIdKey, ProxyConfig, UpstreamConfig};
+pub use metrics::Metrics;
+
+/// Fills `buf` from the OS CSPRNG.
+#[allow(clippy::expect_used)]
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    // Without an OS random source no id could be minted safely; shoal-core panics likewise.
+    getrandom::fill(buf).expect("the OS random source is unavailable");
+}
+
+/// A running proxy's handle, for callers that want its metrics.
+#[derive(Debug, Clone)]
+pub struct ProxyHandle {
+    metrics: Arc<Metrics>,
+}
+
+impl ProxyHandle {
+    /// The proxy's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// Serves the proxy on `listener` until `shutdown` completes, then stops gracefully: new
+/// connections are refused, open SSE streams end (clients resume on another instance with
+/// `Last-Event-ID`), upstream readers stop and release their leases.
+///
+/// Errors only when the configuration is unusable or the listener fails.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    config: ProxyConfig,
+    store: Arc<dyn SessionStore>,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (fut, _handle) = prepare(listener, config, store, shutdown)?;
+    fut.await
+}
+
+/// Like [`serve`], but returns the server future and a [`ProxyHandle`] first.
+pub fn prepare<F>(
+    listener: tokio::net::TcpListener,
+    config: ProxyConfig,
+    store: Arc<dyn SessionStore>,
+    shutdown: F,
+) -> std::io::Result<(
+    impl Future<Output = std::io::Result<()>> + Send + 'static,
+    ProxyHandle,
+)>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let metrics = Arc::new(Metrics::default());
+    let token = CancellationToken::new();
+    let inner = state::Inner::new(config, store, metrics.clone(), token.clone())
+        .map_err(std::io::Error::other)?;
+    let inner = Arc::new(inner);
+    let app = handlers::router(inner.clone());
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, instance = %inner.cfg.instance_id, store = inner.store.backend_name(), "shoal proxy listening");
+
+    let idle = inner
+        .store
+        .limits()
+        .session_ttl
+        .min(Duration::from_secs(3600));
+    let reaper_inner = inner.clone();
+    let reaper_token = token.clone();
+    let fut = async move {
+        let reaper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = reaper_token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let n = reaper_inner.evict_idle(idle);
+                        if n > 0 {
+                            tracing::debug!(evicted = n, "idle sessions forgotten");
+                        }
+                    }
+                }
+            }
+        });
+        let t2 = token.clone();
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                t2.cancel();
+            })
+            .await;
+        token.cancel();
+        reaper.abort();
+        res
+    };
+    Ok((fut, ProxyHandle { metrics }))
+}

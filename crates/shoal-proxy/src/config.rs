@@ -1,0 +1,260 @@
+//! Proxy configuration.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the proxy sends MCP traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UpstreamConfig {
+    /// An MCP Streamable HTTP server, e.g. `http://127.0.0.1:3001/mcp`.
+    Http {
+        /// The server's MCP endpoint.
+        url: String,
+    },
+    /// An MCP server over stdio: one child process per session and instance.
+    Stdio {
+        /// The program to start.
+        command: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Extra environment variables for the child.
+        #[serde(default)]
+        env: Vec<(String, String)>,
+    },
+}
+
+impl UpstreamConfig {
+    /// Parses the command-line form: an `http://` / `https://` URL, or `stdio:CMD ARGS…`
+    /// (arguments split on whitespace; single or double quotes group words).
+    ///
+    /// ```
+    /// use shoal_proxy::UpstreamConfig;
+    /// let u = UpstreamConfig::parse("stdio:node 'my server.js' stdio").unwrap();
+    /// assert_eq!(
+    ///     u,
+    ///     UpstreamConfig::Stdio {
+    ///         command: "node".into(),
+    ///         args: vec!["my server.js".into(), "stdio".into()],
+    ///         env: vec![],
+    ///     }
+    /// );
+    /// assert!(UpstreamConfig::parse("ftp://x").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix("stdio:") {
+            let words = split_words(rest)?;
+            let mut it = words.into_iter();
+            let command = it
+                .next()
+                .ok_or_else(|| "stdio upstream needs a command: stdio:'CMD ARGS'".to_string())?;
+            return Ok(UpstreamConfig::Stdio {
+                command,
+                args: it.collect(),
+                env: Vec::new(),
+            });
+        }
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return Ok(UpstreamConfig::Http { url: s.to_owned() });
+        }
+        Err(format!(
+            "upstream {s:?}: expected an http:// or https:// URL, or stdio:'CMD ARGS'"
+        ))
+    }
+}
+
+fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for c in s.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => cur.push(c),
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                in_word = true;
+            }
+            None if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            None => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("unbalanced quote in {s:?}"));
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// The secret that makes SSE event ids tamper-evident. Every instance serving the same
+/// sessions must use the same key, or resumption across instances fails with 400.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EventIdKey(pub(crate) Vec<u8>);
+
+impl EventIdKey {
+    /// A key from raw bytes (at least 16).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, String> {
+        let bytes = bytes.into();
+        if bytes.len() < 16 {
+            return Err(format!(
+                "event id key is {} bytes; at least 16 are needed",
+                bytes.len()
+            ));
+        }
+        Ok(EventIdKey(bytes))
+    }
+
+    /// A fresh random key (32 bytes from the OS CSPRNG). Only good for a single instance.
+    pub fn random() -> Self {
+        let mut k = vec![0u8; 32];
+        crate::fill_random(&mut k);
+        EventIdKey(k)
+    }
+
+    /// Reads a key from a file: its trimmed contents as text, used as bytes.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("event id key file {}: {e}", path.display()))?;
+        Self::new(text.trim().as_bytes().to_vec())
+    }
+}
+
+impl fmt::Debug for EventIdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventIdKey(<{} bytes>)", self.0.len())
+    }
+}
+
+/// Everything [`serve`](crate::serve) needs besides the listener and the store.
+///
+/// ```
+/// use shoal_proxy::{ProxyConfig, UpstreamConfig};
+/// let cfg = ProxyConfig::new(UpstreamConfig::parse("http://127.0.0.1:3001/mcp").unwrap());
+/// assert_eq!(cfg.path, "/mcp");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ProxyConfig {
+    /// The upstream MCP server.
+    pub upstream: UpstreamConfig,
+    /// The path clients use (default `/mcp`).
+    pub path: String,
+    /// Extra allowed `Origin` values (exact match, e.g. `https://app.example.com`); `*` allows
+    /// every origin. Loopback origins (`localhost`, `127.0.0.1`, `[::1]`, any port) are always
+    /// allowed; requests without `Origin` are allowed.
+    pub allowed_origins: Vec<String>,
+    /// The key that MACs event ids; share it between instances.
+    pub event_id_key: EventIdKey,
+    /// Largest request body accepted (413 beyond). Default 4 MiB.
+    pub max_body_bytes: usize,
+    /// Most SSE streams one session may hold open on one instance at once (429 beyond).
+    /// Default 16.
+    pub max_streams_per_session: usize,
+    /// How often an instance that follows a stream another instance holds polls the store for
+    /// new frames. Default 50 ms.
+    pub poll_interval: Duration,
+    /// How long a stream's holder lease lasts without renewal; a follower takes over or ends the
+    /// stream after it. Default 6 s.
+    pub stream_lease: Duration,
+    /// The `retry` field (ms) sent to 2025-11-25 clients with the priming event. Default 1000.
+    pub sse_retry: Duration,
+    /// Longest an upstream request may take to start answering. Default 60 s.
+    pub upstream_timeout: Duration,
+    /// Longest a stream keeps recording after its client went away. Default 5 min.
+    pub orphan_stream_timeout: Duration,
+    /// A request header that carries the authenticated principal, set by a trusted
+    /// authenticating layer in front of the proxy (e.g. `x-authenticated-user`). When unset, a
+    /// bearer token's SHA-256 fingerprint is the principal (the token itself is never stored).
+    pub principal_header: Option<String>,
+    /// Name of this instance in logs and leases (default: random).
+    pub instance_id: String,
+    /// Working directory for stdio upstream processes.
+    pub stdio_cwd: Option<PathBuf>,
+}
+
+impl ProxyConfig {
+    /// Defaults for everything but the upstream. The event id key is random: set
+    /// [`ProxyConfig::event_id_key`] to the same key on every instance.
+    pub fn new(upstream: UpstreamConfig) -> Self {
+        let mut b = [0u8; 6];
+        crate::fill_random(&mut b);
+        let instance_id = b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        ProxyConfig {
+            upstream,
+            path: "/mcp".into(),
+            allowed_origins: Vec::new(),
+            event_id_key: EventIdKey::random(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_streams_per_session: 16,
+            poll_interval: Duration::from_millis(50),
+            stream_lease: Duration::from_secs(6),
+            sse_retry: Duration::from_millis(1000),
+            upstream_timeout: Duration::from_secs(60),
+            orphan_stream_timeout: Duration::from_secs(300),
+            principal_header: None,
+            instance_id,
+            stdio_cwd: None,
+        }
+    }
+
+    /// Sets the event id key.
+    pub fn with_event_id_key(mut self, key: EventIdKey) -> Self {
+        self.event_id_key = key;
+        self
+    }
+
+    /// Sets the instance name.
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = id.into();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstreams() {
+        assert_eq!(
+            UpstreamConfig::parse("http://127.0.0.1:1/mcp").unwrap(),
+            UpstreamConfig::Http {
+                url: "http://127.0.0.1:1/mcp".into()
+            }
+        );
+        assert!(UpstreamConfig::parse("stdio:").is_err());
+        assert!(UpstreamConfig::parse("stdio:'x").is_err());
+        match UpstreamConfig::parse("stdio:npx -y \"a b\"").unwrap() {
+            UpstreamConfig::Stdio { command, args, .. } => {
+                assert_eq!(command, "npx");
+                assert_eq!(args, vec!["-y", "a b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(EventIdKey::new(b"short".to_vec()).is_err());
+        assert!(EventIdKey::new(vec![1u8; 16]).is_ok());
+        assert_eq!(
+            format!("{:?}", EventIdKey::new(vec![1u8; 16]).unwrap()),
+            "EventIdKey(<16 bytes>)"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Tamper-evident SSE event ids: `<stream>.<seq>.<mac>`.
+//!
+//! The id names the stream and the store's frame seq, so any instance can replay exactly that
+//! stream after exactly that frame; the MAC (HMAC-SHA-256 over session id, stream and seq,
+//! truncated to 96 bits, base64url) binds it to its session, so an id forged, edited or taken
+//! from another session is refused.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::Sha256;
+
+use crate::config::EventIdKey;
+
+const MAC_BYTES: usize = 12;
+const MAX_STREAM_LEN: usize = 64;
+
+/// Why an event id was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventIdError {
+    /// Not of the form `<stream>.<seq>.<mac>`.
+    Malformed,
+    /// Well formed, but the MAC does not match this session (tampered, or from another
+    /// session or key).
+    BadMac,
+}
+
+impl std::fmt::Display for EventIdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventIdError::Malformed => "malformed event id",
+            EventIdError::BadMac => "event id does not belong to this session",
+        })
+    }
+}
+
+impl std::error::Error for EventIdError {}
+
+/// A decoded, verified event id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventId {
+    /// The stream the event belongs to.
+    pub stream: String,
+    /// The frame seq in the store (0: before the stream's first event, e.g. a priming event).
+    pub seq: u64,
+}
+
+/// Encodes and verifies event ids with one key.
+#[derive(Clone)]
+pub struct EventIdCodec {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for EventIdCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventIdCodec(..)")
+    }
+}
+
+/// Whether `s` is a valid stream name: 1–64 of `[A-Za-z0-9_-]`.
+pub fn valid_stream(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_STREAM_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl EventIdCodec {
+    /// A codec with `key`.
+    pub fn new(key: &EventIdKey) -> Self {
+        // HMAC accepts keys of any length; the error branch cannot happen.
+        let mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key.0)
+            .unwrap_or_else(|_| <Hmac<Sha256>>::new(&Default::default()));
+        EventIdCodec { mac }
+    }
+
+    fn tag(&self, session: &str, stream: &str, seq: u64) -> [u8; 32] {
+        let mut m = self.mac.clone();
+        m.update(b"shoal-eid-v1\0");
+        m.update(session.as_bytes());
+        m.update(b"\0");
+        m.update(stream.as_bytes());
+        m.update(b"\0");
+        m.update(&seq.to_be_bytes());
+        m.finalize().into_bytes().into()
+    }
+
+    /// The event id of frame `seq` of `stream` in `session`.
+    pub fn encode(&self, session: &str, stream: &str, seq: u64) -> String {
+        let tag = self.tag(session, stream, seq);
+        format!(
+            "{stream}.{seq}.{}",
+            URL_SAFE_NO_PAD.encode(&tag[..MAC_BYTES])
+        )
+    }
+
+    /// Parses and verifies `id` as an event id of `session`.
+    pub fn decode(&self, session: &str, id: &str) -> Result<EventId, EventIdError> {
+        let id = id.trim();
+        let mut parts = id.split('.');
+        let (Some(stream), Some(seq), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(EventIdError::Malformed);
+        };
+        if !valid_stream(stream)
+            || seq.is_empty()
+            || seq.len() > 20
+            || !seq.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(EventIdError::Malformed);
+        }
+        let seq: u64 = seq.parse().map_err(|_| EventIdError::Malformed)?;
+        let given = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| EventIdError::Malformed)?;
+        if given.len() != MAC_BYTES {
+            return Err(EventIdError::Malformed);
+        }
+        let mut m = self.mac.clone();
+        m.update(b"shoal-eid-v1\0");
+        m.update(session.as_bytes());
+        m.update(b"\0");
+        m.update(stream.as_bytes());
+        m.update(b"\0");
+        m.update(&seq.to_be_bytes());
+        // Constant-time comparison of the truncated tag.
+        m.verify_truncated_left(&given)
+            .map_err(|_| EventIdError::BadMac)?;
+        Ok(EventId {
+            stream: stream.to_owned(),
+            seq,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(b: u8) -> EventIdCodec {
+        EventIdCodec::new(&EventIdKey::new(vec![b; 32]).unwrap())
+    }
+
+    #[test]
+    fn round_trips() {
+        let c = codec(1);
+        let id = c.encode("sess", "p0123abcd", 42);
+        assert!(id.starts_with("p0123abcd.42."), "{id}");
+        assert_eq!(
+            c.decode("sess", &id).unwrap(),
+            EventId {
+                stream: "p0123abcd".into(),
+                seq: 42
+            }
+        );
+        assert_eq!(c.decode("sess", &c.encode("sess", "g1", 0)).unwrap().seq, 0);
+        assert_eq!(
+            c.decode("sess", &c.encode("sess", "g1", u64::MAX))
+                .unwrap()
+                .seq,
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn refuses_other_sessions_keys_and_edits() {
+        let c = codec(1);
+        let id = c.encode("sess", "p1", 7);
+        assert_eq!(c.decode("other", &id), Err(EventIdError::BadMac));
+        assert_eq!(codec(2).decode("sess", &id), Err(EventIdError::BadMac));
+        let edited = id.replacen(".7.", ".8.", 1);
+        assert_eq!(c.decode("sess", &edited), Err(EventIdError::BadMac));
+        let restream = id.replacen("p1.", "p2.", 1);
+        assert_eq!(c.decode("sess", &restream), Err(EventIdError::BadMac));
+        let mut flipped = id.clone();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(c.decode("sess", &flipped).is_err());
+    }
+
+    #[test]
+    fn refuses_malformed_ids() {
+        let c = codec(1);
+        for bad in [
+            "",
+            "abc",
+            "p1.7",
+            "p1.7.x.y",
+            ".7.AAAAAAAAAAAAAAAA",
+            "p1..AAAAAAAAAAAAAAAA",
+            "p1.-7.AAAAAAAAAAAAAAAA",
+            "p1.99999999999999999999999.AAAAAAAAAAAAAAAA",
+            "p 1.7.AAAAAAAAAAAAAAAA",
+            "p1.7.!!!",
+            "p1.7.AAAA",
+            "p1.7.AAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(c.decode("s", bad), Err(EventIdError::Malformed), "{bad:?}");
+        }
+        let long = "x".repeat(65);
+        assert_eq!(
+            c.decode("s", &format!("{long}.1.AAAAAAAAAAAAAAAA")),
+            Err(EventIdError::Malformed)
+        );
+    }
+}

@@ -1,0 +1,867 @@
+//! The HTTP handlers: POST, GET and DELETE on the MCP endpoint, plus health and metrics.
+
+use std::{
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Instant,
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse as _, Response},
+    routing::{any, get},
+};
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use sha2::Digest as _;
+use shoal_core::{
+    Direction, Error, NewFrame, PendingRequest, RequestId, Session, SessionId, SessionState,
+    Transport,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    protocol::{
+        self, Body, MessageKind, Revision, VersionHeader, accepts, error_body, headers as h,
+        is_json_content_type, version_header,
+    },
+    sse,
+    state::{Inner, Live, LoadError, live_from},
+    streams::{self, Kind, PumpSpec},
+    upstream::{Reply, UpstreamError, http::PASS_BACK, stdio::StdioProc},
+};
+
+type S = State<Arc<Inner>>;
+
+/// The router: the MCP endpoint plus `/healthz`, `/readyz` and `/metrics`.
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    let path = inner.cfg.path.clone();
+    let limit = inner.cfg.max_body_bytes;
+    let mcp = Router::new()
+        .route(
+            &path,
+            any(endpoint).layer(middleware::from_fn_with_state(inner.clone(), observe)),
+        )
+        .layer(DefaultBodyLimit::max(limit));
+    Router::new()
+        .merge(mcp)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(inner)
+}
+
+/// Counts requests and responses, checks `Origin` first of all.
+async fn observe(State(inner): S, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    inner.metrics.request(req.method());
+    let resp = if protocol::origin_allowed(req.headers(), &inner.cfg.allowed_origins) {
+        next.run(req).await
+    } else {
+        tracing::debug!("request refused: origin not allowed");
+        refuse(
+            StatusCode::FORBIDDEN,
+            -32000,
+            "Forbidden: Origin not allowed",
+        )
+    };
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    inner.metrics.response(resp.status().as_u16(), us);
+    resp
+}
+
+async fn endpoint(State(inner): S, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    match method {
+        Method::POST => post(inner, headers, body).await,
+        Method::GET => get_stream(inner, headers).await,
+        Method::DELETE => delete(inner, headers).await,
+        _ => {
+            let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, -32000, "Method Not Allowed");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            r
+        }
+    }
+}
+
+/// An HTTP error with a JSON-RPC error body.
+fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
+    let mut r = (status, error_body(code, message)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn not_found() -> Response {
+    refuse(StatusCode::NOT_FOUND, -32001, "Session not found")
+}
+
+fn bad_gateway(inner: &Inner, e: &UpstreamError) -> Response {
+    inner.metrics.upstream_errors.fetch_add(1, Relaxed);
+    tracing::warn!(error = %e, "upstream failed");
+    refuse(
+        StatusCode::BAD_GATEWAY,
+        -32603,
+        "Bad Gateway: upstream failed",
+    )
+}
+
+fn unavailable(e: &str) -> Response {
+    tracing::warn!(error = %e, "session store failed");
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        -32603,
+        "Service Unavailable: session store failed",
+    )
+}
+
+/// The principal of a request: the trusted header when configured, else a fingerprint of the
+/// bearer token (never the token).
+fn principal(inner: &Inner, headers: &HeaderMap) -> Option<String> {
+    if let Some(name) = &inner.cfg.principal_header {
+        return headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return None;
+    }
+    let digest = sha2::Sha256::digest(token.trim().as_bytes());
+    Some(format!("token-sha256:{}", crate::state::hex(&digest[..16])))
+}
+
+/// Finds the session named by the request: 400 without a header, 404 when unknown or
+/// owned by another principal, 400 for an unsupported `MCP-Protocol-Version`.
+async fn session_of(inner: &Inner, headers: &HeaderMap) -> Result<Arc<Live>, Response> {
+    let Some(raw) = headers.get(h::SESSION_ID) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            -32000,
+            "Bad Request: Mcp-Session-Id header is required",
+        ));
+    };
+    // An id that is not even well formed cannot be a session: 404, like any unknown id.
+    let Some(id) = raw.to_str().ok().and_then(|s| SessionId::new(s).ok()) else {
+        return Err(not_found());
+    };
+    let live = match inner.session(&id).await {
+        Ok(l) => l,
+        Err(LoadError::NotFound) => return Err(not_found()),
+        Err(LoadError::Failed(e)) => return Err(unavailable(&e)),
+    };
+    if let Some(owner) = &live.principal {
+        if principal(inner, headers).as_deref() != Some(owner.as_str()) {
+            tracing::debug!(session = %id, "request from another principal refused");
+            return Err(not_found());
+        }
+    }
+    if let Some(v) = headers.get(h::PROTOCOL_VERSION) {
+        let ok = v.to_str().is_ok_and(|v| {
+            Revision::parse(v).is_some() || live.protocol_version.as_deref() == Some(v.trim())
+        });
+        if !ok {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                -32000,
+                "Bad Request: Unsupported MCP-Protocol-Version",
+            ));
+        }
+    }
+    Ok(live)
+}
+
+fn copy_back(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in PASS_BACK {
+        if let Some(v) = from.get(name) {
+            to.insert(name.clone(), v.clone());
+        }
+    }
+}
+
+async fn post(inner: Arc<Inner>, headers: HeaderMap, body: Bytes) -> Response {
+    let vh = version_header(&headers);
+    let parsed = Body::parse(&body);
+    let sessionless = match vh {
+        VersionHeader::Known(r) => !r.has_sessions(),
+        VersionHeader::Absent => parsed.as_ref().is_some_and(|b| {
+            b.messages
+                .first()
+                .and_then(protocol::meta_revision)
+                .is_some_and(|r| !r.has_sessions())
+                || (!headers.contains_key(h::SESSION_ID)
+                    && b.messages.first().and_then(|m| m.get("method"))
+                        == Some(&Value::from("server/discover")))
+        }),
+        VersionHeader::Invalid => false,
+    };
+    if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            -32000,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    if sessionless {
+        return passthrough(&inner, &headers, body).await;
+    }
+    if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            -32000,
+            "Not Acceptable: Accept must include application/json and text/event-stream",
+        );
+    }
+    let Some(parsed) = parsed else {
+        return refuse(StatusCode::BAD_REQUEST, -32700, "Parse error");
+    };
+    let kinds = parsed.kinds();
+    if kinds.iter().any(|k| *k == MessageKind::Invalid) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: not a JSON-RPC 2.0 message",
+        );
+    }
+    let is_init = kinds
+        .iter()
+        .any(|k| matches!(k, MessageKind::Request { method, .. } if method == "initialize"));
+    if is_init {
+        if parsed.batch {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "Invalid Request: initialize must not be part of a batch",
+            );
+        }
+        if vh == VersionHeader::Invalid {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                -32000,
+                "Bad Request: Unsupported MCP-Protocol-Version",
+            );
+        }
+        if headers.contains_key(h::SESSION_ID) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "Invalid Request: initialize must not carry an Mcp-Session-Id",
+            );
+        }
+        return initialize(&inner, &headers, body, parsed).await;
+    }
+    let live = match session_of(&inner, &headers).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    if parsed.batch && !live.revision.allows_batches() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: batches are not allowed in this protocol revision",
+        );
+    }
+    forward_post(&inner, &live, &headers, body, &parsed, &kinds).await
+}
+
+async fn forward_post(
+    inner: &Arc<Inner>,
+    live: &Arc<Live>,
+    headers: &HeaderMap,
+    body: Bytes,
+    parsed: &Body,
+    kinds: &[MessageKind],
+) -> Response {
+    let stream = streams::new_stream_id('p');
+    let requests: Vec<(RequestId, String)> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            MessageKind::Request { id, method } => Some((id.clone(), method.clone())),
+            _ => None,
+        })
+        .collect();
+    let frame = NewFrame::new(Direction::ClientToServer, body.clone())
+        .with_stream(stream.clone())
+        .with_content_type("application/json");
+    match inner.store.append_frame(&live.id, frame).await {
+        Ok(_) => {
+            inner.metrics.frames_recorded.fetch_add(1, Relaxed);
+        }
+        Err(Error::NotFound { .. }) => {
+            inner.evict(&live.id);
+            return not_found();
+        }
+        Err(e) => {
+            inner.metrics.frame_errors.fetch_add(1, Relaxed);
+            tracing::warn!(session = %live.id, error = %e, "could not record the request frame");
+        }
+    }
+    if !live.initialized.load(Relaxed)
+        && kinds.iter().any(
+            |k| matches!(k, MessageKind::Notification { method } if method == "notifications/initialized"),
+        )
+    {
+        live.initialized.store(true, Relaxed);
+        let (store, id) = (inner.store.clone(), live.id.clone());
+        tokio::spawn(async move {
+            let _ = shoal_core::store::modify(&*store, &id, 8, |s| {
+                s.state = SessionState::Active;
+            })
+            .await;
+        });
+    }
+    let pending = async {
+        for (id, method) in &requests {
+            let p = PendingRequest::new(id.clone(), method.clone()).with_stream(stream.clone());
+            match inner.store.add_pending(&live.id, p).await {
+                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => {
+                    tracing::debug!(session = %live.id, error = %e, "could not record a pending request")
+                }
+            }
+        }
+    };
+    let upstream = async {
+        match (&inner.http, &live.stdio) {
+            (Some(http), _) => {
+                http.post(headers, live.upstream_session_id.as_deref(), body)
+                    .await
+            }
+            (None, Some(p)) => p.post(&parsed.messages).await,
+            (None, None) => Err(UpstreamError("no upstream".into())),
+        }
+    };
+    let ((), reply) = tokio::join!(pending, upstream);
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return bad_gateway(inner, &e),
+    };
+    match reply {
+        Reply::Full {
+            status,
+            headers: uh,
+            body,
+        } => {
+            if status == StatusCode::NOT_FOUND && live.upstream_session_id.is_some() {
+                // The upstream lost the session (e.g. it restarted): end ours too, so every
+                // instance answers 404 and the client starts over.
+                tracing::info!(session = %live.id, "upstream no longer knows the session; ending it");
+                let _ = inner.store.delete(&live.id).await;
+                inner.evict(&live.id);
+                return not_found();
+            }
+            if status.is_success() && !body.is_empty() {
+                record_reply(inner, live, &stream, &body).await;
+            }
+            if status.is_server_error() {
+                inner.metrics.upstream_errors.fetch_add(1, Relaxed);
+            }
+            let mut r = (status, body).into_response();
+            copy_back(&uh, r.headers_mut());
+            r
+        }
+        Reply::Stream { events, .. } => {
+            let (tx, rx) = mpsc::channel(32);
+            let first = streams::priming(inner, live, &stream);
+            streams::spawn_pump(
+                inner,
+                live,
+                PumpSpec {
+                    stream: stream.clone(),
+                    kind: Kind::Post {
+                        awaiting: requests.into_iter().map(|(id, _)| id).collect(),
+                    },
+                    events,
+                    client: Some(tx),
+                    client_headers: headers.clone(),
+                    upstream_last: None,
+                    lease_now: false,
+                },
+            );
+            streams::sse_response(inner, live, first, rx, false, HeaderMap::new())
+        }
+    }
+}
+
+/// Records a JSON reply and settles the pending requests it answers.
+async fn record_reply(inner: &Inner, live: &Live, stream: &str, body: &Bytes) {
+    let frame = NewFrame::new(Direction::ServerToClient, body.clone())
+        .with_stream(stream.to_owned())
+        .with_content_type("application/json");
+    match inner.store.append_frame(&live.id, frame).await {
+        Ok(_) => {
+            inner.metrics.frames_recorded.fetch_add(1, Relaxed);
+        }
+        Err(e) => {
+            inner.metrics.frame_errors.fetch_add(1, Relaxed);
+            tracing::warn!(session = %live.id, error = %e, "could not record the reply frame");
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        for id in protocol::response_ids(&v) {
+            let _ = inner.store.take_pending(&live.id, &id).await;
+        }
+    }
+}
+
+/// `initialize`: forwarded without a session; on success a session is minted and stored, and
+/// the reply carries its id.
+async fn initialize(
+    inner: &Arc<Inner>,
+    headers: &HeaderMap,
+    body: Bytes,
+    parsed: Body,
+) -> Response {
+    let msg = &parsed.messages[0];
+    let Some(init_id) = msg.get("id").and_then(protocol::request_id) else {
+        return refuse(StatusCode::BAD_REQUEST, -32600, "Invalid Request");
+    };
+    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+    let mut stdio: Option<Arc<StdioProc>> = None;
+    let reply = match &inner.http {
+        Some(http) => http.post(headers, None, body.clone()).await,
+        None => match StdioProc::spawn(&inner.cfg.upstream, inner.cfg.stdio_cwd.as_deref()) {
+            Ok(p) => {
+                let r = p.post(&parsed.messages).await;
+                stdio = Some(p);
+                r
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return bad_gateway(inner, &e),
+    };
+    // Collect the whole answer: the session must exist before the reply's headers go out.
+    let (status, uh, messages, was_stream) = match reply {
+        Reply::Full {
+            status,
+            headers,
+            body,
+        } => {
+            if !status.is_success() {
+                let mut r = (status, body).into_response();
+                copy_back(&headers, r.headers_mut());
+                return r;
+            }
+            (status, headers, vec![body], false)
+        }
+        Reply::Stream {
+            status,
+            headers,
+            mut events,
+        } => {
+            let mut out = Vec::new();
+            let collect = async {
+                while let Some(ev) = events.next().await {
+                    let ev = ev.map_err(UpstreamError)?;
+                    if ev.data.trim().is_empty() {
+                        continue;
+                    }
+                    let answered = serde_json::from_str::<Value>(&ev.data)
+                        .map(|v| protocol::response_ids(&v).contains(&init_id))
+                        .unwrap_or(false);
+                    out.push(Bytes::from(ev.data));
+                    if answered {
+                        return Ok(());
+                    }
+                }
+                Err(UpstreamError(
+                    "upstream ended before answering initialize".into(),
+                ))
+            };
+            match tokio::time::timeout(inner.cfg.upstream_timeout, collect).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return bad_gateway(inner, &e),
+                Err(_) => {
+                    return bad_gateway(inner, &UpstreamError("initialize timed out".into()));
+                }
+            }
+            (status, headers, out, true)
+        }
+    };
+    let result = messages.iter().rev().find_map(|m| {
+        let v: Value = serde_json::from_slice(m).ok()?;
+        let ids = protocol::response_ids(&v);
+        if !ids.contains(&init_id) {
+            return None;
+        }
+        let one = match v {
+            Value::Array(items) => items
+                .into_iter()
+                .find(|i| i.get("id").and_then(protocol::request_id).as_ref() == Some(&init_id))?,
+            v => v,
+        };
+        Some(one)
+    });
+    let Some(result) = result.and_then(|v| v.get("result").cloned()) else {
+        // An error answer (or none): pass it on; no session.
+        return if was_stream {
+            let (tx, rx) = mpsc::channel(messages.len().max(1));
+            for m in &messages {
+                let _ = tx.try_send(sse::encode(None, None, None, m));
+            }
+            drop(tx);
+            sse_plain(rx)
+        } else {
+            let mut r = (status, messages.into_iter().next().unwrap_or_default()).into_response();
+            copy_back(&uh, r.headers_mut());
+            r
+        };
+    };
+
+    let id = SessionId::generate();
+    let mut s = Session::new(id.clone(), Transport::StreamableHttp);
+    s.protocol_version = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    s.server_info = Some(result.clone());
+    s.client_info = Some(serde_json::json!({
+        "clientInfo": params.get("clientInfo").cloned().unwrap_or(Value::Null),
+        "capabilities": params.get("capabilities").cloned().unwrap_or(Value::Null),
+    }));
+    s.initialize_params = Some(params);
+    s.upstream_session_id = uh
+        .get(h::SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    s.principal = principal(inner, headers);
+    let stored = match inner.store.create(s).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(p) = &stdio {
+                p.kill();
+            }
+            return unavailable(&e.to_string());
+        }
+    };
+    inner.metrics.sessions_created.fetch_add(1, Relaxed);
+    let live = Arc::new(live_from(&stored, stdio));
+    tracing::info!(session = %id, protocol = ?live.protocol_version, "session created");
+
+    let stream = streams::new_stream_id('p');
+    let mut frames = vec![
+        NewFrame::new(Direction::ClientToServer, body)
+            .with_stream(stream.clone())
+            .with_content_type("application/json"),
+    ];
+    for m in &messages {
+        frames.push(
+            NewFrame::new(Direction::ServerToClient, m.clone())
+                .with_stream(stream.clone())
+                .with_content_type("application/json"),
+        );
+    }
+    let seqs = match inner.store.append_frames(&id, frames).await {
+        Ok(s) => {
+            inner
+                .metrics
+                .frames_recorded
+                .fetch_add(s.len() as u64, Relaxed);
+            s
+        }
+        Err(e) => {
+            inner.metrics.frame_errors.fetch_add(1, Relaxed);
+            tracing::warn!(session = %id, error = %e, "could not record the handshake");
+            Vec::new()
+        }
+    };
+    inner.insert(live.clone());
+    let mut extra = streams::session_header(&live);
+    if was_stream {
+        let (tx, rx) = mpsc::channel(messages.len() + 1);
+        for (i, m) in messages.iter().enumerate() {
+            let eid = seqs
+                .get(i + 1)
+                .map(|seq| inner.codec.encode(id.as_str(), &stream, *seq));
+            let _ = tx.try_send(sse::encode(eid.as_deref(), None, None, m));
+        }
+        drop(tx);
+        let first = streams::priming(inner, &live, &stream);
+        return streams::sse_response(inner, &live, first, rx, false, extra);
+    }
+    let body = messages.into_iter().next().unwrap_or_default();
+    let mut r = (status, body).into_response();
+    copy_back(&uh, r.headers_mut());
+    for (k, v) in extra.drain() {
+        if let Some(k) = k {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
+}
+
+/// An SSE response with no session bookkeeping.
+fn sse_plain(rx: mpsc::Receiver<Bytes>) -> Response {
+    let s = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+    });
+    let mut r = axum::body::Body::from_stream(s).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A sessionless (2026-07-28) request: passed through to an HTTP upstream as it is.
+async fn passthrough(inner: &Arc<Inner>, headers: &HeaderMap, body: Bytes) -> Response {
+    let Some(http) = &inner.http else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Bad Request: sessionless requests need an HTTP upstream",
+        );
+    };
+    match http.post(headers, None, body).await {
+        Err(e) => bad_gateway(inner, &e),
+        Ok(Reply::Full {
+            status,
+            headers: uh,
+            body,
+        }) => {
+            let mut r = (status, body).into_response();
+            copy_back(&uh, r.headers_mut());
+            r
+        }
+        Ok(Reply::Stream { mut events, .. }) => {
+            let (tx, rx) = mpsc::channel(32);
+            let cancel = inner.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let ev = tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        ev = events.next() => ev,
+                    };
+                    let Some(Ok(ev)) = ev else { break };
+                    let chunk = sse::encode(
+                        ev.id.as_deref(),
+                        ev.event.as_deref(),
+                        ev.retry,
+                        ev.data.as_bytes(),
+                    );
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            sse_plain(rx)
+        }
+    }
+}
+
+async fn get_stream(inner: Arc<Inner>, headers: HeaderMap) -> Response {
+    if matches!(version_header(&headers), VersionHeader::Known(r) if !r.has_sessions()) {
+        return method_not_allowed();
+    }
+    if !accepts(&headers, "text/event-stream") {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            -32000,
+            "Not Acceptable: Accept must include text/event-stream",
+        );
+    }
+    let live = match session_of(&inner, &headers).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    // The session may have been deleted by another instance since this one cached it.
+    match inner.store.touch(&live.id).await {
+        Ok(_) => {}
+        Err(Error::NotFound { .. }) => {
+            inner.evict(&live.id);
+            return not_found();
+        }
+        Err(e) => tracing::debug!(session = %live.id, error = %e, "touch failed"),
+    }
+    let last_event_id = headers
+        .get(h::LAST_EVENT_ID)
+        .map(|v| v.to_str().map(str::to_owned));
+    if let Some(raw) = last_event_id {
+        let eid = match raw.ok().map(|r| inner.codec.decode(live.id.as_str(), &r)) {
+            Some(Ok(eid)) => eid,
+            Some(Err(e)) => {
+                tracing::debug!(session = %live.id, error = %e, "Last-Event-ID refused");
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    -32000,
+                    "Bad Request: Last-Event-ID does not belong to this session",
+                );
+            }
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    -32000,
+                    "Bad Request: malformed Last-Event-ID",
+                );
+            }
+        };
+        if !streams::try_open_slot(&inner, &live) {
+            return too_many();
+        }
+        tracing::debug!(session = %live.id, stream = eid.stream, after = eid.seq, "resuming a stream");
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(streams::follow(
+            inner.clone(),
+            live.clone(),
+            eid.stream,
+            eid.seq,
+            tx,
+            headers.clone(),
+        ));
+        return streams::sse_response(&inner, &live, None, rx, true, HeaderMap::new());
+    }
+    if !streams::try_open_slot(&inner, &live) {
+        return too_many();
+    }
+    let reply = match (&inner.http, &live.stdio) {
+        (Some(http), _) => {
+            http.get(&headers, live.upstream_session_id.as_deref(), None)
+                .await
+        }
+        (None, Some(p)) => p.get(),
+        (None, None) => Err(UpstreamError("no upstream".into())),
+    };
+    let release = || {
+        live.open_streams.fetch_sub(1, Relaxed);
+    };
+    match reply {
+        Err(e) => {
+            release();
+            bad_gateway(&inner, &e)
+        }
+        Ok(Reply::Full {
+            status,
+            headers: uh,
+            body,
+        }) => {
+            release();
+            let mut r = (status, body).into_response();
+            copy_back(&uh, r.headers_mut());
+            r
+        }
+        Ok(Reply::Stream { events, .. }) => {
+            let stream = streams::new_stream_id('g');
+            let (tx, rx) = mpsc::channel(32);
+            streams::spawn_pump(
+                &inner,
+                &live,
+                PumpSpec {
+                    stream: stream.clone(),
+                    kind: Kind::Get,
+                    events,
+                    client: Some(tx),
+                    client_headers: headers.clone(),
+                    upstream_last: None,
+                    lease_now: true,
+                },
+            );
+            let first = streams::priming(&inner, &live, &stream);
+            streams::sse_response(&inner, &live, first, rx, true, HeaderMap::new())
+        }
+    }
+}
+
+fn too_many() -> Response {
+    refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        -32000,
+        "Too Many Requests: too many open streams for this session",
+    )
+}
+
+fn method_not_allowed() -> Response {
+    let mut r = refuse(
+        StatusCode::METHOD_NOT_ALLOWED,
+        -32000,
+        "Method Not Allowed: this protocol revision has no sessions",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
+async fn delete(inner: Arc<Inner>, headers: HeaderMap) -> Response {
+    if matches!(version_header(&headers), VersionHeader::Known(r) if !r.has_sessions()) {
+        return method_not_allowed();
+    }
+    let live = match session_of(&inner, &headers).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    match (&inner.http, &live.stdio) {
+        (Some(http), _) => {
+            match http
+                .delete(&headers, live.upstream_session_id.as_deref())
+                .await
+            {
+                Ok(st) => {
+                    tracing::debug!(session = %live.id, status = %st, "upstream session ended")
+                }
+                Err(e) => {
+                    tracing::warn!(session = %live.id, error = %e, "upstream DELETE failed")
+                }
+            }
+        }
+        (None, Some(p)) => p.kill(),
+        (None, None) => {}
+    }
+    let existed = inner.store.delete(&live.id).await;
+    inner.evict(&live.id);
+    match existed {
+        Ok(true) => {
+            inner.metrics.sessions_deleted.fetch_add(1, Relaxed);
+            tracing::info!(session = %live.id, "session deleted");
+            StatusCode::OK.into_response()
+        }
+        Ok(false) => not_found(),
+        Err(e) => unavailable(&e.to_string()),
+    }
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn readyz(State(inner): S) -> Response {
+    if inner.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match inner.store.health().await {
+        Ok(hl) if hl.status != shoal_core::HealthStatus::Unhealthy => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unhealthy\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "store health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(inner): S) -> Response {
+    let mut r = inner
+        .metrics
+        .render(inner.store.backend_name())
+        .into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}

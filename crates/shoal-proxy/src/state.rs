@@ -1,0 +1,363 @@
+//! Per-instance state: the sessions this instance has seen, the streams it is reading, leases.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use shoal_core::{Error, Session, SessionId, SessionStore, Timestamp};
+use tokio::sync::{OnceCell, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{ProxyConfig, UpstreamConfig},
+    event_id::EventIdCodec,
+    metrics::Metrics,
+    protocol::{MessageKind, Revision, classify},
+    upstream::{Reply, http::HttpUpstream, stdio::StdioProc},
+};
+
+/// The metadata key prefix of stream holder leases.
+pub(crate) const LEASE_PREFIX: &str = "shoal.lease.";
+
+/// A session as this instance serves it.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) id: SessionId,
+    pub(crate) revision: Revision,
+    pub(crate) protocol_version: Option<String>,
+    pub(crate) upstream_session_id: Option<String>,
+    pub(crate) principal: Option<String>,
+    pub(crate) stdio: Option<Arc<StdioProc>>,
+    pub(crate) open_streams: AtomicUsize,
+    pub(crate) initialized: AtomicBool,
+    pub(crate) last_used_ms: AtomicU64,
+}
+
+impl Live {
+    pub(crate) fn touch_local(&self) {
+        self.last_used_ms
+            .store(Timestamp::now().as_millis(), Relaxed);
+    }
+}
+
+type Cell = Arc<OnceCell<Arc<Live>>>;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) cfg: ProxyConfig,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) codec: EventIdCodec,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) http: Option<HttpUpstream>,
+    pub(crate) shutdown: CancellationToken,
+    sessions: Mutex<HashMap<SessionId, Cell>>,
+    pumps: Mutex<HashMap<(SessionId, String), broadcast::Sender<u64>>>,
+}
+
+/// Why a session could not be served.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// Unknown, expired or deleted.
+    NotFound,
+    /// The store or the upstream failed.
+    Failed(String),
+}
+
+impl Inner {
+    pub(crate) fn new(
+        cfg: ProxyConfig,
+        store: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, String> {
+        let max_message = cfg.max_body_bytes.max(store.limits().max_frame_bytes);
+        let http = match &cfg.upstream {
+            UpstreamConfig::Http { url } => {
+                Some(HttpUpstream::new(url, cfg.upstream_timeout, max_message)?)
+            }
+            UpstreamConfig::Stdio { .. } => None,
+        };
+        Ok(Inner {
+            codec: EventIdCodec::new(&cfg.event_id_key),
+            cfg,
+            store,
+            metrics,
+            http,
+            shutdown,
+            sessions: Mutex::new(HashMap::new()),
+            pumps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The session `id`, from this instance's memory or loaded (and, for a stdio upstream,
+    /// restored) from the store. Concurrent callers share one load.
+    pub(crate) async fn session(&self, id: &SessionId) -> Result<Arc<Live>, LoadError> {
+        let cell = {
+            let mut map = self.sessions.lock().map_err(|_| poisoned())?;
+            map.entry(id.clone()).or_default().clone()
+        };
+        let res = cell.get_or_try_init(|| self.load(id)).await;
+        match res {
+            Ok(live) => {
+                live.touch_local();
+                Ok(live.clone())
+            }
+            Err(e) => {
+                if let Ok(mut map) = self.sessions.lock() {
+                    if map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                        map.remove(id);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Arc<Live>, LoadError> {
+        let s = match self.store.get(id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(LoadError::NotFound),
+            Err(e) => return Err(LoadError::Failed(e.to_string())),
+        };
+        let stdio = match &self.cfg.upstream {
+            UpstreamConfig::Stdio { .. } => Some(self.restore_stdio(&s).await?),
+            UpstreamConfig::Http { .. } => None,
+        };
+        self.metrics.sessions_loaded.fetch_add(1, Relaxed);
+        tracing::info!(session = %id, restored = stdio.is_some(), "session loaded from the store");
+        Ok(Arc::new(live_from(&s, stdio)))
+    }
+
+    /// Starts a stdio server for a stored session and replays its initialize handshake. The
+    /// session is published (returned) only after the server answered `initialize` and was sent
+    /// `notifications/initialized`.
+    async fn restore_stdio(&self, s: &Session) -> Result<Arc<StdioProc>, LoadError> {
+        let params = s
+            .initialize_params
+            .clone()
+            .ok_or_else(|| LoadError::Failed("stored session has no initialize params".into()))?;
+        let proc = StdioProc::spawn(&self.cfg.upstream, self.cfg.stdio_cwd.as_deref())
+            .map_err(|e| LoadError::Failed(e.0))?;
+        let mut rid = [0u8; 8];
+        crate::fill_random(&mut rid);
+        let rid = format!("shoal-restore-{}", hex(&rid));
+        let init = json!({"jsonrpc": "2.0", "id": rid, "method": "initialize", "params": params});
+        let reply = proc
+            .post(std::slice::from_ref(&init))
+            .await
+            .map_err(|e| LoadError::Failed(e.0))?;
+        let Reply::Stream { mut events, .. } = reply else {
+            return Err(LoadError::Failed("stdio restore: no reply stream".into()));
+        };
+        let wait = async {
+            use futures_util::StreamExt as _;
+            while let Some(ev) = events.next().await {
+                let ev = ev.map_err(LoadError::Failed)?;
+                let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                    continue;
+                };
+                if let MessageKind::Response { id: Some(id) } = classify(&v) {
+                    if crate::protocol::id_to_json(&id) == Value::from(rid.clone()) {
+                        if v.get("result").is_some() {
+                            return Ok(());
+                        }
+                        return Err(LoadError::Failed(
+                            "stdio restore: initialize was refused".into(),
+                        ));
+                    }
+                }
+            }
+            Err(LoadError::Failed(
+                "stdio restore: server ended before answering".into(),
+            ))
+        };
+        tokio::time::timeout(self.cfg.upstream_timeout, wait)
+            .await
+            .map_err(|_| LoadError::Failed("stdio restore timed out".into()))??;
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        proc.post(std::slice::from_ref(&initialized))
+            .await
+            .map_err(|e| LoadError::Failed(e.0))?;
+        self.metrics.sessions_restored.fetch_add(1, Relaxed);
+        Ok(proc)
+    }
+
+    /// Publishes a session this instance just created.
+    pub(crate) fn insert(&self, live: Arc<Live>) {
+        if let Ok(mut map) = self.sessions.lock() {
+            let id = live.id.clone();
+            map.insert(id, Arc::new(OnceCell::new_with(Some(live))));
+        }
+    }
+
+    /// Forgets a session (deleted or expired elsewhere); stops its stdio server.
+    pub(crate) fn evict(&self, id: &SessionId) {
+        let cell = self.sessions.lock().ok().and_then(|mut m| m.remove(id));
+        if let Some(live) = cell.as_ref().and_then(|c| c.get()) {
+            if let Some(p) = &live.stdio {
+                p.kill();
+            }
+        }
+    }
+
+    /// Forgets sessions unused for longer than `idle` (they are reloaded on demand).
+    pub(crate) fn evict_idle(&self, idle: Duration) -> usize {
+        let cutoff = Timestamp::now()
+            .as_millis()
+            .saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        let Ok(mut map) = self.sessions.lock() else {
+            return 0;
+        };
+        let before = map.len();
+        map.retain(|_, c| {
+            c.get().is_none_or(|l| {
+                l.last_used_ms.load(Relaxed) >= cutoff || l.open_streams.load(Relaxed) > 0
+            })
+        });
+        before - map.len()
+    }
+
+    /// Registers a local upstream reader for a stream; followers here subscribe to it.
+    pub(crate) fn register_pump(&self, id: &SessionId, stream: &str) -> broadcast::Sender<u64> {
+        let (tx, _) = broadcast::channel(64);
+        if let Ok(mut m) = self.pumps.lock() {
+            m.insert((id.clone(), stream.to_owned()), tx.clone());
+        }
+        tx
+    }
+
+    pub(crate) fn unregister_pump(&self, id: &SessionId, stream: &str) {
+        if let Ok(mut m) = self.pumps.lock() {
+            m.remove(&(id.clone(), stream.to_owned()));
+        }
+    }
+
+    pub(crate) fn subscribe_pump(
+        &self,
+        id: &SessionId,
+        stream: &str,
+    ) -> Option<broadcast::Receiver<u64>> {
+        self.pumps
+            .lock()
+            .ok()?
+            .get(&(id.clone(), stream.to_owned()))
+            .map(broadcast::Sender::subscribe)
+    }
+
+    /// Writes (`hold`) or removes this instance's lease on a stream.
+    pub(crate) async fn write_lease(
+        &self,
+        id: &SessionId,
+        stream: &str,
+        hold: bool,
+    ) -> shoal_core::Result<()> {
+        let key = format!("{LEASE_PREFIX}{stream}");
+        let value = self.lease_value();
+        shoal_core::store::modify(&*self.store, id, 8, |s| {
+            if hold {
+                s.metadata.insert(key.clone(), value.clone());
+            } else {
+                s.metadata.remove(&key);
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn lease_value(&self) -> String {
+        let until = Timestamp::now().saturating_add(self.cfg.stream_lease);
+        format!("{}@{}", self.cfg.instance_id, until.as_millis())
+    }
+
+    /// Takes the lease on a stream unless a live one is held by another instance. Returns
+    /// whether this instance now holds it.
+    pub(crate) async fn claim_lease(
+        &self,
+        id: &SessionId,
+        stream: &str,
+    ) -> shoal_core::Result<bool> {
+        let key = format!("{LEASE_PREFIX}{stream}");
+        for _ in 0..8 {
+            let mut s = self
+                .store
+                .get(id)
+                .await?
+                .ok_or_else(|| Error::session_not_found(id))?;
+            if lease_holder_alive(&s, stream, Timestamp::now())
+                .is_some_and(|inst| inst != self.cfg.instance_id)
+            {
+                return Ok(false);
+            }
+            s.metadata.insert(key.clone(), self.lease_value());
+            match self.store.update(&s).await {
+                Ok(_) => return Ok(true),
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The instance holding a live lease on `stream`, if any.
+pub(crate) fn lease_holder_alive(s: &Session, stream: &str, now: Timestamp) -> Option<String> {
+    let v = s.metadata.get(&format!("{LEASE_PREFIX}{stream}"))?;
+    let (inst, until) = v.rsplit_once('@')?;
+    let until: u64 = until.parse().ok()?;
+    (until > now.as_millis()).then(|| inst.to_owned())
+}
+
+pub(crate) fn live_from(s: &Session, stdio: Option<Arc<StdioProc>>) -> Live {
+    Live {
+        id: s.id.clone(),
+        revision: s
+            .protocol_version
+            .as_deref()
+            .and_then(Revision::parse)
+            .unwrap_or(Revision::V2025_03_26),
+        protocol_version: s.protocol_version.clone(),
+        upstream_session_id: s.upstream_session_id.clone(),
+        principal: s.principal.clone(),
+        stdio,
+        open_streams: AtomicUsize::new(0),
+        initialized: AtomicBool::new(s.state != shoal_core::SessionState::Initializing),
+        last_used_ms: AtomicU64::new(Timestamp::now().as_millis()),
+    }
+}
+
+fn poisoned() -> LoadError {
+    LoadError::Failed("internal lock poisoned".into())
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::Transport;
+
+    #[test]
+    fn leases_parse_and_expire() {
+        let mut s = Session::new(SessionId::generate(), Transport::StreamableHttp);
+        assert_eq!(lease_holder_alive(&s, "p1", Timestamp(10)), None);
+        s.metadata
+            .insert(format!("{LEASE_PREFIX}p1"), "inst-a@100".into());
+        assert_eq!(
+            lease_holder_alive(&s, "p1", Timestamp(99)).as_deref(),
+            Some("inst-a")
+        );
+        assert_eq!(lease_holder_alive(&s, "p1", Timestamp(100)), None);
+        s.metadata
+            .insert(format!("{LEASE_PREFIX}p2"), "junk".into());
+        assert_eq!(lease_holder_alive(&s, "p2", Timestamp(1)), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! An MCP Streamable HTTP upstream, over one pooled `reqwest` client.
+
+use std::{collections::VecDeque, time::Duration};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use super::{Reply, UpstreamError};
+use crate::{
+    protocol::{self, headers as h},
+    sse::{SseError, SseParser},
+};
+
+/// Request headers never forwarded: hop-by-hop ones, the ones the proxy rewrites, `Origin`
+/// (the upstream validates its own origins; the proxy has checked the client's), and
+/// `Accept-Encoding` (bodies are parsed here).
+const DROP: &[&str] = &[
+    "host",
+    "origin",
+    "referer",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "accept-encoding",
+    h::SESSION_ID,
+    h::LAST_EVENT_ID,
+];
+
+/// Response headers passed back to the client.
+pub(crate) const PASS_BACK: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::WWW_AUTHENTICATE,
+    header::RETRY_AFTER,
+    header::ALLOW,
+];
+
+/// The HTTP upstream.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpUpstream {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    max_message: usize,
+    timeout: Duration,
+}
+
+impl HttpUpstream {
+    pub(crate) fn new(url: &str, timeout: Duration, max_message: usize) -> Result<Self, String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("upstream URL {url:?}: {e}"))?;
+        if url.scheme() == "https" {
+            // reqwest is built without a bundled crypto provider; use ring, as the Redis
+            // backend does. Installing twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(HttpUpstream {
+            client,
+            url,
+            max_message,
+            timeout,
+        })
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        client_headers: &HeaderMap,
+        upstream_session: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut hm = HeaderMap::with_capacity(client_headers.len() + 2);
+        for (k, v) in client_headers {
+            if !DROP.contains(&k.as_str()) {
+                hm.append(k.clone(), v.clone());
+            }
+        }
+        if let Some(sid) = upstream_session.and_then(|s| HeaderValue::from_str(s).ok()) {
+            hm.insert(h::SESSION_ID, sid);
+        }
+        // The Host header comes from the upstream URL (reqwest sets it), so upstreams that
+        // check Host against their own address accept it.
+        self.client.request(method, self.url.clone()).headers(hm)
+    }
+
+    /// POST a body.
+    pub(crate) async fn post(
+        &self,
+        client_headers: &HeaderMap,
+        upstream_session: Option<&str>,
+        body: Bytes,
+    ) -> Result<Reply, UpstreamError> {
+        let mut req = self
+            .request(Method::POST, client_headers, upstream_session)
+            .body(body);
+        if !client_headers.contains_key(header::CONTENT_TYPE) {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        self.send(req).await
+    }
+
+    /// Opens a GET stream, resuming after `last_event_id` (the upstream's own id) if given.
+    pub(crate) async fn get(
+        &self,
+        client_headers: &HeaderMap,
+        upstream_session: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> Result<Reply, UpstreamError> {
+        let mut req = self.request(Method::GET, client_headers, upstream_session);
+        if !client_headers.contains_key(header::ACCEPT) {
+            req = req.header(header::ACCEPT, "text/event-stream");
+        }
+        if let Some(id) = last_event_id {
+            req = req.header(h::LAST_EVENT_ID, id);
+        }
+        self.send(req).await
+    }
+
+    /// DELETE the upstream session.
+    pub(crate) async fn delete(
+        &self,
+        client_headers: &HeaderMap,
+        upstream_session: Option<&str>,
+    ) -> Result<StatusCode, UpstreamError> {
+        let req = self.request(Method::DELETE, client_headers, upstream_session);
+        let resp = tokio::time::timeout(self.timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError("upstream timed out".into()))?
+            .map_err(|e| UpstreamError(format!("upstream: {e}")))?;
+        Ok(resp.status())
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Reply, UpstreamError> {
+        let resp = tokio::time::timeout(self.timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError("upstream timed out".into()))?
+            .map_err(|e| UpstreamError(format!("upstream: {e}")))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        if status.is_success() && protocol::is_event_stream(headers.get(header::CONTENT_TYPE)) {
+            let parser = SseParser::new(self.max_message);
+            let state = (resp.bytes_stream(), parser, VecDeque::new(), false);
+            let events = futures_util::stream::unfold(
+                state,
+                |(mut body, mut parser, mut q, mut done)| async move {
+                    loop {
+                        if let Some(ev) = q.pop_front() {
+                            return Some((Ok(ev), (body, parser, q, done)));
+                        }
+                        if done {
+                            return None;
+                        }
+                        match body.next().await {
+                            None => {
+                                parser.finish();
+                                return None;
+                            }
+                            Some(Err(e)) => {
+                                done = true;
+                                return Some((
+                                    Err(format!("upstream stream: {e}")),
+                                    (body, parser, q, done),
+                                ));
+                            }
+                            Some(Ok(chunk)) => match parser.push(&chunk) {
+                                Ok(evs) => q.extend(evs),
+                                Err(SseError::TooLarge) => {
+                                    done = true;
+                                    return Some((
+                                        Err("upstream event too large".to_string()),
+                                        (body, parser, q, done),
+                                    ));
+                                }
+                            },
+                        }
+                    }
+                },
+            );
+            let events: super::EventStream = Box::pin(events);
+            return Ok(Reply::Stream {
+                status,
+                headers,
+                events,
+            });
+        }
+        let body = read_limited(resp, self.max_message).await?;
+        Ok(Reply::Full {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Bytes, UpstreamError> {
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| UpstreamError(format!("upstream body: {e}")))?;
+        if out.len() + chunk.len() > max {
+            return Err(UpstreamError(format!(
+                "upstream body larger than {max} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}

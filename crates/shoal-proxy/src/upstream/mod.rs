@@ -1,0 +1,49 @@
+//! The upstream side: an MCP Streamable HTTP server, or a stdio server process per session.
+
+use std::pin::Pin;
+
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::sse::SseEvent;
+
+pub(crate) mod http;
+pub(crate) mod stdio;
+
+/// A stream of upstream SSE events; an `Err` ends it.
+pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
+
+/// What the upstream answered.
+pub(crate) enum Reply {
+    /// A complete body (JSON, an error, or an empty 202).
+    Full {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// An SSE stream.
+    Stream {
+        status: StatusCode,
+        headers: HeaderMap,
+        events: EventStream,
+    },
+}
+
+impl Reply {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Reply::Full { status, .. } | Reply::Stream { status, .. } => *status,
+        }
+    }
+}
+
+/// Why the upstream could not be asked.
+#[derive(Debug)]
+pub(crate) struct UpstreamError(pub(crate) String);
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
