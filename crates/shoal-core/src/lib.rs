@@ -26,6 +26,7 @@ pub mod session;
 pub mod store;
 pub mod transfer;
 
+pub use cached::{CacheConfig, Cached, CachedBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, Result};
 pub use frame::{Direction, Frame, NewFrame, PendingRequest, RequestId};

@@ -1,0 +1,274 @@
+//! The invalidation abstraction: how instances tell each other's caches that a session changed.
+//!
+//! [`InvalidationBus`] is all a [`Cached`](super::Cached) store needs: `publish` after its own
+//! writes, a stream of [`BusEvent`]s from other instances, and whether the bus is connected.
+//! `shoal-redis` implements it with Redis pub/sub on `<prefix>:invalidate`; [`LocalBus`] is an
+//! in-process one for tests and for several caches in one process.
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::broadcast;
+
+use crate::SessionId;
+
+/// How many events a subscriber may fall behind before it is told it lagged (and then clears
+/// its whole cache, since it cannot know what it missed).
+pub const BUS_CAPACITY: usize = 65_536;
+
+/// Sessions another instance changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Invalidation {
+    /// The sessions whose cached copies must go.
+    pub ids: Arc<[SessionId]>,
+    /// When the publisher sent it: microseconds since the Unix epoch on its wall clock, for
+    /// measuring delivery delay.
+    pub sent_at_us: Option<u64>,
+}
+
+impl Invalidation {
+    /// An invalidation of `ids` sent at `sent_at_us` (see [`unix_micros`]).
+    pub fn new(ids: impl Into<Arc<[SessionId]>>, sent_at_us: Option<u64>) -> Self {
+        Invalidation {
+            ids: ids.into(),
+            sent_at_us,
+        }
+    }
+}
+
+/// The wall clock in microseconds since the Unix epoch (0 before 1970).
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// What a subscriber receives, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusEvent {
+    /// These sessions changed on another instance.
+    Invalidate(Invalidation),
+    /// Everything may have changed (another instance asked for it).
+    InvalidateAll,
+    /// The bus lost its connection: announcements may be missed from now on. Caches empty
+    /// themselves and stay off.
+    Down,
+    /// The bus is connected and subscribed again: announcements sent from now on arrive.
+    /// Caches empty themselves once more (they missed what was sent while down) and turn on.
+    Up,
+}
+
+/// A channel between instances that carries "session changed" announcements.
+///
+/// Delivery is at least once to every other instance while both are connected; an instance
+/// never receives its own announcements. Implementations must report `Down` before they could
+/// have missed a message, and `Up` only once messages flow again.
+pub trait InvalidationBus: Send + Sync + fmt::Debug + 'static {
+    /// Announces that `ids` changed. Never blocks; a failed send is retried by the bus.
+    fn publish(&self, ids: &[SessionId]);
+
+    /// Announces that every session may have changed (e.g. after a bulk import).
+    fn publish_all(&self);
+
+    /// A new subscription to events from other instances.
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent>;
+
+    /// Whether the bus is connected and subscribed right now.
+    fn is_up(&self) -> bool;
+}
+
+impl<B: InvalidationBus + ?Sized> InvalidationBus for Arc<B> {
+    fn publish(&self, ids: &[SessionId]) {
+        (**self).publish(ids);
+    }
+    fn publish_all(&self) {
+        (**self).publish_all();
+    }
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        (**self).subscribe()
+    }
+    fn is_up(&self) -> bool {
+        (**self).is_up()
+    }
+}
+
+/// An in-process [`InvalidationBus`]: every endpoint of one hub is an "instance"; what one
+/// publishes reaches the subscribers of every other endpoint that is up.
+///
+/// Each endpoint can be taken down and up ([`LocalBus::set_up`]) to exercise how caches react
+/// to a lost connection. Announcements are not delivered to an endpoint while it is down.
+///
+/// ```
+/// use shoal_core::cached::{BusEvent, InvalidationBus, LocalBus};
+/// use shoal_core::SessionId;
+///
+/// let a = LocalBus::new();
+/// let b = a.endpoint();
+/// let mut events = b.subscribe();
+/// a.publish(&[SessionId::new("s1").unwrap()]);
+/// match events.try_recv().unwrap() {
+///     BusEvent::Invalidate(inv) => assert_eq!(inv.ids[0].as_str(), "s1"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Clone)]
+pub struct LocalBus {
+    hub: Arc<Hub>,
+    me: Arc<Endpoint>,
+}
+
+struct Hub {
+    endpoints: Mutex<Vec<Arc<Endpoint>>>,
+    next: AtomicU64,
+}
+
+struct Endpoint {
+    id: u64,
+    tx: broadcast::Sender<BusEvent>,
+    up: AtomicBool,
+}
+
+impl fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalBus")
+            .field("endpoint", &self.me.id)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        LocalBus::new()
+    }
+}
+
+impl LocalBus {
+    /// A new hub with one endpoint (this one), up.
+    pub fn new() -> Self {
+        let hub = Arc::new(Hub {
+            endpoints: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+        });
+        let me = hub.add();
+        LocalBus { hub, me }
+    }
+
+    /// Another endpoint (another "instance") on the same hub, up.
+    pub fn endpoint(&self) -> LocalBus {
+        LocalBus {
+            hub: Arc::clone(&self.hub),
+            me: self.hub.add(),
+        }
+    }
+
+    /// Takes this endpoint down (subscribers get [`BusEvent::Down`] and miss what is published
+    /// meanwhile) or up again ([`BusEvent::Up`]).
+    pub fn set_up(&self, up: bool) {
+        let was = self.me.up.swap(up, Ordering::SeqCst);
+        if was != up {
+            let _ = self
+                .me
+                .tx
+                .send(if up { BusEvent::Up } else { BusEvent::Down });
+        }
+    }
+
+    fn others(&self) -> Vec<Arc<Endpoint>> {
+        self.hub
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| e.id != self.me.id)
+            .cloned()
+            .collect()
+    }
+
+    fn send_others(&self, event: &BusEvent) {
+        for e in self.others() {
+            if e.up.load(Ordering::SeqCst) {
+                let _ = e.tx.send(event.clone());
+            }
+        }
+    }
+}
+
+impl Hub {
+    fn add(&self) -> Arc<Endpoint> {
+        let (tx, _) = broadcast::channel(BUS_CAPACITY);
+        let e = Arc::new(Endpoint {
+            id: self.next.fetch_add(1, Ordering::SeqCst),
+            tx,
+            up: AtomicBool::new(true),
+        });
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&e));
+        e
+    }
+}
+
+impl InvalidationBus for LocalBus {
+    fn publish(&self, ids: &[SessionId]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.send_others(&BusEvent::Invalidate(Invalidation::new(
+            ids.to_vec(),
+            Some(unix_micros()),
+        )));
+    }
+
+    fn publish_all(&self) {
+        self.send_others(&BusEvent::InvalidateAll);
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.me.tx.subscribe()
+    }
+
+    fn is_up(&self) -> bool {
+        self.me.up.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(s: &str) -> SessionId {
+        SessionId::new(s).unwrap()
+    }
+
+    #[test]
+    fn endpoints_do_not_hear_themselves_and_miss_messages_while_down() {
+        let a = LocalBus::new();
+        let b = a.endpoint();
+        let mut ra = a.subscribe();
+        let mut rb = b.subscribe();
+        a.publish(&[sid("x")]);
+        assert!(ra.try_recv().is_err(), "no echo");
+        assert!(matches!(rb.try_recv(), Ok(BusEvent::Invalidate(_))));
+
+        b.set_up(false);
+        assert_eq!(rb.try_recv().unwrap(), BusEvent::Down);
+        assert!(!b.is_up());
+        a.publish(&[sid("y")]);
+        assert!(rb.try_recv().is_err(), "missed while down");
+        b.set_up(true);
+        assert_eq!(rb.try_recv().unwrap(), BusEvent::Up);
+        a.publish_all();
+        assert_eq!(rb.try_recv().unwrap(), BusEvent::InvalidateAll);
+        a.publish(&[]);
+        assert!(rb.try_recv().is_err(), "nothing to announce");
+    }
+}

@@ -1,0 +1,129 @@
+//! Fences: how a load or write that raced with an invalidation knows not to cache its result.
+//!
+//! Every change to a session (a local write, an invalidation from another instance) first
+//! raises the session's fence to a new sequence number, then drops the cached entry. A load
+//! takes a [`Ticket`] (the current sequence number) before it reads the backend, inserts its
+//! result, and then checks whether the session's fence rose past its ticket meanwhile; if so
+//! it drops what it inserted. Either the invalidation's drop comes after the insert (and
+//! removes it), or the fence was raised before the check (and the load removes it): a stale
+//! value never stays.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::SessionId;
+
+use super::shard::ShardedMap;
+
+/// How long a fence is remembered. Operations older than half of this count as fenced.
+const KEEP: Duration = Duration::from_secs(120);
+
+/// A point in the fence sequence, taken before reading the backend.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ticket {
+    seq: u64,
+    at: Instant,
+}
+
+impl Ticket {
+    #[cfg(test)]
+    pub(super) fn zero() -> Self {
+        Ticket {
+            seq: 0,
+            at: Instant::now(),
+        }
+    }
+}
+
+/// The per-session fences and the global one (for "clear everything").
+#[derive(Debug)]
+pub(super) struct Fences {
+    seq: AtomicU64,
+    all: AtomicU64,
+    map: ShardedMap<(u64, Instant)>,
+    raised: AtomicU64,
+}
+
+impl Default for Fences {
+    fn default() -> Self {
+        Fences {
+            seq: AtomicU64::new(0),
+            all: AtomicU64::new(0),
+            map: ShardedMap::default(),
+            raised: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Fences {
+    /// The current point, to compare with later.
+    pub(super) fn ticket(&self) -> Ticket {
+        Ticket {
+            seq: self.seq.load(Ordering::SeqCst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Raises the fence of `id`; returns a ticket at the new point (which `id`'s own fence
+    /// does not cross).
+    pub(super) fn raise(&self, id: &SessionId) -> Ticket {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = Instant::now();
+        self.map.insert(id.clone(), (seq, at));
+        if self.raised.fetch_add(1, Ordering::Relaxed) % 4_096 == 4_095 {
+            self.prune();
+        }
+        Ticket { seq, at }
+    }
+
+    /// Raises every fence at once.
+    pub(super) fn raise_all(&self) {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.all.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Whether `id` changed (or everything was cleared) after `t` was taken.
+    pub(super) fn crossed(&self, id: &SessionId, t: Ticket) -> bool {
+        if self.all.load(Ordering::SeqCst) > t.seq || t.at.elapsed() > KEEP / 2 {
+            return true;
+        }
+        self.map.get(id).is_some_and(|(seq, _)| seq > t.seq)
+    }
+
+    /// Forgets fences older than [`KEEP`].
+    pub(super) fn prune(&self) {
+        self.map.retain(|_, (_, at)| at.elapsed() < KEEP);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_is_crossed_by_later_fences_only() {
+        let f = Fences::default();
+        let a = SessionId::new("a").unwrap();
+        let b = SessionId::new("b").unwrap();
+        let t = f.ticket();
+        assert!(!f.crossed(&a, t));
+        let own = f.raise(&a);
+        assert!(f.crossed(&a, t), "a changed after t");
+        assert!(!f.crossed(&b, t), "b did not");
+        assert!(
+            !f.crossed(&a, own),
+            "a ticket is not crossed by its own fence"
+        );
+        f.raise_all();
+        assert!(f.crossed(&b, own));
+        f.prune();
+        assert_eq!(f.len(), 1, "recent fences are kept");
+    }
+}
