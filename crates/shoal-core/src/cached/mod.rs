@@ -938,8 +938,9 @@ impl<S: SessionStore> Shared<S> {
         Some(expires)
     }
 
+    /// A touch written to the backend now. Queued write-behind updates of the session need
+    /// not go first: both only move activity forward.
     async fn touch_through(self: &Arc<Self>, id: &SessionId) -> Result<Timestamp> {
-        self.flush_id(id).await?;
         let ticket = self.fences.ticket();
         match self.store.touch(id).await {
             Ok(expires) => {
