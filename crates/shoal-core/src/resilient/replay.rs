@@ -1,0 +1,652 @@
+//! Replaying the outage journal into the primary: in order, idempotently, under the same
+//! per-session locks the writers take.
+
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
+
+use super::{
+    BreakerState, Call, Resilient,
+    journal::{Entry, Journal, MarkKind, Op},
+    lock, metrics, retryable,
+};
+use crate::{
+    Error, Frame, FrameQuery, NewFrame, Result, SessionId, SessionRecord, SessionStore,
+    store::MAX_PAGE_LIMIT,
+};
+
+/// What one [`Resilient::replay`] did (or, in [`ResilienceStats::replay_totals`](super::ResilienceStats::replay_totals),
+/// every replay summed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Marked sessions settled (replayed, or dropped by a conflict rule).
+    pub sessions: u64,
+    /// Local sessions copied into the primary.
+    pub restored: u64,
+    /// Journal entries settled.
+    pub entries: u64,
+    /// Frames written into the primary (appended, or inside restored sessions).
+    pub frames: u64,
+    /// Journaled touches applied.
+    pub touches: u64,
+    /// Journaled deletes applied.
+    pub deletes: u64,
+    /// Frames dropped because their session was gone or the primary refused them.
+    pub dropped_frames: u64,
+    /// Local sessions dropped (expired, conflicting id, refused by the primary).
+    pub dropped_sessions: u64,
+    /// Local sessions whose id the primary already held for another session.
+    pub conflicts: u64,
+    /// In-doubt writes found already applied (not written again).
+    pub ambiguous_applied: u64,
+    /// Whether the journal was empty when the replay ended.
+    pub complete: bool,
+    /// How long it took.
+    pub duration: Duration,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+impl ReplayReport {
+    /// Settled entries per second (0 when nothing was replayed).
+    pub fn entries_per_sec(&self) -> f64 {
+        let s = self.duration.as_secs_f64();
+        if s > 0.0 {
+            self.entries as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Frames written per second (0 when nothing was replayed).
+    pub fn frames_per_sec(&self) -> f64 {
+        let s = self.duration.as_secs_f64();
+        if s > 0.0 { self.frames as f64 / s } else { 0.0 }
+    }
+
+    fn add(&mut self, o: &ReplayReport) {
+        self.sessions += o.sessions;
+        self.restored += o.restored;
+        self.entries += o.entries;
+        self.frames += o.frames;
+        self.touches += o.touches;
+        self.deletes += o.deletes;
+        self.dropped_frames += o.dropped_frames;
+        self.dropped_sessions += o.dropped_sessions;
+        self.conflicts += o.conflicts;
+        self.ambiguous_applied += o.ambiguous_applied;
+        self.complete = o.complete;
+        self.duration += o.duration;
+        if o.error.is_some() {
+            self.error.clone_from(&o.error);
+        }
+    }
+}
+
+/// Why a session's replay stopped: the error, and whether it says the primary is failing
+/// (then the breaker is tripped so live calls stop waiting for it).
+struct Stop {
+    error: Error,
+    trip: bool,
+}
+
+impl Stop {
+    fn primary(error: Error) -> Self {
+        let trip = retryable(&error);
+        Stop { error, trip }
+    }
+
+    fn other(error: Error) -> Self {
+        Stop { error, trip: false }
+    }
+}
+
+/// Entries taken out of the journal for one session's replay. Whatever is still here when
+/// this is dropped (an error, or the replay future was cancelled) goes back to the journal in
+/// front of newer entries, so nothing is lost.
+struct Taken<'a> {
+    journal: &'a Mutex<Journal>,
+    id: SessionId,
+    entries: VecDeque<Entry>,
+    done: u64,
+}
+
+impl<'a> Taken<'a> {
+    fn new(journal: &'a Mutex<Journal>, id: &SessionId) -> Self {
+        let entries = lock(journal).take(id);
+        Taken {
+            journal,
+            id: id.clone(),
+            entries: entries.into(),
+            done: 0,
+        }
+    }
+
+    fn complete_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            lock(self.journal).finish(&self.id, 1, e.bytes);
+            self.done += 1;
+        }
+    }
+
+    fn complete_all(&mut self) {
+        let n = self.entries.len();
+        let bytes: usize = self.entries.iter().map(|e| e.bytes).sum();
+        self.entries.clear();
+        lock(self.journal).finish(&self.id, n, bytes);
+        self.done += n as u64;
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if !self.entries.is_empty() {
+            let rest: Vec<Entry> = self.entries.drain(..).collect();
+            lock(self.journal).put_back(&self.id, rest);
+        }
+    }
+}
+
+fn same(stored: &Frame, sent: &NewFrame) -> bool {
+    stored.content == sent.content
+        && stored.direction == sent.direction
+        && stored.timestamp == sent.timestamp
+        && stored.stream_id == sent.stream_id
+        && stored.content_type == sent.content_type
+        && stored.headers == sent.headers
+}
+
+impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
+    /// Replays the journal into the primary if the breaker is closed: sessions in the order of
+    /// their first journaled write, each session's writes in order, under the session's lock
+    /// (writes to that session wait meanwhile). Stops at the first failure that says the
+    /// primary is failing, opens the breaker, and keeps the rest for the next replay. The
+    /// health monitor calls this; call it yourself when you run without one.
+    pub async fn replay(&self) -> ReplayReport {
+        let _one = self.inner.replay_lock.lock().await;
+        let started = Instant::now();
+        let mut rep = ReplayReport::default();
+        let mut after = None;
+        loop {
+            if self.breaker_state() != BreakerState::Closed {
+                rep.error = Some("the circuit breaker is not closed".into());
+                break;
+            }
+            let next = self.journal().next_session(after);
+            let Some((order, id)) = next else { break };
+            after = Some(order);
+            let found = self.journal().lookup(&id);
+            let Some((_, session_lock)) = found else {
+                continue;
+            };
+            let guard = std::sync::Arc::clone(&session_lock).lock_owned().await;
+            let now = self.journal().lookup(&id);
+            let kind = match now {
+                Some((kind, l)) if std::sync::Arc::ptr_eq(&l, &session_lock) => kind,
+                _ => continue,
+            };
+            let r = match kind {
+                MarkKind::Local { in_doubt } => self.replay_local(&id, in_doubt, &mut rep).await,
+                MarkKind::Shadow { .. } => self.replay_shadow(&id, &mut rep).await,
+            };
+            drop(guard);
+            if let Err(stop) = r {
+                if stop.trip {
+                    self.on_transition(self.inner.breaker.trip());
+                }
+                tracing::warn!(
+                    session = %id,
+                    error = %stop.error,
+                    "resilient: journal replay stopped; the rest waits for the next replay"
+                );
+                rep.error = Some(stop.error.to_string());
+                break;
+            }
+        }
+        rep.complete = self.journal().len() == 0;
+        rep.duration = started.elapsed();
+        self.with_journal(|_| ());
+        if rep.entries > 0 || rep.error.is_some() {
+            tracing::info!(
+                sessions = rep.sessions,
+                restored = rep.restored,
+                entries = rep.entries,
+                frames = rep.frames,
+                dropped_frames = rep.dropped_frames,
+                dropped_sessions = rep.dropped_sessions,
+                complete = rep.complete,
+                took_ms = rep.duration.as_millis() as u64,
+                "resilient: journal replay"
+            );
+            *lock(&self.inner.last_replay) = Some(rep.clone());
+            lock(&self.inner.totals).add(&rep);
+        }
+        rep
+    }
+
+    /// Reads a local session whole from the fallback. `None` when it is gone (expired).
+    async fn local_snapshot(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
+        let fb = &self.inner.fallback;
+        let Some(session) = self.on_fallback("replay_read", fb.get(id)).await? else {
+            return Ok(None);
+        };
+        let mut frames = Vec::new();
+        let mut after = 0;
+        loop {
+            let q = FrameQuery::after(after, MAX_PAGE_LIMIT);
+            let page = match self.on_fallback("replay_read", fb.frames(id, &q)).await {
+                Err(Error::NotFound { .. }) => return Ok(None),
+                r => r?,
+            };
+            after = page.next_after(after);
+            let more = page.has_more && !page.frames.is_empty();
+            frames.extend(page.frames);
+            if !more {
+                break;
+            }
+        }
+        let pending = match self.on_fallback("replay_read", fb.list_pending(id)).await {
+            Err(Error::NotFound { .. }) => return Ok(None),
+            r => r?,
+        };
+        Ok(Some(SessionRecord::new(session, frames, pending)))
+    }
+
+    /// The primary's copy of `id`, for replay decisions.
+    async fn primary_get(
+        &self,
+        id: &SessionId,
+    ) -> std::result::Result<Option<crate::Session>, Stop> {
+        match self
+            .retrying("replay_get", self.point(), || self.inner.primary.get(id))
+            .await
+        {
+            Call::Done(Ok(s)) => Ok(s),
+            Call::Done(Err(e)) => Err(Stop::primary(e)),
+            Call::Rejected => Err(Stop::other(self.refused("replay"))),
+        }
+    }
+
+    /// Copies a local session into the primary with `restore` (keeping its seqs).
+    async fn replay_local(
+        &self,
+        id: &SessionId,
+        in_doubt: bool,
+        rep: &mut ReplayReport,
+    ) -> std::result::Result<(), Stop> {
+        let mut taken = Taken::new(&self.inner.journal, id);
+        let record = match self.local_snapshot(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                // Expired (or removed) in the fallback before it could be replayed.
+                ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "expired").increment(1);
+                rep.dropped_sessions += 1;
+                taken.complete_all();
+                return self.settle(id, taken, rep);
+            }
+            Err(e) => return Err(Stop::other(e)),
+        };
+        let created_at = record.session.created_at;
+        let n = record.frames.len() as u64;
+        if in_doubt {
+            match self.primary_get(id).await? {
+                Some(p) if p.created_at == created_at => {
+                    // The earlier restore was applied.
+                    ::metrics::counter!(metrics::REPLAY_AMBIGUOUS, "outcome" => "already_applied")
+                        .increment(1);
+                    rep.ambiguous_applied += 1;
+                    return self.local_done(id, taken, n, rep).await;
+                }
+                Some(_) => return self.local_conflict(id, taken, n, rep).await,
+                None => {
+                    ::metrics::counter!(metrics::REPLAY_AMBIGUOUS, "outcome" => "not_applied")
+                        .increment(1);
+                }
+            }
+        }
+        match self
+            .once("replay_restore", self.bulk(), || {
+                self.inner.primary.restore(record)
+            })
+            .await
+        {
+            Call::Done(Ok(())) => self.local_done(id, taken, n, rep).await,
+            Call::Done(Err(Error::AlreadyExists { .. })) => match self.primary_get(id).await? {
+                Some(p) if p.created_at == created_at => self.local_done(id, taken, n, rep).await,
+                _ => self.local_conflict(id, taken, n, rep).await,
+            },
+            Call::Done(Err(e)) if retryable(&e) => {
+                // The restore may or may not have been applied.
+                lock(&self.inner.journal).set_kind(id, MarkKind::Local { in_doubt: true });
+                Err(Stop::primary(e))
+            }
+            Call::Done(Err(e)) => {
+                tracing::error!(
+                    session = %id,
+                    frames = n,
+                    error = %e,
+                    "resilient: the primary refused a session created during the outage; \
+                     it is dropped"
+                );
+                ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "refused").increment(1);
+                rep.dropped_sessions += 1;
+                rep.dropped_frames += n;
+                let _ = self.inner.fallback.delete(id).await;
+                taken.complete_all();
+                self.settle(id, taken, rep)
+            }
+            Call::Rejected => Err(Stop::other(self.refused("replay"))),
+        }
+    }
+
+    async fn local_done(
+        &self,
+        id: &SessionId,
+        mut taken: Taken<'_>,
+        frames: u64,
+        rep: &mut ReplayReport,
+    ) -> std::result::Result<(), Stop> {
+        ::metrics::counter!(metrics::REPLAYED, "kind" => "session").increment(1);
+        ::metrics::counter!(metrics::REPLAYED, "kind" => "frames").increment(frames);
+        rep.restored += 1;
+        rep.frames += frames;
+        // The primary holds it now; the fallback copy goes. A failure here only leaves an
+        // unreachable copy that expires with its TTL.
+        let _ = self
+            .on_fallback("replay_cleanup", self.inner.fallback.delete(id))
+            .await;
+        taken.complete_all();
+        self.settle(id, taken, rep)
+    }
+
+    async fn local_conflict(
+        &self,
+        id: &SessionId,
+        mut taken: Taken<'_>,
+        frames: u64,
+        rep: &mut ReplayReport,
+    ) -> std::result::Result<(), Stop> {
+        tracing::error!(
+            session = %id,
+            frames,
+            "resilient: a session created during the outage has an id the primary already \
+             holds for another session; the primary's session wins and the local copy is \
+             dropped"
+        );
+        ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "conflict").increment(1);
+        rep.conflicts += 1;
+        rep.dropped_sessions += 1;
+        rep.dropped_frames += frames;
+        let _ = self
+            .on_fallback("replay_cleanup", self.inner.fallback.delete(id))
+            .await;
+        taken.complete_all();
+        self.settle(id, taken, rep)
+    }
+
+    /// The session is fully replayed: unmark it.
+    fn settle(
+        &self,
+        id: &SessionId,
+        taken: Taken<'_>,
+        rep: &mut ReplayReport,
+    ) -> std::result::Result<(), Stop> {
+        rep.entries += taken.done;
+        rep.sessions += 1;
+        drop(taken);
+        self.with_journal(|j| j.unmark(id));
+        Ok(())
+    }
+
+    /// Applies the journaled writes of a session held by the primary.
+    async fn replay_shadow(
+        &self,
+        id: &SessionId,
+        rep: &mut ReplayReport,
+    ) -> std::result::Result<(), Stop> {
+        let mut taken = Taken::new(&self.inner.journal, id);
+        let r = self.replay_shadow_entries(id, &mut taken, rep).await;
+        rep.entries += taken.done;
+        taken.done = 0;
+        r?;
+        rep.sessions += 1;
+        drop(taken);
+        self.with_journal(|j| j.unmark(id));
+        Ok(())
+    }
+
+    async fn replay_shadow_entries(
+        &self,
+        id: &SessionId,
+        taken: &mut Taken<'_>,
+        rep: &mut ReplayReport,
+    ) -> std::result::Result<(), Stop> {
+        let mut gone = false;
+        let mut last: u64 = 0;
+        if taken
+            .entries
+            .iter()
+            .any(|e| matches!(e.op, Op::Append { .. }))
+        {
+            match self.primary_get(id).await? {
+                Some(s) => last = s.last_seq,
+                None => gone = true,
+            }
+        }
+        loop {
+            let Some(front) = taken.entries.front() else {
+                return Ok(());
+            };
+            match &front.op {
+                Op::Append {
+                    frames,
+                    provisional,
+                    ambiguous_after,
+                } => {
+                    let n = frames.len() as u64;
+                    if gone {
+                        self.drop_frames(id, n, rep);
+                        taken.complete_front();
+                        continue;
+                    }
+                    let frames = frames.clone();
+                    let provisional = provisional.clone();
+                    if let Some(after) = *ambiguous_after {
+                        match self.find_applied(id, after, &frames).await {
+                            Ok(Some(seqs)) => {
+                                ::metrics::counter!(
+                                    metrics::REPLAY_AMBIGUOUS,
+                                    "outcome" => "already_applied"
+                                )
+                                .increment(1);
+                                rep.ambiguous_applied += 1;
+                                rep.frames += n;
+                                last = last.max(seqs.last().copied().unwrap_or(last));
+                                self.map_seqs(id, &provisional, &seqs);
+                                taken.complete_front();
+                                continue;
+                            }
+                            Ok(None) => {
+                                ::metrics::counter!(
+                                    metrics::REPLAY_AMBIGUOUS,
+                                    "outcome" => "not_applied"
+                                )
+                                .increment(1);
+                            }
+                            Err(Stop {
+                                error: Error::NotFound { .. },
+                                ..
+                            }) => {
+                                gone = true;
+                                continue;
+                            }
+                            Err(stop) => return Err(stop),
+                        }
+                    }
+                    let before = last;
+                    match self
+                        .once("replay_append", self.point(), || {
+                            self.inner.primary.append_frames(id, frames)
+                        })
+                        .await
+                    {
+                        Call::Done(Ok(seqs)) => {
+                            ::metrics::counter!(metrics::REPLAYED, "kind" => "frames").increment(n);
+                            rep.frames += n;
+                            last = seqs.last().copied().unwrap_or(last);
+                            self.map_seqs(id, &provisional, &seqs);
+                            taken.complete_front();
+                        }
+                        Call::Done(Err(Error::NotFound { .. })) => gone = true,
+                        Call::Done(Err(e)) if retryable(&e) => {
+                            // Applied or not: the next attempt looks before appending.
+                            if let Some(Entry {
+                                op:
+                                    Op::Append {
+                                        ambiguous_after, ..
+                                    },
+                                ..
+                            }) = taken.entries.front_mut()
+                            {
+                                *ambiguous_after = Some(before);
+                            }
+                            return Err(Stop::primary(e));
+                        }
+                        Call::Done(Err(e)) => {
+                            tracing::error!(
+                                session = %id,
+                                frames = n,
+                                error = %e,
+                                "resilient: the primary refused frames journaled during the \
+                                 outage; they are dropped"
+                            );
+                            ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "refused")
+                                .increment(n);
+                            rep.dropped_frames += n;
+                            taken.complete_front();
+                        }
+                        Call::Rejected => return Err(Stop::other(self.refused("replay"))),
+                    }
+                }
+                Op::Touch => {
+                    if gone {
+                        taken.complete_front();
+                        continue;
+                    }
+                    match self
+                        .retrying("replay_touch", self.point(), || {
+                            self.inner.primary.touch(id)
+                        })
+                        .await
+                    {
+                        Call::Done(Ok(_)) => {
+                            ::metrics::counter!(metrics::REPLAYED, "kind" => "touch").increment(1);
+                            rep.touches += 1;
+                            taken.complete_front();
+                        }
+                        Call::Done(Err(Error::NotFound { .. })) => {
+                            gone = true;
+                            taken.complete_front();
+                        }
+                        Call::Done(Err(e)) if retryable(&e) => return Err(Stop::primary(e)),
+                        Call::Done(Err(e)) => {
+                            tracing::warn!(session = %id, error = %e, "resilient: journaled touch refused");
+                            taken.complete_front();
+                        }
+                        Call::Rejected => return Err(Stop::other(self.refused("replay"))),
+                    }
+                }
+                Op::Delete => {
+                    // Deleting is idempotent in effect, so replay may retry it.
+                    match self
+                        .retrying("replay_delete", self.point(), || {
+                            self.inner.primary.delete(id)
+                        })
+                        .await
+                    {
+                        Call::Done(Ok(_)) => {
+                            ::metrics::counter!(metrics::REPLAYED, "kind" => "delete").increment(1);
+                            rep.deletes += 1;
+                            gone = true;
+                            lock(&self.inner.seqs).forget_session(id);
+                            taken.complete_front();
+                        }
+                        Call::Done(Err(e)) if retryable(&e) => return Err(Stop::primary(e)),
+                        Call::Done(Err(e)) => {
+                            tracing::warn!(session = %id, error = %e, "resilient: journaled delete refused");
+                            taken.complete_front();
+                        }
+                        Call::Rejected => return Err(Stop::other(self.refused("replay"))),
+                    }
+                }
+                Op::Created | Op::LocalWrite => taken.complete_front(),
+            }
+        }
+    }
+
+    fn drop_frames(&self, id: &SessionId, n: u64, rep: &mut ReplayReport) {
+        tracing::warn!(
+            session = %id,
+            frames = n,
+            "resilient: frames journaled during the outage are dropped: the session no longer \
+             exists in the primary (deleted or expired elsewhere)"
+        );
+        ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "session_gone").increment(n);
+        rep.dropped_frames += n;
+    }
+
+    fn map_seqs(&self, id: &SessionId, provisional: &[u64], finals: &[u64]) {
+        let mut m = lock(&self.inner.seqs);
+        for (p, f) in provisional.iter().zip(finals) {
+            m.insert(id, *p, *f);
+        }
+    }
+
+    /// Looks for `frames` as one contiguous run among the primary's frames after `after`;
+    /// returns their seqs when found.
+    async fn find_applied(
+        &self,
+        id: &SessionId,
+        after: u64,
+        frames: &[NewFrame],
+    ) -> std::result::Result<Option<Vec<u64>>, Stop> {
+        let n = frames.len();
+        if n == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let cap = self.inner.primary.limits().max_frames_per_session + n;
+        let mut window: Vec<Frame> = Vec::new();
+        let mut cursor = after;
+        loop {
+            let q = FrameQuery::after(cursor, MAX_PAGE_LIMIT);
+            let page = match self
+                .retrying("replay_check", self.bulk(), || {
+                    self.inner.primary.frames(id, &q)
+                })
+                .await
+            {
+                Call::Done(Ok(p)) => p,
+                Call::Done(Err(e)) => return Err(Stop::primary(e)),
+                Call::Rejected => return Err(Stop::other(self.refused("replay"))),
+            };
+            cursor = page.next_after(cursor);
+            let more = page.has_more && !page.frames.is_empty();
+            window.extend(page.frames);
+            if !more || window.len() >= cap {
+                break;
+            }
+        }
+        if window.len() < n {
+            return Ok(None);
+        }
+        for start in 0..=window.len() - n {
+            if (0..n).all(|k| same(&window[start + k], &frames[k])) {
+                return Ok(Some(
+                    window[start..start + n].iter().map(|f| f.seq).collect(),
+                ));
+            }
+        }
+        Ok(None)
+    }
+}
