@@ -63,6 +63,16 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the OS random source is unavailable");
 }
 
+/// Installs rustls' ring provider as the process default when none is installed yet.
+/// reqwest is built here without a bundled provider (ring is what the Redis backend uses too),
+/// and refuses to build a client without one. Call it before building your own reqwest client
+/// in a process that uses this crate.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// A running proxy's handle, for callers that want its metrics.
 #[derive(Debug, Clone)]
 pub struct ProxyHandle {

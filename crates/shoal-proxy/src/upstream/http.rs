@@ -54,11 +54,7 @@ pub(crate) struct HttpUpstream {
 impl HttpUpstream {
     pub(crate) fn new(url: &str, timeout: Duration, max_message: usize) -> Result<Self, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("upstream URL {url:?}: {e}"))?;
-        if url.scheme() == "https" {
-            // reqwest is built without a bundled crypto provider; use ring, as the Redis
-            // backend does. Installing twice is harmless.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        crate::ensure_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))

@@ -1,0 +1,505 @@
+//! Test harness: an honest, minimal MCP Streamable HTTP server (axum), proxies on free loopback
+//! ports, and a small client.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+use serde_json::{Value, json};
+use shoal_core::SessionStore;
+use shoal_proxy::{
+    EventIdKey, ProxyConfig, UpstreamConfig,
+    sse::{SseEvent, SseParser},
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Bounds every wait in the tests; a hang fails instead of blocking CI.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub const SUPPORTED: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// What the fake upstream saw.
+#[derive(Default)]
+pub struct UpState {
+    next: u64,
+    pub sessions: HashSet<String>,
+    pub deleted: Vec<String>,
+    pub hosts: Vec<String>,
+    pub methods: Vec<String>,
+    /// Opens the gate of the `gated` tool.
+    pub gate: Arc<Notify>,
+    /// Senders of open GET streams per upstream session.
+    pub get_streams: HashMap<String, mpsc::Sender<Bytes>>,
+}
+
+#[derive(Clone)]
+pub struct Fake {
+    pub state: Arc<Mutex<UpState>>,
+    pub addr: SocketAddr,
+}
+
+impl Fake {
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn open_gate(&self) {
+        self.state.lock().unwrap().gate.notify_waiters();
+        self.state.lock().unwrap().gate.notify_one();
+    }
+
+    /// Sends a notification on the upstream GET stream of `upstream_sid`.
+    pub async fn notify_get(&self, upstream_sid: &str, n: u64) -> bool {
+        let tx = self
+            .state
+            .lock()
+            .unwrap()
+            .get_streams
+            .get(upstream_sid)
+            .cloned();
+        match tx {
+            Some(tx) => {
+                let msg = json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"n":n}}});
+                tx.send(sse_event(None, &msg)).await.is_ok()
+            }
+            None => false,
+        }
+    }
+
+    pub fn get_stream_open(&self, upstream_sid: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .get_streams
+            .contains_key(upstream_sid)
+    }
+}
+
+fn sse_event(id: Option<&str>, v: &Value) -> Bytes {
+    let mut s = String::new();
+    if let Some(id) = id {
+        s.push_str(&format!("id: {id}\n"));
+    }
+    s.push_str(&format!("data: {v}\n\n"));
+    Bytes::from(s)
+}
+
+fn json_resp(status: StatusCode, v: &Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn sse_resp(rx: mpsc::Receiver<Bytes>) -> Response {
+    let s = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let mut r = Body::from_stream(s).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+/// Starts the fake upstream on a free loopback port.
+pub async fn fake_upstream() -> Fake {
+    let state = Arc::new(Mutex::new(UpState::default()));
+    let app = Router::new()
+        .route("/mcp", any(fake_handler))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Fake { state, addr }
+}
+
+async fn fake_handler(
+    State(st): State<Arc<Mutex<UpState>>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    st.lock().unwrap().hosts.push(host);
+    let sid = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let known = |st: &Arc<Mutex<UpState>>, sid: &Option<String>| {
+        sid.as_ref()
+            .is_some_and(|s| st.lock().unwrap().sessions.contains(s))
+    };
+    match method {
+        Method::GET => {
+            if !known(&st, &sid) {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            let (tx, rx) = mpsc::channel(16);
+            st.lock()
+                .unwrap()
+                .get_streams
+                .insert(sid.clone().unwrap(), tx);
+            sse_resp(rx)
+        }
+        Method::DELETE => {
+            if !known(&st, &sid) {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            let sid = sid.unwrap();
+            let mut g = st.lock().unwrap();
+            g.sessions.remove(&sid);
+            g.deleted.push(sid);
+            StatusCode::OK.into_response()
+        }
+        Method::POST => {
+            let v: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+            };
+            let sessionless = headers
+                .get("mcp-protocol-version")
+                .is_some_and(|v| v == "2026-07-28");
+            let msgs: Vec<Value> = match &v {
+                Value::Array(a) => a.clone(),
+                other => vec![other.clone()],
+            };
+            for m in &msgs {
+                if let Some(meth) = m.get("method").and_then(Value::as_str) {
+                    st.lock().unwrap().methods.push(meth.to_owned());
+                }
+            }
+            let first = &msgs[0];
+            if first.get("method").and_then(Value::as_str) == Some("initialize") {
+                let asked = first["params"]["protocolVersion"].as_str().unwrap_or("");
+                let version = if SUPPORTED.contains(&asked) {
+                    asked
+                } else {
+                    "2025-06-18"
+                };
+                let new_sid = {
+                    let mut g = st.lock().unwrap();
+                    g.next += 1;
+                    let s = format!("up-{}", g.next);
+                    g.sessions.insert(s.clone());
+                    s
+                };
+                let resp = json!({"jsonrpc":"2.0","id":first["id"],"result":{
+                    "protocolVersion": version,
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "fake-upstream", "version": "1.0.0"}
+                }});
+                let sse = headers.get("x-test-sse-init").is_some();
+                let mut r = if sse {
+                    let (tx, rx) = mpsc::channel(4);
+                    tx.try_send(sse_event(Some("u-init"), &resp)).unwrap();
+                    drop(tx);
+                    sse_resp(rx)
+                } else {
+                    json_resp(StatusCode::OK, &resp)
+                };
+                r.headers_mut()
+                    .insert("mcp-session-id", HeaderValue::from_str(&new_sid).unwrap());
+                return r;
+            }
+            if !sessionless {
+                if sid.is_none() {
+                    return StatusCode::BAD_REQUEST.into_response();
+                }
+                if !known(&st, &sid) {
+                    return StatusCode::NOT_FOUND.into_response();
+                }
+            }
+            let requests: Vec<&Value> = msgs
+                .iter()
+                .filter(|m| m.get("method").is_some() && m.get("id").is_some())
+                .collect();
+            if requests.is_empty() {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            if v.is_array() {
+                let out: Vec<Value> = requests
+                    .iter()
+                    .map(|r| json!({"jsonrpc":"2.0","id":r["id"],"result":{}}))
+                    .collect();
+                return json_resp(StatusCode::OK, &Value::Array(out));
+            }
+            let req = requests[0];
+            let id = req["id"].clone();
+            match req["method"].as_str().unwrap_or("") {
+                "tools/list" => json_resp(
+                    StatusCode::OK,
+                    &json!({"jsonrpc":"2.0","id":id,"result":{"tools":[
+                        {"name":"echo","inputSchema":{"type":"object"}},
+                        {"name":"stream","inputSchema":{"type":"object"}},
+                        {"name":"gated","inputSchema":{"type":"object"}}
+                    ]}}),
+                ),
+                "tools/call" => {
+                    let name = req["params"]["name"].as_str().unwrap_or("");
+                    let args = req["params"]["arguments"].clone();
+                    match name {
+                        "echo" => json_resp(
+                            StatusCode::OK,
+                            &json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":
+                                format!("session={} host={}", sid.clone().unwrap_or_default(),
+                                    headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""))}]}}),
+                        ),
+                        "stream" | "gated" => {
+                            let count = args["count"].as_u64().unwrap_or(3);
+                            let before_gate = args["before_gate"].as_u64().unwrap_or(count);
+                            let gate = st.lock().unwrap().gate.clone();
+                            let (tx, rx) = mpsc::channel(64);
+                            let gated = name == "gated";
+                            tokio::spawn(async move {
+                                for i in 0..count {
+                                    if gated && i == before_gate {
+                                        gate.notified().await;
+                                    }
+                                    let n = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":i,"message":format!("event {i}")}});
+                                    if tx
+                                        .send(sse_event(Some(&format!("u{i}")), &n))
+                                        .await
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                                let done = json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":format!("done {count}")}]}});
+                                let _ = tx.send(sse_event(Some("u-final"), &done)).await;
+                            });
+                            sse_resp(rx)
+                        }
+                        _ => json_resp(
+                            StatusCode::OK,
+                            &json!({"jsonrpc":"2.0","id":id,"error":{"code":-32602,"message":"unknown tool"}}),
+                        ),
+                    }
+                }
+                "ping" => json_resp(
+                    StatusCode::OK,
+                    &json!({"jsonrpc":"2.0","id":id,"result":{}}),
+                ),
+                _ => json_resp(
+                    StatusCode::OK,
+                    &json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"method not found"}}),
+                ),
+            }
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+/// One proxy instance on a free loopback port.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub handle: shoal_proxy::ProxyHandle,
+}
+
+impl Proxy {
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful shutdown, waited for.
+    pub async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, t).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn key() -> EventIdKey {
+    EventIdKey::new(b"a shared test key, 32 bytes long".to_vec()).unwrap()
+}
+
+pub fn config(upstream: UpstreamConfig, name: &str) -> ProxyConfig {
+    let mut c = ProxyConfig::new(upstream)
+        .with_event_id_key(key())
+        .with_instance_id(name);
+    c.poll_interval = Duration::from_millis(20);
+    c.stream_lease = Duration::from_millis(900);
+    c
+}
+
+pub async fn start_proxy(cfg: ProxyConfig, store: Arc<dyn SessionStore>) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let (fut, handle) = shoal_proxy::prepare(listener, cfg, store, async move {
+        let _ = rx.await;
+    })
+    .unwrap();
+    let task = tokio::spawn(fut);
+    Proxy {
+        addr,
+        stop: Some(tx),
+        task: Some(task),
+        handle,
+    }
+}
+
+/// A minimal MCP client over reqwest.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub version: String,
+}
+
+impl Client {
+    pub fn new(version: &str) -> Self {
+        shoal_proxy::ensure_crypto_provider();
+        Client {
+            http: reqwest::Client::builder().build().unwrap(),
+            version: version.into(),
+        }
+    }
+
+    pub fn post_req(&self, url: &str, sid: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(s) = sid {
+            r = r
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", &self.version);
+        }
+        r
+    }
+
+    /// initialize + notifications/initialized; returns the proxy's session id.
+    pub async fn initialize(&self, url: &str) -> String {
+        let body = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+            "protocolVersion": self.version, "capabilities": {},
+            "clientInfo": {"name":"test-client","version":"0"}}});
+        let resp = self.post_req(url, None, &body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let sid = resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let v = read_json_or_sse(resp).await;
+        assert_eq!(v["result"]["protocolVersion"], self.version.as_str());
+        let r = self
+            .post_req(
+                url,
+                Some(&sid),
+                &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        sid
+    }
+
+    pub async fn call(&self, url: &str, sid: &str, id: u64, method: &str, params: Value) -> Value {
+        let resp = self
+            .post_req(
+                url,
+                Some(sid),
+                &json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{method}");
+        read_json_or_sse(resp).await
+    }
+}
+
+/// The response message of a JSON or SSE reply (the last SSE event that has an id field in the
+/// JSON-RPC sense).
+pub async fn read_json_or_sse(resp: reqwest::Response) -> Value {
+    let is_sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    if !is_sse {
+        return serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    }
+    let mut events = SseReader::new(resp);
+    while let Some(ev) = events.next().await {
+        if ev.data.is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        if v.get("result").is_some() || v.get("error").is_some() {
+            return v;
+        }
+    }
+    panic!("SSE stream ended without a response");
+}
+
+/// Reads SSE events from a response, bounded by [`WAIT`] per event.
+pub struct SseReader {
+    resp: reqwest::Response,
+    parser: SseParser,
+    queue: std::collections::VecDeque<SseEvent>,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        SseReader {
+            resp,
+            parser: SseParser::new(1 << 22),
+            queue: Default::default(),
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Some(ev);
+            }
+            let chunk = tokio::time::timeout(WAIT, self.resp.chunk())
+                .await
+                .expect("no SSE event in time")
+                .ok()??;
+            self.queue.extend(self.parser.push(&chunk).unwrap());
+        }
+    }
+}
