@@ -34,6 +34,7 @@ pub use id::SessionId;
 pub use limits::Limits;
 pub use memory::{MemoryStore, MemoryStoreBuilder, SweeperHandle};
 pub use session::{Session, SessionState, SessionStatus, Timestamp, Transport};
+pub use resilient::{FallbackMode, ResilienceConfig, Resilient};
 pub use store::{
     FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError, ListPage, ListQuery,
     SessionFilter, SessionRecord, SessionStore, SweepReport,
