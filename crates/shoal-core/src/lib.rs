@@ -33,8 +33,8 @@ pub use frame::{Direction, Frame, NewFrame, PendingRequest, RequestId};
 pub use id::SessionId;
 pub use limits::Limits;
 pub use memory::{MemoryStore, MemoryStoreBuilder, SweeperHandle};
-pub use session::{Session, SessionState, SessionStatus, Timestamp, Transport};
 pub use resilient::{FallbackMode, ResilienceConfig, Resilient};
+pub use session::{Session, SessionState, SessionStatus, Timestamp, Transport};
 pub use store::{
     FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError, ListPage, ListQuery,
     SessionFilter, SessionRecord, SessionStore, SweepReport,
