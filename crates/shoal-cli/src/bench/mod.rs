@@ -18,6 +18,11 @@
 //! 6. **Baseline** (unless `--no-baseline`): steps 1–2 again, same seed and plan, against
 //!    [`baseline::BaselineStore`], the original `RwLock<HashMap>` design.
 //!
+//! With a standalone Redis store, between steps 4 and 5 (while the pool exists) come the
+//! **Redis baselines** (unless `--no-redis-baseline`): each op alone through Shoal and as the
+//! same commands through raw redis-rs, raw `GET` of a blob, and `redis-benchmark` (see
+//! [`redis_baseline`]).
+//!
 //! Per-op `ops/s` is successful calls of that op per second of the timed phase's wall time
 //! (so with one mix, ops are comparable across stores, and the total is their sum).
 //!
@@ -26,6 +31,7 @@
 //! than a capped session's `first_seq` as `trimmed`, not `lost`.
 
 mod baseline;
+mod redis_baseline;
 mod report;
 mod verify;
 mod workload;
@@ -119,6 +125,10 @@ pub(crate) struct BenchArgs {
     /// Keep the sessions the bench created (ids start with `bench-<random>-`).
     #[arg(long)]
     pub(crate) keep: bool,
+
+    /// The Redis baselines.
+    #[command(flatten)]
+    pub(crate) redis: redis_baseline::RedisBaselineArgs,
 }
 
 impl BenchArgs {
@@ -160,7 +170,7 @@ impl BenchArgs {
         if self.ops == Some(0) {
             bail!("--ops must be positive");
         }
-        Ok(())
+        self.redis.validate()
     }
 
     /// The arguments (defaults filled in) as JSON.
@@ -181,6 +191,7 @@ impl BenchArgs {
             "baseline": !self.no_baseline,
             "verify": self.verify,
             "keep": self.keep,
+            "redis": self.redis.to_json(),
         })
     }
 
@@ -259,8 +270,7 @@ pub(crate) async fn run(
             }
         })
     };
-    let _ = redis;
-    let result = execute(args, store, &Progress::new(json), &stop).await;
+    let result = execute(args, store, redis, &Progress::new(json), &stop).await;
     listener.abort();
     let (report, ok) = result?;
     if json {
@@ -278,6 +288,7 @@ pub(crate) async fn run(
 async fn execute(
     args: &BenchArgs,
     store: Arc<dyn SessionStore>,
+    redis: Option<&RedisBacking>,
     progress: &Progress,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<(Report, bool)> {
@@ -331,6 +342,13 @@ async fn execute(
     progress.say(|| format!("{name}: {}", args.summary()));
     let mut alive = Vec::new();
     let outcome = run_store(args, &store, &plan, progress, true, &mut alive).await;
+    // The Redis baselines need the pool: before the clean-up.
+    let redis_report = match redis {
+        Some(r) if outcome.is_ok() && !args.redis.no_redis_baseline && !plan.stopped() => {
+            Some(redis_baseline::run(args, &store, r, &plan, progress).await)
+        }
+        _ => None,
+    };
     if args.keep {
         progress.say(|| format!("kept the sessions with ids starting {}", plan.prefix));
     } else {
@@ -347,6 +365,7 @@ async fn execute(
         }
     }
     let tested = outcome?;
+    let redis_report = redis_report.transpose().context("the Redis baselines")?;
     interrupted(&plan)?;
 
     let baseline = if args.no_baseline {
@@ -376,6 +395,7 @@ async fn execute(
         verify: tested.verify,
         errors,
         baseline_errors: BTreeMap::new(),
+        redis_baseline: redis_report,
     };
     if let Some(b) = &baseline {
         let (results, total, errors) = stats_of(&b.measured, &active)?;
@@ -590,9 +610,15 @@ mod tests {
         let store = MemoryStore::new();
         let dyn_store: Arc<dyn SessionStore> = Arc::new(store.clone());
         let a = small(&["--verify"]);
-        let (report, ok) = execute(&a, dyn_store, &Progress { enabled: false }, &no_stop())
-            .await
-            .unwrap();
+        let (report, ok) = execute(
+            &a,
+            dyn_store,
+            None,
+            &Progress { enabled: false },
+            &no_stop(),
+        )
+        .await
+        .unwrap();
         assert!(ok);
         let v = report.verify.unwrap();
         assert_eq!(
@@ -635,9 +661,15 @@ mod tests {
         let store = MemoryStore::new();
         let dyn_store: Arc<dyn SessionStore> = Arc::new(store.clone());
         let a = small(&["--keep", "--no-baseline", "--mix", "get=1"]);
-        let (report, ok) = execute(&a, dyn_store, &Progress { enabled: false }, &no_stop())
-            .await
-            .unwrap();
+        let (report, ok) = execute(
+            &a,
+            dyn_store,
+            None,
+            &Progress { enabled: false },
+            &no_stop(),
+        )
+        .await
+        .unwrap();
         assert!(ok);
         assert!(report.baseline.is_none() && report.ratios.is_none() && report.verify.is_none());
         assert_eq!(store.len(), 23);
@@ -651,9 +683,15 @@ mod tests {
         let mut limits = Limits::default();
         limits.max_sessions = 21;
         let tight: Arc<dyn SessionStore> = Arc::new(MemoryStore::builder().limits(limits).build());
-        let err = execute(&small(&[]), tight, &Progress { enabled: false }, &no_stop())
-            .await
-            .unwrap_err();
+        let err = execute(
+            &small(&[]),
+            tight,
+            None,
+            &Progress { enabled: false },
+            &no_stop(),
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("max_sessions 21"), "{err}");
     }
 
@@ -663,7 +701,7 @@ mod tests {
         limits.max_frames_per_session = 8;
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::builder().limits(limits).build());
         let a = small(&["--verify", "--no-baseline", "--mix", "append=1"]);
-        let (report, ok) = execute(&a, store, &Progress { enabled: false }, &no_stop())
+        let (report, ok) = execute(&a, store, None, &Progress { enabled: false }, &no_stop())
             .await
             .unwrap();
         let v = report.verify.unwrap();
@@ -688,7 +726,7 @@ mod tests {
         });
         let a = args(&["--sessions", "50", "--frames", "5", "--duration", "60s"]);
         let started = Instant::now();
-        let err = execute(&a, dyn_store, &Progress { enabled: false }, &stop)
+        let err = execute(&a, dyn_store, None, &Progress { enabled: false }, &stop)
             .await
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(20));
@@ -875,7 +913,7 @@ mod tests {
             appends: AtomicU64::new(0),
         });
         let a = small(&["--verify", "--no-baseline", "--mix", "append=3,get=1"]);
-        let (report, ok) = execute(&a, store, &Progress { enabled: false }, &no_stop())
+        let (report, ok) = execute(&a, store, None, &Progress { enabled: false }, &no_stop())
             .await
             .unwrap();
         assert!(!ok);

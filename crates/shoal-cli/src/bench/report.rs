@@ -212,6 +212,8 @@ pub(crate) struct Report {
     pub(crate) errors: BTreeMap<String, String>,
     /// Per op, the first error of the baseline.
     pub(crate) baseline_errors: BTreeMap<String, String>,
+    /// The Redis baselines (`null` unless the store is Redis).
+    pub(crate) redis_baseline: Option<super::redis_baseline::RedisBaselineReport>,
 }
 
 /// `1234567.8` → `1,234,568`.
@@ -412,6 +414,9 @@ pub(crate) fn render_table(r: &Report, summary: &str) -> String {
         }
         s
     };
+    if let Some(rb) = &r.redis_baseline {
+        out.push_str(&super::redis_baseline::render(rb));
+    }
     let errs = error_lines("errors: ", &r.results, &r.errors)
         + &error_lines("baseline errors: ", base, &r.baseline_errors);
     if !errs.is_empty() {
@@ -587,6 +592,7 @@ mod tests {
             }),
             errors: BTreeMap::new(),
             baseline_errors: BTreeMap::new(),
+            redis_baseline: None,
         }
     }
 

@@ -1,0 +1,487 @@
+//! The raw redis-rs baseline: the Redis commands Shoal's `get`, `touch`, `append_frame` and
+//! `create` send, issued directly through one `redis::aio::ConnectionManager` with no Shoal
+//! code in between — plus `GET` of one blob the size of a session hash, the usual design of
+//! session stores.
+//!
+//! What each op sends (see `crates/shoal-redis/src/store.rs` and `src/scripts/*.lua`):
+//!
+//! | op | round trips |
+//! |---|---|
+//! | get | `HGETALL <p>:{sid}:meta` |
+//! | touch | `EVALSHA touch` (KEYS meta, frames, requests; ARGV now, expires_at, pexpire ms) |
+//! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, the encoded-frame prefix, the frame's encoding after its seq) |
+//! | create | `EVALSHA reserve` (KEYS cap set; ARGV sid, expires_at, max sessions), then `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), then one pipeline of `ZADD` to the bucket's expiry and listing sets and the cap set |
+//!
+//! The scripts are Shoal's own files (`include_str!`), so their SHA1 is the one Shoal loads.
+//! The raw side works on copies of the bench's pool sessions (`COPY`) under its own key prefix;
+//! its frame encodings, keys and meta pairs are prepared before timing, so only building and
+//! sending the commands and reading the replies is timed.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use redis::{Script, Value, aio::ConnectionManager};
+use shoal_core::{Direction, NewFrame, SessionId, Timestamp, codec};
+
+use super::driver::{OpFn, OpFuture};
+
+/// Shoal's Lua helpers, prepended to every per-session script (as `shoal-redis` does).
+const COMMON_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/common.lua");
+const TOUCH_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/touch.lua");
+const APPEND_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/append.lua");
+const CREATE_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/create.lua");
+const RESERVE_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/reserve.lua");
+
+/// Index buckets (`shoal-redis` keys.rs; part of the storage format).
+const BUCKETS: u32 = 16;
+
+/// Shoal's index bucket of a session id: FNV-1a 32 of its bytes, modulo 16.
+pub(crate) fn bucket_of(id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % BUCKETS
+}
+
+/// Shoal's scripts, hashed once.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    /// `common.lua` + `touch.lua`.
+    pub(crate) touch: Script,
+    /// `common.lua` + `append.lua`.
+    pub(crate) append: Script,
+    /// `common.lua` + `create.lua`.
+    pub(crate) create: Script,
+    /// `reserve.lua`.
+    pub(crate) reserve: Script,
+}
+
+impl Scripts {
+    /// The scripts exactly as `shoal-redis` builds them.
+    pub(crate) fn new() -> Self {
+        let session = |body: &str| Script::new(&format!("{COMMON_LUA}\n{body}"));
+        Scripts {
+            touch: session(TOUCH_LUA),
+            append: session(APPEND_LUA),
+            create: session(CREATE_LUA),
+            reserve: Script::new(RESERVE_LUA),
+        }
+    }
+
+    /// `(name, sha1)` of every script.
+    pub(crate) fn hashes(&self) -> [(&'static str, &str); 4] {
+        [
+            ("touch", self.touch.get_hash()),
+            ("append", self.append.get_hash()),
+            ("create", self.create.get_hash()),
+            ("reserve", self.reserve.get_hash()),
+        ]
+    }
+}
+
+/// Keys of one session under `prefix`: `[meta, frames, requests]`.
+pub(crate) fn session_keys(prefix: &str, id: &str) -> [String; 3] {
+    let tag = format!("{prefix}:{{{id}}}");
+    [
+        format!("{tag}:meta"),
+        format!("{tag}:frames"),
+        format!("{tag}:requests"),
+    ]
+}
+
+/// The field/value pairs of an `HGETALL` reply (RESP2 array or RESP3 map).
+pub(crate) fn hash_pairs(v: Value) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn bytes(v: Value) -> anyhow::Result<Vec<u8>> {
+        match v {
+            Value::BulkString(b) => Ok(b),
+            Value::SimpleString(s) => Ok(s.into_bytes()),
+            other => bail!("unexpected hash item {other:?}"),
+        }
+    }
+    match v {
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((bytes(k)?, bytes(v)?));
+            }
+            Ok(out)
+        }
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(k, v)| Ok((bytes(k)?, bytes(v)?)))
+            .collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => bail!("HGETALL gave {other:?}"),
+    }
+}
+
+/// Everything the raw ops need, prepared before timing.
+#[derive(Debug)]
+pub(crate) struct RawCtx {
+    /// The one multiplexed connection.
+    pub(crate) conn: ConnectionManager,
+    /// Shoal's scripts.
+    pub(crate) scripts: Scripts,
+    /// The raw side's key prefix.
+    pub(crate) prefix: String,
+    /// Per pool session: `[meta, frames, requests]` of its raw copy.
+    pub(crate) keys: Vec<[String; 3]>,
+    /// Per pool session: the key of its blob.
+    pub(crate) blob_keys: Vec<String>,
+    /// Per pool session: the frame's encoding after its seq value.
+    pub(crate) suffixes: Vec<Vec<u8>>,
+    /// The encoded-frame bytes before the seq value.
+    pub(crate) frame_prefix: Vec<u8>,
+    /// The meta pairs `create` writes (from a session Shoal created), with the positions of
+    /// the fields that change per session.
+    pub(crate) create_pairs: CreatePairs,
+    /// Session TTL, milliseconds.
+    pub(crate) ttl_ms: u64,
+    /// Server-side TTL: TTL plus the expiry grace, milliseconds (Shoal's `pexpire_ms`).
+    pub(crate) pexpire_ms: u64,
+    /// `max_frames_per_session`.
+    pub(crate) max_frames: u64,
+    /// `max_sessions`.
+    pub(crate) max_sessions: u64,
+}
+
+/// The meta pairs of a freshly created session.
+#[derive(Debug, Clone)]
+pub(crate) struct CreatePairs {
+    /// Field/value pairs in Shoal's order.
+    pub(crate) pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Index of the `id` pair.
+    pub(crate) id: usize,
+    /// Indexes of `created_at` and `last_activity`.
+    pub(crate) now: [usize; 2],
+    /// Index of `expires_at`.
+    pub(crate) expires_at: usize,
+}
+
+impl CreatePairs {
+    /// Finds the per-session fields in `pairs`.
+    pub(crate) fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> anyhow::Result<Self> {
+        let find = |name: &str| {
+            pairs
+                .iter()
+                .position(|(k, _)| k == name.as_bytes())
+                .with_context(|| format!("the meta hash of a new session has no {name:?} field"))
+        };
+        Ok(CreatePairs {
+            id: find("id")?,
+            now: [find("created_at")?, find("last_activity")?],
+            expires_at: find("expires_at")?,
+            pairs,
+        })
+    }
+}
+
+/// The encoding of `frame` (with seq 0) split as Shoal's append sends it: the prefix up to
+/// the seq value and the bytes after it.
+pub(crate) fn split_frame(id: &SessionId, frame: NewFrame) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let bytes = codec::encode_frame(&frame.into_frame(id.clone(), 0))?;
+    // envelope, map header, "seq" as a 3-byte fixstr, then the value 0 (one byte).
+    if bytes.len() < 7 || &bytes[2..6] != b"\xa3seq" || bytes[6] != 0 {
+        bail!("the frame codec no longer starts with the seq field; update the raw baseline");
+    }
+    Ok((bytes[..6].to_vec(), bytes[7..].to_vec()))
+}
+
+/// A frame as the bench appends it (`content` of the bench's frame size).
+pub(crate) fn bench_frame(content: Vec<u8>) -> NewFrame {
+    NewFrame::new(Direction::ClientToServer, content)
+}
+
+fn now_ms() -> u64 {
+    Timestamp::now().as_millis()
+}
+
+fn err(e: redis::RedisError) -> String {
+    e.to_string()
+}
+
+/// The reply status of a per-session script (`{0, ...}` is ok).
+fn script_ok(v: &Value) -> Result<(), String> {
+    match v {
+        Value::Array(items) if matches!(items.first(), Some(Value::Int(0))) => Ok(()),
+        other => Err(format!("script replied {other:?}")),
+    }
+}
+
+/// `get`: `HGETALL meta`.
+pub(crate) fn get(ctx: &Arc<RawCtx>) -> OpFn {
+    let ctx = Arc::clone(ctx);
+    Arc::new(move |_task, _n, r| -> OpFuture {
+        let ctx = Arc::clone(&ctx);
+        Box::pin(async move {
+            let i = (r % ctx.keys.len() as u64) as usize;
+            let mut conn = ctx.conn.clone();
+            let v: Value = redis::cmd("HGETALL")
+                .arg(&ctx.keys[i][0])
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            match v {
+                Value::Array(a) if !a.is_empty() => Ok(()),
+                Value::Map(m) if !m.is_empty() => Ok(()),
+                other => Err(format!("HGETALL gave {other:?}")),
+            }
+        })
+    })
+}
+
+/// `GET` of one blob the size of a session hash.
+pub(crate) fn get_blob(ctx: &Arc<RawCtx>) -> OpFn {
+    let ctx = Arc::clone(ctx);
+    Arc::new(move |_task, _n, r| -> OpFuture {
+        let ctx = Arc::clone(&ctx);
+        Box::pin(async move {
+            let i = (r % ctx.blob_keys.len() as u64) as usize;
+            let mut conn = ctx.conn.clone();
+            let v: Value = redis::cmd("GET")
+                .arg(&ctx.blob_keys[i])
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            match v {
+                Value::BulkString(b) if !b.is_empty() => Ok(()),
+                other => Err(format!("GET gave {other:?}")),
+            }
+        })
+    })
+}
+
+/// `touch`: `EVALSHA touch`.
+pub(crate) fn touch(ctx: &Arc<RawCtx>) -> OpFn {
+    let ctx = Arc::clone(ctx);
+    Arc::new(move |_task, _n, r| -> OpFuture {
+        let ctx = Arc::clone(&ctx);
+        Box::pin(async move {
+            let i = (r % ctx.keys.len() as u64) as usize;
+            let now = now_ms();
+            let mut inv = ctx.scripts.touch.prepare_invoke();
+            for k in &ctx.keys[i] {
+                inv.key(k);
+            }
+            inv.arg(now.to_string())
+                .arg((now + ctx.ttl_ms).to_string())
+                .arg(ctx.pexpire_ms.to_string());
+            let mut conn = ctx.conn.clone();
+            let v: Value = inv.invoke_async(&mut conn).await.map_err(err)?;
+            script_ok(&v)
+        })
+    })
+}
+
+/// `append_frame`: `EVALSHA append` with one frame.
+pub(crate) fn append(ctx: &Arc<RawCtx>) -> OpFn {
+    let ctx = Arc::clone(ctx);
+    Arc::new(move |_task, _n, r| -> OpFuture {
+        let ctx = Arc::clone(&ctx);
+        Box::pin(async move {
+            let i = (r % ctx.keys.len() as u64) as usize;
+            let now = now_ms();
+            let mut inv = ctx.scripts.append.prepare_invoke();
+            for k in &ctx.keys[i] {
+                inv.key(k);
+            }
+            inv.arg(now.to_string())
+                .arg((now + ctx.ttl_ms).to_string())
+                .arg(ctx.pexpire_ms.to_string())
+                .arg(ctx.max_frames.to_string())
+                .arg(&ctx.frame_prefix[..])
+                .arg(&ctx.suffixes[i][..]);
+            let mut conn = ctx.conn.clone();
+            let v: Value = inv.invoke_async(&mut conn).await.map_err(err)?;
+            script_ok(&v)
+        })
+    })
+}
+
+/// `create`: reserve, create script, index pipeline; session ids `<tag><task>-<n>`.
+pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
+    let ctx = Arc::clone(ctx);
+    let tag: Arc<str> = Arc::from(tag);
+    Arc::new(move |task, n, _r| -> OpFuture {
+        let ctx = Arc::clone(&ctx);
+        let tag = Arc::clone(&tag);
+        Box::pin(async move {
+            let id = format!("{tag}{task}-{n}");
+            let now = now_ms();
+            let expires = now + ctx.ttl_ms;
+            let mut conn = ctx.conn.clone();
+            let cap = format!("{}:idx:{{cap}}:live", ctx.prefix);
+            let mut reserve = ctx.scripts.reserve.prepare_invoke();
+            reserve
+                .key(&cap)
+                .arg(&id)
+                .arg(expires)
+                .arg(ctx.max_sessions.min(i64::MAX as u64));
+            let v: Value = reserve.invoke_async(&mut conn).await.map_err(err)?;
+            if v != Value::Int(1) {
+                return Err(format!("reserve replied {v:?}"));
+            }
+            let keys = session_keys(&ctx.prefix, &id);
+            let p = &ctx.create_pairs;
+            let now_s = now.to_string();
+            let exp_s = expires.to_string();
+            let mut inv = ctx.scripts.create.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(&now_s).arg(ctx.pexpire_ms.to_string());
+            for (j, (k, v)) in p.pairs.iter().enumerate() {
+                inv.arg(&k[..]);
+                if j == p.id {
+                    inv.arg(&id);
+                } else if p.now.contains(&j) {
+                    inv.arg(&now_s);
+                } else if j == p.expires_at {
+                    inv.arg(&exp_s);
+                } else {
+                    inv.arg(&v[..]);
+                }
+            }
+            let v: Value = inv.invoke_async(&mut conn).await.map_err(err)?;
+            script_ok(&v)?;
+            let b = bucket_of(&id);
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            pipe.cmd("ZADD")
+                .arg(format!("{}:idx:{{b{b:02}}}:expiry", ctx.prefix))
+                .arg(expires)
+                .arg(&id);
+            pipe.cmd("ZADD")
+                .arg(format!("{}:idx:{{b{b:02}}}:all", ctx.prefix))
+                .arg(0)
+                .arg(&id);
+            pipe.cmd("ZADD").arg(&cap).arg(expires).arg(&id);
+            let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(err)?;
+            match replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
+                Some(e) => Err(format!("index write failed: {e:?}")),
+                None => Ok(()),
+            }
+        })
+    })
+}
+
+/// Deletes every key under `prefix:` (SCAN + UNLINK, bounded by the keyspace).
+pub(crate) async fn delete_prefix(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+) -> anyhow::Result<u64> {
+    let pattern = format!("{prefix}:*");
+    let mut cursor: u64 = 0;
+    let mut deleted = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .context("cleaning up the raw baseline's keys (SCAN)")?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(conn)
+                .await
+                .context("cleaning up the raw baseline's keys (UNLINK)")?;
+            deleted += n;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// Opens the raw side's connection with the knobs Shoal's own connection has (connection
+/// and response timeouts, retries), so only the Shoal layer differs.
+pub(crate) async fn connect(
+    config: &shoal_redis::RedisConfig,
+) -> anyhow::Result<ConnectionManager> {
+    let client = match &config.tls_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the redis TLS CA file {}", path.display()))?;
+            redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+        None => redis::Client::open(config.url.as_str()),
+    }
+    .context("the raw baseline cannot use the store URL")?;
+    let mgr = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout))
+        .set_number_of_retries(config.reconnect_retries)
+        .set_max_delay(Duration::from_secs(1));
+    tokio::time::timeout(
+        config.connect_timeout + config.response_timeout,
+        ConnectionManager::new_with_config(client, mgr),
+    )
+    .await
+    .context("the raw baseline could not connect in time")?
+    .context("the raw baseline could not connect")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_match_shoal_redis() {
+        // The values shoal-redis pins in its own tests.
+        assert_eq!(bucket_of(""), 0x811c_9dc5 % 16);
+        assert_eq!(bucket_of("a"), 0xe40c_292c % 16);
+    }
+
+    #[test]
+    fn frames_split_around_the_seq() {
+        let id = SessionId::new("abc").unwrap();
+        let (prefix, suffix) = split_frame(&id, bench_frame(vec![b'x'; 256])).unwrap();
+        assert_eq!(&prefix[2..], b"\xa3seq");
+        let mut whole = prefix.clone();
+        whole.push(7);
+        whole.extend_from_slice(&suffix);
+        let frame = codec::decode_frame(&id, &whole).unwrap();
+        assert_eq!(frame.seq, 7);
+        assert_eq!(frame.content.len(), 256);
+    }
+
+    #[test]
+    fn create_pairs_find_the_per_session_fields() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = [
+            ("transport", "http"),
+            ("id", "x"),
+            ("created_at", "1"),
+            ("last_activity", "1"),
+            ("expires_at", "2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+        let p = CreatePairs::new(pairs.clone()).unwrap();
+        assert_eq!((p.id, p.now, p.expires_at), (1, [2, 3], 4));
+        assert!(CreatePairs::new(pairs[..2].to_vec()).is_err());
+    }
+
+    #[test]
+    fn scripts_are_shoal_redis_files() {
+        let s = Scripts::new();
+        assert!(COMMON_LUA.contains("local function check_live"));
+        assert!(APPEND_LUA.contains("HINCRBY"));
+        let hashes = s.hashes();
+        assert!(hashes.iter().all(|(_, h)| h.len() == 40));
+    }
+}
