@@ -299,6 +299,14 @@ impl RedisStore {
         RedisSweeper { task }
     }
 
+    /// One `HMGET` of `fields` on the session's meta hash (the cache's cheap version check,
+    /// see `invalidation.rs`); one value per field, `Nil` where absent.
+    pub(crate) async fn meta_fields(&self, id: &SessionId, fields: &[&str]) -> Result<Vec<Value>> {
+        let mut c = redis::cmd("HMGET");
+        c.arg(self.inner.keys.meta(id)).arg(fields);
+        Ok(array(self.inner.cmd("stamp", Some(id), c).await?).unwrap_or_default())
+    }
+
     /// Writes pending counter increments and reads the counters.
     pub async fn metrics(&self) -> Result<RedisMetrics> {
         self.inner.flush_metrics().await?;
