@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# End-to-end tests of `shoal-proxy` with real MCP software from the package registries:
+# the reference server (@modelcontextprotocol/server-everything), the official TypeScript SDK
+# client and the Python `mcp` client, through two proxy instances sharing one real Redis;
+# a stdio upstream restored on the second instance; the conformance suite direct vs proxied.
+#
+# Installs into target/e2e-cache (reused between runs). When a registry cannot be reached the
+# affected part is SKIPPED with a message (exit 0). Every step is bounded by `timeout`.
+# Usage: crates/shoal-proxy/tests/e2e/run.sh [--no-conformance]
+set -uo pipefail
+E2E=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$E2E/../../../.." && pwd)
+CACHE="$ROOT/target/e2e-cache"
+LOG="$CACHE/logs"
+mkdir -p "$CACHE/npm" "$LOG"
+CONFORMANCE=1
+[ "${1:-}" = "--no-conformance" ] && CONFORMANCE=0
+
+passed=0; failed=0; skipped=0
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+note() { echo "e2e: $*" >&2; }
+pass() { passed=$((passed + 1)); echo "PASS $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL $*"; }
+skip() { skipped=$((skipped + 1)); echo "SKIP $*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() { # host:port within 30 s
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+summary() {
+  echo "e2e: $passed passed, $failed failed, $skipped skipped"
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+  exit $?
+}
+# Reads "ok …" / "FAIL …" lines of a client's output into the counters.
+tally() {
+  local out=$1 rc=$2 name=$3
+  while IFS= read -r line; do
+    case "$line" in
+      "ok "*) pass "$name: ${line#ok }" ;;
+      "FAIL "*) fail "$name: ${line#FAIL }" ;;
+    esac
+  done < "$out"
+  if [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' "$out"; then fail "$name: exited $rc (see $out)"; fi
+}
+
+# ---- install
+command -v node >/dev/null || { skip "node is not installed"; summary; }
+NPM_PKGS=(@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/sdk@1.32.2)
+if [ ! -f "$CACHE/npm/.done-v1" ]; then
+  note "npm install ${NPM_PKGS[*]} (into target/e2e-cache/npm)"
+  if (cd "$CACHE/npm" && [ -f package.json ] || echo '{"private":true}' > package.json) &&
+     timeout 300 npm install --prefix "$CACHE/npm" --no-audit --no-fund --loglevel=error "${NPM_PKGS[@]}" > "$LOG/npm.log" 2>&1; then
+    touch "$CACHE/npm/.done-v1"
+  else
+    skip "npm registry unreachable or install failed (see $LOG/npm.log): real-software tests not run"
+    summary
+  fi
+fi
+NM="$CACHE/npm/node_modules"
+EVERYTHING="$NM/@modelcontextprotocol/server-everything/dist/index.js"
+
+note "building the proxy"
+if ! (cd "$ROOT" && timeout 900 cargo build -q -p shoal-proxy --example proxy) > "$LOG/build.log" 2>&1; then
+  fail "cargo build (see $LOG/build.log)"; summary
+fi
+BIN="$ROOT/target/debug/examples/proxy"
+[ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/debug/examples/proxy"
+
+command -v redis-server >/dev/null || { skip "redis-server is not installed"; summary; }
+RP=$(free_port)
+redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no > "$LOG/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$RP" || { fail "redis-server did not start"; summary; }
+STORE="redis://127.0.0.1:$RP"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$CACHE/key"
+
+start_proxy() { # name upstream -> sets PROXY_PID, PROXY_URL
+  local name=$1 upstream=$2 port
+  port=$(free_port)
+  "$BIN" --listen "127.0.0.1:$port" --upstream "$upstream" --store "$STORE" \
+    --key-file "$CACHE/key" --instance "$name" --lease-ms 2000 > "$LOG/proxy-$name.log" 2>&1 &
+  PROXY_PID=$!
+  pids+=($PROXY_PID)
+  wait_port "$port" || fail "proxy $name did not start (see $LOG/proxy-$name.log)"
+  PROXY_URL="http://127.0.0.1:$port/mcp"
+}
+
+# ---- HTTP upstream: the reference server
+SP=$(free_port)
+PORT=$SP node --require "$E2E/loopback.cjs" "$EVERYTHING" streamableHttp > "$LOG/everything.log" 2>&1 &
+pids+=($!)
+wait_port "$SP" || { fail "server-everything did not start (see $LOG/everything.log)"; summary; }
+UP="http://127.0.0.1:$SP/mcp"
+
+start_proxy a "$UP"; PID_A=$PROXY_PID; URL_A=$PROXY_URL
+start_proxy b "$UP"; URL_B=$PROXY_URL
+
+cp "$E2E"/*.mjs "$CACHE/npm/"
+note "TypeScript SDK client"
+(cd "$CACHE/npm" && URL_A=$URL_A URL_B=$URL_B PID_A=$PID_A timeout 180 node ts_client.mjs) > "$LOG/ts_client.out" 2>&1
+tally "$LOG/ts_client.out" $? "ts-sdk"
+
+# Proxy A was killed by the TS client; start a fresh pair for the Python client.
+start_proxy c "$UP"; URL_C=$PROXY_URL
+start_proxy d "$UP"; PID_D=$PROXY_PID; URL_D=$PROXY_URL
+
+# ---- Python client
+PY="$CACHE/py/bin/python"
+if [ ! -f "$CACHE/py/.done-v1" ]; then
+  note "pip install mcp (into target/e2e-cache/py)"
+  if timeout 300 python3 -m venv "$CACHE/py" > "$LOG/pip.log" 2>&1 &&
+     timeout 300 "$CACHE/py/bin/pip" install -q "mcp==2.3.0" >> "$LOG/pip.log" 2>&1; then
+    touch "$CACHE/py/.done-v1"
+  fi
+fi
+if [ -f "$CACHE/py/.done-v1" ]; then
+  note "Python SDK client"
+  URL_A=$URL_C URL_B=$URL_D PID_B=$PID_D timeout 180 "$PY" "$E2E/py_client.py" > "$LOG/py_client.out" 2>&1
+  tally "$LOG/py_client.out" $? "python-sdk"
+else
+  skip "PyPI unreachable or pip failed (see $LOG/pip.log): Python client not run"
+fi
+
+# ---- stdio upstream restored on the second instance
+start_proxy s1 "stdio:node $EVERYTHING stdio"; URL_S1=$PROXY_URL
+start_proxy s2 "stdio:node $EVERYTHING stdio"; URL_S2=$PROXY_URL
+note "stdio upstream"
+(cd "$CACHE/npm" && URL_A=$URL_S1 URL_B=$URL_S2 timeout 180 node ts_stdio.mjs) > "$LOG/ts_stdio.out" 2>&1
+tally "$LOG/ts_stdio.out" $? "stdio"
+
+# ---- conformance suite: direct vs through the proxy
+if [ "$CONFORMANCE" -eq 1 ]; then
+  "$E2E/conformance.sh" "$UP" "$URL_C" "$CACHE" "$LOG" > "$LOG/conformance.out" 2>&1
+  rc=$?
+  cat "$LOG/conformance.out" | grep -E '^(PASS|FAIL|SKIP) ' || true
+  case $rc in
+    0) pass "conformance: same score through the proxy as direct ($(grep '^score' "$LOG/conformance.out" | tr '\n' ' '))" ;;
+    3) skip "conformance suite not installable (see $LOG/conformance.out)" ;;
+    *) fail "conformance: scores differ or the suite failed (see $LOG/conformance.out)" ;;
+  esac
+fi
+summary
