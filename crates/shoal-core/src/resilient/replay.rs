@@ -287,12 +287,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             }
             Err(e) => return Err(Stop::other(e)),
         };
-        let created_at = record.session.created_at;
         let n = record.frames.len() as u64;
-        if in_doubt {
+        // Only a restore that failed without an answer can have left our copy in the
+        // primary; for any other session an existing id is someone else's.
+        let ours = if in_doubt {
             match self.primary_get(id).await? {
-                Some(p) if p.created_at == created_at => {
-                    // The earlier restore was applied.
+                Some(p) if self.is_our_copy(id, &p, &record).await? => {
                     ::metrics::counter!(metrics::REPLAY_AMBIGUOUS, "outcome" => "already_applied")
                         .increment(1);
                     rep.ambiguous_applied += 1;
@@ -302,9 +302,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 None => {
                     ::metrics::counter!(metrics::REPLAY_AMBIGUOUS, "outcome" => "not_applied")
                         .increment(1);
+                    Some(record.clone())
                 }
             }
-        }
+        } else {
+            None
+        };
         match self
             .once("replay_restore", self.bulk(), || {
                 self.inner.primary.restore(record)
@@ -312,10 +315,21 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             .await
         {
             Call::Done(Ok(())) => self.local_done(id, taken, n, rep).await,
-            Call::Done(Err(Error::AlreadyExists { .. })) => match self.primary_get(id).await? {
-                Some(p) if p.created_at == created_at => self.local_done(id, taken, n, rep).await,
-                _ => self.local_conflict(id, taken, n, rep).await,
-            },
+            Call::Done(Err(Error::AlreadyExists { .. })) => {
+                // Our earlier restore may have landed between the check and this one.
+                let landed = match &ours {
+                    Some(copy) => match self.primary_get(id).await? {
+                        Some(p) => self.is_our_copy(id, &p, copy).await?,
+                        None => false,
+                    },
+                    None => false,
+                };
+                if landed {
+                    self.local_done(id, taken, n, rep).await
+                } else {
+                    self.local_conflict(id, taken, n, rep).await
+                }
+            }
             Call::Done(Err(e)) if retryable(&e) => {
                 // The restore may or may not have been applied.
                 lock(&self.inner.journal).set_kind(id, MarkKind::Local { in_doubt: true });
@@ -336,6 +350,37 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 taken.complete_all();
                 self.settle(id, taken, rep)
             }
+            Call::Rejected => Err(Stop::other(self.refused("replay"))),
+        }
+    }
+
+    /// Whether the primary's session `p` is the copy an earlier, unanswered restore of
+    /// `record` wrote: same creation time and transport, at least as far in seqs, and the
+    /// restored frames at the start of its retained frames.
+    async fn is_our_copy(
+        &self,
+        id: &SessionId,
+        p: &crate::Session,
+        record: &SessionRecord,
+    ) -> std::result::Result<bool, Stop> {
+        let s = &record.session;
+        if p.created_at != s.created_at || p.transport != s.transport || p.last_seq < s.last_seq {
+            return Ok(false);
+        }
+        let want = record.frames.len().min(MAX_PAGE_LIMIT);
+        if want == 0 {
+            return Ok(true);
+        }
+        let q = FrameQuery::after(s.first_seq.saturating_sub(1), want);
+        match self
+            .retrying("replay_check", self.bulk(), || {
+                self.inner.primary.frames(id, &q)
+            })
+            .await
+        {
+            Call::Done(Ok(page)) => Ok(page.frames.len() == want
+                && page.frames.iter().zip(&record.frames).all(|(a, b)| a == b)),
+            Call::Done(Err(e)) => Err(Stop::primary(e)),
             Call::Rejected => Err(Stop::other(self.refused("replay"))),
         }
     }
