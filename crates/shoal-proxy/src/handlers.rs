@@ -159,11 +159,11 @@ async fn session_of(inner: &Inner, headers: &HeaderMap) -> Result<Arc<Live>, Res
         Err(LoadError::NotFound) => return Err(not_found()),
         Err(LoadError::Failed(e)) => return Err(unavailable(&e)),
     };
-    if let Some(owner) = &live.principal {
-        if principal(inner, headers).as_deref() != Some(owner.as_str()) {
-            tracing::debug!(session = %id, "request from another principal refused");
-            return Err(not_found());
-        }
+    if let Some(owner) = &live.principal
+        && principal(inner, headers).as_deref() != Some(owner.as_str())
+    {
+        tracing::debug!(session = %id, "request from another principal refused");
+        return Err(not_found());
     }
     if let Some(v) = headers.get(h::PROTOCOL_VERSION) {
         let ok = v.to_str().is_ok_and(|v| {
@@ -225,7 +225,7 @@ async fn post(inner: Arc<Inner>, headers: HeaderMap, body: Bytes) -> Response {
         return refuse(StatusCode::BAD_REQUEST, -32700, "Parse error");
     };
     let kinds = parsed.kinds();
-    if kinds.iter().any(|k| *k == MessageKind::Invalid) {
+    if kinds.contains(&MessageKind::Invalid) {
         return refuse(
             StatusCode::BAD_REQUEST,
             -32600,

@@ -49,10 +49,7 @@ impl SseParser {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        loop {
-            let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                break;
-            };
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
             let ends_with_cr = self.buf[pos] == b'\r';
             if ends_with_cr && pos + 1 == self.buf.len() {
                 // A lone `\r` at the end: wait to see whether `\n` follows.

@@ -110,10 +110,10 @@ impl Inner {
                 Ok(live.clone())
             }
             Err(e) => {
-                if let Ok(mut map) = self.sessions.lock() {
-                    if map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                        map.remove(id);
-                    }
+                if let Ok(mut map) = self.sessions.lock()
+                    && map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell))
+                {
+                    map.remove(id);
                 }
                 Err(e)
             }
@@ -163,15 +163,15 @@ impl Inner {
                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
                     continue;
                 };
-                if let MessageKind::Response { id: Some(id) } = classify(&v) {
-                    if crate::protocol::id_to_json(&id) == Value::from(rid.clone()) {
-                        if v.get("result").is_some() {
-                            return Ok(());
-                        }
-                        return Err(LoadError::Failed(
-                            "stdio restore: initialize was refused".into(),
-                        ));
+                if let MessageKind::Response { id: Some(id) } = classify(&v)
+                    && crate::protocol::id_to_json(&id) == rid.clone()
+                {
+                    if v.get("result").is_some() {
+                        return Ok(());
                     }
+                    return Err(LoadError::Failed(
+                        "stdio restore: initialize was refused".into(),
+                    ));
                 }
             }
             Err(LoadError::Failed(
@@ -200,10 +200,10 @@ impl Inner {
     /// Forgets a session (deleted or expired elsewhere); stops its stdio server.
     pub(crate) fn evict(&self, id: &SessionId) {
         let cell = self.sessions.lock().ok().and_then(|mut m| m.remove(id));
-        if let Some(live) = cell.as_ref().and_then(|c| c.get()) {
-            if let Some(p) = &live.stdio {
-                p.kill();
-            }
+        if let Some(live) = cell.as_ref().and_then(|c| c.get())
+            && let Some(p) = &live.stdio
+        {
+            p.kill();
         }
     }
 

@@ -385,11 +385,11 @@ pub(crate) async fn follow(
                     return;
                 }
                 inner.metrics.sse_replayed.fetch_add(1, Relaxed);
-                if let Some(aw) = &mut awaiting {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&f.content) {
-                        for id in response_ids(&v) {
-                            aw.remove(&id);
-                        }
+                if let Some(aw) = &mut awaiting
+                    && let Ok(v) = serde_json::from_slice::<Value>(&f.content)
+                {
+                    for id in response_ids(&v) {
+                        aw.remove(&id);
                     }
                 }
             }

@@ -210,10 +210,10 @@ impl StdioProc {
 
     /// Stops the server.
     pub(crate) fn kill(&self) {
-        if let Ok(mut c) = self.child.lock() {
-            if let Some(mut child) = c.take() {
-                let _ = child.start_kill();
-            }
+        if let Ok(mut c) = self.child.lock()
+            && let Some(mut child) = c.take()
+        {
+            let _ = child.start_kill();
         }
     }
 }
