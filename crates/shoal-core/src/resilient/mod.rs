@@ -78,7 +78,7 @@
 //! - Frames of a **local** session keep their seqs: replay copies the session with `restore`,
 //!   which keeps seqs, so event ids issued during the outage stay valid.
 //! - Frames appended during the outage to a session **held by the primary** get provisional
-//!   seqs above [`PROVISIONAL_SEQ_BASE`] (2^52, unique on this instance), because only the
+//!   seqs in `2^52 + 1 .. 2^53` ([`is_provisional`]; unique on this instance), because only the
 //!   primary can assign the final ones. After replay, [`Resilient::resolve_seq`] maps a
 //!   provisional seq to its final seq, and `frames(after_seq = provisional)` /
 //!   `delete_frames(through = provisional)` translate it automatically while the mapping is
@@ -140,7 +140,7 @@ pub use config::{
 };
 pub use monitor::{MonitorHandle, ProbeReport};
 pub use replay::ReplayReport;
-pub use seqmap::{PROVISIONAL_SEQ_BASE, is_provisional};
+pub use seqmap::{PROVISIONAL_SEQ_BASE, PROVISIONAL_SEQ_END, is_provisional};
 
 use self::{
     breaker::{Breaker, Outcome, Ticket, Transition},

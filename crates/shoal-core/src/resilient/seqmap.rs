@@ -10,9 +10,14 @@ use crate::SessionId;
 /// 2^53 so they stay exact in JavaScript and Lua numbers.
 pub const PROVISIONAL_SEQ_BASE: u64 = 1 << 52;
 
-/// Whether `seq` is a provisional seq (handed out during an outage).
+/// Provisional seqs stay below this value (2^53); larger seqs (e.g. `u64::MAX` as "after
+/// everything") are never treated as provisional.
+pub const PROVISIONAL_SEQ_END: u64 = 1 << 53;
+
+/// Whether `seq` is a provisional seq (handed out during an outage): in
+/// `PROVISIONAL_SEQ_BASE + 1 .. PROVISIONAL_SEQ_END`.
 pub fn is_provisional(seq: u64) -> bool {
-    seq > PROVISIONAL_SEQ_BASE
+    seq > PROVISIONAL_SEQ_BASE && seq < PROVISIONAL_SEQ_END
 }
 
 /// Bounded map from `(session, provisional seq)` to final seq; the oldest mappings are
@@ -90,5 +95,7 @@ mod tests {
         assert!(is_provisional(p + 1));
         assert!(!is_provisional(p));
         assert!(!is_provisional(12));
+        assert!(!is_provisional(u64::MAX));
+        assert!(!is_provisional(PROVISIONAL_SEQ_END));
     }
 }
