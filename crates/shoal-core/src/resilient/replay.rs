@@ -130,6 +130,12 @@ impl<'a> Taken<'a> {
         }
     }
 
+    fn complete(&mut self, n: usize) {
+        for _ in 0..n {
+            self.complete_front();
+        }
+    }
+
     fn complete_all(&mut self) {
         let n = self.entries.len();
         let bytes: usize = self.entries.iter().map(|e| e.bytes).sum();
@@ -145,6 +151,57 @@ impl Drop for Taken<'_> {
             let rest: Vec<Entry> = self.entries.drain(..).collect();
             lock(self.journal).put_back(&self.id, rest);
         }
+    }
+}
+
+/// Most frames one replayed append carries.
+const MAX_BATCH_FRAMES: usize = 256;
+/// Most frame bytes one replayed append carries (a larger single entry still goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Consecutive journaled appends at the front, replayed as one `append_frames` (one round
+/// trip, one atomic script). An in-doubt batch is exactly the entries marked with the same
+/// `ambiguous_after`, so a retry looks for and re-sends the very same run of frames.
+struct Batch {
+    entries: usize,
+    frames: Vec<NewFrame>,
+    provisional: Vec<u64>,
+    ambiguous_after: Option<u64>,
+}
+
+impl Batch {
+    fn from_front(entries: &VecDeque<Entry>) -> Self {
+        let mut b = Batch {
+            entries: 0,
+            frames: Vec::new(),
+            provisional: Vec::new(),
+            ambiguous_after: None,
+        };
+        let mut bytes = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let Op::Append {
+                frames,
+                provisional,
+                ambiguous_after,
+            } = &e.op
+            else {
+                break;
+            };
+            if i == 0 {
+                b.ambiguous_after = *ambiguous_after;
+            } else if *ambiguous_after != b.ambiguous_after
+                || (b.ambiguous_after.is_none()
+                    && (b.frames.len() + frames.len() > MAX_BATCH_FRAMES
+                        || bytes + e.bytes > MAX_BATCH_BYTES))
+            {
+                break;
+            }
+            b.entries += 1;
+            bytes += e.bytes;
+            b.frames.extend(frames.iter().cloned());
+            b.provisional.extend(provisional.iter().copied());
+        }
+        b
     }
 }
 
@@ -484,21 +541,16 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 return Ok(());
             };
             match &front.op {
-                Op::Append {
-                    frames,
-                    provisional,
-                    ambiguous_after,
-                } => {
-                    let n = frames.len() as u64;
+                Op::Append { .. } => {
+                    let batch = Batch::from_front(&taken.entries);
+                    let n = batch.frames.len() as u64;
                     if gone {
                         self.drop_frames(id, n, rep);
-                        taken.complete_front();
+                        taken.complete(batch.entries);
                         continue;
                     }
-                    let frames = frames.clone();
-                    let provisional = provisional.clone();
-                    if let Some(after) = *ambiguous_after {
-                        match self.find_applied(id, after, &frames).await {
+                    if let Some(after) = batch.ambiguous_after {
+                        match self.find_applied(id, after, &batch.frames).await {
                             Ok(Some(seqs)) => {
                                 ::metrics::counter!(
                                     metrics::REPLAY_AMBIGUOUS,
@@ -508,8 +560,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                                 rep.ambiguous_applied += 1;
                                 rep.frames += n;
                                 last = last.max(seqs.last().copied().unwrap_or(last));
-                                self.map_seqs(id, &provisional, &seqs);
-                                taken.complete_front();
+                                self.map_seqs(id, &batch.provisional, &seqs);
+                                taken.complete(batch.entries);
                                 continue;
                             }
                             Ok(None) => {
@@ -530,6 +582,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                         }
                     }
                     let before = last;
+                    let frames = batch.frames;
                     match self
                         .once("replay_append", self.point(), || {
                             self.inner.primary.append_frames(id, frames)
@@ -540,21 +593,20 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                             ::metrics::counter!(metrics::REPLAYED, "kind" => "frames").increment(n);
                             rep.frames += n;
                             last = seqs.last().copied().unwrap_or(last);
-                            self.map_seqs(id, &provisional, &seqs);
-                            taken.complete_front();
+                            self.map_seqs(id, &batch.provisional, &seqs);
+                            taken.complete(batch.entries);
                         }
                         Call::Done(Err(Error::NotFound { .. })) => gone = true,
                         Call::Done(Err(e)) if retryable(&e) => {
-                            // Applied or not: the next attempt looks before appending.
-                            if let Some(Entry {
-                                op:
-                                    Op::Append {
-                                        ambiguous_after, ..
-                                    },
-                                ..
-                            }) = taken.entries.front_mut()
-                            {
-                                *ambiguous_after = Some(before);
+                            // Applied or not: the next attempt looks for exactly this batch
+                            // after `before` before appending it again.
+                            for entry in taken.entries.iter_mut().take(batch.entries) {
+                                if let Op::Append {
+                                    ambiguous_after, ..
+                                } = &mut entry.op
+                                {
+                                    *ambiguous_after = Some(before);
+                                }
                             }
                             return Err(Stop::primary(e));
                         }
@@ -569,7 +621,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                             ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "refused")
                                 .increment(n);
                             rep.dropped_frames += n;
-                            taken.complete_front();
+                            taken.complete(batch.entries);
                         }
                         Call::Rejected => return Err(Stop::other(self.refused("replay"))),
                     }
@@ -693,5 +745,59 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Direction;
+
+    fn append(n: usize, marker: Option<u64>) -> Entry {
+        Entry {
+            op: Op::Append {
+                frames: (0..n)
+                    .map(|i| NewFrame::new(Direction::ClientToServer, format!("f{i}")))
+                    .collect(),
+                provisional: (0..n as u64).collect(),
+                ambiguous_after: marker,
+            },
+            bytes: 2 * n,
+        }
+    }
+
+    #[test]
+    fn batches_join_consecutive_appends_with_the_same_marker_within_caps() {
+        let q: VecDeque<Entry> = vec![
+            append(2, None),
+            append(3, None),
+            Entry {
+                op: Op::Touch,
+                bytes: 0,
+            },
+            append(1, None),
+        ]
+        .into();
+        let b = Batch::from_front(&q);
+        assert_eq!((b.entries, b.frames.len(), b.provisional.len()), (2, 5, 5));
+        assert_eq!(b.ambiguous_after, None);
+
+        // An in-doubt batch is exactly the marked run, never extended by newer entries.
+        let q: VecDeque<Entry> =
+            vec![append(2, Some(7)), append(1, Some(7)), append(4, None)].into();
+        let b = Batch::from_front(&q);
+        assert_eq!(
+            (b.entries, b.frames.len(), b.ambiguous_after),
+            (2, 3, Some(7))
+        );
+
+        let q: VecDeque<Entry> = vec![append(200, None), append(100, None)].into();
+        assert_eq!(Batch::from_front(&q).entries, 1, "frame cap");
+        let q: VecDeque<Entry> = vec![append(300, None)].into();
+        assert_eq!(
+            Batch::from_front(&q).frames.len(),
+            300,
+            "one entry always goes"
+        );
     }
 }
