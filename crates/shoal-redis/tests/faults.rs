@@ -11,6 +11,7 @@
 //! | `connection_resets` | `CLIENT KILL TYPE normal` every 250 ms for 3 s |
 //! | `proxy_blackhole` | the TCP proxy black-holes every byte for 3 s |
 //! | `proxy_cut_replies` | the TCP proxy cuts every reply mid-way for 3 s |
+//! | `proxy_flapping` | reply cuts on and off every 700 ms for 6 s (interrupts replays) |
 //!
 //! Afterwards every acknowledged frame must be in Redis exactly once and in acknowledged
 //! order, every acknowledged seq must resolve to the frame's final seq, no frame may be
@@ -42,9 +43,7 @@ use shoal_core::{
 };
 use shoal_redis::{RedisConfig, RedisStore};
 use shoal_testkit::{
-    fault::{
-        Fault, FaultProxy, client_kill_all, client_pause, freeze, kill_and_restart_after,
-    },
+    fault::{Fault, FaultProxy, client_kill_all, client_pause, freeze, kill_and_restart_after},
     redis_server::RedisServer,
 };
 
@@ -70,6 +69,7 @@ enum Kind {
     ClientKill,
     Blackhole,
     CutReplies,
+    Flapping,
 }
 
 impl Kind {
@@ -81,18 +81,20 @@ impl Kind {
             Kind::ClientKill => "CLIENT KILL every 250 ms, 3 s",
             Kind::Blackhole => "proxy black hole 3 s",
             Kind::CutReplies => "proxy cuts replies 3 s",
+            Kind::Flapping => "proxy cuts replies on/off every 700 ms, 6 s",
         }
     }
 
     fn length(self) -> Duration {
         match self {
             Kind::KillRestart => Duration::from_secs(5),
+            Kind::Flapping => Duration::from_secs(6),
             _ => Duration::from_secs(3),
         }
     }
 
     fn via_proxy(self) -> bool {
-        matches!(self, Kind::Blackhole | Kind::CutReplies)
+        matches!(self, Kind::Blackhole | Kind::CutReplies | Kind::Flapping)
     }
 }
 
@@ -289,6 +291,39 @@ async fn verify(store: &Store, logs: &[TaskLog]) -> Verdict {
     v
 }
 
+/// The first moment (polled every 5 ms) at which the breaker is closed and the journal empty.
+async fn recovered(store: Arc<Store>, since: Instant, kind: Kind) -> Instant {
+    loop {
+        let s = store.stats();
+        if s.breaker == BreakerState::Closed && s.journal_entries == 0 {
+            return Instant::now();
+        }
+        assert!(
+            since.elapsed() < RECOVERY_BOUND,
+            "{}: not recovered {RECOVERY_BOUND:?} after the fault ended: {s:?}",
+            kind.name()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (bounded) until the breaker is closed and the journal empty.
+async fn recovered_state(store: &Store, kind: Kind) {
+    let started = Instant::now();
+    loop {
+        let s = store.stats();
+        if s.breaker == BreakerState::Closed && s.journal_entries == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < RECOVERY_BOUND,
+            "{}: not recovered at the end: {s:?}",
+            kind.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn run(kind: Kind) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -376,30 +411,35 @@ async fn scenario(kind: Kind) {
             tokio::time::sleep(kind.length()).await;
             p.heal();
         }
+        Kind::Flapping => {
+            // Healthy windows long enough for the breaker to close and a replay to start,
+            // cut windows that can interrupt it mid-way.
+            let p = proxy.as_ref().unwrap_or_else(|| panic!("proxy"));
+            let until = Instant::now() + kind.length();
+            while Instant::now() < until {
+                p.set(Fault::CutReplies);
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                p.heal();
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        }
     }
     let healed = Instant::now();
+    // Recovery: breaker closed and journal replayed (first moment after the fault ended),
+    // within a generous bound; the workload keeps writing meanwhile.
+    let recovery = tokio::spawn(recovered(Arc::clone(&store), healed, kind));
 
     let mut logs = Vec::new();
     for t in tasks {
         logs.push(t.await.unwrap_or_else(|e| panic!("workload task: {e}")));
     }
-    // Recovery: breaker closed and journal replayed, within a generous bound.
-    let recovered = loop {
-        let s = store.stats();
-        if s.breaker == BreakerState::Closed && s.journal_entries == 0 {
-            break Instant::now();
-        }
-        assert!(
-            healed.elapsed() < RECOVERY_BOUND,
-            "{}: not recovered {RECOVERY_BOUND:?} after the fault ended: {s:?}",
-            kind.name()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    stop.store(true, Ordering::Relaxed);
-    let transitions = sampler
+    let recovered = recovery
         .await
-        .unwrap_or_else(|e| panic!("sampler: {e}"));
+        .unwrap_or_else(|e| panic!("recovery watcher: {e}"));
+    // And recovered at the end too (the workload may have written after recovery).
+    recovered_state(&store, kind).await;
+    stop.store(true, Ordering::Relaxed);
+    let transitions = sampler.await.unwrap_or_else(|e| panic!("sampler: {e}"));
     monitor.stop().await;
 
     let verdict = verify(&store, &logs).await;
@@ -420,6 +460,25 @@ async fn scenario(kind: Kind) {
     let p50 = percentile(during.clone(), 0.50);
     let p99 = percentile(during.clone(), 0.99);
     let max = percentile(during, 1.0);
+    // Calls that started while the breaker was open: these must not wait for the primary.
+    let open_windows: Vec<(Instant, Instant)> = transitions
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, s))| *s == BreakerState::Open)
+        .map(|(i, (at, _))| {
+            let end = transitions.get(i + 1).map_or(recovered, |(t, _)| *t);
+            (*at, end)
+        })
+        .collect();
+    let while_open: Vec<Duration> = logs
+        .iter()
+        .flat_map(|l| l.latencies.iter())
+        .filter(|(at, _)| open_windows.iter().any(|(a, b)| at >= a && at < b))
+        .map(|(_, d)| *d)
+        .collect();
+    let calls_open = while_open.len();
+    let p99_open = percentile(while_open.clone(), 0.99);
+    let max_open = percentile(while_open, 1.0);
     let totals = &stats.replay_totals;
     let attempts: usize = logs
         .iter()
@@ -438,6 +497,7 @@ async fn scenario(kind: Kind) {
          time to open:        {}\n\
          latency during outage ({calls_during} calls): p50 {p50:?}, p99 {p99:?}, max {max:?} \
          ({slow} appends waited >= 500 ms)\n\
+         while open ({calls_open} calls): p99 {p99_open:?}, max {max_open:?}\n\
          time to recover:     {:?} after the fault ended (breaker closed, journal empty)\n\
          breaker opened:      {} times\n\
          replay:              {} entries, {} frames, {} sessions restored in {:?} \
@@ -472,7 +532,10 @@ async fn scenario(kind: Kind) {
     assert!(verdict.acked > 0, "the workload made progress");
     assert_eq!(verdict.lost, 0, "acknowledged frames lost: {verdict:?}");
     assert_eq!(verdict.duplicated, 0, "frames stored twice: {verdict:?}");
-    assert_eq!(verdict.out_of_order, 0, "acknowledged order broken: {verdict:?}");
+    assert_eq!(
+        verdict.out_of_order, 0,
+        "acknowledged order broken: {verdict:?}"
+    );
     assert_eq!(verdict.unknown, 0, "frames nobody wrote: {verdict:?}");
     assert_eq!(
         verdict.seq_mismatch, 0,
@@ -513,4 +576,9 @@ fn proxy_blackhole() {
 #[test]
 fn proxy_cut_replies() {
     run(Kind::CutReplies);
+}
+
+#[test]
+fn proxy_flapping() {
+    run(Kind::Flapping);
 }
