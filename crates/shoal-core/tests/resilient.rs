@@ -813,3 +813,20 @@ async fn none_mode_refuses_everything_while_open() {
     ));
     assert_eq!(store.stats().journal_entries, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_write_during_the_outage_leaves_no_mark() {
+    let (store, primary) = setup(FallbackMode::Memory);
+    let id = create(&store, "s").await;
+    primary.set(Mode::Down);
+    open(&store).await;
+    let big = "x".repeat(store.limits().max_frame_bytes + 1);
+    let r = store.append_frame(&id, frame(&big)).await;
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+    let stats = store.stats();
+    assert_eq!((stats.marked_sessions, stats.journal_entries), (0, 0));
+    primary.set(Mode::Up);
+    let rep = recover(&store).await;
+    assert!(rep.complete);
+    assert!(store.frames(&id, &FrameQuery::after(0, 10)).await.is_ok());
+}

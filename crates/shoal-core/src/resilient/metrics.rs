@@ -5,10 +5,10 @@
 //! | `shoal_resilient_ops_total` | counter | `backend` (the primary's or fallback's name), `op`, `result` (`ok`, `not_found`, `timeout`, `unavailable`, `rejected` = refused by the open breaker, `journal_full`, …) |
 //! | `shoal_resilient_op_duration_seconds` | histogram | `backend`, `op` |
 //! | `shoal_resilient_retries_total` | counter | `op` |
-//! | `shoal_resilient_breaker_state` | gauge | 0 closed, 1 half-open, 2 open |
-//! | `shoal_resilient_breaker_transitions_total` | counter | `to` |
+//! | `shoal_resilient_breaker_state` | gauge | `backend` (the primary's name); 0 closed, 1 half-open, 2 open |
+//! | `shoal_resilient_breaker_transitions_total` | counter | `backend`, `to` |
 //! | `shoal_resilient_fallback_ops_total` | counter | `mode`, `op` |
-//! | `shoal_resilient_journal_entries` / `_journal_bytes` / `_marked_sessions` | gauge | |
+//! | `shoal_resilient_journal_entries` / `_journal_bytes` / `_marked_sessions` | gauge | `backend` |
 //! | `shoal_resilient_journal_full_total` | counter | |
 //! | `shoal_resilient_health_probe_seconds` | histogram | |
 //! | `shoal_resilient_health_probes_total` | counter | `result` (`ok`, `failed`) |

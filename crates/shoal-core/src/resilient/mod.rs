@@ -284,7 +284,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         let breaker = Breaker::new(config.breaker.clone());
         let journal = Journal::new(config.journal.max_entries, config.journal.max_bytes);
         let seqs = SeqMap::new(config.journal.seq_map_capacity);
-        ::metrics::gauge!(metrics::BREAKER_STATE).set(BreakerState::Closed.gauge_value());
+        ::metrics::gauge!(metrics::BREAKER_STATE, "backend" => primary.backend_name())
+            .set(BreakerState::Closed.gauge_value());
         Ok(Resilient {
             inner: Arc::new(Inner {
                 primary,
@@ -375,9 +376,10 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         let mut j = self.journal();
         let r = f(&mut j);
         self.inner.marked.store(j.marked(), Ordering::Release);
-        ::metrics::gauge!(metrics::JOURNAL_ENTRIES).set(j.len() as f64);
-        ::metrics::gauge!(metrics::JOURNAL_BYTES).set(j.bytes() as f64);
-        ::metrics::gauge!(metrics::MARKED_SESSIONS).set(j.marked() as f64);
+        let b = self.primary_name();
+        ::metrics::gauge!(metrics::JOURNAL_ENTRIES, "backend" => b).set(j.len() as f64);
+        ::metrics::gauge!(metrics::JOURNAL_BYTES, "backend" => b).set(j.bytes() as f64);
+        ::metrics::gauge!(metrics::MARKED_SESSIONS, "backend" => b).set(j.marked() as f64);
         r
     }
 
@@ -403,8 +405,14 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
 
     fn on_transition(&self, t: Option<Transition>) {
         let Some(t) = t else { return };
-        ::metrics::gauge!(metrics::BREAKER_STATE).set(t.to.gauge_value());
-        ::metrics::counter!(metrics::BREAKER_TRANSITIONS, "to" => t.to.as_str()).increment(1);
+        let b = self.primary_name();
+        ::metrics::gauge!(metrics::BREAKER_STATE, "backend" => b).set(t.to.gauge_value());
+        ::metrics::counter!(
+            metrics::BREAKER_TRANSITIONS,
+            "backend" => b,
+            "to" => t.to.as_str()
+        )
+        .increment(1);
         match t.to {
             BreakerState::Open => tracing::warn!(
                 primary = self.primary_name(),
@@ -649,6 +657,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     fn shadow_append(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
         let max = self.inner.primary.limits().max_frame_bytes;
         if frames.iter().any(|f| f.size() > max) {
+            self.unmark_if_idle(id);
             return Err(Error::LimitExceeded {
                 what: "frame bytes",
                 limit: max as u64,
@@ -1442,6 +1451,9 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             j.push(id, Op::Delete, 0);
             Ok(())
         });
-        r.map_err(|full| self.journal_full(full))
+        r.map_err(|full| {
+            self.unmark_if_idle(id);
+            self.journal_full(full)
+        })
     }
 }

@@ -49,7 +49,7 @@ impl Drop for MonitorHandle {
 impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     /// Starts the health monitor on the current Tokio runtime: every
     /// [`health.interval`](super::HealthConfig::interval) it runs [`Resilient::probe`], and
-    /// whenever the breaker is closed and the journal is not empty, [`Resilient::replay`].
+    /// whenever the breaker is closed and sessions are marked, [`Resilient::replay`].
     /// The task holds no strong reference to the store between steps; it ends when the
     /// handle is dropped or the store is gone.
     ///
@@ -72,7 +72,11 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 let store = Resilient { inner };
                 // Not raced against `stop`: a replay step is finished, never abandoned.
                 store.probe().await;
-                if store.breaker_state() == BreakerState::Closed && store.journal().len() > 0 {
+                let pending = {
+                    let j = store.journal();
+                    j.len() > 0 || j.marked() > 0
+                };
+                if store.breaker_state() == BreakerState::Closed && pending {
                     store.replay().await;
                 }
             }
