@@ -13,11 +13,14 @@ Store URLs:
   memory://            in-memory store, discarded when the command ends (default)
   file://PATH          in-memory store loaded from a Shoal JSON Lines export at PATH (missing
                        file = empty store) and saved back atomically after delete/import/sweep
-  redis://[user:password@]host:port[/db]                  Redis, standalone
-  rediss://...                                             Redis over TLS
-  redis+cluster://[user:password@]host:port,host:port,...  Redis Cluster (seed nodes)
-  redis+sentinel://[user:password@]host:port,.../MASTER[/db]  Redis behind Sentinels
-                       Redis settings: the [redis] section (SHOAL_REDIS__KEY_PREFIX, ...)
+  redis://[USER:PASSWORD@]HOST:PORT[/DB]
+                       Redis, standalone (rediss:// over TLS)
+  redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT,...
+                       Redis Cluster, seed nodes (rediss+cluster:// over TLS)
+  redis+sentinel://[USER:PASSWORD@]HOST:PORT,.../MASTER[/DB]
+                       the master behind Sentinels (rediss+sentinel:// over TLS)
+                       Redis settings: the [redis] config section (key_prefix, timeouts,
+                       connections, tls_ca_file, ...; env SHOAL_REDIS__PREFIX, ...)
 
 Configuration (lowest to highest precedence): built-in defaults < TOML file (--config,
 SHOAL_CONFIG) < environment (SHOAL_STORE, SHOAL_LIMITS__MAX_SESSIONS, SHOAL_LOG__LEVEL, ...)

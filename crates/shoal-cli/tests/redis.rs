@@ -500,3 +500,107 @@ fn passwords_are_never_printed() {
     assert!(!err.contains("wrong-pw"), "{err}");
     assert!(err.contains("redis://:***@127.0.0.1"), "{err}");
 }
+
+#[test]
+fn bench_against_redis_measures_the_raw_baselines_and_cleans_up() {
+    let server = RedisServer::start();
+    let store = format!("{}/3", server.url());
+    let v = json_out(shoal().args([
+        "bench",
+        "--json",
+        "--store",
+        &store,
+        "--sessions",
+        "20",
+        "--frames",
+        "5",
+        "--ops",
+        "400",
+        "--warmup",
+        "0s",
+        "--scaling-appends",
+        "20",
+        "--no-baseline",
+        "--verify",
+        "--repeat",
+        "2",
+        "--redis-concurrency",
+        "2,4",
+        "--redis-duration",
+        "200ms",
+        "--redis-ops",
+        "300",
+        "--redis-benchmark-requests",
+        "2000",
+    ]));
+    assert_eq!(v["store"], "redis");
+    assert_eq!(v["verify"]["lost"], 0);
+    assert_eq!(v["total"]["errors"], 0, "{}", v["errors"]);
+    let rb = &v["redis_baseline"];
+    assert!(rb["skipped"].is_null(), "{rb}");
+    assert_eq!(rb["rounds"], 2);
+    for (script, loaded) in rb["scripts_loaded_by_shoal"].as_object().unwrap() {
+        assert_eq!(
+            loaded, true,
+            "Shoal did not load the raw side's {script} script"
+        );
+    }
+    assert!(rb["session_hash_bytes"].as_u64().unwrap() > 100, "{rb}");
+    let levels = rb["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    for (level, c) in levels.iter().zip([2, 4]) {
+        assert_eq!(level["concurrency"], c);
+        let ops: Vec<&str> = level["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["op"].as_str().unwrap())
+            .collect();
+        assert_eq!(ops, ["get", "touch", "append", "create"]);
+        for o in level["ops"].as_array().unwrap() {
+            for side in ["shoal", "raw"] {
+                assert!(o[side]["count"].as_u64().unwrap() > 0, "{o}");
+                assert_eq!(o[side]["errors"], 0, "{side} {o} {rb}");
+            }
+            assert!(o["ratio"].as_f64().unwrap() > 0.0, "{o}");
+            assert_eq!(o["rounds"].as_array().unwrap().len(), 2);
+        }
+        assert!(level["raw_get_blob"]["count"].as_u64().unwrap() > 0);
+        assert!(level["get_vs_blob"].as_f64().unwrap() > 0.0);
+    }
+    let tool = &rb["redis_benchmark"];
+    assert!(tool["hgetall"]["rps"].as_f64().unwrap() > 0.0, "{rb}");
+    assert!(
+        tool["evalsha_append"]["rps"].as_f64().unwrap() > 0.0,
+        "{rb}"
+    );
+    let goals: Vec<&str> = rb["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        goals
+            .iter()
+            .any(|g| g.contains("raw GET of one blob at c4")),
+        "{goals:?}"
+    );
+    assert!(
+        goals
+            .iter()
+            .any(|g| g.contains("redis-benchmark EVALSHA append")),
+        "{goals:?}"
+    );
+
+    // Nothing the bench wrote is left but Shoal's counters.
+    let keys = server.cli(&["-n", "3", "--scan"]);
+    let left: Vec<&str> = keys
+        .lines()
+        .filter(|k| !k.starts_with("shoal:metrics:"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let v = json_out(shoal().args(["stats", "--json", "--store", &store]));
+    assert_eq!(v["sessions"], 0);
+    assert!(v["counters"]["frames"].as_u64().unwrap() > 100);
+}
