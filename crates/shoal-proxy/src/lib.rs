@@ -40,6 +40,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt as _;
 use shoal_core::SessionStore;
 use tokio_util::sync::CancellationToken;
 
@@ -149,6 +150,10 @@ where
             }
         });
         let t2 = token.clone();
+        // No Nagle delay on small JSON-RPC replies.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let res = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -310,6 +310,60 @@ async fn get_stream_followed_across_instances(store: Arc<dyn SessionStore>) {
     assert_eq!(v["params"]["data"]["n"], 3);
 }
 
+async fn wait_for(what: impl Fn() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !what() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
+
+/// The instance holding the upstream GET stream goes away; the instance the client resumes on
+/// finds the holder's lease gone and takes the stream over (a new upstream GET).
+async fn get_stream_taken_over(store: Arc<dyn SessionStore>) {
+    let f = fake_upstream().await;
+    let (mut a, b) = two_proxies(&f, store).await;
+    let c = Client::new("2025-11-25");
+    let sid = c.initialize(&a.url()).await;
+    let open = |url: String, last: Option<String>| {
+        let mut r = c
+            .http
+            .get(url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &sid);
+        if let Some(l) = last {
+            r = r.header("last-event-id", l);
+        }
+        r.send()
+    };
+    let mut r = SseReader::new(open(a.url(), None).await.unwrap());
+    let prime = r.next().await.unwrap();
+    assert!(prime.data.is_empty());
+    wait_for(|| f.state.lock().unwrap().gets == 1).await;
+    assert!(f.notify_get("up-1", 1).await);
+    let ev = r.next().await.unwrap();
+    let last = ev.id.unwrap();
+    drop(r);
+    a.shutdown().await;
+    let resp = open(b.url(), Some(last)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut r = SseReader::new(resp);
+    wait_for(|| f.state.lock().unwrap().gets == 2).await;
+    assert!(f.notify_get("up-1", 2).await);
+    let ev = r.next().await.unwrap();
+    let v: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(v["params"]["data"]["n"], 2);
+    assert_eq!(
+        b.handle
+            .metrics()
+            .stream_takeovers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
 macro_rules! scenarios {
     ($mod:ident, $store:expr) => {
         mod $mod {
@@ -338,6 +392,11 @@ macro_rules! scenarios {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn get_stream_resumed_and_followed_on_the_other_instance() {
                 get_stream_followed_across_instances($store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn get_stream_taken_over_when_its_holder_is_gone() {
+                get_stream_taken_over($store).await;
             }
         }
     };

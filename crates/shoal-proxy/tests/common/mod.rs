@@ -42,6 +42,8 @@ pub struct UpState {
     pub gate: Arc<Notify>,
     /// Senders of open GET streams per upstream session.
     pub get_streams: HashMap<String, mpsc::Sender<Bytes>>,
+    /// GET streams opened so far.
+    pub gets: u64,
 }
 
 #[derive(Clone)]
@@ -127,6 +129,9 @@ pub async fn fake_upstream() -> Fake {
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -159,10 +164,10 @@ async fn fake_handler(
                 return StatusCode::NOT_FOUND.into_response();
             }
             let (tx, rx) = mpsc::channel(16);
-            st.lock()
-                .unwrap()
-                .get_streams
-                .insert(sid.clone().unwrap(), tx);
+            let mut g = st.lock().unwrap();
+            g.gets += 1;
+            g.get_streams.insert(sid.clone().unwrap(), tx);
+            drop(g);
             sse_resp(rx)
         }
         Method::DELETE => {
