@@ -44,7 +44,10 @@ use redis::{
 use serde::{Deserialize, Serialize};
 use shoal_core::{
     CachedBuilder, Error, Result, SessionId, Timestamp,
-    cached::{BusEvent, Invalidation, InvalidationBus, Revalidate, SessionStamp, unix_micros},
+    cached::{
+        BusEvent, BusHook, BusHooks, Invalidation, InvalidationBus, Revalidate, SessionStamp,
+        unix_micros,
+    },
 };
 use tokio::sync::{Notify, broadcast};
 
@@ -172,6 +175,7 @@ struct BusInner {
     config: BusConfig,
     url: String,
     tx: broadcast::Sender<BusEvent>,
+    hooks: BusHooks,
     up: AtomicBool,
     outbox: Mutex<Outbox>,
     /// A batch taken from the outbox is being sent.
@@ -240,6 +244,7 @@ impl RedisInvalidationBus {
             config: bus,
             url: config.url.clone(),
             tx,
+            hooks: BusHooks::default(),
             up: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
             sending: AtomicBool::new(false),
@@ -370,18 +375,35 @@ impl InvalidationBus for RedisInvalidationBus {
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
+
+    fn add_hook(&self, hook: Weak<dyn BusHook>) -> Option<bool> {
+        Some(
+            self.inner
+                .hooks
+                .add(hook, || self.inner.up.load(Ordering::Acquire)),
+        )
+    }
 }
 
 impl BusInner {
+    /// Hooks first (synchronously), then subscribers.
+    fn emit(&self, event: BusEvent, change: impl FnOnce() -> bool) -> bool {
+        if !self.hooks.emit(&event, change) {
+            return false;
+        }
+        let _ = self.tx.send(event);
+        true
+    }
+
     fn set_up(&self, up: bool) {
-        if self.up.swap(up, Ordering::AcqRel) != up {
+        let event = if up { BusEvent::Up } else { BusEvent::Down };
+        if self.emit(event, || self.up.swap(up, Ordering::AcqRel) != up) {
             if up {
                 self.subscriptions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(channel = %self.channel, "redis invalidation bus up");
             } else {
                 tracing::warn!(channel = %self.channel, "redis invalidation bus down; caches off");
             }
-            let _ = self.tx.send(if up { BusEvent::Up } else { BusEvent::Down });
         }
     }
 
@@ -418,7 +440,7 @@ impl BusInner {
         } else {
             BusEvent::Invalidate(Invalidation::new(msg.ids, msg.sent_at_us))
         };
-        let _ = self.tx.send(event);
+        self.emit(event, || true);
     }
 }
 

@@ -8,7 +8,7 @@
 use std::{
     fmt,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
@@ -65,6 +65,56 @@ pub enum BusEvent {
     Up,
 }
 
+/// Something that sees bus events synchronously, on the bus's own task, before they are
+/// broadcast to subscribers — so a cache stops serving an entry the moment the announcement
+/// arrives instead of after a task switch. Must be quick and never block.
+pub trait BusHook: Send + Sync + 'static {
+    /// Handles one event.
+    fn on_event(&self, event: &BusEvent);
+}
+
+/// The hooks of one bus (a helper for [`InvalidationBus`] implementations): hooks are called
+/// in registration order; dropped ones are forgotten.
+#[derive(Default)]
+pub struct BusHooks {
+    hooks: Mutex<Vec<Weak<dyn BusHook>>>,
+}
+
+impl fmt::Debug for BusHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.hooks.lock().map_or(0, |h| h.len());
+        f.debug_struct("BusHooks").field("hooks", &n).finish()
+    }
+}
+
+impl BusHooks {
+    /// Registers `hook` and returns `state()`, read under the lock [`BusHooks::emit`] holds,
+    /// so the hook sees every state change after the state it was given.
+    pub fn add(&self, hook: Weak<dyn BusHook>, state: impl FnOnce() -> bool) -> bool {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.retain(|h| h.strong_count() > 0);
+        hooks.push(hook);
+        state()
+    }
+
+    /// Runs `change` (e.g. flipping the bus's up flag) and, if it returns true, every live
+    /// hook with `event`, under one lock. Returns what `change` returned.
+    pub fn emit(&self, event: &BusEvent, change: impl FnOnce() -> bool) -> bool {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        if !change() {
+            return false;
+        }
+        hooks.retain(|h| match h.upgrade() {
+            Some(h) => {
+                h.on_event(event);
+                true
+            }
+            None => false,
+        });
+        true
+    }
+}
+
 /// A channel between instances that carries "session changed" announcements.
 ///
 /// Delivery is at least once to every other instance while both are connected; an instance
@@ -82,6 +132,14 @@ pub trait InvalidationBus: Send + Sync + fmt::Debug + 'static {
 
     /// Whether the bus is connected and subscribed right now.
     fn is_up(&self) -> bool;
+
+    /// Registers a synchronous hook (see [`BusHook`]). Returns `Some(up)`, the bus state the
+    /// hook starts from, if the bus supports hooks, `None` otherwise (the default; caches then
+    /// rely on [`InvalidationBus::subscribe`] alone).
+    fn add_hook(&self, hook: Weak<dyn BusHook>) -> Option<bool> {
+        let _ = hook;
+        None
+    }
 }
 
 impl<B: InvalidationBus + ?Sized> InvalidationBus for Arc<B> {
@@ -96,6 +154,9 @@ impl<B: InvalidationBus + ?Sized> InvalidationBus for Arc<B> {
     }
     fn is_up(&self) -> bool {
         (**self).is_up()
+    }
+    fn add_hook(&self, hook: Weak<dyn BusHook>) -> Option<bool> {
+        (**self).add_hook(hook)
     }
 }
 
@@ -133,6 +194,15 @@ struct Endpoint {
     id: u64,
     tx: broadcast::Sender<BusEvent>,
     up: AtomicBool,
+    hooks: BusHooks,
+}
+
+impl Endpoint {
+    fn emit(&self, event: BusEvent, change: impl FnOnce() -> bool) {
+        if self.hooks.emit(&event, change) {
+            let _ = self.tx.send(event);
+        }
+    }
 }
 
 impl fmt::Debug for LocalBus {
@@ -172,13 +242,9 @@ impl LocalBus {
     /// Takes this endpoint down (subscribers get [`BusEvent::Down`] and miss what is published
     /// meanwhile) or up again ([`BusEvent::Up`]).
     pub fn set_up(&self, up: bool) {
-        let was = self.me.up.swap(up, Ordering::SeqCst);
-        if was != up {
-            let _ = self
-                .me
-                .tx
-                .send(if up { BusEvent::Up } else { BusEvent::Down });
-        }
+        let event = if up { BusEvent::Up } else { BusEvent::Down };
+        self.me
+            .emit(event, || self.me.up.swap(up, Ordering::SeqCst) != up);
     }
 
     fn others(&self) -> Vec<Arc<Endpoint>> {
@@ -195,7 +261,7 @@ impl LocalBus {
     fn send_others(&self, event: &BusEvent) {
         for e in self.others() {
             if e.up.load(Ordering::SeqCst) {
-                let _ = e.tx.send(event.clone());
+                e.emit(event.clone(), || true);
             }
         }
     }
@@ -208,6 +274,7 @@ impl Hub {
             id: self.next.fetch_add(1, Ordering::SeqCst),
             tx,
             up: AtomicBool::new(true),
+            hooks: BusHooks::default(),
         });
         self.endpoints
             .lock()
@@ -238,6 +305,14 @@ impl InvalidationBus for LocalBus {
 
     fn is_up(&self) -> bool {
         self.me.up.load(Ordering::SeqCst)
+    }
+
+    fn add_hook(&self, hook: Weak<dyn BusHook>) -> Option<bool> {
+        Some(
+            self.me
+                .hooks
+                .add(hook, || self.me.up.load(Ordering::SeqCst)),
+        )
     }
 }
 
@@ -270,5 +345,30 @@ mod tests {
         assert_eq!(rb.try_recv().unwrap(), BusEvent::InvalidateAll);
         a.publish(&[]);
         assert!(rb.try_recv().is_err(), "nothing to announce");
+    }
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<BusEvent>>);
+
+    impl BusHook for Seen {
+        fn on_event(&self, event: &BusEvent) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    #[test]
+    fn hooks_see_events_and_start_from_the_current_state() {
+        let a = LocalBus::new();
+        let b = a.endpoint();
+        let seen = Arc::new(Seen::default());
+        let weak: Weak<dyn BusHook> = Arc::downgrade(&(Arc::clone(&seen) as Arc<dyn BusHook>));
+        assert_eq!(b.add_hook(weak), Some(true));
+        a.publish(&[sid("h")]);
+        b.set_up(false);
+        assert_eq!(seen.0.lock().unwrap().len(), 2);
+        assert_eq!(seen.0.lock().unwrap()[1], BusEvent::Down);
+        drop(seen);
+        a.publish(&[sid("gone")]);
+        b.set_up(true);
     }
 }

@@ -17,8 +17,9 @@ use crate::SessionId;
 
 use super::shard::ShardedMap;
 
-/// How long a fence is remembered. Operations older than half of this count as fenced.
-const KEEP: Duration = Duration::from_secs(120);
+/// How long a fence is remembered at least. Operations (and entries) older than half the
+/// keep time count as fenced.
+const MIN_KEEP: Duration = Duration::from_secs(120);
 
 /// A point in the fence sequence, taken before reading the backend.
 #[derive(Clone, Copy, Debug)]
@@ -44,20 +45,21 @@ pub(super) struct Fences {
     all: AtomicU64,
     map: ShardedMap<(u64, Instant)>,
     raised: AtomicU64,
+    keep: Duration,
 }
 
-impl Default for Fences {
-    fn default() -> Self {
+impl Fences {
+    /// Fences for a cache whose entries live `ttl`: kept at least four times as long.
+    pub(super) fn new(ttl: Duration) -> Self {
         Fences {
             seq: AtomicU64::new(0),
             all: AtomicU64::new(0),
             map: ShardedMap::default(),
             raised: AtomicU64::new(0),
+            keep: MIN_KEEP.max(ttl.saturating_mul(4)),
         }
     }
-}
 
-impl Fences {
     /// The current point, to compare with later.
     pub(super) fn ticket(&self) -> Ticket {
         Ticket {
@@ -86,15 +88,16 @@ impl Fences {
 
     /// Whether `id` changed (or everything was cleared) after `t` was taken.
     pub(super) fn crossed(&self, id: &SessionId, t: Ticket) -> bool {
-        if self.all.load(Ordering::SeqCst) > t.seq || t.at.elapsed() > KEEP / 2 {
+        if self.all.load(Ordering::SeqCst) > t.seq || t.at.elapsed() > self.keep / 2 {
             return true;
         }
         self.map.get(id).is_some_and(|(seq, _)| seq > t.seq)
     }
 
-    /// Forgets fences older than [`KEEP`].
+    /// Forgets fences older than the keep time.
     pub(super) fn prune(&self) {
-        self.map.retain(|_, (_, at)| at.elapsed() < KEEP);
+        let keep = self.keep;
+        self.map.retain(|_, (_, at)| at.elapsed() < keep);
     }
 
     #[cfg(test)]
@@ -109,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_ticket_is_crossed_by_later_fences_only() {
-        let f = Fences::default();
+        let f = Fences::new(Duration::from_secs(5));
         let a = SessionId::new("a").unwrap();
         let b = SessionId::new("b").unwrap();
         let t = f.ticket();

@@ -64,7 +64,9 @@ use async_trait::async_trait;
 use moka::ops::compute::Op;
 use tokio::sync::{Notify, broadcast};
 
-pub use bus::{BUS_CAPACITY, BusEvent, Invalidation, InvalidationBus, LocalBus, unix_micros};
+pub use bus::{
+    BUS_CAPACITY, BusEvent, BusHook, BusHooks, Invalidation, InvalidationBus, LocalBus, unix_micros,
+};
 pub use config::{CacheConfig, Consistency, WriteMode};
 pub use stats::{CacheStats, FlushReport};
 pub use validate::{Revalidate, SessionStamp};
@@ -83,6 +85,8 @@ use stats::Stats;
 
 /// Concurrent backend writes of one flush.
 const FLUSH_CONCURRENCY: usize = 32;
+/// Stripes of the write-behind per-session update lock.
+const UPDATE_LOCKS: usize = 64;
 
 /// A caching [`SessionStore`] wrapper. Cloning shares the cache.
 ///
@@ -213,8 +217,6 @@ impl<S: SessionStore> CachedBuilder<S> {
                 }
             })
             .build();
-        let rx = self.bus.as_ref().map(|b| b.subscribe());
-        let enabled = self.bus.as_ref().is_none_or(|b| b.is_up());
         let session_ttl = self.store.limits().session_ttl;
         let shared = Arc::new(Shared {
             min_weight: config.min_weight(),
@@ -223,8 +225,8 @@ impl<S: SessionStore> CachedBuilder<S> {
             store: self.store,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             entries,
-            fences: Fences::default(),
-            enabled: AtomicBool::new(enabled),
+            fences: Fences::new(config.ttl),
+            enabled: AtomicBool::new(self.bus.is_none()),
             closing: AtomicBool::new(false),
             bus: self.bus,
             validator: self.validator,
@@ -236,13 +238,39 @@ impl<S: SessionStore> CachedBuilder<S> {
             stats,
             started: Instant::now(),
             tasks: Mutex::new(Vec::new()),
+            state: Mutex::new(0),
+            update_locks: (0..UPDATE_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            lock_hasher: std::hash::RandomState::new(),
             config,
         });
+        // The hook first (it sees every event from the state it is given), then the
+        // subscription (for the asynchronous part, or everything if hooks are unsupported).
+        let mut rx = None;
+        let mut hooked = false;
+        if let Some(bus) = &shared.bus {
+            let hook: Arc<dyn BusHook> = Arc::clone(&shared) as Arc<dyn BusHook>;
+            let before = *shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let up = bus.add_hook(Arc::downgrade(&hook));
+            hooked = up.is_some();
+            rx = Some(bus.subscribe());
+            let up = up.unwrap_or_else(|| bus.is_up());
+            // Unless an event already set the state, start from what the bus said.
+            let changes = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if *changes == before && up {
+                shared.enabled.store(true, Ordering::Release);
+            }
+        }
+        let enabled = shared.enabled();
         shared.stats.set_enabled(enabled);
         if let Some(h) = handle {
             let mut tasks = Vec::new();
             if let Some(rx) = rx {
-                tasks.push(h.spawn(listen(Arc::downgrade(&shared), rx)).abort_handle());
+                tasks.push(
+                    h.spawn(listen(Arc::downgrade(&shared), rx, hooked))
+                        .abort_handle(),
+                );
             }
             if deferring {
                 let wake = Arc::clone(&shared.wake);
@@ -376,6 +404,12 @@ struct Shared<S: SessionStore> {
     ttl_ms: u64,
     session_ttl: Duration,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Counts bus state changes; held while the state changes.
+    state: Mutex<u64>,
+    /// Write-behind: one update per session at a time (striped), so an update that must go
+    /// through never overtakes one being queued.
+    update_locks: Box<[tokio::sync::Mutex<()>]>,
+    lock_hasher: std::hash::RandomState,
 }
 
 impl<S: SessionStore> Drop for Shared<S> {
@@ -522,6 +556,8 @@ impl<S: SessionStore> Shared<S> {
     }
 
     fn set_enabled(&self, on: bool) {
+        let mut changes = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *changes += 1;
         if on {
             self.clear();
             self.enabled.store(true, Ordering::Release);
@@ -569,14 +605,26 @@ impl<S: SessionStore> Shared<S> {
             .await;
     }
 
-    async fn on_invalidate(&self, inv: &Invalidation) {
+    /// The synchronous part of an invalidation: fences raised (hits stop at once), touch
+    /// states stale, counted.
+    fn invalidated(&self, inv: &Invalidation) {
         for id in inv.ids.iter() {
-            self.evict(id, false).await;
+            self.fences.raise(id);
+            if let Some(st) = self.touches.get(id) {
+                st.stale.store(true, Ordering::Release);
+            }
         }
         self.stats.invalidations.add(inv.ids.len() as u64);
         if let Some(sent) = inv.sent_at_us {
             self.stats
                 .record_delay_us(unix_micros().saturating_sub(sent));
+        }
+    }
+
+    /// The asynchronous part: the entries themselves go (memory is freed).
+    async fn drop_entries(&self, inv: &Invalidation) {
+        for id in inv.ids.iter() {
+            self.entries.invalidate(id).await;
         }
     }
 
@@ -601,7 +649,7 @@ impl<S: SessionStore> Shared<S> {
             return Ok(None);
         };
         let now = self.now();
-        if !e.usable(now, self.ttl_ms) {
+        if !e.usable(now, self.ttl_ms) || self.fences.crossed(id, e.ticket) {
             self.remove_if_same(id, &e).await;
             return Ok(None);
         }
@@ -695,7 +743,7 @@ impl<S: SessionStore> Shared<S> {
         let mut misses = Vec::new();
         for id in ids {
             match self.entries.get(id).await {
-                Some(e) if e.usable(now, self.ttl_ms) => {
+                Some(e) if e.usable(now, self.ttl_ms) && !self.fences.crossed(id, e.ticket) => {
                     hits.insert(id.clone(), e.snapshot());
                 }
                 _ => misses.push(id.clone()),
@@ -1085,7 +1133,7 @@ impl<S: SessionStore> Shared<S> {
         let ttl = self.session_ttl;
         let (ttl_ms, min_weight) = (self.ttl_ms, self.min_weight);
         let max = self.config.max_queued_writes;
-        let ticket = self.fences.raise(id);
+        let fences = &self.fences;
         let queue = &self.queue;
         let mut outcome: Option<Result<Session>> = None;
         self.entries
@@ -1108,6 +1156,8 @@ impl<S: SessionStore> Shared<S> {
                             next.expires_at = next.expires_at.max(now.saturating_add(ttl));
                             queue.push(session.clone());
                             outcome = Some(Ok(next.clone()));
+                            // Loads racing with this change must not cache what they read.
+                            let ticket = fences.raise(id);
                             Op::Put(Arc::new(Entry::new(
                                 next,
                                 c.loaded_at,
@@ -1262,16 +1312,39 @@ impl<S: SessionStore> Shared<S> {
     }
 }
 
-/// Applies bus events to the cache until the cache or the bus is gone.
-async fn listen<S: SessionStore>(weak: Weak<Shared<S>>, mut rx: broadcast::Receiver<BusEvent>) {
+impl<S: SessionStore> BusHook for Shared<S> {
+    fn on_event(&self, event: &BusEvent) {
+        match event {
+            BusEvent::Invalidate(inv) => self.invalidated(inv),
+            BusEvent::InvalidateAll => self.clear(),
+            BusEvent::Down => self.set_enabled(false),
+            BusEvent::Up => self.set_enabled(true),
+        }
+    }
+}
+
+/// Applies bus events to the cache until the cache or the bus is gone. With a hook
+/// (`hooked`) the events were already applied synchronously; this only frees the entries.
+async fn listen<S: SessionStore>(
+    weak: Weak<Shared<S>>,
+    mut rx: broadcast::Receiver<BusEvent>,
+    hooked: bool,
+) {
     loop {
         let event = rx.recv().await;
         let Some(shared) = weak.upgrade() else { return };
         match event {
-            Ok(BusEvent::Invalidate(inv)) => shared.on_invalidate(&inv).await,
-            Ok(BusEvent::InvalidateAll) => shared.clear(),
-            Ok(BusEvent::Down) => shared.set_enabled(false),
-            Ok(BusEvent::Up) => shared.set_enabled(true),
+            Ok(BusEvent::Invalidate(inv)) => {
+                if !hooked {
+                    shared.invalidated(&inv);
+                }
+                shared.drop_entries(&inv).await;
+            }
+            Ok(other) => {
+                if !hooked {
+                    shared.on_event(&other);
+                }
+            }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,
@@ -1346,6 +1419,13 @@ impl<S: SessionStore> SessionStore for Cached<S> {
 
     async fn update(&self, session: &Session) -> Result<Session> {
         let s = &self.shared;
+        let _serial = if s.config.write_mode == WriteMode::WriteBehind {
+            use std::hash::BuildHasher;
+            let i = (s.lock_hasher.hash_one(&session.id) as usize) % UPDATE_LOCKS;
+            Some(s.update_locks[i].lock().await)
+        } else {
+            None
+        };
         if s.defers_updates()
             && let Some(r) = s.update_behind(session).await
         {
