@@ -25,7 +25,7 @@ use shoal_proxy::UpstreamConfig;
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
+    sorted[i] as f64 / 1_000_000.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
