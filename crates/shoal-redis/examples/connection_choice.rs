@@ -71,7 +71,12 @@ async fn main() -> Result<()> {
         for (i, (_, mode)) in modes.iter().enumerate() {
             let r = run(Arc::clone(mode), TASKS, per_task, BOUND).await?;
             if r.errors > 0 {
-                eprintln!("{}: {} errors", MODES[i], r.errors);
+                eprintln!(
+                    "{}: {} errors, first: {}",
+                    MODES[i],
+                    r.errors,
+                    r.first_error.as_deref().unwrap_or("?")
+                );
             }
             let q = |x: f64| r.hist.value_at_quantile(x) as f64 / 1000.0;
             results[i].push([

@@ -142,6 +142,8 @@ pub(crate) struct Run {
     pub(crate) ops: u64,
     /// Failed calls.
     pub(crate) errors: u64,
+    /// The first failure.
+    pub(crate) first_error: Option<String>,
     /// Wall time.
     pub(crate) elapsed: Duration,
     /// Latencies, nanoseconds.
@@ -167,6 +169,7 @@ pub(crate) async fn run(
                 })?;
             let value = vec![b'v'; VALUE_BYTES];
             let mut errors = 0u64;
+            let mut first_error = None;
             let mut x = (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             for n in 0..ops_per_task {
                 if Instant::now() >= deadline {
@@ -181,28 +184,34 @@ pub(crate) async fn run(
                     Ok(()) => hist.saturating_record(
                         u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),
                     ),
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
-            Ok::<_, redis::RedisError>((hist, errors))
+            Ok::<_, redis::RedisError>((hist, errors, first_error))
         }));
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| {
         redis::RedisError::from((redis::ErrorKind::Client, "histogram", e.to_string()))
     })?;
     let mut errors = 0;
+    let mut first_error = None;
     for h in handles {
-        let (hist, e) = h.await.map_err(|e| {
+        let (hist, e, first) = h.await.map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "task", e.to_string()))
         })??;
         all.add(&hist).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "histogram", e.to_string()))
         })?;
         errors += e;
+        first_error = first_error.or(first);
     }
     Ok(Run {
         ops: all.len(),
         errors,
+        first_error,
         elapsed: started.elapsed(),
         hist: all,
     })
