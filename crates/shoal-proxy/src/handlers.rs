@@ -292,19 +292,6 @@ async fn forward_post(
     let frame = NewFrame::new(Direction::ClientToServer, body.clone())
         .with_stream(stream.clone())
         .with_content_type("application/json");
-    match inner.store.append_frame(&live.id, frame).await {
-        Ok(_) => {
-            inner.metrics.frames_recorded.fetch_add(1, Relaxed);
-        }
-        Err(Error::NotFound { .. }) => {
-            inner.evict(&live.id);
-            return not_found();
-        }
-        Err(e) => {
-            inner.metrics.frame_errors.fetch_add(1, Relaxed);
-            tracing::warn!(session = %live.id, error = %e, "could not record the request frame");
-        }
-    }
     if !live.initialized.load(Relaxed)
         && kinds.iter().any(
             |k| matches!(k, MessageKind::Notification { method } if method == "notifications/initialized"),
@@ -319,6 +306,9 @@ async fn forward_post(
             .await;
         });
     }
+    // Recording the request (which also proves the session still exists in the store) and
+    // forwarding it run concurrently: the store's round trip overlaps the upstream's.
+    let record = inner.store.append_frame(&live.id, frame);
     let pending = async {
         for (id, method) in &requests {
             let p = PendingRequest::new(id.clone(), method.clone()).with_stream(stream.clone());
@@ -340,7 +330,21 @@ async fn forward_post(
             (None, None) => Err(UpstreamError("no upstream".into())),
         }
     };
-    let ((), reply) = tokio::join!(pending, upstream);
+    let (recorded, (), reply) = tokio::join!(record, pending, upstream);
+    match recorded {
+        Ok(_) => {
+            inner.metrics.frames_recorded.fetch_add(1, Relaxed);
+        }
+        Err(Error::NotFound { .. }) => {
+            // Deleted or expired (possibly by another instance) since this one cached it.
+            inner.evict(&live.id);
+            return not_found();
+        }
+        Err(e) => {
+            inner.metrics.frame_errors.fetch_add(1, Relaxed);
+            tracing::warn!(session = %live.id, error = %e, "could not record the request frame");
+        }
+    }
     let reply = match reply {
         Ok(r) => r,
         Err(e) => return bad_gateway(inner, &e),
@@ -360,7 +364,9 @@ async fn forward_post(
                 return not_found();
             }
             if status.is_success() && !body.is_empty() {
-                record_reply(inner, live, &stream, &body).await;
+                // A JSON reply has no event id: record it off the response path.
+                let (inner, live, body) = (inner.clone(), live.clone(), body.clone());
+                tokio::spawn(async move { record_reply(&inner, &live, &stream, &body).await });
             }
             if status.is_server_error() {
                 inner.metrics.upstream_errors.fetch_add(1, Relaxed);

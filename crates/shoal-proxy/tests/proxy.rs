@@ -74,28 +74,34 @@ async fn alternating(store: Arc<dyn SessionStore>) {
     assert_eq!(text, format!("session=up-1 host={}", f.addr));
 
     // Frames: both directions, every one with a stream id; requests and replies pair up.
-    let page = store
+    // (JSON replies are recorded just after they are sent: wait for them, bounded.)
+    let count = |dir: Direction, page: &shoal_core::FramePage| {
+        page.frames.iter().filter(|f| f.direction == dir).count()
+    };
+    let mut page = store
         .frames(&id, &FrameQuery::after(0, MAX_PAGE_LIMIT))
         .await
         .unwrap();
-    let c2s = page
-        .frames
-        .iter()
-        .filter(|f| f.direction == Direction::ClientToServer)
-        .count();
-    let s2c = page
-        .frames
-        .iter()
-        .filter(|f| f.direction == Direction::ServerToClient)
-        .count();
-    assert_eq!(c2s, 1 + 1 + 7, "initialize, initialized, 7 requests");
-    assert_eq!(s2c, 1 + 7);
-    assert!(page.frames.iter().all(|f| f.stream_id.is_some()));
-    assert!(store.list_pending(&id).await.unwrap().is_empty());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while count(Direction::ServerToClient, &page) < 8 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        page = store
+            .frames(&id, &FrameQuery::after(0, MAX_PAGE_LIMIT))
+            .await
+            .unwrap();
+    }
     assert_eq!(
-        store.get(&id).await.unwrap().unwrap().state,
-        shoal_core::SessionState::Active
+        count(Direction::ClientToServer, &page),
+        1 + 1 + 7,
+        "initialize, initialized, 7 requests"
     );
+    assert_eq!(count(Direction::ServerToClient, &page), 1 + 7);
+    wait_for_async(|| async { store.list_pending(&id).await.unwrap().is_empty() }).await;
+    assert!(page.frames.iter().all(|f| f.stream_id.is_some()));
+    wait_for_async(|| async {
+        store.get(&id).await.unwrap().unwrap().state == shoal_core::SessionState::Active
+    })
+    .await;
 }
 
 async fn shutdown_mid_session(store: Arc<dyn SessionStore>) {

@@ -232,7 +232,7 @@ async fn batches_only_where_the_revision_allows() {
     let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     let id = SessionId::new(&sid).unwrap();
-    assert!(e.store.list_pending(&id).await.unwrap().is_empty());
+    wait_for_async(|| async { e.store.list_pending(&id).await.unwrap().is_empty() }).await;
     // initialize never in a batch.
     let init = json!([{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}]);
     let r = e.c.post_req(&e.p.url(), None, &init).send().await.unwrap();

@@ -508,3 +508,19 @@ impl SseReader {
         }
     }
 }
+
+/// Waits (bounded by [`WAIT`]) until `cond` holds; panics otherwise. For effects the proxy
+/// completes just after answering (recording a JSON reply, settling pending requests).
+pub async fn wait_for_async<F, Fut>(cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(WAIT, async {
+        while !cond().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
