@@ -2,12 +2,18 @@
 //! threshold, a failure ratio over a sliding window of ten buckets, a cooldown, and a limit on
 //! concurrent probes while half-open.
 //!
-//! Time is `tokio::time::Instant`, so tests drive it with paused time. All state sits behind
-//! one short `std::sync::Mutex` (never held across an `.await`).
+//! Time is `tokio::time::Instant`, so tests drive it with paused time. Transitions happen
+//! under one short `std::sync::Mutex` (never held across an `.await`); the common case — a
+//! call admitted and succeeding while closed — takes no lock, only atomics. The window
+//! counters are atomics too: a bucket reset racing with an increment may lose a count, which
+//! a ratio heuristic tolerates.
 
 use std::{
     fmt,
-    sync::{Mutex, MutexGuard},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -69,11 +75,11 @@ pub(crate) enum Outcome {
 
 const BUCKETS: usize = 10;
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 struct Bucket {
-    tick: u64,
-    calls: u32,
-    failures: u32,
+    tick: AtomicU64,
+    calls: AtomicU32,
+    failures: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -86,10 +92,6 @@ enum Phase {
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
-    /// Bumped on every transition; a call admitted in an older epoch does not count.
-    epoch: u64,
-    consecutive_failures: u32,
-    buckets: [Bucket; BUCKETS],
     since: Instant,
     opened: u64,
 }
@@ -107,6 +109,13 @@ pub(crate) struct Breaker {
     config: BreakerConfig,
     origin: Instant,
     bucket_len: Duration,
+    /// True exactly while the phase is closed (written under the lock).
+    closed: AtomicBool,
+    /// Bumped on every transition (under the lock); a call admitted in an older epoch does
+    /// not count.
+    epoch: AtomicU64,
+    consecutive_failures: AtomicU32,
+    buckets: [Bucket; BUCKETS],
     inner: Mutex<Inner>,
 }
 
@@ -147,11 +156,12 @@ impl Breaker {
             config,
             origin: now,
             bucket_len,
+            closed: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            buckets: Default::default(),
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
-                epoch: 0,
-                consecutive_failures: 0,
-                buckets: [Bucket::default(); BUCKETS],
                 since: now,
                 opened: 0,
             }),
@@ -170,6 +180,9 @@ impl Breaker {
 
     /// The current state (an expired open state reads as half-open).
     pub(crate) fn state(&self) -> BreakerState {
+        if self.closed.load(Ordering::Acquire) {
+            return BreakerState::Closed;
+        }
         let g = self.lock();
         match g.phase {
             Phase::Closed => BreakerState::Closed,
@@ -188,6 +201,18 @@ impl Breaker {
     /// Whether a call may go to the primary now. `Err` carries a transition (Open → HalfOpen)
     /// that happened even though the call is refused; `Ok` may carry one too.
     pub(crate) fn admit(&self) -> (Option<Ticket<'_>>, Option<Transition>) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if self.closed.load(Ordering::Acquire) {
+            return (
+                Some(Ticket {
+                    breaker: self,
+                    epoch,
+                    probe: false,
+                    done: false,
+                }),
+                None,
+            );
+        }
         let now = Instant::now();
         let mut g = self.lock();
         let mut transition = None;
@@ -203,7 +228,7 @@ impl Breaker {
                 now,
             ));
         }
-        let epoch = g.epoch;
+        let epoch = self.epoch.load(Ordering::Acquire);
         let ticket = match &mut g.phase {
             Phase::Closed => Some(Ticket {
                 breaker: self,
@@ -231,9 +256,27 @@ impl Breaker {
 
     /// Records the outcome of a call admitted in `epoch`.
     fn record(&self, epoch: u64, probe: bool, outcome: Outcome) -> Option<Transition> {
+        if !probe {
+            match outcome {
+                Outcome::Neutral => return None,
+                Outcome::Success => {
+                    // The common case, without the lock: a success while closed.
+                    if self.closed.load(Ordering::Acquire)
+                        && self.epoch.load(Ordering::Acquire) == epoch
+                    {
+                        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                            self.consecutive_failures.store(0, Ordering::Relaxed);
+                        }
+                        self.count(Instant::now(), false);
+                    }
+                    return None;
+                }
+                Outcome::Failure => {}
+            }
+        }
         let now = Instant::now();
         let mut g = self.lock();
-        if g.epoch != epoch {
+        if self.epoch.load(Ordering::Acquire) != epoch {
             // Admitted under an earlier state: its outcome says nothing about this one.
             return None;
         }
@@ -291,8 +334,8 @@ impl Breaker {
             Outcome::Neutral => None,
             Outcome::Success => match &mut g.phase {
                 Phase::Closed => {
-                    g.consecutive_failures = 0;
-                    self.count(g, now, false);
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                    self.count(now, false);
                     None
                 }
                 Phase::HalfOpen { successes, .. } => {
@@ -307,11 +350,12 @@ impl Breaker {
             },
             Outcome::Failure => match g.phase {
                 Phase::Closed => {
-                    g.consecutive_failures = g.consecutive_failures.saturating_add(1);
-                    self.count(g, now, true);
-                    if g.consecutive_failures >= self.config.failure_threshold
-                        || self.ratio_exceeded(g, now)
-                    {
+                    let consecutive = self
+                        .consecutive_failures
+                        .fetch_add(1, Ordering::Relaxed)
+                        .saturating_add(1);
+                    self.count(now, true);
+                    if consecutive >= self.config.failure_threshold || self.ratio_exceeded(now) {
                         let until = now + self.config.cooldown;
                         Some(self.set_phase(g, Phase::Open { until }, now))
                     } else {
@@ -327,30 +371,46 @@ impl Breaker {
         }
     }
 
-    fn count(&self, g: &mut Inner, now: Instant, failure: bool) {
+    fn count(&self, now: Instant, failure: bool) {
         let tick = self.tick(now);
-        let b = &mut g.buckets[(tick % BUCKETS as u64) as usize];
-        if b.tick != tick {
-            *b = Bucket {
-                tick,
-                calls: 0,
-                failures: 0,
-            };
+        let b = &self.buckets[(tick % BUCKETS as u64) as usize];
+        let seen = b.tick.load(Ordering::Acquire);
+        if seen != tick
+            && b.tick
+                .compare_exchange(seen, tick, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            b.calls.store(0, Ordering::Relaxed);
+            b.failures.store(0, Ordering::Relaxed);
         }
-        b.calls = b.calls.saturating_add(1);
+        b.calls.fetch_add(1, Ordering::Relaxed);
         if failure {
-            b.failures = b.failures.saturating_add(1);
+            b.failures.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn ratio_exceeded(&self, g: &Inner, now: Instant) -> bool {
+    fn reset_counts(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        for b in &self.buckets {
+            b.calls.store(0, Ordering::Relaxed);
+            b.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn ratio_exceeded(&self, now: Instant) -> bool {
         let tick = self.tick(now);
-        let (calls, failures) = g
+        let (calls, failures) = self
             .buckets
             .iter()
-            .filter(|b| b.tick + (BUCKETS as u64) > tick && b.tick <= tick)
+            .filter(|b| {
+                let t = b.tick.load(Ordering::Acquire);
+                t + (BUCKETS as u64) > tick && t <= tick
+            })
             .fold((0u64, 0u64), |(c, f), b| {
-                (c + u64::from(b.calls), f + u64::from(b.failures))
+                (
+                    c + u64::from(b.calls.load(Ordering::Relaxed)),
+                    f + u64::from(b.failures.load(Ordering::Relaxed)),
+                )
             });
         calls >= u64::from(self.config.min_calls)
             && calls > 0
@@ -364,11 +424,12 @@ impl Breaker {
             g.opened += 1;
         }
         if to == BreakerState::Closed {
-            g.consecutive_failures = 0;
-            g.buckets = [Bucket::default(); BUCKETS];
+            self.reset_counts();
         }
         g.phase = phase;
-        g.epoch += 1;
+        self.closed
+            .store(to == BreakerState::Closed, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         g.since = now;
         Transition { from, to }
     }

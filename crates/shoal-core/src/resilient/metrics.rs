@@ -15,8 +15,11 @@
 //! | `shoal_resilient_replayed_total` | counter | `kind` (`session`, `frames`, `touch`, `delete`) |
 //! | `shoal_resilient_replay_dropped_total` | counter | `reason` (`session_gone`, `conflict`, `expired`, `refused`), counted in frames for appends and sessions for local sessions |
 //! | `shoal_resilient_replay_ambiguous_total` | counter | `outcome` (`already_applied`, `not_applied`) |
+//!
+//! The hot path (a successful operation) uses handles registered at the operation's first
+//! use, so install the metrics recorder before the first call through the wrapper.
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 use crate::Error;
 
@@ -67,4 +70,76 @@ pub(crate) fn op(backend: &'static str, op: &'static str, result: &'static str, 
 pub(crate) fn rejected(backend: &'static str, op: &'static str) {
     metrics::counter!(OPS_TOTAL, "backend" => backend, "op" => op, "result" => "rejected")
         .increment(1);
+}
+
+/// Every operation name the wrapper reports on its hot path.
+const HOT_OPS: [&str; 17] = [
+    "create",
+    "get",
+    "get_many",
+    "update",
+    "touch",
+    "delete",
+    "list",
+    "count",
+    "append_frames",
+    "frames",
+    "count_frames",
+    "delete_frames",
+    "add_pending",
+    "take_pending",
+    "list_pending",
+    "sweep_expired",
+    "restore",
+];
+
+#[derive(Debug)]
+struct OpHandles {
+    ok: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Per-backend handles for successful operations, registered once (a metrics macro with
+/// runtime labels allocates its key on every call).
+#[derive(Debug)]
+pub(crate) struct Handles {
+    backend: &'static str,
+    ops: [OnceLock<OpHandles>; HOT_OPS.len()],
+}
+
+impl Handles {
+    pub(crate) fn new(backend: &'static str) -> Self {
+        Handles {
+            backend,
+            ops: Default::default(),
+        }
+    }
+
+    /// Records one finished call: `ops_total` and the duration histogram.
+    pub(crate) fn record<T>(&self, op: &'static str, r: &crate::Result<T>, took: Duration) {
+        let hot = r
+            .is_ok()
+            .then(|| HOT_OPS.iter().position(|o| *o == op))
+            .flatten();
+        match hot {
+            Some(i) => {
+                let h = self.ops[i].get_or_init(|| OpHandles {
+                    ok: metrics::counter!(
+                        OPS_TOTAL,
+                        "backend" => self.backend,
+                        "op" => op,
+                        "result" => "ok"
+                    ),
+                    duration: metrics::histogram!(
+                        OP_DURATION,
+                        "backend" => self.backend,
+                        "op" => op
+                    ),
+                });
+                h.ok.increment(1);
+                h.duration.record(took.as_secs_f64());
+            }
+            None => self::op(self.backend, op, result_label(r), took),
+        }
+    }
 }

@@ -208,6 +208,8 @@ struct Inner<P, F> {
     last_replay: Mutex<Option<ReplayReport>>,
     totals: Mutex<ReplayReport>,
     journal_full: AtomicU64,
+    primary_metrics: metrics::Handles,
+    fallback_metrics: metrics::Handles,
 }
 
 /// Counters and state for tests, `shoal health` and dashboards.
@@ -284,6 +286,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         let breaker = Breaker::new(config.breaker.clone());
         let journal = Journal::new(config.journal.max_entries, config.journal.max_bytes);
         let seqs = SeqMap::new(config.journal.seq_map_capacity);
+        let primary_metrics = metrics::Handles::new(primary.backend_name());
+        let fallback_metrics = metrics::Handles::new(fallback.backend_name());
         ::metrics::gauge!(metrics::BREAKER_STATE, "backend" => primary.backend_name())
             .set(BreakerState::Closed.gauge_value());
         Ok(Resilient {
@@ -301,6 +305,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 last_replay: Mutex::new(None),
                 totals: Mutex::new(ReplayReport::default()),
                 journal_full: AtomicU64::new(0),
+                primary_metrics,
+                fallback_metrics,
             }),
         })
     }
@@ -454,12 +460,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout { op, after: timeout }),
         };
-        metrics::op(
-            self.primary_name(),
-            op,
-            metrics::result_label(&r),
-            started.elapsed(),
-        );
+        self.inner.primary_metrics.record(op, &r, started.elapsed());
         self.on_transition(ticket.finish(classify(&r)));
         r
     }
@@ -491,25 +492,31 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     where
         Fut: Future<Output = Result<T>>,
     {
-        let r = &self.inner.config.retry;
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(r.min_delay)
-            .with_max_delay(r.max_delay)
-            .with_max_times(r.max_retries)
-            .with_jitter()
-            .build();
+        // Built at the first failure only: the common case never needs it.
+        let mut backoff: Option<backon::ExponentialBackoff> = None;
         loop {
             let Some(ticket) = self.admit(op) else {
                 return Call::Rejected;
             };
             match self.run(op, timeout, ticket, make()).await {
-                Err(e) if retryable(&e) => match backoff.next() {
-                    Some(delay) => {
-                        ::metrics::counter!(metrics::RETRIES, "op" => op).increment(1);
-                        tokio::time::sleep(delay).await;
+                Err(e) if retryable(&e) => {
+                    let delays = backoff.get_or_insert_with(|| {
+                        let r = &self.inner.config.retry;
+                        backon::ExponentialBuilder::default()
+                            .with_min_delay(r.min_delay)
+                            .with_max_delay(r.max_delay)
+                            .with_max_times(r.max_retries)
+                            .with_jitter()
+                            .build()
+                    });
+                    match delays.next() {
+                        Some(delay) => {
+                            ::metrics::counter!(metrics::RETRIES, "op" => op).increment(1);
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => return Call::Done(Err(e)),
                     }
-                    None => return Call::Done(Err(e)),
-                },
+                }
                 r => return Call::Done(r),
             }
         }
@@ -527,12 +534,9 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout { op, after: timeout }),
         };
-        metrics::op(
-            self.fallback_name(),
-            op,
-            metrics::result_label(&r),
-            started.elapsed(),
-        );
+        self.inner
+            .fallback_metrics
+            .record(op, &r, started.elapsed());
         ::metrics::counter!(metrics::FALLBACK_OPS, "mode" => self.mode().as_str(), "op" => op)
             .increment(1);
         r
