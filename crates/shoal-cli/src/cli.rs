@@ -93,6 +93,25 @@ pub(crate) enum Command {
     Config(ConfigCommand),
     /// Benchmark and verify the store
     Bench(crate::bench::BenchArgs),
+    /// Run the MCP Streamable HTTP reverse proxy (sessions in the store)
+    Proxy(ProxyArgs),
+}
+
+/// `shoal proxy`: flags override the `[proxy]` configuration section.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct ProxyArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    /// Upstream MCP server: http(s)://HOST/mcp or stdio:'CMD ARGS'
+    #[arg(long, value_name = "URL|stdio:CMD")]
+    pub(crate) upstream: Option<String>,
+    /// File with the event-id MAC key; give every instance the same one
+    #[arg(long, value_name = "FILE")]
+    pub(crate) event_id_key_file: Option<PathBuf>,
+    /// Extra allowed Origin values, comma-separated (`*`: any)
+    #[arg(long, value_name = "ORIGINS")]
+    pub(crate) allowed_origins: Option<String>,
 }
 
 /// `shoal sessions …`.

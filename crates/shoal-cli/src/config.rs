@@ -31,7 +31,7 @@
 //! level = "warn"                 # a tracing EnvFilter directive, e.g. "info,shoal_core=debug"
 //! format = "text"                # or "json"
 //! ```
-//! The section names `cache`, `resilience` and `proxy` are reserved for later releases; today
+//! The section names `cache` and `resilience` are reserved for later releases; today
 //! they are refused like every other unknown key, with an error naming the key and where it
 //! came from.
 //!
@@ -67,10 +67,10 @@ use crate::{
 };
 
 /// Top-level keys this build understands.
-pub(crate) const SECTIONS: &[&str] = &["store", "limits", "memory", "redis", "log"];
+pub(crate) const SECTIONS: &[&str] = &["store", "limits", "memory", "redis", "log", "proxy"];
 
 /// Top-level sections reserved for later releases (refused today, with a hint).
-pub(crate) const RESERVED_SECTIONS: &[&str] = &["cache", "resilience", "proxy"];
+pub(crate) const RESERVED_SECTIONS: &[&str] = &["cache", "resilience"];
 
 /// The prefix of configuration environment variables.
 pub(crate) const ENV_PREFIX: &str = "SHOAL_";
@@ -96,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) redis: RedisSection,
     /// Logging.
     pub(crate) log: LogConfig,
+    /// `shoal proxy`.
+    pub(crate) proxy: ProxySection,
 }
 
 impl Default for Config {
@@ -106,6 +108,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             redis: RedisSection::default(),
             log: LogConfig::default(),
+            proxy: ProxySection::default(),
         }
     }
 }
@@ -118,6 +121,7 @@ impl fmt::Debug for Config {
             .field("memory", &self.memory)
             .field("redis", &self.redis)
             .field("log", &self.log)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -128,6 +132,61 @@ impl Config {
         Config {
             store: redact(&self.store),
             ..self.clone()
+        }
+    }
+}
+
+/// `[proxy]`: `shoal proxy` (its flags override these).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ProxySection {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub(crate) listen: String,
+    /// `http(s)://…/mcp` or `stdio:CMD ARGS`. No default.
+    pub(crate) upstream: String,
+    /// The MCP endpoint path. Default `/mcp`.
+    pub(crate) path: String,
+    /// Extra allowed `Origin`s, comma-separated (`*`: any); loopback origins always pass.
+    pub(crate) allowed_origins: String,
+    /// File holding the event-id MAC key (≥ 16 bytes), the same on every instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) event_id_key_file: Option<PathBuf>,
+    /// Largest request body. Default 4 MiB.
+    pub(crate) max_body_bytes: usize,
+    /// Open SSE streams per session and instance. Default 16.
+    pub(crate) max_streams_per_session: usize,
+    /// How often a follower polls the store for another instance's stream. Default 50 ms.
+    #[serde(with = "humantime_duration")]
+    pub(crate) poll_interval: Duration,
+    /// Stream holder lease. Default 6 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) stream_lease: Duration,
+    /// SSE `retry` sent to 2025-11-25 clients. Default 1 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) sse_retry: Duration,
+    /// Longest wait for the upstream to start answering. Default 60 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) upstream_timeout: Duration,
+    /// Header carrying the authenticated principal (set by a trusted gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) principal_header: Option<String>,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            listen: "127.0.0.1:8080".into(),
+            upstream: String::new(),
+            path: "/mcp".into(),
+            allowed_origins: String::new(),
+            event_id_key_file: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_streams_per_session: 16,
+            poll_interval: Duration::from_millis(50),
+            stream_lease: Duration::from_secs(6),
+            sse_retry: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(60),
+            principal_header: None,
         }
     }
 }
@@ -585,6 +644,8 @@ fn known_keys() -> Vec<(String, String)> {
     }
     // Keys absent from the defaults (optional ones).
     out.push(("redis".to_owned(), "tls_ca_file".to_owned()));
+    out.push(("proxy".to_owned(), "event_id_key_file".to_owned()));
+    out.push(("proxy".to_owned(), "principal_header".to_owned()));
     out
 }
 
@@ -620,6 +681,10 @@ const DURATION_KEYS: &[&str] = &[
     "redis.expiry_grace",
     "redis.sweep_lease",
     "redis.sweep_interval",
+    "proxy.poll_interval",
+    "proxy.stream_lease",
+    "proxy.sse_retry",
+    "proxy.upstream_timeout",
 ];
 
 fn describe_one(e: &figment::Error, figment: &Figment, layers: &Layers) -> String {
@@ -760,6 +825,7 @@ pub(crate) fn to_toml(config: &Config) -> anyhow::Result<String> {
         ("memory", serde_json::to_value(&config.memory)?),
         ("redis", serde_json::to_value(&config.redis)?),
         ("log", serde_json::to_value(&config.log)?),
+        ("proxy", serde_json::to_value(&config.proxy)?),
     ];
     for (name, value) in sections {
         let serde_json::Value::Object(table) = value else {

@@ -353,7 +353,7 @@ fn config_check_reports_good_bad_and_unknown_files() {
         .stderr(predicate::str::contains(unknown.to_str().unwrap()));
 
     let reserved = dir.path().join("reserved.toml");
-    std::fs::write(&reserved, "[proxy]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+    std::fs::write(&reserved, "[cache]\nttl = \"1s\"\n").unwrap();
     shoal()
         .args(["config", "check", reserved.to_str().unwrap()])
         .assert()

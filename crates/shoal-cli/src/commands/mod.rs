@@ -12,6 +12,7 @@ use crate::{
 
 pub(crate) mod config;
 pub(crate) mod health;
+pub(crate) mod proxy;
 pub(crate) mod sessions;
 pub(crate) mod stats;
 pub(crate) mod sweep;
@@ -62,6 +63,7 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> 
         Command::Sweep => interruptible(sweep::run(ctx)).await,
         Command::Health => interruptible(health::run(ctx)).await,
         Command::Stats => interruptible(stats::run(ctx)).await,
+        Command::Proxy(a) => proxy::run(ctx, &a).await,
         Command::Config(crate::cli::ConfigCommand::Show) => config::show(ctx),
         Command::Config(crate::cli::ConfigCommand::Check(_)) => {
             // Handled before the configuration is loaded (see main).

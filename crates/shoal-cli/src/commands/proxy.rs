@@ -1,0 +1,100 @@
+//! `shoal proxy`: the MCP Streamable HTTP reverse proxy on the configured store.
+
+use anyhow::Context as _;
+use shoal_proxy::{EventIdKey, ProxyConfig, UpstreamConfig};
+
+use crate::{
+    cli::ProxyArgs,
+    commands::Ctx,
+    error::{Outcome, UsageError},
+    store::redact,
+};
+
+/// Serves until Ctrl-C or SIGTERM, then shuts down gracefully (exit 0).
+pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> {
+    let p = &ctx.config.proxy;
+    let upstream = args
+        .upstream
+        .clone()
+        .or_else(|| (!p.upstream.trim().is_empty()).then(|| p.upstream.clone()))
+        .ok_or_else(|| {
+            UsageError(
+                "an upstream is needed: --upstream URL|stdio:'CMD ARGS' or proxy.upstream".into(),
+            )
+        })?;
+    let upstream = UpstreamConfig::parse(&upstream).map_err(UsageError)?;
+    let mut cfg = ProxyConfig::new(upstream.clone());
+    cfg.path.clone_from(&p.path);
+    let origins = args
+        .allowed_origins
+        .as_deref()
+        .unwrap_or(&p.allowed_origins);
+    cfg.allowed_origins = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    cfg.max_body_bytes = p.max_body_bytes;
+    cfg.max_streams_per_session = p.max_streams_per_session;
+    cfg.poll_interval = p.poll_interval;
+    cfg.stream_lease = p.stream_lease;
+    cfg.sse_retry = p.sse_retry;
+    cfg.upstream_timeout = p.upstream_timeout;
+    cfg.principal_header.clone_from(&p.principal_header);
+    match args
+        .event_id_key_file
+        .as_ref()
+        .or(p.event_id_key_file.as_ref())
+    {
+        Some(file) => cfg.event_id_key = EventIdKey::from_file(file).map_err(UsageError)?,
+        None => tracing::warn!(
+            "no event id key file: using a random key, so SSE streams can only be resumed on this \
+             instance (set --event-id-key-file or proxy.event_id_key_file on every instance)"
+        ),
+    }
+    let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
+
+    let opened = ctx.open().await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let shown = match &upstream {
+        UpstreamConfig::Http { url } => url.clone(),
+        UpstreamConfig::Stdio { command, .. } => format!("stdio:{command} …"),
+        _ => "upstream".into(),
+    };
+    eprintln!(
+        "shoal proxy: listening on http://{addr}{} -> {shown} (store {})",
+        cfg.path,
+        redact(&ctx.config.store)
+    );
+    let shutdown = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    shoal_proxy::serve(listener, cfg, opened.store(), shutdown)
+        .await
+        .context("proxy")?;
+    opened.save().await?;
+    eprintln!("shoal proxy: stopped");
+    Ok(Outcome::Success)
+}
