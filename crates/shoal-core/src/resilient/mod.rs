@@ -38,6 +38,8 @@
 //!     `take_pending` need the primary and are `Unavailable`;
 //!   - a read of a session the fallback does not hold is `Unavailable`, never `NotFound`;
 //!     `list` and `count` are `Unavailable` (a partial listing would look complete);
+//!   - `touch` of a session held by the primary answers `now + session_ttl` by the wall
+//!     clock (the primary's own answer is not available);
 //!   - a full journal ([`JournalConfig`]) refuses the write with `Unavailable` ("journal is
 //!     full", nothing written) and counts `shoal_resilient_journal_full_total`.
 //!
@@ -61,7 +63,11 @@
 //!   answer refuses writes (reads still work) until the next replay settles it.
 //! - **Order.** While a session has journaled writes not yet replayed, later writes to it are
 //!   journaled too, even once the breaker has closed, so they reach the primary after them.
-//!   Sessions are replayed in the order of their first journaled write.
+//!   Sessions are replayed in the order of their first journaled write. Until a local
+//!   session is replayed, `list` and `count` (served by the primary) do not include it.
+//! - **Scope.** The journal lives in process memory: an instance that dies during an outage
+//!   loses what it journaled (those writes were acknowledged). Use fallback mode `none` or
+//!   `read-only` where that is not acceptable.
 //!
 //! # Conflict rules at replay
 //! - **Session deleted (or expired) elsewhere during the outage**: journaled appends and
@@ -801,7 +807,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         match tokio::time::timeout(timeout, self.inner.primary.health()).await {
             Ok(Ok(h)) => {
                 let mut out = Health::healthy("resilient", started.elapsed());
-                out.status = h.status;
+                // An unhealthy primary behind a closed breaker: calls will soon take the
+                // fallback path, so the wrapper is as degraded as its fallback mode allows.
+                out.status = match h.status {
+                    HealthStatus::Unhealthy => self.degraded_status(),
+                    other => other,
+                };
                 for (k, v) in h.details {
                     out.details.insert(format!("primary.{k}"), v);
                 }
