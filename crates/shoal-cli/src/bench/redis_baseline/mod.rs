@@ -11,10 +11,12 @@
 //!    without credentials): `HGETALL` of a copy of a pool session's hash and `EVALSHA` of
 //!    Shoal's append script with the same KEYS/ARGV, at 64 clients × pipeline 16 ([`tool`]).
 //!
-//! Every measurement is bounded (`--redis-duration`, `--redis-ops`); with `--repeat N` the
-//! whole comparison runs N rounds and medians are reported, ratios being the median of the
-//! per-round ratios. Everything written is removed afterwards: the sessions Shoal created, and
-//! every key under the raw side's own prefix.
+//! Every measurement is bounded (`--redis-duration`, `--redis-ops`) and cut into blocks of
+//! 200 ms: the sides take turns block by block (the order rotating), and a round's ratio is
+//! the median of its per-block ratios, so load from other processes — which hits neighbouring
+//! blocks alike — cancels out. With `--repeat N` the comparison runs N rounds and medians of
+//! the rounds are reported. Everything written is removed afterwards: the sessions Shoal
+//! created, and every key under the raw side's own prefix.
 
 mod driver;
 mod raw;
@@ -138,13 +140,16 @@ pub(crate) struct OpComparison {
     pub(crate) shoal: OpStats,
     /// Raw redis-rs, medians over the rounds.
     pub(crate) raw: OpStats,
-    /// Shoal ÷ raw ops/s: the median of the per-round ratios.
+    /// Shoal ÷ raw ops/s: the median of the per-round ratios (each the median over that
+    /// round's interleaved blocks).
     pub(crate) ratio: Option<f64>,
+    /// Per round, the median block ratio.
+    pub(crate) round_ratios: Vec<f64>,
     /// Shoal ÷ raw p50 (lower is better), from the medians.
     pub(crate) ratio_p50: Option<f64>,
     /// Shoal ÷ raw p95, from the medians.
     pub(crate) ratio_p95: Option<f64>,
-    /// Per round: `[shoal ops/s, raw ops/s]`.
+    /// Per round: `[shoal ops/s, raw ops/s]` over all its blocks.
     pub(crate) rounds: Vec<[f64; 2]>,
 }
 
@@ -157,7 +162,7 @@ pub(crate) struct Level {
     pub(crate) ops: Vec<OpComparison>,
     /// Raw `GET` of one blob the size of a session hash, medians.
     pub(crate) raw_get_blob: Option<OpStats>,
-    /// Shoal `get` ÷ raw blob `GET` ops/s, median of the per-round ratios.
+    /// Shoal `get` ÷ raw blob `GET` ops/s, median of the per-round ratios (block medians).
     pub(crate) get_vs_blob: Option<f64>,
 }
 
@@ -294,17 +299,13 @@ pub(crate) fn median_stats(op: &str, runs: &[OpStats]) -> OpStats {
     }
 }
 
-/// The median of the per-round ratios `a[i] / b[i]`.
-fn median_ratio(pairs: &[[f64; 2]]) -> Option<f64> {
-    let rs: Vec<f64> = pairs.iter().filter_map(|[a, b]| ratio(*a, *b)).collect();
-    (!rs.is_empty()).then(|| median(&rs))
-}
-
 /// The per-round measurements before they are summarised.
 #[derive(Default)]
 struct Samples {
     /// `(level, op, side)` → one `OpStats` per round; side 0 = Shoal, 1 = raw, 2 = blob GET.
     ops: BTreeMap<(usize, &'static str, usize), Vec<OpStats>>,
+    /// `(level, op, side)` → per round, the median over its blocks of Shoal ÷ that side.
+    ratios: BTreeMap<(usize, &'static str, usize), Vec<f64>>,
     /// Per round, `[hgetall, evalsha append]`.
     tool: Vec<[ToolStats; 2]>,
     /// First error per measurement name.
@@ -405,7 +406,8 @@ pub(crate) async fn run(
                 .collect();
             ops.push(OpComparison {
                 op: op.to_owned(),
-                ratio: median_ratio(&pairs),
+                ratio: samples.ratios.get(&(c, op, 1)).map(|r| median(r)),
+                round_ratios: samples.ratios.get(&(c, op, 1)).cloned().unwrap_or_default(),
                 ratio_p50: ratio(shoal.p50_us, raw.p50_us),
                 ratio_p95: ratio(shoal.p95_us, raw.p95_us),
                 shoal,
@@ -414,15 +416,7 @@ pub(crate) async fn run(
             });
         }
         let blob = samples.ops.get(&(c, "get", 2));
-        let get_vs_blob = match (samples.ops.get(&(c, "get", 0)), blob) {
-            (Some(s), Some(b)) => median_ratio(
-                &s.iter()
-                    .zip(b)
-                    .map(|(a, b)| [a.ops_per_sec, b.ops_per_sec])
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        };
+        let get_vs_blob = samples.ratios.get(&(c, "get", 2)).map(|r| median(r));
         out_levels.push(Level {
             concurrency: c,
             ops,
@@ -642,17 +636,26 @@ async fn measure(
         max_frames: limits.max_frames_per_session as u64,
         max_sessions: limits.max_sessions as u64,
     });
-    let ids = Arc::new(plan.sessions.clone());
-    let shoal_frames = Arc::new(shoal_frames);
+    let mut sides = Sides {
+        store: Arc::clone(store),
+        ids: Arc::new(plan.sessions.clone()),
+        frames: Arc::new(shoal_frames),
+        ctx: Arc::clone(&ctx),
+        shoal_prefix: format!("{}rb", plan.prefix),
+        created,
+        raw_created: Vec::new(),
+    };
 
     let mut samples = Samples::default();
-    let limit = Limit {
-        duration: rb.redis_duration,
-        ops: rb.redis_ops,
+    // Blocks of at most BLOCK each, alternating sides block by block.
+    let blocks = (rb.redis_duration.as_nanos() / BLOCK.as_nanos()).max(1) as u64;
+    let block = Limit {
+        duration: rb.redis_duration / u32::try_from(blocks).unwrap_or(u32::MAX),
+        ops: rb.redis_ops.div_ceil(blocks),
     };
     let warm = Limit {
         duration: WARMUP,
-        ops: rb.redis_ops,
+        ops: block.ops,
     };
     for round in 0..rb.repeat {
         for &c in levels {
@@ -661,54 +664,87 @@ async fn measure(
                     return Err(anyhow::Error::new(crate::error::Interrupted));
                 }
                 progress.say(|| format!("redis baseline: round {} c{c} {op}", round + 1));
-                // Alternate which side goes first, so drift hits both alike.
-                let sides: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                for side in sides {
-                    let mut limit = limit;
-                    let mut warm = warm;
-                    if op == "create" {
-                        let room = create_room(store, &limits).await?;
-                        if room < 100 {
-                            notes.push(format!(
-                                "create skipped at c{c}: the store has room for {room} sessions"
-                            ));
-                            continue;
-                        }
-                        limit.ops = limit.ops.min(room / 2);
-                        warm.ops = warm.ops.min(room / 2);
+                let side_list: &[usize] = if op == "get" { &[0, 1, 2] } else { &[0, 1] };
+                let (mut block, mut warm) = (block, warm);
+                if op == "create" {
+                    // Both sides' creates must fit under max_sessions.
+                    let room = create_room(store, &limits).await?;
+                    let per_run = room / (2 * (blocks + 1));
+                    if per_run < 50 {
+                        notes.push(format!(
+                            "create skipped at c{c}: the store has room for {room} sessions"
+                        ));
+                        continue;
                     }
-                    let seed = args.seed ^ (u64::from(round) << 20) ^ ((c as u64) << 8);
-                    let stats = if side == 0 {
-                        let tag = |phase: &str| format!("{}rb{round}c{c}{phase}-", plan.prefix);
-                        let w_op = shoal_op(op, store, &ids, &shoal_frames, &tag("w"));
-                        let w = drive(&w_op, c, warm, seed, stop).await?;
-                        created.shoal.push((tag("w"), w.attempts.clone()));
-                        let t_op = shoal_op(op, store, &ids, &shoal_frames, &tag("t"));
-                        let d = drive(&t_op, c, limit, seed, stop).await?;
-                        created.shoal.push((tag("t"), d.attempts.clone()));
-                        if op == "create" {
-                            forget_shoal(store, created).await?;
+                    block.ops = block.ops.min(per_run);
+                    warm.ops = warm.ops.min(per_run);
+                }
+                let seed = args.seed ^ (u64::from(round) << 20) ^ ((c as u64) << 8);
+                let phase = |b: &str| format!("{round}c{c}{b}-");
+                for &side in side_list {
+                    sides
+                        .run(side, op, c, &phase("w"), warm, seed, stop)
+                        .await?;
+                }
+                let mut merged: Vec<Option<Driven>> = side_list.iter().map(|_| None).collect();
+                let mut rates: Vec<Vec<f64>> = side_list.iter().map(|_| Vec::new()).collect();
+                for b in 0..blocks {
+                    // Rotate the order block by block, so drift hits every side alike.
+                    let n = side_list.len();
+                    for k in 0..n {
+                        let i = (k + (b as usize) + round as usize) % n;
+                        let d = sides
+                            .run(
+                                side_list[i],
+                                op,
+                                c,
+                                &phase(&format!("b{b}")),
+                                block,
+                                seed ^ b,
+                                stop,
+                            )
+                            .await?;
+                        let secs = d.elapsed.as_secs_f64();
+                        rates[i].push(if secs > 0.0 {
+                            d.hist.len() as f64 / secs
+                        } else {
+                            0.0
+                        });
+                        match &mut merged[i] {
+                            Some(m) => m.absorb(d)?,
+                            slot @ None => *slot = Some(d),
                         }
-                        finish(&mut samples, "shoal", op, c, d)?
-                    } else {
-                        let tag = |phase: &str| format!("rc{round}c{c}{phase}-");
-                        let w = drive(&raw_op(op, &ctx, &tag("w")), c, warm, seed, stop).await?;
-                        let d = drive(&raw_op(op, &ctx, &tag("t")), c, limit, seed, stop).await?;
-                        if op == "create" {
-                            let runs = [(tag("w"), w.attempts), (tag("t"), d.attempts.clone())];
-                            forget_raw(&mut conn, &ctx, &runs).await?;
-                        }
-                        finish(&mut samples, "raw", op, c, d)?
+                    }
+                }
+                if op == "create" {
+                    sides.forget(&mut conn).await?;
+                }
+                for (i, m) in merged.into_iter().enumerate() {
+                    let side = side_list[i];
+                    let Some(d) = m else { continue };
+                    let (label, name) = match side {
+                        0 => ("shoal", op),
+                        1 => ("raw", op),
+                        _ => ("raw", "get_blob"),
                     };
+                    let stats = finish(&mut samples, label, name, c, d)?;
                     samples.ops.entry((c, op, side)).or_default().push(stats);
+                    if side > 0 {
+                        let block_ratios: Vec<f64> = rates[0]
+                            .iter()
+                            .zip(&rates[i])
+                            .filter_map(|(a, b)| ratio(*a, *b))
+                            .collect();
+                        if !block_ratios.is_empty() {
+                            samples
+                                .ratios
+                                .entry((c, op, side))
+                                .or_default()
+                                .push(median(&block_ratios));
+                        }
+                    }
                 }
             }
-            let seed = args.seed ^ 0xb10b;
-            let blob_op = raw::get_blob(&ctx);
-            drive(&blob_op, c, warm, seed, stop).await?;
-            let d = drive(&blob_op, c, limit, seed, stop).await?;
-            let stats = finish(&mut samples, "raw", "get_blob", c, d)?;
-            samples.ops.entry((c, "get", 2)).or_default().push(stats);
         }
         // The server's own limit.
         if rb.redis_benchmark_requests > 0 {
@@ -738,6 +774,82 @@ async fn measure(
             .to_owned(),
     );
     Ok((samples, session_hash_bytes, tool_skipped, notes))
+}
+
+/// Length of one block: the Shoal side and the raw side(s) alternate block by block, and
+/// ratios are the median of per-block ratios, so load bursts from other processes (which
+/// hit neighbouring blocks alike) cancel out.
+const BLOCK: Duration = Duration::from_millis(200);
+
+impl Driven {
+    /// Adds another block's measurement to this one.
+    fn absorb(&mut self, other: Driven) -> anyhow::Result<()> {
+        self.hist.add(&other.hist)?;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        Ok(())
+    }
+}
+
+/// The sides of the comparison: side 0 is Shoal, 1 the raw redis-rs equivalent, 2 the raw
+/// blob `GET` (for `get` only).
+struct Sides<'a> {
+    store: Arc<dyn SessionStore>,
+    ids: Arc<Vec<SessionId>>,
+    frames: Arc<Vec<shoal_core::NewFrame>>,
+    ctx: Arc<RawCtx>,
+    /// Prefix of the ids of sessions Shoal's creates make.
+    shoal_prefix: String,
+    /// What Shoal's creates made (cleaned up by the caller whatever happens).
+    created: &'a mut Created,
+    /// What the raw creates made: id tag and attempts per task.
+    raw_created: Vec<(String, Vec<u64>)>,
+}
+
+impl Sides<'_> {
+    /// Runs one measurement of `op` on `side`; `phase` makes created ids unique.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        side: usize,
+        op: &str,
+        c: usize,
+        phase: &str,
+        limit: Limit,
+        seed: u64,
+        stop: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Driven> {
+        match side {
+            0 => {
+                let tag = format!("{}{phase}", self.shoal_prefix);
+                let f = shoal_op(op, &self.store, &self.ids, &self.frames, &tag);
+                let d = drive(&f, c, limit, seed, stop).await?;
+                if op == "create" {
+                    self.created.shoal.push((tag, d.attempts.clone()));
+                }
+                Ok(d)
+            }
+            1 => {
+                let tag = format!("rc{phase}");
+                let d = drive(&raw_op(op, &self.ctx, &tag), c, limit, seed, stop).await?;
+                if op == "create" {
+                    self.raw_created.push((tag, d.attempts.clone()));
+                }
+                Ok(d)
+            }
+            _ => drive(&raw::get_blob(&self.ctx), c, limit, seed, stop).await,
+        }
+    }
+
+    /// Deletes what both sides' creates made so far (untimed).
+    async fn forget(&mut self, conn: &mut redis::aio::ConnectionManager) -> anyhow::Result<()> {
+        forget_shoal(&self.store, self.created).await?;
+        let runs = std::mem::take(&mut self.raw_created);
+        forget_raw(conn, &self.ctx, &runs).await
+    }
 }
 
 /// One round of `redis-benchmark`: `[HGETALL, EVALSHA append]`, or `None` when it cannot run.
@@ -1064,11 +1176,6 @@ mod tests {
             ],
         );
         assert_eq!((m.ops_per_sec, m.p95_us), (20.0, 3.0));
-        assert_eq!(
-            median_ratio(&[[9.0, 10.0], [1.0, 10.0], [8.0, 10.0]]),
-            Some(0.8)
-        );
-        assert_eq!(median_ratio(&[[1.0, 0.0]]), None);
     }
 
     #[test]
@@ -1078,6 +1185,7 @@ mod tests {
             shoal: stats(op, s, p95),
             raw: stats(op, r, p95),
             ratio: ratio(s, r),
+            round_ratios: vec![],
             ratio_p50: Some(1.0),
             ratio_p95: Some(1.0),
             rounds: vec![[s, r]],
