@@ -65,6 +65,10 @@ async fn main() {
     if let Some(ms) = lease_ms {
         cfg.stream_lease = Duration::from_millis(ms);
     }
+    if store_url.starts_with("redis://") || store_url.starts_with("rediss://") {
+        // Cross-instance wake-ups over the store's own server.
+        cfg.wakeup_redis_url = Some(store_url.clone());
+    }
     let store: Arc<dyn SessionStore> = if store_url.starts_with("memory:") {
         Arc::new(MemoryStore::new())
     } else {

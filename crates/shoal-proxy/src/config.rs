@@ -185,6 +185,11 @@ pub struct ProxyConfig {
     pub instance_id: String,
     /// Working directory for stdio upstream processes.
     pub stdio_cwd: Option<PathBuf>,
+    /// A standalone Redis (`redis://` or `rediss://`) for cross-instance wake-ups over pub/sub;
+    /// usually the store's own server. Without it, followers only poll the store.
+    pub wakeup_redis_url: Option<String>,
+    /// The channel prefix of wake-ups (`<prefix>:<session id>`). Default `shoal:wake`.
+    pub wakeup_channel_prefix: String,
 }
 
 impl ProxyConfig {
@@ -209,6 +214,8 @@ impl ProxyConfig {
             principal_header: None,
             instance_id,
             stdio_cwd: None,
+            wakeup_redis_url: None,
+            wakeup_channel_prefix: "shoal:wake".into(),
         }
     }
 

@@ -53,6 +53,7 @@ pub mod sse;
 mod state;
 mod streams;
 mod upstream;
+mod wakeup;
 
 pub use config::{EventIdKey, ProxyConfig, UpstreamConfig};
 pub use metrics::Metrics;
@@ -78,12 +79,19 @@ pub fn ensure_crypto_provider() {
 #[derive(Debug, Clone)]
 pub struct ProxyHandle {
     metrics: Arc<Metrics>,
+    inner: Arc<state::Inner>,
 }
 
 impl ProxyHandle {
     /// The proxy's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Whether the pub/sub wake-up connection is up (always false without
+    /// [`ProxyConfig::wakeup_redis_url`]).
+    pub fn wakeups_connected(&self) -> bool {
+        self.inner.wakeups.get().is_some()
     }
 }
 
@@ -134,7 +142,25 @@ where
         .min(Duration::from_secs(3600));
     let reaper_inner = inner.clone();
     let reaper_token = token.clone();
+    let wake_inner = inner.clone();
+    let handle_inner = inner.clone();
     let fut = async move {
+        if let Some(url) = wake_inner.cfg.wakeup_redis_url.clone() {
+            let prefix = wake_inner.cfg.wakeup_channel_prefix.clone();
+            let token = wake_inner.shutdown.clone();
+            let metrics = wake_inner.metrics.clone();
+            tokio::spawn(async move {
+                match wakeup::Wakeups::connect(&url, &prefix, metrics, token).await {
+                    Ok(w) => {
+                        let _ = wake_inner.wakeups.set(w);
+                        tracing::info!("cross-instance wake-ups over Redis pub/sub");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no pub/sub wake-ups; followers poll the store")
+                    }
+                }
+            });
+        }
         let reaper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
@@ -165,5 +191,11 @@ where
         reaper.abort();
         res
     };
-    Ok((fut, ProxyHandle { metrics }))
+    Ok((
+        fut,
+        ProxyHandle {
+            metrics,
+            inner: handle_inner,
+        },
+    ))
 }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub sse_replayed: AtomicU64,
     /// Streams taken over from an instance whose lease ran out.
     pub stream_takeovers: AtomicU64,
+    /// Cross-instance wake-ups received for a stream followed here.
+    pub wakeups_received: AtomicU64,
     /// Upstream requests that failed (connect error, timeout, 5xx).
     pub upstream_errors: AtomicU64,
     /// SSE streams open to clients now.
@@ -123,6 +125,11 @@ impl Metrics {
             "stream_takeovers_total",
             "Streams taken over after the holder's lease expired.",
             self.stream_takeovers.load(Relaxed),
+        );
+        counter(
+            "wakeups_received_total",
+            "Pub/sub wake-ups received for followed streams.",
+            self.wakeups_received.load(Relaxed),
         );
         counter(
             "upstream_errors_total",

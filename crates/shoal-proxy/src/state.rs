@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) http: Option<HttpUpstream>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) wakeups: std::sync::OnceLock<Arc<crate::wakeup::Wakeups>>,
     sessions: Mutex<HashMap<SessionId, Cell>>,
     pumps: Mutex<HashMap<(SessionId, String), broadcast::Sender<u64>>>,
 }
@@ -91,6 +92,7 @@ impl Inner {
             metrics,
             http,
             shutdown,
+            wakeups: std::sync::OnceLock::new(),
             sessions: Mutex::new(HashMap::new()),
             pumps: Mutex::new(HashMap::new()),
         })

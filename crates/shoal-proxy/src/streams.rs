@@ -242,6 +242,9 @@ async fn pump(
                 };
                 if let Some(seq) = seq {
                     let _ = btx.send(seq);
+                    if let Some(w) = inner.wakeups.get() {
+                        w.publish(live.id.as_str(), &stream);
+                    }
                 }
                 let answered = serde_json::from_slice::<Value>(&data)
                     .map(|v| response_ids(&v))
@@ -326,6 +329,12 @@ pub(crate) async fn follow(
 ) {
     let is_post = stream.starts_with('p');
     let mut sub = inner.subscribe_pump(&live.id, &stream);
+    // Wake-ups from the instance holding the stream, when pub/sub is on; the store is polled
+    // every `poll_interval` without them, every lease check with them (a fallback).
+    let mut wake = inner
+        .wakeups
+        .get()
+        .and_then(|w| w.subscribe(live.id.as_str(), &stream));
     let mut awaiting: Option<HashSet<RequestId>> = if is_post {
         match inner.store.list_pending(&live.id).await {
             Ok(p) => Some(
@@ -404,6 +413,11 @@ pub(crate) async fn follow(
             sub = inner.subscribe_pump(&live.id, &stream);
         }
         // Wait for news.
+        let nap = if wake.is_some() {
+            check_every.max(inner.cfg.poll_interval)
+        } else {
+            inner.cfg.poll_interval
+        };
         let pump_ended = tokio::select! {
             biased;
             _ = inner.shutdown.cancelled() => return,
@@ -417,7 +431,15 @@ pub(crate) async fn follow(
                     None => std::future::pending().await,
                 }
             } => r.is_err(),
-            _ = tokio::time::sleep(inner.cfg.poll_interval) => false,
+            _ = async {
+                match &mut wake {
+                    Some(rx) => {
+                        let _ = rx.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => false,
+            _ = tokio::time::sleep(nap) => false,
         };
         if pump_ended {
             // The local pump finished: read what it wrote last, then judge by the lease.

@@ -19,8 +19,37 @@ fn http(f: &Fake) -> UpstreamConfig {
 }
 
 async fn two_proxies(f: &Fake, store: Arc<dyn SessionStore>) -> (Proxy, Proxy) {
-    let a = start_proxy(config(http(f), "a"), store.clone()).await;
-    let b = start_proxy(config(http(f), "b"), store).await;
+    two_proxies_waking(f, store, None).await
+}
+
+/// With `wake = Some(redis URL)`: pub/sub wake-ups on, and the fallback poll so slow (a third
+/// of a 60 s lease) that live delivery across instances within the test's bounds shows the
+/// wake-ups work.
+async fn two_proxies_waking(
+    f: &Fake,
+    store: Arc<dyn SessionStore>,
+    wake: Option<String>,
+) -> (Proxy, Proxy) {
+    let mut prefix = [0u8; 4];
+    getrandom::fill(&mut prefix).unwrap();
+    let prefix = format!(
+        "wake{:02x}{:02x}{:02x}{:02x}",
+        prefix[0], prefix[1], prefix[2], prefix[3]
+    );
+    let cfg = |name: &str| {
+        let mut c = config(http(f), name);
+        if let Some(url) = &wake {
+            c.wakeup_redis_url = Some(url.clone());
+            c.wakeup_channel_prefix.clone_from(&prefix);
+            c.stream_lease = std::time::Duration::from_secs(60);
+        }
+        c
+    };
+    let a = start_proxy(cfg("a"), store.clone()).await;
+    let b = start_proxy(cfg("b"), store).await;
+    if wake.is_some() {
+        wait_for(|| a.handle.wakeups_connected() && b.handle.wakeups_connected()).await;
+    }
     (a, b)
 }
 
@@ -128,8 +157,12 @@ async fn shutdown_mid_session(store: Arc<dyn SessionStore>) {
 }
 
 async fn cut_and_resume(store: Arc<dyn SessionStore>) {
+    cut_and_resume_waking(store, None).await;
+}
+
+async fn cut_and_resume_waking(store: Arc<dyn SessionStore>, wake: Option<String>) -> Proxy {
     let f = fake_upstream().await;
-    let (a, b) = two_proxies(&f, store.clone()).await;
+    let (a, b) = two_proxies_waking(&f, store.clone(), wake).await;
     let c = Client::new("2025-11-25");
     let sid = c.initialize(&a.url()).await;
     let total = 8u64;
@@ -216,6 +249,7 @@ async fn cut_and_resume(store: Arc<dyn SessionStore>) {
     }
     let id = SessionId::new(&sid).unwrap();
     assert!(store.list_pending(&id).await.unwrap().is_empty());
+    b
 }
 
 async fn delete_everywhere(store: Arc<dyn SessionStore>) {
@@ -265,8 +299,12 @@ async fn delete_everywhere(store: Arc<dyn SessionStore>) {
 }
 
 async fn get_stream_followed_across_instances(store: Arc<dyn SessionStore>) {
+    get_stream_followed_waking(store, None).await;
+}
+
+async fn get_stream_followed_waking(store: Arc<dyn SessionStore>, wake: Option<String>) -> Proxy {
     let f = fake_upstream().await;
-    let (a, b) = two_proxies(&f, store).await;
+    let (a, b) = two_proxies_waking(&f, store, wake).await;
     let c = Client::new("2025-06-18");
     let sid = c.initialize(&a.url()).await;
     let resp = c
@@ -314,6 +352,8 @@ async fn get_stream_followed_across_instances(store: Arc<dyn SessionStore>) {
     let ev = r.next().await.unwrap();
     let v: Value = serde_json::from_str(&ev.data).unwrap();
     assert_eq!(v["params"]["data"]["n"], 3);
+    drop(a);
+    b
 }
 
 async fn wait_for(what: impl Fn() -> bool) {
@@ -424,6 +464,10 @@ mod redis {
 
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
 
+    pub(super) fn url() -> String {
+        SERVER.get_or_init(RedisServer::start).url()
+    }
+
     pub(super) async fn store() -> Arc<dyn SessionStore> {
         let server = SERVER.get_or_init(RedisServer::start);
         let mut prefix = [0u8; 4];
@@ -444,3 +488,21 @@ mod redis {
 }
 
 scenarios!(redis_store, redis::store().await);
+
+mod redis_wakeups {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sse_resumed_on_the_other_instance_is_woken_by_pub_sub() {
+        let b = cut_and_resume_waking(redis::store().await, Some(redis::url())).await;
+        assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_stream_followed_on_the_other_instance_is_woken_by_pub_sub() {
+        let b = get_stream_followed_waking(redis::store().await, Some(redis::url())).await;
+        assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+    }
+}

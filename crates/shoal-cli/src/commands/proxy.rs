@@ -53,6 +53,13 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
              instance (set --event-id-key-file or proxy.event_id_key_file on every instance)"
         ),
     }
+    let store = &ctx.config.store;
+    if store.starts_with("redis://") || store.starts_with("rediss://") {
+        // Cross-instance SSE wake-ups over the store's own (standalone) server; followers
+        // still poll the store as a fallback. Cluster and Sentinel stores only poll.
+        cfg.wakeup_redis_url = Some(store.clone());
+        cfg.wakeup_channel_prefix = format!("{}:wake", ctx.config.redis.key_prefix);
+    }
     let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
 
     let opened = ctx.open().await?;
