@@ -1,6 +1,9 @@
 //! What one cache entry holds: a session snapshot, newer activity, and an optional frame tail.
 
-use std::{collections::VecDeque, sync::Mutex};
+use std::{
+    collections::VecDeque,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use crate::{Frame, FramePage, FrameQuery, Session, Timestamp};
 
@@ -9,10 +12,13 @@ use super::fence::Ticket;
 /// A cached session. Immutable except for activity, which touches move forward in place.
 #[derive(Debug)]
 pub(super) struct Entry {
-    /// The session as loaded or written (its activity fields may be older than `activity`).
+    /// The session as loaded or written (its activity fields may be older than `touched`).
     pub(super) session: Session,
-    /// `(last_activity, expires_at)`, never older than the snapshot's.
-    activity: Mutex<(Timestamp, Timestamp)>,
+    /// The newest activity recorded since (ms; 0: none). Every touch sets
+    /// `last_activity = t, expires_at = t + session_ttl`, so one number says both.
+    touched: AtomicU64,
+    /// The store's session ttl in ms.
+    session_ttl_ms: u64,
     /// When the entry was made, on the store's clock (for the entry ttl).
     pub(super) loaded_at: Timestamp,
     /// The fence ticket the entry was made under (re-checked after insertion).
@@ -29,11 +35,12 @@ impl Entry {
         loaded_at: Timestamp,
         ticket: Ticket,
         tail: Option<Tail>,
-        min_weight: u32,
+        sizes: Sizes,
     ) -> Self {
-        let weight = weigh(&session, tail.as_ref(), min_weight);
+        let weight = weigh(&session, tail.as_ref(), sizes.min_weight);
         Entry {
-            activity: Mutex::new((session.last_activity, session.expires_at)),
+            touched: AtomicU64::new(0),
+            session_ttl_ms: sizes.session_ttl_ms,
             session,
             loaded_at,
             ticket,
@@ -42,8 +49,22 @@ impl Entry {
         }
     }
 
+    /// `(last_activity, expires_at)` as this entry knows them.
     fn activity(&self) -> (Timestamp, Timestamp) {
-        *self.activity.lock().unwrap_or_else(|e| e.into_inner())
+        let t = self.touched.load(Ordering::Acquire);
+        if t > self.session.last_activity.0 {
+            (
+                Timestamp(t),
+                Timestamp(t.saturating_add(self.session_ttl_ms)),
+            )
+        } else {
+            (self.session.last_activity, self.session.expires_at)
+        }
+    }
+
+    /// The session's last activity as this entry knows it.
+    pub(super) fn last_activity(&self) -> Timestamp {
+        self.activity().0
     }
 
     /// The session's current expiry as this entry knows it.
@@ -66,11 +87,27 @@ impl Entry {
         s
     }
 
-    /// Records activity (only ever forward).
-    pub(super) fn bump(&self, last_activity: Timestamp, expires_at: Timestamp) {
-        let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
-        if expires_at > a.1 || (expires_at == a.1 && last_activity > a.0) {
-            *a = (last_activity.max(a.0), expires_at);
+    /// Records a touch at `at` (`expires_at = at + session_ttl`); only ever forward.
+    pub(super) fn touched_at(&self, at: Timestamp) {
+        self.touched.fetch_max(at.0, Ordering::AcqRel);
+    }
+}
+
+/// What every entry of one cache needs to know about sizes and times.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sizes {
+    /// Least weight of an entry.
+    pub(super) min_weight: u32,
+    /// The store's session ttl in ms.
+    pub(super) session_ttl_ms: u64,
+}
+
+impl Sizes {
+    #[cfg(test)]
+    pub(super) fn test(min_weight: u32, session_ttl_ms: u64) -> Self {
+        Sizes {
+            min_weight,
+            session_ttl_ms,
         }
     }
 }
@@ -275,10 +312,16 @@ mod tests {
     #[test]
     fn activity_only_moves_forward_and_weight_has_a_floor() {
         let s = session(1, 0);
-        let e = Entry::new(s, Timestamp(0), Ticket::zero(), None, 5_000);
+        let e = Entry::new(
+            s,
+            Timestamp(0),
+            Ticket::zero(),
+            None,
+            Sizes::test(5_000, 100),
+        );
         assert_eq!(e.weight, 5_000);
-        e.bump(Timestamp(10), Timestamp(110));
-        e.bump(Timestamp(5), Timestamp(105));
+        e.touched_at(Timestamp(10));
+        e.touched_at(Timestamp(5));
         let snap = e.snapshot();
         assert_eq!(
             (snap.last_activity, snap.expires_at),

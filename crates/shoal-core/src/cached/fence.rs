@@ -43,7 +43,8 @@ impl Ticket {
 pub(super) struct Fences {
     seq: AtomicU64,
     all: AtomicU64,
-    map: ShardedMap<(u64, Instant)>,
+    /// Per session: the latest fence, the one before it, and when the latest was raised.
+    map: ShardedMap<(u64, u64, Instant)>,
     raised: AtomicU64,
     keep: Duration,
 }
@@ -73,7 +74,8 @@ impl Fences {
     pub(super) fn raise(&self, id: &SessionId) -> Ticket {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let at = Instant::now();
-        self.map.insert(id.clone(), (seq, at));
+        self.map
+            .upsert(id, |old| (seq, old.map_or(0, |(latest, _, _)| *latest), at));
         if self.raised.fetch_add(1, Ordering::Relaxed) % 4_096 == 4_095 {
             self.prune();
         }
@@ -91,13 +93,26 @@ impl Fences {
         if self.all.load(Ordering::SeqCst) > t.seq || t.at.elapsed() > self.keep / 2 {
             return true;
         }
-        self.map.get(id).is_some_and(|(seq, _)| seq > t.seq)
+        self.map.get(id).is_some_and(|(seq, _, _)| seq > t.seq)
+    }
+
+    /// Whether `id` changed after `since` by anything but the fence `own` (raised by the
+    /// caller, which knows what its own change did). Conservative when unsure.
+    pub(super) fn crossed_except(&self, id: &SessionId, since: Ticket, own: Ticket) -> bool {
+        if self.all.load(Ordering::SeqCst) > since.seq || since.at.elapsed() > self.keep / 2 {
+            return true;
+        }
+        match self.map.get(id) {
+            Some((latest, prev, _)) if latest == own.seq => prev > since.seq,
+            Some((latest, _, _)) => latest > since.seq,
+            None => true,
+        }
     }
 
     /// Forgets fences older than the keep time.
     pub(super) fn prune(&self) {
         let keep = self.keep;
-        self.map.retain(|_, (_, at)| at.elapsed() < keep);
+        self.map.retain(|_, (_, _, at)| at.elapsed() < keep);
     }
 
     #[cfg(test)]

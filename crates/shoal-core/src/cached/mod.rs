@@ -24,8 +24,10 @@
 //! - or, with `consistency = strict`, a cheap version check ([`Revalidate`]) before every hit
 //!   finds it out of date.
 //!
-//! Loads and writes that race with an invalidation never leave a stale entry behind (see the
-//! fences in the source). Writes through this wrapper publish the ids they changed (create,
+//! Loads and writes that race with an invalidation never leave a stale entry behind: every
+//! change raises the session's fence (right after a local write, or the moment an announcement
+//! arrives), a hit is only served from an entry made after the fence, and a load re-checks the
+//! fence after inserting (see `fence.rs`). Writes through this wrapper publish the ids they changed (create,
 //! update, delete, append, delete_frames, restore, and write-behind flushes); touches do not
 //! (another instance's cached `last_activity` may lag by up to `ttl`; its expiry checks always
 //! end at the backend).
@@ -78,7 +80,7 @@ use crate::{
 };
 
 use deferred::{DirtySet, TouchState, WriteQueue};
-use entry::{Entry, Tail};
+use entry::{Entry, Sizes, Tail};
 use fence::{Fences, Ticket};
 use shard::ShardedMap;
 use stats::Stats;
@@ -219,7 +221,10 @@ impl<S: SessionStore> CachedBuilder<S> {
             .build();
         let session_ttl = self.store.limits().session_ttl;
         let shared = Arc::new(Shared {
-            min_weight: config.min_weight(),
+            sizes: Sizes {
+                min_weight: config.min_weight(),
+                session_ttl_ms: millis(session_ttl),
+            },
             ttl_ms: millis(config.ttl),
             session_ttl,
             store: self.store,
@@ -400,7 +405,7 @@ struct Shared<S: SessionStore> {
     wake: Arc<Notify>,
     stats: Arc<Stats>,
     started: Instant,
-    min_weight: u32,
+    sizes: Sizes,
     ttl_ms: u64,
     session_ttl: Duration,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -573,10 +578,11 @@ impl<S: SessionStore> Shared<S> {
         );
     }
 
-    /// Drops every entry and stops coalescing on what is known.
+    /// Makes every entry unservable at once (the fences) and stops coalescing on what is
+    /// known. The entries themselves go later ([`Shared::drop_all`], the entry ttl): moka's
+    /// own `invalidate_all` would also hide entries inserted right after it.
     fn clear(&self) {
         self.fences.raise_all();
-        self.entries.invalidate_all();
         self.touches
             .for_each(|st| st.stale.store(true, Ordering::Release));
     }
@@ -621,6 +627,14 @@ impl<S: SessionStore> Shared<S> {
         }
     }
 
+    /// Frees every entry (after [`Shared::clear`]).
+    async fn drop_all(&self) {
+        let keys: Vec<Arc<SessionId>> = self.entries.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.entries.invalidate(&*k).await;
+        }
+    }
+
     /// The asynchronous part: the entries themselves go (memory is freed).
     async fn drop_entries(&self, inv: &Invalidation) {
         for id in inv.ids.iter() {
@@ -660,8 +674,19 @@ impl<S: SessionStore> Shared<S> {
                 None => self.store.get(id).await?.map(|s| SessionStamp::of(&s)),
             };
             match stamp {
-                Some(st) if st.expires_at > now && st.same_version(&e.session) => {
-                    e.bump(st.last_activity, st.expires_at);
+                Some(st)
+                    if st.expires_at > now
+                        && st.same_version(&e.session)
+                        && (st.last_activity <= e.last_activity()
+                            || st.expires_at.0
+                                == st
+                                    .last_activity
+                                    .0
+                                    .saturating_add(self.sizes.session_ttl_ms)) =>
+                {
+                    if st.last_activity > e.last_activity() {
+                        e.touched_at(st.last_activity);
+                    }
                 }
                 _ => {
                     self.stats.stale.inc();
@@ -690,7 +715,7 @@ impl<S: SessionStore> Shared<S> {
                         self.now(),
                         ticket,
                         tail,
-                        self.min_weight,
+                        self.sizes,
                     )))
                 }
                 Ok(None) => Err(LoadErr::Absent),
@@ -699,10 +724,11 @@ impl<S: SessionStore> Shared<S> {
         };
         match self.entries.try_get_with_by_ref(id, init).await {
             Ok(e) => {
-                if self.fences.crossed(id, e.ticket) || !self.enabled() {
-                    self.remove_if_same(id, &e).await;
-                }
-                if !e.usable(self.now(), self.ttl_ms) {
+                if self.fences.crossed(id, e.ticket)
+                    || !self.enabled()
+                    || !e.usable(self.now(), self.ttl_ms)
+                {
+                    // Changed meanwhile, or an old entry: read past the cache.
                     self.remove_if_same(id, &e).await;
                     return self.store.get(id).await;
                 }
@@ -716,7 +742,26 @@ impl<S: SessionStore> Shared<S> {
         }
     }
 
+    /// The hit path, kept small (its future is what every `get` allocates); anything else
+    /// goes to [`Shared::get_slow`] in its own allocation.
     async fn get(self: &Arc<Self>, id: &SessionId) -> Result<Option<Session>> {
+        if self.enabled()
+            && !self.strict()
+            && let Some(e) = self.hit(id).await
+        {
+            self.stats.hits_get.inc();
+            return Ok(Some(e.snapshot()));
+        }
+        Box::pin(self.get_slow(id)).await
+    }
+
+    /// The cached entry of `id` if it may be served without asking the backend.
+    async fn hit(&self, id: &SessionId) -> Option<Arc<Entry>> {
+        let e = self.entries.get(id).await?;
+        (e.usable(self.now(), self.ttl_ms) && !self.fences.crossed(id, e.ticket)).then_some(e)
+    }
+
+    async fn get_slow(self: &Arc<Self>, id: &SessionId) -> Result<Option<Session>> {
         if !self.enabled() {
             self.stats.bypassed.inc();
             self.flush_id(id).await?;
@@ -785,7 +830,7 @@ impl<S: SessionStore> Shared<S> {
         }
         let id = s.id.clone();
         let tail = (self.tail_on() && s.frame_count == 0).then(Tail::default);
-        let e = Arc::new(Entry::new(s, self.now(), ticket, tail, self.min_weight));
+        let e = Arc::new(Entry::new(s, self.now(), ticket, tail, self.sizes));
         self.entries.insert(id.clone(), Arc::clone(&e)).await;
         if self.fences.crossed(&id, ticket) || !self.enabled() {
             self.remove_if_same(&id, &e).await;
@@ -802,12 +847,15 @@ impl<S: SessionStore> Shared<S> {
     async fn put(&self, s: Session, ticket: Ticket, inherit_tail: bool, tail: Option<Tail>) {
         let id = s.id.clone();
         let now = self.now();
-        let min_weight = self.min_weight;
+        let sizes = self.sizes;
         let mut put: Option<Arc<Entry>> = None;
+        let fences = &self.fences;
         self.entries
             .entry_by_ref(&id)
             .and_compute_with(|cur| {
-                let old = cur.map(|c| c.into_value());
+                let old = cur
+                    .map(|c| c.into_value())
+                    .filter(|o| !fences.crossed_except(&id, o.ticket, ticket));
                 let op = match old {
                     Some(old) if !dominates(&s, &old.session) => Op::Remove,
                     old => {
@@ -821,7 +869,7 @@ impl<S: SessionStore> Shared<S> {
                             }
                             _ => tail,
                         };
-                        let e = Arc::new(Entry::new(s, now, ticket, tail, min_weight));
+                        let e = Arc::new(Entry::new(s, now, ticket, tail, sizes));
                         put = Some(Arc::clone(&e));
                         Op::Put(e)
                     }
@@ -853,7 +901,8 @@ impl<S: SessionStore> Shared<S> {
         let keep = self.store.limits().max_frames_per_session as u64;
         let ttl = self.session_ttl;
         let (max_frames, max_bytes) = (self.config.tail_frames, self.config.tail_bytes);
-        let (ttl_ms, min_weight) = (self.ttl_ms, self.min_weight);
+        let (ttl_ms, sizes) = (self.ttl_ms, self.sizes);
+        let fences = &self.fences;
         let mut put: Option<Arc<Entry>> = None;
         self.entries
             .entry_by_ref(id)
@@ -862,6 +911,7 @@ impl<S: SessionStore> Shared<S> {
                     None => Op::Nop,
                     Some(c)
                         if !c.usable(now, ttl_ms)
+                            || fences.crossed_except(id, c.ticket, ticket)
                             || c.session.last_seq.saturating_add(1) != first
                             || last - first + 1 != seqs.len() as u64 =>
                     {
@@ -887,7 +937,7 @@ impl<S: SessionStore> Shared<S> {
                             ),
                             _ => None,
                         };
-                        let e = Arc::new(Entry::new(s, c.loaded_at, ticket, tail, min_weight));
+                        let e = Arc::new(Entry::new(s, c.loaded_at, ticket, tail, sizes));
                         put = Some(Arc::clone(&e));
                         Op::Put(e)
                     }
@@ -905,11 +955,8 @@ impl<S: SessionStore> Shared<S> {
     /// Keeps the frames of a page read from the backend as the entry's tail, when the page
     /// reaches the session's newest frame and no invalidation came in between.
     async fn fill_tail(&self, id: &SessionId, page: &FramePage, ticket: Ticket) {
-        let (max_frames, max_bytes, min_weight) = (
-            self.config.tail_frames,
-            self.config.tail_bytes,
-            self.min_weight,
-        );
+        let (max_frames, max_bytes, sizes) =
+            (self.config.tail_frames, self.config.tail_bytes, self.sizes);
         let fences = &self.fences;
         self.entries
             .entry_by_ref(id)
@@ -918,7 +965,8 @@ impl<S: SessionStore> Shared<S> {
                     Some(c)
                         if c.session.last_seq == page.last_seq
                             && c.tail.is_none()
-                            && !fences.crossed(id, ticket) =>
+                            && !fences.crossed(id, ticket)
+                            && !fences.crossed(id, c.ticket) =>
                     {
                         let tail = Tail::default().extended(
                             page.frames.iter().cloned(),
@@ -931,7 +979,7 @@ impl<S: SessionStore> Shared<S> {
                             c.loaded_at,
                             c.ticket,
                             Some(tail),
-                            min_weight,
+                            sizes,
                         )))
                     }
                     _ => Op::Nop,
@@ -980,7 +1028,7 @@ impl<S: SessionStore> Shared<S> {
             self.dirty.insert(id);
         }
         if let Some(e) = self.entries.get(id).await {
-            e.bump(now, expires);
+            e.touched_at(now);
         }
         self.stats.coalesced.inc();
         Some(expires)
@@ -995,7 +1043,7 @@ impl<S: SessionStore> Shared<S> {
                 self.stats.touch_writes.inc();
                 let last_activity = Timestamp(expires.0.saturating_sub(millis(self.session_ttl)));
                 if let Some(e) = self.entries.get(id).await {
-                    e.bump(last_activity, expires);
+                    e.touched_at(last_activity);
                 }
                 let now_ns = self.now_ns();
                 let existing = self.touches.get(id);
@@ -1041,7 +1089,7 @@ impl<S: SessionStore> Shared<S> {
                 self.stats.touch_writes.inc();
                 if let Some(e) = self.entries.get(id).await {
                     let la = Timestamp(expires.0.saturating_sub(millis(self.session_ttl)));
-                    e.bump(la, expires);
+                    e.touched_at(la);
                 }
                 TouchFlush::Written
             }
@@ -1131,7 +1179,7 @@ impl<S: SessionStore> Shared<S> {
         }
         let now = self.now();
         let ttl = self.session_ttl;
-        let (ttl_ms, min_weight) = (self.ttl_ms, self.min_weight);
+        let (ttl_ms, sizes) = (self.ttl_ms, self.sizes);
         let max = self.config.max_queued_writes;
         let fences = &self.fences;
         let queue = &self.queue;
@@ -1140,7 +1188,8 @@ impl<S: SessionStore> Shared<S> {
             .entry_by_ref(id)
             .and_compute_with(|cur| {
                 let op = match cur.map(|c| c.into_value()) {
-                    Some(c) if c.usable(now, ttl_ms) && queue.len() < max => {
+                    Some(c) if !c.usable(now, ttl_ms) || fences.crossed(id, c.ticket) => Op::Remove,
+                    Some(c) if queue.len() < max => {
                         if c.session.revision != session.revision {
                             outcome = Some(Err(Error::Conflict {
                                 what: format!("session {:?}", id.as_str()),
@@ -1163,7 +1212,7 @@ impl<S: SessionStore> Shared<S> {
                                 c.loaded_at,
                                 ticket,
                                 c.tail.clone(),
-                                min_weight,
+                                sizes,
                             )))
                         }
                     }
@@ -1344,6 +1393,7 @@ async fn listen<S: SessionStore>(
                 if !hooked {
                     shared.on_event(&other);
                 }
+                shared.drop_all().await;
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
@@ -1351,6 +1401,7 @@ async fn listen<S: SessionStore>(
                     "cache fell behind its invalidation bus; clearing it"
                 );
                 shared.clear();
+                shared.drop_all().await;
             }
             Err(broadcast::error::RecvError::Closed) => {
                 shared.set_enabled(false);
@@ -1398,7 +1449,6 @@ impl<S: SessionStore> SessionStore for Cached<S> {
         let s = &self.shared;
         let id = session.id.clone();
         s.flush_id(&id).await?;
-        s.fences.raise(&id);
         let created = s.store.create(session).await?;
         let ticket = s.fences.raise(&id);
         if s.caches_writes() {
@@ -1433,7 +1483,6 @@ impl<S: SessionStore> SessionStore for Cached<S> {
         }
         let id = &session.id;
         s.flush_id(id).await?;
-        s.fences.raise(id);
         match s.store.update(session).await {
             Ok(stored) => {
                 let ticket = s.fences.raise(id);
@@ -1491,7 +1540,6 @@ impl<S: SessionStore> SessionStore for Cached<S> {
         s.flush_id(id).await?;
         let keep = (s.tail_on() && s.caches_writes()).then(|| frames.clone());
         let now = s.now();
-        s.fences.raise(id);
         let seqs = match s.store.append_frames(id, frames).await {
             Ok(seqs) => seqs,
             Err(e) => {

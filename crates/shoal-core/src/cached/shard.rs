@@ -40,6 +40,13 @@ impl<V: Clone> ShardedMap<V> {
         self.shard(&id).insert(id, v);
     }
 
+    /// Sets the value of `id` to `f(current)`.
+    pub(super) fn upsert(&self, id: &SessionId, f: impl FnOnce(Option<&V>) -> V) {
+        let mut shard = self.shard(id);
+        let v = f(shard.get(id));
+        shard.insert(id.clone(), v);
+    }
+
     pub(super) fn remove(&self, id: &SessionId) -> Option<V> {
         self.shard(id).remove(id)
     }
@@ -87,6 +94,10 @@ mod tests {
         m.retain(|_, v| v % 2 == 0);
         assert_eq!(m.len(), 50);
         assert_eq!(m.remove(&SessionId::new("s8").unwrap()), Some(8));
+        m.upsert(&SessionId::new("s8").unwrap(), |v| {
+            v.copied().unwrap_or(100) + 1
+        });
+        assert_eq!(m.remove(&SessionId::new("s8").unwrap()), Some(101));
         let mut sum = 0;
         m.for_each(|v| sum += v);
         assert_eq!(sum, (0..100).filter(|v| v % 2 == 0).sum::<u32>() - 8);
