@@ -88,6 +88,16 @@ try {
   if (JSON.stringify(progress) === JSON.stringify(want) && text.includes('completed')) {
     ok(`SSE stream cut after 3 events and resumed on the other instance: ${steps} progress events exactly once, then the result`);
   } else fail('cut-and-resume', `progress=${JSON.stringify(progress)} result=${text}`);
+  // The resume went through a Last-Event-ID GET on the instance the POST did not use.
+  const metric = async (base, name) => {
+    const t = await (await fetch(new URL('/metrics', base))).text();
+    const m = t.match(new RegExp(`^shoal_proxy_${name} (\\d+)$`, 'm'));
+    return m ? Number(m[1]) : -1;
+  };
+  const resumed = (await metric(A, 'sse_replayed_total')) + (await metric(B, 'sse_replayed_total'));
+  const woken = (await metric(A, 'wakeups_received_total')) + (await metric(B, 'wakeups_received_total'));
+  if (resumed > 0) ok(`the resumed events came from the store through Last-Event-ID (${resumed} replayed, ${woken} pub/sub wake-ups)`);
+  else fail('resume path', `sse_replayed_total=${resumed}`);
 
   // One instance killed mid-session; the client carries on with the same session id.
   process.kill(Number(process.env.PID_A), 'SIGKILL');
