@@ -756,3 +756,45 @@ fn building_outside_a_runtime_needs_no_tasks() {
         "{deferred:?}"
     );
 }
+
+/// When an announcement is lost (here: the writer has no bus at all), the entry ttl bounds how
+/// long the old value is served, on the store's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_entry_ttl_bounds_staleness_when_announcements_are_lost() {
+    let clock = ManualClock::starting_now();
+    let store = Probe::new(&clock, Limits::default());
+    let ttl = Duration::from_secs(5);
+    let silent = cached(
+        Arc::clone(&store),
+        &clock,
+        CacheConfig::local().with_touch_interval(Duration::ZERO),
+        None,
+    );
+    let reader = cached(
+        Arc::clone(&store),
+        &clock,
+        CacheConfig::default()
+            .with_ttl(ttl)
+            .with_touch_interval(Duration::ZERO),
+        Some(LocalBus::new()),
+    );
+    let id = sid("lost-news");
+    let s = ok(
+        silent
+            .create(Session::new(id.clone(), Transport::Http))
+            .await,
+        "create",
+    );
+    assert_eq!(ok(reader.get(&id).await, "load"), Some(s.clone()));
+    let mut change = s.clone();
+    change.status = SessionStatus::Completed;
+    let updated = ok(silent.update(&change).await, "update nobody hears of");
+    clock.advance(ttl - Duration::from_millis(1));
+    assert_eq!(
+        ok(reader.get(&id).await, "within the ttl"),
+        Some(s),
+        "the old value, for at most the ttl"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(ok(reader.get(&id).await, "at the ttl"), Some(updated));
+}

@@ -183,7 +183,7 @@ impl Tail {
 
     /// Frames from the first seq at or after `first_seq` (after a trim).
     #[cfg(test)]
-    pub(super) fn from_seq(&self, first_seq: u64) -> Tail {
+    pub(super) fn since_seq(&self, first_seq: u64) -> Tail {
         let mut t = self.clone();
         t.extend(std::iter::empty(), first_seq, usize::MAX, usize::MAX);
         t
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(t.start(10), 8);
         let t = t.extended(frames(11..=12), 1, 3, 1 << 20);
         assert_eq!(t.start(12), 10);
-        let t = t.from_seq(12);
+        let t = t.since_seq(12);
         assert_eq!(t.start(12), 12);
         let small = Tail::of(&frames(1..=4), 100, 8);
         assert_eq!(

@@ -381,7 +381,7 @@ impl<S: SessionStore> Cached<S> {
 #[derive(Debug)]
 enum LoadErr {
     /// Read, but an invalidation raced with the read: returned, not cached.
-    Raced(Session),
+    Raced(Box<Session>),
     /// The session does not exist (never cached).
     Absent,
     /// The backend failed.
@@ -707,7 +707,7 @@ impl<S: SessionStore> Shared<S> {
             match self.store.get(id).await {
                 Ok(Some(s)) => {
                     if !self.enabled() || self.fences.crossed(id, ticket) {
-                        return Err(LoadErr::Raced(s));
+                        return Err(LoadErr::Raced(Box::new(s)));
                     }
                     let tail = (self.tail_on() && s.frame_count == 0).then(Tail::default);
                     Ok(Arc::new(Entry::new(
@@ -735,7 +735,7 @@ impl<S: SessionStore> Shared<S> {
                 Ok(Some(e.snapshot()))
             }
             Err(err) => match &*err {
-                LoadErr::Raced(s) => Ok(Some(s.clone())),
+                LoadErr::Raced(s) => Ok(Some((**s).clone())),
                 LoadErr::Absent => Ok(None),
                 LoadErr::Failed(e) => Err(clone_error(e)),
             },
