@@ -824,7 +824,12 @@ fn health_reports_status_and_fails_for_unusable_stores() {
 fn store_url_errors_are_clear() {
     // Nothing listens on port 1: a runtime error (exit 1), not a usage error.
     shoal()
-        .args(["sessions", "list", "--store", "redis://u:secret@127.0.0.1:1"])
+        .args([
+            "sessions",
+            "list",
+            "--store",
+            "redis://u:secret@127.0.0.1:1",
+        ])
         .assert()
         .code(1)
         .stderr(predicate::str::contains(
