@@ -96,6 +96,13 @@ impl Fences {
         self.map.get(id).is_some_and(|(seq, _, _)| seq > t.seq)
     }
 
+    /// [`Fences::crossed`] for a cached entry, without the age check: entries live at most
+    /// the entry ttl (moka evicts them on real time), and fences are kept far longer.
+    pub(super) fn crossed_entry(&self, id: &SessionId, t: Ticket) -> bool {
+        self.all.load(Ordering::SeqCst) > t.seq
+            || self.map.get(id).is_some_and(|(seq, _, _)| seq > t.seq)
+    }
+
     /// Whether `id` changed after `since` by anything but the fence `own` (raised by the
     /// caller, which knows what its own change did). Conservative when unsure.
     pub(super) fn crossed_except(&self, id: &SessionId, since: Ticket, own: Ticket) -> bool {

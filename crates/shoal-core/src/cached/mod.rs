@@ -758,7 +758,7 @@ impl<S: SessionStore> Shared<S> {
     /// The cached entry of `id` if it may be served without asking the backend.
     async fn hit(&self, id: &SessionId) -> Option<Arc<Entry>> {
         let e = self.entries.get(id).await?;
-        (e.usable(self.now(), self.ttl_ms) && !self.fences.crossed(id, e.ticket)).then_some(e)
+        (e.usable(self.now(), self.ttl_ms) && !self.fences.crossed_entry(id, e.ticket)).then_some(e)
     }
 
     async fn get_slow(self: &Arc<Self>, id: &SessionId) -> Result<Option<Session>> {
