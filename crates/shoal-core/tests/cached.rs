@@ -798,3 +798,47 @@ async fn the_entry_ttl_bounds_staleness_when_announcements_are_lost() {
     clock.advance(Duration::from_millis(1));
     assert_eq!(ok(reader.get(&id).await, "at the ttl"), Some(updated));
 }
+
+/// Concurrent misses of one id make one backend read (single flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_load() {
+    let clock = ManualClock::starting_now();
+    let store = Probe::new(&clock, Limits::default());
+    let c = cached(
+        Arc::clone(&store),
+        &clock,
+        CacheConfig::local().with_touch_interval(Duration::ZERO),
+        None,
+    );
+    let id = sid("popular");
+    let s = ok(
+        store
+            .inner
+            .create(Session::new(id.clone(), Transport::Http))
+            .await,
+        "create behind the cache's back",
+    );
+    store.hold_gets.store(true, Ordering::SeqCst);
+    let first = {
+        let (c, id) = (c.clone(), id.clone());
+        tokio::spawn(async move { c.get(&id).await })
+    };
+    store.read_done.notified().await;
+    store.hold_gets.store(false, Ordering::SeqCst);
+    let mut waiters = Vec::new();
+    for _ in 0..16 {
+        let (c, id) = (c.clone(), id.clone());
+        waiters.push(tokio::spawn(async move { c.get(&id).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.release.notify_one();
+    for t in std::iter::once(first).chain(waiters) {
+        let got = ok(t.await.unwrap_or_else(|e| panic!("join: {e}")), "get");
+        assert_eq!(got, Some(s.clone()));
+    }
+    assert_eq!(
+        store.gets.load(Ordering::SeqCst),
+        1,
+        "one read for 17 callers"
+    );
+}
