@@ -128,6 +128,7 @@ fn commands(server: &RedisServer) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let server = RedisServer::start();
+    println!("load average at start: {}", loadavg());
     let config = RedisConfig::new(server.url()).with_key_prefix("bench");
     let plain = Arc::new(RedisStore::connect_default(config.clone()).await?);
     let mut ids = Vec::new();
@@ -193,5 +194,13 @@ async fn main() -> Result<()> {
     );
     cached.shutdown().await?;
     bus.close().await;
+    println!("load average at end: {}", loadavg());
     Ok(())
+}
+
+/// `/proc/loadavg` (this box's other work skews every figure; report it with them).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }

@@ -46,11 +46,14 @@ pub enum WriteMode {
     /// with the result (creates, updates, appends, touches). The default.
     #[default]
     WriteThrough,
-    /// `update` and `touch` are acknowledged once applied to the cache and queued; a
-    /// background task writes them in order (every `flush_interval`, when the queue fills, and
-    /// on [`Cached::shutdown`](super::Cached::shutdown)). Every other write is synchronous.
-    /// An acknowledged write can be lost if the process dies before the flush, or refused at
-    /// flush time if another instance changed the session meanwhile.
+    /// `update`s are acknowledged once checked against and applied to the cached session
+    /// and queued; a background task writes them in order (every `flush_interval`, when the
+    /// queue is half full, and on [`Cached::shutdown`](super::Cached::shutdown)). Before any
+    /// other backend call on a session its queued updates are written, and all of them before
+    /// `list`, `count`, `get_many` and `sweep_expired`. Every other write is synchronous;
+    /// touches are coalesced as in every mode (`touch_interval`). An acknowledged update is
+    /// lost if the process dies before the flush, or refused at flush time (counted in
+    /// `writes_dropped`) if another instance changed the session meanwhile.
     WriteBehind,
     /// Only reads fill the cache: every write goes to the backend and drops the cached entry,
     /// which the next read loads again.
