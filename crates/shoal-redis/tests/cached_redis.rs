@@ -95,6 +95,17 @@ async fn write_behind(h: Harness) -> Arc<dyn SessionStore> {
     .await
 }
 
+/// Read-through: writes drop entries.
+async fn read_through(h: Harness) -> Arc<dyn SessionStore> {
+    cached_on_redis(
+        h,
+        CacheConfig::default()
+            .with_write_mode(WriteMode::ReadThrough)
+            .with_touch_interval(Duration::ZERO),
+    )
+    .await
+}
+
 /// Touch coalescing on (1 s).
 async fn coalescing(h: Harness) -> Arc<dyn SessionStore> {
     cached_on_redis(h, CacheConfig::default()).await
@@ -104,6 +115,7 @@ shoal_testkit::conformance_suite!(invalidate_conformance, invalidate);
 shoal_testkit::conformance_suite!(strict_conformance, strict);
 shoal_testkit::conformance_suite!(write_behind_conformance, write_behind);
 shoal_testkit::conformance_suite!(coalescing_conformance, coalescing);
+shoal_testkit::conformance_suite!(read_through_conformance, read_through);
 shoal_testkit::model_test!(invalidate_model, invalidate);
 shoal_testkit::model_test!(strict_model, strict);
 
