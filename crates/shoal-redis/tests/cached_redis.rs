@@ -248,6 +248,12 @@ async fn two_instances_staleness_over_pubsub() {
     );
     assert!(sb.invalidations_received >= 1_000, "{sb:?}");
     assert!(a.bus.stats().messages_published > 0);
+    let bus = b.bus.stats();
+    eprintln!("B's bus: {bus:?}");
+    assert_eq!(
+        bus.subscriptions, 1,
+        "the subscription (pinged every 200 ms) never dropped in a healthy run"
+    );
 }
 
 /// `strict` without a bus: B sees A's write on its very next read.
