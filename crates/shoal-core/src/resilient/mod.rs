@@ -54,13 +54,17 @@
 //! - **A write that returned an error may or may not have been applied** — the caller was
 //!   told. This is the case for a non-idempotent write that reached the primary and timed out
 //!   or lost its connection (it is not retried, so it is applied at most once).
-//! - **Replay is idempotent.** A replayed append that fails without an answer is marked in
-//!   doubt; the next attempt first reads the primary's frames after the `last_seq` it saw
-//!   before, and appends only if the exact frames (content, stream, direction, timestamp,
-//!   content type, headers) are not there as one contiguous run. (The only way this can
-//!   wrongly skip a frame is another writer appending byte-identical frames with the same
-//!   millisecond timestamp in that window.) A local session whose `restore` failed without an
-//!   answer refuses writes (reads still work) until the next replay settles it.
+//! - **Replay is idempotent.** A replayed append that fails without an answer
+//!   (`Unavailable`, `Timeout`: the breaker trips) or with an unreadable one (`Backend`, e.g. a
+//!   reply truncated by a lost connection: the breaker stays as it is) is marked in doubt;
+//!   the next attempt first reads the primary's frames after the `last_seq` it saw before,
+//!   and appends only if the exact frames (content, stream, direction, timestamp, content
+//!   type, headers) are not there as one contiguous run. (The only way this can wrongly skip a
+//!   frame is another writer appending byte-identical frames with the same millisecond
+//!   timestamp in that window.) A local session whose `restore` failed the same way refuses
+//!   writes (reads still work) until the next replay settles it. A write found absent by that
+//!   read-back and failing with `Backend` again is taken as refused (below), so one batch the
+//!   primary keeps failing cannot hold the journal forever.
 //! - **Order.** While a session has journaled writes not yet replayed, later writes to it are
 //!   journaled too, even once the breaker has closed, so they reach the primary after them.
 //!   Sessions are replayed in the order of their first journaled write. Until a local
@@ -78,7 +82,9 @@
 //!   with random ids this means an id was reused on purpose): the primary's session wins and
 //!   the local copy is dropped with an error log and
 //!   `shoal_resilient_replay_dropped_total{reason="conflict"}`. A session the primary
-//!   refuses (e.g. `max_sessions` reached) is dropped the same way (`reason="refused"`).
+//!   refuses (e.g. `max_sessions` reached) is dropped the same way (`reason="refused"`), and
+//!   so are journaled frames it refuses. A refusal is a definite answer (`LimitExceeded`,
+//!   `InvalidInput`, …), or a second `Backend` error after a read-back found the write absent.
 //!
 //! # Seqs and SSE event ids
 //! - Frames of a **local** session keep their seqs: replay copies the session with `restore`,

@@ -205,6 +205,25 @@ impl Batch {
     }
 }
 
+/// Whether a failed replay write may nevertheless have been applied. `Unavailable` and
+/// `Timeout` mean no answer; `Backend` means an answer that could not be read (e.g. a reply
+/// truncated by a lost connection parses as garbage), which says nothing either way. The
+/// other errors are definite answers: nothing was written.
+fn outcome_unknown(e: &Error) -> bool {
+    retryable(e) || matches!(e, Error::Backend(_))
+}
+
+/// How a replay stops after a write whose outcome is unknown: a lost answer says the primary
+/// is failing (the breaker trips); an unreadable one does not (the next replay, at the next
+/// monitor tick, reads the primary back first).
+fn in_doubt_stop(e: Error) -> Stop {
+    if retryable(&e) {
+        Stop::primary(e)
+    } else {
+        Stop::other(e)
+    }
+}
+
 fn same(stored: &Frame, sent: &NewFrame) -> bool {
     stored.content == sent.content
         && stored.direction == sent.direction
@@ -387,10 +406,13 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     self.local_conflict(id, taken, n, rep).await
                 }
             }
-            Call::Done(Err(e)) if retryable(&e) => {
-                // The restore may or may not have been applied.
+            // The restore may or may not have been applied: settle it at the next replay.
+            // When this one was already in doubt, the primary was just read back without our
+            // copy; a second unreadable answer is then taken as a refusal (below), so a
+            // primary that keeps failing this one session cannot hold the journal forever.
+            Call::Done(Err(e)) if retryable(&e) || (outcome_unknown(&e) && !in_doubt) => {
                 lock(&self.inner.journal).set_kind(id, MarkKind::Local { in_doubt: true });
-                Err(Stop::primary(e))
+                Err(in_doubt_stop(e))
             }
             Call::Done(Err(e)) => {
                 tracing::error!(
@@ -581,6 +603,9 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                             Err(stop) => return Err(stop),
                         }
                     }
+                    // Reaching here with a marked batch means the primary was just read back
+                    // without it.
+                    let verified_absent = batch.ambiguous_after.is_some();
                     let before = last;
                     let frames = batch.frames;
                     match self
@@ -597,9 +622,14 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                             taken.complete(batch.entries);
                         }
                         Call::Done(Err(Error::NotFound { .. })) => gone = true,
-                        Call::Done(Err(e)) if retryable(&e) => {
-                            // Applied or not: the next attempt looks for exactly this batch
-                            // after `before` before appending it again.
+                        // Applied or not: the next attempt looks for exactly this batch after
+                        // `before` before appending it again. An unreadable answer (`Backend`)
+                        // is as unknown as a lost one, unless the batch was just found absent:
+                        // a second failure is then taken as a refusal (below), so one batch
+                        // the primary keeps failing cannot hold the journal forever.
+                        Call::Done(Err(e))
+                            if retryable(&e) || (outcome_unknown(&e) && !verified_absent) =>
+                        {
                             for entry in taken.entries.iter_mut().take(batch.entries) {
                                 if let Op::Append {
                                     ambiguous_after, ..
@@ -608,7 +638,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                                     *ambiguous_after = Some(before);
                                 }
                             }
-                            return Err(Stop::primary(e));
+                            return Err(in_doubt_stop(e));
                         }
                         Call::Done(Err(e)) => {
                             tracing::error!(
@@ -750,8 +780,263 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    };
+
+    use async_trait::async_trait;
+
     use super::*;
-    use crate::Direction;
+    use crate::{
+        Direction, GetMany, Health, ListPage, ListQuery, MemoryStore, PendingRequest, RequestId,
+        Session, SessionFilter, SessionStore, SweepReport, Timestamp, Transport,
+        resilient::{FallbackMode, ResilienceConfig},
+    };
+
+    /// Writes pass.
+    const PASS: u8 = 0;
+    /// The next append or restore is applied, then answered with an unreadable reply (what a
+    /// Redis reply truncated by a lost connection comes back as).
+    const APPLY_THEN_GARBLE: u8 = 1;
+    /// Every append and restore is answered with an unreadable reply and not applied.
+    const GARBLE: u8 = 2;
+
+    /// A memory primary whose appends and restores can come back as `Error::Backend`.
+    #[derive(Clone, Debug, Default)]
+    struct Garbled {
+        inner: MemoryStore,
+        mode: Arc<AtomicU8>,
+    }
+
+    impl Garbled {
+        fn set(&self, mode: u8) {
+            self.mode.store(mode, Ordering::SeqCst);
+        }
+
+        /// Applies `write` or not per the mode; the answer per the mode.
+        async fn write<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
+            let garbled = || Error::backend("redis append: Parse error: Unexpected end of input");
+            match self.mode.load(Ordering::SeqCst) {
+                APPLY_THEN_GARBLE => {
+                    self.set(PASS);
+                    write.await?;
+                    Err(garbled())
+                }
+                GARBLE => Err(garbled()),
+                _ => write.await,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl SessionStore for Garbled {
+        fn backend_name(&self) -> &'static str {
+            "garbled"
+        }
+        fn limits(&self) -> &crate::Limits {
+            self.inner.limits()
+        }
+        async fn create(&self, session: Session) -> Result<Session> {
+            self.inner.create(session).await
+        }
+        async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+            self.inner.get(id).await
+        }
+        async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
+            self.inner.get_many(ids).await
+        }
+        async fn update(&self, session: &Session) -> Result<Session> {
+            self.inner.update(session).await
+        }
+        async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
+            self.inner.touch(id).await
+        }
+        async fn delete(&self, id: &SessionId) -> Result<bool> {
+            self.inner.delete(id).await
+        }
+        async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+            self.inner.list(query).await
+        }
+        async fn count(&self, filter: &SessionFilter) -> Result<u64> {
+            self.inner.count(filter).await
+        }
+        async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+            self.write(self.inner.append_frames(id, frames)).await
+        }
+        async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<crate::FramePage> {
+            self.inner.frames(id, query).await
+        }
+        async fn count_frames(&self, id: &SessionId) -> Result<u64> {
+            self.inner.count_frames(id).await
+        }
+        async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
+            self.inner.delete_frames(id, through_seq).await
+        }
+        async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
+            self.inner.add_pending(id, request).await
+        }
+        async fn take_pending(
+            &self,
+            id: &SessionId,
+            request_id: &RequestId,
+        ) -> Result<Option<PendingRequest>> {
+            self.inner.take_pending(id, request_id).await
+        }
+        async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
+            self.inner.list_pending(id).await
+        }
+        async fn sweep_expired(&self) -> Result<SweepReport> {
+            self.inner.sweep_expired().await
+        }
+        async fn health(&self) -> Result<Health> {
+            self.inner.health().await
+        }
+        async fn restore(&self, record: SessionRecord) -> Result<()> {
+            self.write(self.inner.restore(record)).await
+        }
+    }
+
+    type Store = Resilient<Garbled, MemoryStore>;
+
+    fn setup() -> (Store, Garbled) {
+        let primary = Garbled::default();
+        let mut c = ResilienceConfig::default().with_fallback(FallbackMode::Memory);
+        c.breaker.cooldown = Duration::from_secs(1);
+        c.breaker.close_after = 1;
+        let store = Resilient::new(primary.clone(), MemoryStore::new(), c)
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        (store, primary)
+    }
+
+    fn frame(content: &str) -> NewFrame {
+        NewFrame::new(Direction::ServerToClient, content.to_owned())
+    }
+
+    /// Opens the breaker (as a failed replay would), so writes are journaled.
+    fn open(store: &Store) {
+        store.on_transition(store.inner.breaker.trip());
+        assert_eq!(store.breaker_state(), BreakerState::Open);
+    }
+
+    /// Lets the cooldown pass and probes until closed.
+    async fn close(store: &Store) {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(store.probe().await.ok);
+        assert_eq!(store.breaker_state(), BreakerState::Closed);
+    }
+
+    async fn contents(primary: &Garbled, id: &SessionId) -> Vec<(u64, String)> {
+        let page = primary
+            .inner
+            .frames(id, &FrameQuery::after(0, 1_000))
+            .await
+            .unwrap_or_else(|e| panic!("frames: {e}"));
+        page.frames
+            .iter()
+            .map(|f| (f.seq, String::from_utf8_lossy(&f.content).into_owned()))
+            .collect()
+    }
+
+    async fn held_session(store: &Store) -> SessionId {
+        let id = SessionId::generate();
+        store
+            .create(Session::new(id.clone(), Transport::StreamableHttp))
+            .await
+            .unwrap_or_else(|e| panic!("create: {e}"));
+        store
+            .append_frame(&id, frame("live"))
+            .await
+            .unwrap_or_else(|e| panic!("append: {e}"));
+        id
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_append_applied_with_an_unreadable_answer_is_found_not_dropped() {
+        let (store, primary) = setup();
+        let id = held_session(&store).await;
+        open(&store);
+        let p = store
+            .append_frames(&id, vec![frame("a"), frame("b")])
+            .await
+            .unwrap_or_else(|e| panic!("journaled: {e}"));
+        close(&store).await;
+
+        primary.set(APPLY_THEN_GARBLE);
+        let rep = store.replay().await;
+        assert!(!rep.complete, "in doubt, not dropped: {rep:?}");
+        assert_eq!((rep.dropped_frames, rep.frames), (0, 0), "{rep:?}");
+        assert!(rep.error.is_some());
+        // An unreadable answer says nothing about the primary's health.
+        assert_eq!(store.breaker_state(), BreakerState::Closed);
+        assert_eq!(store.stats().journal_entries, 1);
+
+        let rep = store.replay().await;
+        assert!(rep.complete, "{rep:?}");
+        assert_eq!((rep.ambiguous_applied, rep.dropped_frames), (1, 0));
+        let held = contents(&primary, &id).await;
+        assert_eq!(
+            held,
+            [(1, "live".into()), (2, "a".into()), (3, "b".into())],
+            "stored once"
+        );
+        assert_eq!(store.resolve_seq(&id, p[0]), Some(2));
+        assert_eq!(store.resolve_seq(&id, p[1]), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_append_that_keeps_failing_unreadably_is_dropped_after_a_read_back() {
+        let (store, primary) = setup();
+        let id = held_session(&store).await;
+        open(&store);
+        store
+            .append_frame(&id, frame("a"))
+            .await
+            .unwrap_or_else(|e| panic!("journaled: {e}"));
+        close(&store).await;
+
+        primary.set(GARBLE);
+        let rep = store.replay().await;
+        assert!(!rep.complete, "first failure: in doubt: {rep:?}");
+        // Read back (absent), sent again, failed again: a refusal, so the journal drains.
+        let rep = store.replay().await;
+        assert!(rep.complete, "{rep:?}");
+        assert_eq!((rep.ambiguous_applied, rep.dropped_frames), (0, 1));
+        assert_eq!(store.stats().marked_sessions, 0);
+        assert_eq!(contents(&primary, &id).await, [(1, "live".into())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_applied_with_an_unreadable_answer_is_settled_once() {
+        let (store, primary) = setup();
+        open(&store);
+        let id = SessionId::generate();
+        store
+            .create(Session::new(id.clone(), Transport::StreamableHttp))
+            .await
+            .unwrap_or_else(|e| panic!("local create: {e}"));
+        store
+            .append_frame(&id, frame("a"))
+            .await
+            .unwrap_or_else(|e| panic!("local append: {e}"));
+        assert!(store.is_local(&id));
+        close(&store).await;
+
+        primary.set(APPLY_THEN_GARBLE);
+        let rep = store.replay().await;
+        assert!(!rep.complete, "in doubt, not dropped: {rep:?}");
+        assert_eq!((rep.dropped_sessions, rep.restored), (0, 0), "{rep:?}");
+        assert!(
+            store.inner.fallback.get(&id).await.ok().flatten().is_some(),
+            "the local copy is kept"
+        );
+
+        let rep = store.replay().await;
+        assert!(rep.complete, "{rep:?}");
+        assert_eq!((rep.ambiguous_applied, rep.conflicts), (1, 0), "{rep:?}");
+        assert_eq!(contents(&primary, &id).await, [(1, "a".into())]);
+        assert!(!store.is_local(&id));
+    }
 
     fn append(n: usize, marker: Option<u64>) -> Entry {
         Entry {
