@@ -190,6 +190,12 @@ pub struct ProxyConfig {
     pub wakeup_redis_url: Option<String>,
     /// The channel prefix of wake-ups (`<prefix>:<session id>`). Default `shoal:wake`.
     pub wakeup_channel_prefix: String,
+    /// Requests are recorded off the response path. One answered with a complete (JSON)
+    /// reply within this time is recorded together with its reply in one store write and is
+    /// never listed as pending; one still unanswered after it is recorded as pending then.
+    /// Zero records every request (frame and pending entry) as soon as it arrives. Default
+    /// 50 ms.
+    pub pending_after: Duration,
 }
 
 impl ProxyConfig {
@@ -216,6 +222,7 @@ impl ProxyConfig {
             stdio_cwd: None,
             wakeup_redis_url: None,
             wakeup_channel_prefix: "shoal:wake".into(),
+            pending_after: Duration::from_millis(50),
         }
     }
 

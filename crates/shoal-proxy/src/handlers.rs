@@ -18,8 +18,7 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 use sha2::Digest as _;
 use shoal_core::{
-    Direction, Error, NewFrame, PendingRequest, RequestId, Session, SessionId, SessionState,
-    Transport,
+    Direction, Error, NewFrame, RequestId, Session, SessionId, SessionState, Transport,
 };
 use tokio::sync::mpsc;
 
@@ -28,7 +27,7 @@ use crate::{
         self, Body, MessageKind, Revision, VersionHeader, accepts, error_body, headers as h,
         is_json_content_type, version_header,
     },
-    sse,
+    record, sse,
     state::{Inner, Live, LoadError, live_from},
     streams::{self, Kind, PumpSpec},
     upstream::{Reply, UpstreamError, http::PASS_BACK, stdio::StdioProc},
@@ -289,9 +288,13 @@ async fn forward_post(
             _ => None,
         })
         .collect();
-    let frame = NewFrame::new(Direction::ClientToServer, body.clone())
-        .with_stream(stream.clone())
-        .with_content_type("application/json");
+    let answers: Vec<RequestId> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            MessageKind::Response { id } => id.clone(),
+            _ => None,
+        })
+        .collect();
     if !live.initialized.load(Relaxed)
         && kinds.iter().any(
             |k| matches!(k, MessageKind::Notification { method } if method == "notifications/initialized"),
@@ -306,20 +309,21 @@ async fn forward_post(
             .await;
         });
     }
-    // Recording the request (which also proves the session still exists in the store) and
-    // forwarding it run concurrently: the store's round trip overlaps the upstream's.
-    let record = inner.store.append_frame(&live.id, frame);
-    let pending = async {
-        for (id, method) in &requests {
-            let p = PendingRequest::new(id.clone(), method.clone()).with_stream(stream.clone());
-            match inner.store.add_pending(&live.id, p).await {
-                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
-                Err(e) => {
-                    tracing::debug!(session = %live.id, error = %e, "could not record a pending request")
-                }
-            }
-        }
-    };
+    // Frames and pending requests are recorded off the response path (see `record`). What
+    // stays on it, concurrently with the upstream call, is one read proving the session still
+    // exists in the store (deleted or expired on another instance: 404): a memory hit on a
+    // hot-session cache with invalidation, one small read otherwise.
+    let recording = record::spawn(
+        inner,
+        live,
+        record::Post {
+            stream: stream.clone(),
+            body: body.clone(),
+            requests: requests.clone(),
+            answers,
+        },
+    );
+    let exists = inner.store.get(&live.id);
     let upstream = async {
         match (&inner.http, &live.stdio) {
             (Some(http), _) => {
@@ -330,24 +334,25 @@ async fn forward_post(
             (None, None) => Err(UpstreamError("no upstream".into())),
         }
     };
-    let (recorded, (), reply) = tokio::join!(record, pending, upstream);
-    match recorded {
-        Ok(_) => {
-            inner.metrics.frames_recorded.fetch_add(1, Relaxed);
-        }
-        Err(Error::NotFound { .. }) => {
+    let (exists, reply) = tokio::join!(exists, upstream);
+    match exists {
+        Ok(Some(_)) => {}
+        Ok(None) => {
             // Deleted or expired (possibly by another instance) since this one cached it.
+            let _ = recording.send(record::Outcome::Nothing);
             inner.evict(&live.id);
             return not_found();
         }
         Err(e) => {
-            inner.metrics.frame_errors.fetch_add(1, Relaxed);
-            tracing::warn!(session = %live.id, error = %e, "could not record the request frame");
+            tracing::warn!(session = %live.id, error = %e, "could not check the session in the store");
         }
     }
     let reply = match reply {
         Ok(r) => r,
-        Err(e) => return bad_gateway(inner, &e),
+        Err(e) => {
+            let _ = recording.send(record::Outcome::Nothing);
+            return bad_gateway(inner, &e);
+        }
     };
     match reply {
         Reply::Full {
@@ -359,15 +364,15 @@ async fn forward_post(
                 // The upstream lost the session (e.g. it restarted): end ours too, so every
                 // instance answers 404 and the client starts over.
                 tracing::info!(session = %live.id, "upstream no longer knows the session; ending it");
+                let _ = recording.send(record::Outcome::Nothing);
                 let _ = inner.store.delete(&live.id).await;
                 inner.evict(&live.id);
                 return not_found();
             }
-            if status.is_success() && !body.is_empty() {
-                // A JSON reply has no event id: record it off the response path.
-                let (inner, live, body) = (inner.clone(), live.clone(), body.clone());
-                tokio::spawn(async move { record_reply(&inner, &live, &stream, &body).await });
-            }
+            let _ = recording.send(record::Outcome::Reply {
+                body: body.clone(),
+                success: status.is_success(),
+            });
             if status.is_server_error() {
                 inner.metrics.upstream_errors.fetch_add(1, Relaxed);
             }
@@ -376,6 +381,12 @@ async fn forward_post(
             r
         }
         Reply::Stream { events, .. } => {
+            // A follower on another instance needs the stream's pending requests: they are
+            // recorded before the stream's first event id goes out.
+            let (ack, recorded) = tokio::sync::oneshot::channel();
+            if recording.send(record::Outcome::Stream(ack)).is_ok() {
+                let _ = recorded.await;
+            }
             let (tx, rx) = mpsc::channel(32);
             let first = streams::priming(inner, live, &stream);
             streams::spawn_pump(
@@ -394,27 +405,6 @@ async fn forward_post(
                 },
             );
             streams::sse_response(inner, live, first, rx, false, HeaderMap::new())
-        }
-    }
-}
-
-/// Records a JSON reply and settles the pending requests it answers.
-async fn record_reply(inner: &Inner, live: &Live, stream: &str, body: &Bytes) {
-    let frame = NewFrame::new(Direction::ServerToClient, body.clone())
-        .with_stream(stream.to_owned())
-        .with_content_type("application/json");
-    match inner.store.append_frame(&live.id, frame).await {
-        Ok(_) => {
-            inner.metrics.frames_recorded.fetch_add(1, Relaxed);
-        }
-        Err(e) => {
-            inner.metrics.frame_errors.fetch_add(1, Relaxed);
-            tracing::warn!(session = %live.id, error = %e, "could not record the reply frame");
-        }
-    }
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        for id in protocol::response_ids(&v) {
-            let _ = inner.store.take_pending(&live.id, &id).await;
         }
     }
 }

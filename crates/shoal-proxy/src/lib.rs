@@ -49,6 +49,7 @@ pub mod event_id;
 mod handlers;
 pub mod metrics;
 pub mod protocol;
+mod record;
 pub mod sse;
 mod state;
 mod streams;

@@ -17,13 +17,14 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use futures_util::future::join_all;
 use serde_json::Value;
-use shoal_core::{Direction, Error, FrameQuery, NewFrame, RequestId, Timestamp};
+use shoal_core::{Direction, Error, FrameQuery, NewFrame, PendingRequest, RequestId, Timestamp};
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    protocol::{headers as h, response_ids},
-    sse,
+    protocol::{MessageKind, classify, headers as h, response_ids},
+    record, sse,
     state::{Inner, Live, lease_holder_alive},
     upstream::{EventStream, Reply},
 };
@@ -225,7 +226,34 @@ async fn pump(
                 if let Some(id) = &ev.id {
                     nf = nf.with_header(UPSTREAM_EVENT_ID, id.clone());
                 }
-                let seq = match inner.store.append_frame(&live.id, nf).await {
+                // One wave of store calls before the event goes out: its frame (the seq is
+                // its event id), the pending entries of requests the upstream sends the client
+                // (sampling, elicitation, roots: the client may answer on any instance), and
+                // the settlement of the requests it answers.
+                let (answered, asked) = match serde_json::from_slice::<Value>(&data) {
+                    Ok(v) => (response_ids(&v), server_requests(&v)),
+                    Err(_) => (Vec::new(), Vec::new()),
+                };
+                let adds = join_all(asked.iter().map(|(id, method)| {
+                    let p = PendingRequest::new(record::s2c_id(id), method.clone())
+                        .with_stream(stream.clone());
+                    inner.store.add_pending(&live.id, p)
+                }));
+                let takes = join_all(
+                    answered
+                        .iter()
+                        .map(|id| inner.store.take_pending(&live.id, id)),
+                );
+                let (appended, added, _) =
+                    tokio::join!(inner.store.append_frame(&live.id, nf), adds, takes);
+                for r in added {
+                    if let Err(e) = r
+                        && !matches!(e, Error::AlreadyExists { .. } | Error::NotFound { .. })
+                    {
+                        tracing::debug!(session = %live.id, stream, error = %e, "could not record a server request as pending");
+                    }
+                }
+                let seq = match appended {
                     Ok(seq) => {
                         inner.metrics.frames_recorded.fetch_add(1, Relaxed);
                         Some(seq)
@@ -246,12 +274,8 @@ async fn pump(
                         w.publish(live.id.as_str(), &stream);
                     }
                 }
-                let answered = serde_json::from_slice::<Value>(&data)
-                    .map(|v| response_ids(&v))
-                    .unwrap_or_default();
-                for id in &answered {
-                    let _ = inner.store.take_pending(&live.id, id).await;
-                    if let Kind::Post { awaiting } = &mut kind {
+                if let Kind::Post { awaiting } = &mut kind {
+                    for id in &answered {
                         awaiting.remove(id);
                     }
                 }
@@ -339,7 +363,10 @@ pub(crate) async fn follow(
         match inner.store.list_pending(&live.id).await {
             Ok(p) => Some(
                 p.into_iter()
-                    .filter(|r| r.stream_id.as_deref() == Some(stream.as_str()))
+                    .filter(|r| {
+                        r.stream_id.as_deref() == Some(stream.as_str())
+                            && !record::is_s2c(&r.request_id)
+                    })
                     .map(|r| r.request_id)
                     .collect(),
             ),
@@ -464,7 +491,11 @@ pub(crate) async fn follow(
         {
             continue;
         }
-        // The holder is gone. Take the stream over if the upstream lets us continue it.
+        // The holder is gone. Take the stream over if the upstream lets us continue it, from
+        // the last upstream event recorded (possibly before this follower's `after`).
+        if last_upstream.is_none() && is_post {
+            last_upstream = last_upstream_id(&inner, &live, &stream).await;
+        }
         if !take_over(
             &inner,
             &live,
@@ -480,6 +511,27 @@ pub(crate) async fn follow(
         }
         sub = inner.subscribe_pump(&live.id, &stream);
         last_seen_ms = Timestamp::now().as_millis();
+    }
+}
+
+/// The upstream's own id of the last event recorded on `stream`, read from the store.
+async fn last_upstream_id(inner: &Inner, live: &Live, stream: &str) -> Option<String> {
+    let mut after = 0;
+    let mut last = None;
+    loop {
+        let q = FrameQuery::after(after, 100).in_stream(stream.to_owned());
+        let page = inner.store.frames(&live.id, &q).await.ok()?;
+        for f in &page.frames {
+            after = f.seq;
+            if f.direction == Direction::ServerToClient
+                && let Some((_, v)) = f.headers.iter().find(|(k, _)| k == UPSTREAM_EVENT_ID)
+            {
+                last = Some(v.clone());
+            }
+        }
+        if !page.has_more || page.frames.is_empty() {
+            return last;
+        }
     }
 }
 
@@ -541,6 +593,18 @@ async fn take_over(
             let _ = inner.write_lease(&live.id, stream, false).await;
             false
         }
+    }
+}
+
+/// The requests (id, method) in a message or batch the upstream sends the client.
+fn server_requests(v: &Value) -> Vec<(RequestId, String)> {
+    let one = |m: &Value| match classify(m) {
+        MessageKind::Request { id, method } => Some((id, method)),
+        _ => None,
+    };
+    match v {
+        Value::Array(items) => items.iter().filter_map(one).collect(),
+        m => one(m).into_iter().collect(),
     }
 }
 

@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use common::*;
 use serde_json::{Value, json};
 use shoal_core::{
-    Direction, FrameQuery, MemoryStore, SessionId, SessionStore, store::MAX_PAGE_LIMIT,
+    Direction, FrameQuery, MemoryStore, RequestId, SessionId, SessionStore, store::MAX_PAGE_LIMIT,
 };
 use shoal_proxy::UpstreamConfig;
 
@@ -410,6 +410,84 @@ async fn get_stream_taken_over(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// Requests the upstream sends the client (here `sampling/createMessage` on a POST stream)
+/// are pending in the store, under `s2c:<JSON id>` and with their stream, before the client
+/// sees them; the client's response POSTed to the other instance takes them.
+async fn server_requests_pending_until_answered(store: Arc<dyn SessionStore>) {
+    let f = fake_upstream().await;
+    let (a, b) = two_proxies(&f, store.clone()).await;
+    let c = Client::new("2025-06-18");
+    let sid = c.initialize(&a.url()).await;
+    let id = SessionId::new(&sid).unwrap();
+    let resp = c
+        .post_req(
+            &a.url(),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"ask","arguments":{}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut r = SseReader::new(resp);
+    let ev = r.next().await.unwrap();
+    let asked: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(asked["method"], "sampling/createMessage");
+    assert_eq!(asked["id"], "srv-1");
+    // Recorded before the event went out.
+    let pending = store.list_pending(&id).await.unwrap();
+    let s2c = pending
+        .iter()
+        .find(|p| p.method == "sampling/createMessage")
+        .expect("the server's request is pending");
+    assert_eq!(s2c.request_id, RequestId::from("s2c:\"srv-1\""));
+    let call = pending
+        .iter()
+        .find(|p| p.request_id == RequestId::from(5))
+        .expect("the client's request is pending");
+    assert_eq!(s2c.stream_id, call.stream_id);
+    assert!(s2c.stream_id.as_deref().is_some_and(|s| s.starts_with('p')));
+
+    // The client answers on the other instance.
+    let answer = c
+        .post_req(
+            &b.url(),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":"srv-1","result":{"role":"assistant",
+                    "content":{"type":"text","text":"hi"},"model":"m"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let ev = r.next().await.unwrap();
+    let done: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(done["id"], 5);
+    assert!(
+        done["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("hi")
+    );
+    assert!(
+        r.next().await.is_none(),
+        "the stream ends after its response"
+    );
+    wait_for_async(|| async { store.list_pending(&id).await.unwrap().is_empty() }).await;
+    // Both directions are recorded: the server's request on the stream, the client's answer.
+    let page = store
+        .frames(&id, &FrameQuery::after(0, MAX_PAGE_LIMIT))
+        .await
+        .unwrap();
+    let has = |dir: Direction, needle: &str| {
+        page.frames
+            .iter()
+            .any(|f| f.direction == dir && String::from_utf8_lossy(&f.content).contains(needle))
+    };
+    assert!(has(Direction::ServerToClient, "sampling/createMessage"));
+    assert!(has(Direction::ClientToServer, "\"model\":\"m\""));
+}
+
 macro_rules! scenarios {
     ($mod:ident, $store:expr) => {
         mod $mod {
@@ -444,6 +522,11 @@ macro_rules! scenarios {
             async fn get_stream_taken_over_when_its_holder_is_gone() {
                 get_stream_taken_over($store).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn server_requests_are_pending_until_the_client_answers_on_any_instance() {
+                server_requests_pending_until_answered($store).await;
+            }
         }
     };
 }
@@ -468,7 +551,8 @@ mod redis {
         SERVER.get_or_init(RedisServer::start).url()
     }
 
-    pub(super) async fn store() -> Arc<dyn SessionStore> {
+    /// A fresh key prefix on the shared test server.
+    pub(super) fn config() -> RedisConfig {
         let server = SERVER.get_or_init(RedisServer::start);
         let mut prefix = [0u8; 4];
         getrandom::fill(&mut prefix).unwrap();
@@ -479,11 +563,11 @@ mod redis {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        Arc::new(
-            RedisStore::connect_default(RedisConfig::new(server.url()).with_key_prefix(prefix))
-                .await
-                .unwrap(),
-        )
+        RedisConfig::new(server.url()).with_key_prefix(prefix)
+    }
+
+    pub(super) async fn store() -> Arc<dyn SessionStore> {
+        Arc::new(RedisStore::connect_default(config()).await.unwrap())
     }
 }
 
@@ -504,5 +588,274 @@ mod redis_wakeups {
     async fn get_stream_followed_on_the_other_instance_is_woken_by_pub_sub() {
         let b = get_stream_followed_waking(redis::store().await, Some(redis::url())).await;
         assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+    }
+}
+
+/// The instance holding an SSE POST response stream dies mid-stream (its runtime is dropped:
+/// no graceful shutdown, no lease released); the client resumes on the other instance with
+/// `Last-Event-ID`, which takes the stream over once the holder's lease has run out by resuming
+/// the upstream from the last event the dead instance recorded: every event exactly once.
+mod redis_takeover {
+    use shoal_redis::RedisStore;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn post_stream_taken_over_when_its_holder_dies() {
+        let f = fake_upstream().await;
+        let rcfg = redis::config();
+        let mut a = start_crashable(config(http(&f), "a"), rcfg.clone()).await;
+        let store: Arc<dyn SessionStore> =
+            Arc::new(RedisStore::connect_default(rcfg).await.unwrap());
+        let b = start_proxy(config(http(&f), "b"), store.clone()).await;
+        let c = Client::new("2025-11-25");
+        let sid = c.initialize(&b.url()).await;
+        let total = 8u64;
+        let resp = c
+            .post_req(
+                &a.url(),
+                Some(&sid),
+                &json!({"jsonrpc":"2.0","id":"call-1","method":"tools/call",
+                        "params":{"name":"resumable","arguments":{"count":total,"before_gate":3}}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut r = SseReader::new(resp);
+        let prime = r.next().await.unwrap();
+        assert!(prime.data.is_empty());
+        let mut got: Vec<u64> = Vec::new();
+        let mut last_id = None;
+        while got.len() < 3 {
+            let ev = r.next().await.unwrap();
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            got.push(v["params"]["progress"].as_u64().unwrap());
+            last_id = ev.id;
+        }
+        // Instance A dies mid-stream; the upstream goes on (behind the gate) without it.
+        a.crash();
+        assert!(
+            c.http.get(a.url()).send().await.is_err(),
+            "the dead instance no longer answers"
+        );
+        drop(r);
+        f.open_resume_gate();
+
+        let started = std::time::Instant::now();
+        let resp = c
+            .http
+            .get(b.url())
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("last-event-id", last_id.unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut r = SseReader::new(resp);
+        let mut final_result = None;
+        let mut ids = BTreeSet::new();
+        while let Some(ev) = r.next().await {
+            assert!(ids.insert(ev.id.clone().unwrap()), "an event id came twice");
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            if v.get("result").is_some() {
+                final_result = Some(v);
+                break;
+            }
+            got.push(v["params"]["progress"].as_u64().unwrap());
+        }
+        assert_eq!(
+            got,
+            (0..total).collect::<Vec<_>>(),
+            "every event exactly once, in order"
+        );
+        let v = final_result.expect("the result arrives after the takeover");
+        assert_eq!(v["id"], "call-1");
+        assert_eq!(v["result"]["content"][0]["text"], format!("done {total}"));
+        assert!(
+            r.next().await.is_none(),
+            "the stream ends after its response"
+        );
+        // B resumed the upstream exactly once, right after the last event A recorded.
+        assert_eq!(f.state.lock().unwrap().resumes, vec!["r1-2".to_string()]);
+        assert_eq!(
+            b.handle
+                .metrics()
+                .stream_takeovers
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        eprintln!(
+            "takeover: the rest of the stream arrived {:?} after the resume (lease {:?})",
+            started.elapsed(),
+            config(http(&f), "x").stream_lease
+        );
+        let id = SessionId::new(&sid).unwrap();
+        wait_for_async(|| async { store.list_pending(&id).await.unwrap().is_empty() }).await;
+    }
+}
+
+/// Each instance with its own hot-session cache (`Cached<RedisStore>`, consistency
+/// `invalidate`, the Redis invalidation bus), as `shoal proxy` runs with a `[cache]` section.
+mod redis_cached {
+    use shoal_core::cached::{CacheConfig, Cached, Consistency};
+    use shoal_redis::{
+        RedisConfig, RedisStore,
+        invalidation::{BusConfig, RedisInvalidationBus, cache_builder},
+    };
+
+    use super::*;
+
+    async fn cached(cfg: &RedisConfig, consistency: Consistency) -> Arc<Cached<RedisStore>> {
+        let store = RedisStore::connect_default(cfg.clone()).await.unwrap();
+        let bus = match consistency {
+            Consistency::Invalidate => Some(
+                RedisInvalidationBus::connect(cfg, BusConfig::default())
+                    .await
+                    .unwrap(),
+            ),
+            _ => None,
+        };
+        let c = Arc::new(
+            cache_builder(store, bus)
+                .config(CacheConfig::default().with_consistency(consistency))
+                .build()
+                .unwrap(),
+        );
+        wait_for(|| c.is_enabled()).await;
+        c
+    }
+
+    /// DELETE on A, then B (which served the session from its cache) answers 404 as soon as
+    /// the bus delivered A's invalidation: the bound measured here, over 10 sessions.
+    async fn delete_then_404_elsewhere(consistency: Consistency) -> (std::time::Duration, u32) {
+        let f = fake_upstream().await;
+        let rcfg = redis::config();
+        let (sa, sb) = (
+            cached(&rcfg, consistency).await,
+            cached(&rcfg, consistency).await,
+        );
+        let a = start_proxy(config(http(&f), "a"), sa.clone()).await;
+        let b = start_proxy(config(http(&f), "b"), sb.clone()).await;
+        let c = Client::new("2025-06-18");
+        let mut worst = std::time::Duration::ZERO;
+        let mut stale_reads = 0u32;
+        for _ in 0..10 {
+            let sid = c.initialize(&a.url()).await;
+            let id = SessionId::new(&sid).unwrap();
+            for i in 1..=4u64 {
+                let url = if i % 2 == 0 { a.url() } else { b.url() };
+                let v = c.call(&url, &sid, i, "ping", json!({})).await;
+                assert_eq!(v["id"], i);
+            }
+            // A's last writes (recorded just after its reply) invalidate B's copy; once they
+            // are in, B reloads it once and then serves the session from its cache.
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            c.call(&b.url(), &sid, 8, "ping", json!({})).await;
+            let hits = sb.stats().hits;
+            c.call(&b.url(), &sid, 9, "ping", json!({})).await;
+            if consistency == Consistency::Invalidate {
+                assert!(sb.stats().hits > hits, "B checks the session in its cache");
+            }
+            let r = c
+                .http
+                .delete(a.url())
+                .header("mcp-session-id", &sid)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let t = std::time::Instant::now();
+            while sb.get(&id).await.unwrap().is_some() {
+                stale_reads += 1;
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(1),
+                    "B still serves a deleted session after 1 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
+            worst = worst.max(t.elapsed());
+            let r = c
+                .post_req(
+                    &b.url(),
+                    Some(&sid),
+                    &json!({"jsonrpc":"2.0","id":10,"method":"ping"}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404);
+        }
+        (worst, stale_reads)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_on_one_instance_is_404_on_the_other_after_the_invalidation() {
+        let (worst, stale) = delete_then_404_elsewhere(Consistency::Invalidate).await;
+        eprintln!(
+            "invalidate: B saw the delete at most {worst:?} after A answered it ({stale} stale reads in 10 deletes)"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_on_one_instance_is_404_on_the_other_at_once_when_strict() {
+        let (_, stale) = delete_then_404_elsewhere(Consistency::Strict).await;
+        assert_eq!(stale, 0, "strict revalidates every hit");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sse_cut_and_resumed_through_caches() {
+        let f = fake_upstream().await;
+        let rcfg = redis::config();
+        let sa = cached(&rcfg, Consistency::Invalidate).await;
+        let sb = cached(&rcfg, Consistency::Invalidate).await;
+        let a = start_proxy(config(http(&f), "a"), sa).await;
+        let b = start_proxy(config(http(&f), "b"), sb.clone()).await;
+        let c = Client::new("2025-11-25");
+        let sid = c.initialize(&a.url()).await;
+        let resp = c
+            .post_req(
+                &a.url(),
+                Some(&sid),
+                &json!({"jsonrpc":"2.0","id":"call-1","method":"tools/call",
+                        "params":{"name":"gated","arguments":{"count":6,"before_gate":2}}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut r = SseReader::new(resp);
+        let _prime = r.next().await.unwrap();
+        let mut got = Vec::new();
+        let mut last = None;
+        while got.len() < 2 {
+            let ev = r.next().await.unwrap();
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            got.push(v["params"]["progress"].as_u64().unwrap());
+            last = ev.id;
+        }
+        drop(r);
+        f.open_gate();
+        let resp = c
+            .http
+            .get(b.url())
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("last-event-id", last.unwrap())
+            .send()
+            .await
+            .unwrap();
+        let mut r = SseReader::new(resp);
+        while let Some(ev) = r.next().await {
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            if v.get("result").is_some() {
+                break;
+            }
+            got.push(v["params"]["progress"].as_u64().unwrap());
+        }
+        assert_eq!(got, (0..6).collect::<Vec<_>>());
+        let id = SessionId::new(&sid).unwrap();
+        wait_for_async(|| async { sb.list_pending(&id).await.unwrap().is_empty() }).await;
     }
 }

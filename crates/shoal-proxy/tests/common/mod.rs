@@ -44,6 +44,14 @@ pub struct UpState {
     pub get_streams: HashMap<String, mpsc::Sender<Bytes>>,
     /// GET streams opened so far.
     pub gets: u64,
+    /// The `resumable` tool's streams: (count, before_gate, request id) by stream number.
+    pub resumable: HashMap<u64, (u64, u64, Value)>,
+    /// Opens the gate of every `resumable` stream (and stays open).
+    pub resume_gate: Arc<std::sync::atomic::AtomicBool>,
+    /// GETs that resumed a `resumable` stream (their `Last-Event-ID`s).
+    pub resumes: Vec<String>,
+    /// Responses clients POSTed (answers to the upstream's own requests).
+    pub client_responses: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -78,6 +86,12 @@ impl Fake {
             }
             None => false,
         }
+    }
+
+    /// Opens the gate of every `resumable` stream, for good.
+    pub fn open_resume_gate(&self) {
+        let g = self.state.lock().unwrap().resume_gate.clone();
+        g.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn get_stream_open(&self, upstream_sid: &str) -> bool {
@@ -121,6 +135,45 @@ fn sse_resp(rx: mpsc::Receiver<Bytes>) -> Response {
     r
 }
 
+/// The events of a `resumable` stream from `from` on: progress `r<n>-<i>` for `i < count`
+/// (waiting for the resume gate from `before_gate` on), then the result `r<n>-<count>`. The
+/// same stream resumed with `Last-Event-ID` continues after the index it names.
+fn resumable_events(
+    n: u64,
+    from: u64,
+    count: u64,
+    before_gate: u64,
+    id: Value,
+    gate: Arc<std::sync::atomic::AtomicBool>,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        for i in from..=count {
+            if i >= before_gate {
+                while !gate.load(std::sync::atomic::Ordering::SeqCst) {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let msg = if i < count {
+                json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":i,"message":format!("event {i}")}})
+            } else {
+                json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":format!("done {count}")}]}})
+            };
+            if tx
+                .send(sse_event(Some(&format!("r{n}-{i}")), &msg))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Starts the fake upstream on a free loopback port.
 pub async fn fake_upstream() -> Fake {
     let state = Arc::new(Mutex::new(UpState::default()));
@@ -162,6 +215,28 @@ async fn fake_handler(
         Method::GET => {
             if !known(&st, &sid) {
                 return StatusCode::NOT_FOUND.into_response();
+            }
+            let last = headers
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(last) = last {
+                // Resuming a `resumable` stream: `r<stream>-<index>`.
+                let parsed = last
+                    .strip_prefix('r')
+                    .and_then(|r| r.split_once('-'))
+                    .and_then(|(n, i)| Some((n.parse::<u64>().ok()?, i.parse::<u64>().ok()?)));
+                let mut g = st.lock().unwrap();
+                let Some((n, i)) = parsed else {
+                    return StatusCode::BAD_REQUEST.into_response();
+                };
+                let Some((count, before_gate, id)) = g.resumable.get(&n).cloned() else {
+                    return StatusCode::NOT_FOUND.into_response();
+                };
+                g.resumes.push(last.clone());
+                let gate = g.resume_gate.clone();
+                drop(g);
+                return sse_resp(resumable_events(n, i + 1, count, before_gate, id, gate));
             }
             let (tx, rx) = mpsc::channel(16);
             let mut g = st.lock().unwrap();
@@ -243,6 +318,12 @@ async fn fake_handler(
                 .filter(|m| m.get("method").is_some() && m.get("id").is_some())
                 .collect();
             if requests.is_empty() {
+                let mut g = st.lock().unwrap();
+                for m in &msgs {
+                    if m.get("method").is_none() && m.get("id").is_some() {
+                        g.client_responses.push(m.clone());
+                    }
+                }
                 return StatusCode::ACCEPTED.into_response();
             }
             if v.is_array() {
@@ -273,6 +354,46 @@ async fn fake_handler(
                                 format!("session={} host={}", sid.clone().unwrap_or_default(),
                                     headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""))}]}}),
                         ),
+                        "resumable" => {
+                            let count = args["count"].as_u64().unwrap_or(3);
+                            let before_gate = args["before_gate"].as_u64().unwrap_or(count);
+                            let mut g = st.lock().unwrap();
+                            let n = g.resumable.len() as u64 + 1;
+                            g.resumable.insert(n, (count, before_gate, id.clone()));
+                            let gate = g.resume_gate.clone();
+                            drop(g);
+                            sse_resp(resumable_events(n, 0, count, before_gate, id, gate))
+                        }
+                        "ask" => {
+                            // Asks the client (a server→client request on this stream), waits
+                            // for its answer, then answers the tool call with it.
+                            let (tx, rx) = mpsc::channel(8);
+                            let st = st.clone();
+                            tokio::spawn(async move {
+                                let ask = json!({"jsonrpc":"2.0","id":"srv-1","method":"sampling/createMessage",
+                                    "params":{"messages":[],"maxTokens":1}});
+                                if tx.send(sse_event(Some("a0"), &ask)).await.is_err() {
+                                    return;
+                                }
+                                let answer = loop {
+                                    let found = st
+                                        .lock()
+                                        .unwrap()
+                                        .client_responses
+                                        .iter()
+                                        .find(|r| r["id"] == "srv-1")
+                                        .cloned();
+                                    if let Some(a) = found {
+                                        break a;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                };
+                                let done = json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text",
+                                    "text":format!("answer {}", answer["result"])}]}});
+                                let _ = tx.send(sse_event(Some("a1"), &done)).await;
+                            });
+                            sse_resp(rx)
+                        }
                         "stream" | "gated" => {
                             let count = args["count"].as_u64().unwrap_or(3);
                             let before_gate = args["before_gate"].as_u64().unwrap_or(count);
@@ -382,6 +503,62 @@ pub async fn start_proxy(cfg: ProxyConfig, store: Arc<dyn SessionStore>) -> Prox
         task: Some(task),
         handle,
     }
+}
+
+/// A proxy on its own runtime with its own Redis connections: [`Crashable::crash`] stops
+/// everything at once — server, pumps, lease renewals, store connections — with no graceful
+/// shutdown and no lease released, like a killed process.
+pub struct Crashable {
+    pub addr: SocketAddr,
+    rt: Option<tokio::runtime::Runtime>,
+    pub handle: shoal_proxy::ProxyHandle,
+}
+
+impl Crashable {
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn crash(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Crashable {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+pub async fn start_crashable(cfg: ProxyConfig, redis: shoal_redis::RedisConfig) -> Crashable {
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, handle) = rt.block_on(async move {
+            let store = shoal_redis::RedisStore::connect_default(redis)
+                .await
+                .unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (fut, handle) =
+                shoal_proxy::prepare(listener, cfg, Arc::new(store), std::future::pending())
+                    .unwrap();
+            tokio::spawn(fut);
+            (addr, handle)
+        });
+        Crashable {
+            addr,
+            rt: Some(rt),
+            handle,
+        }
+    })
+    .await
+    .unwrap()
 }
 
 /// A minimal MCP client over reqwest.
