@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::TypedValueParser as _};
-use shoal_core::{SessionFilter, SessionId, SessionStatus, Transport, store::MAX_PAGE_LIMIT};
+use shoal_core::{
+    SessionFilter, SessionId, SessionStatus, Transport,
+    cached::{Consistency, WriteMode},
+    resilient::FallbackMode,
+    store::MAX_PAGE_LIMIT,
+};
 
 use crate::config::LogFormat;
 
@@ -21,6 +26,11 @@ Store URLs:
                        the master behind Sentinels (rediss+sentinel:// over TLS)
                        Redis settings: the [redis] config section (key_prefix, timeouts,
                        connections, tls_ca_file, ...; env SHOAL_REDIS__PREFIX, ...)
+
+Resilience (Redis stores): --fallback none|memory|read-only wraps the store in a circuit
+breaker with that fallback; settings in [resilience] (SHOAL_RESILIENCE__BREAKER__COOLDOWN, ...).
+Cache: --cache puts the hot-session cache in front of the store; settings in [cache]
+(SHOAL_CACHE__TTL, ...). Both together: cache, then breaker, then Redis.
 
 Configuration (lowest to highest precedence): built-in defaults < TOML file (--config,
 SHOAL_CONFIG) < environment (SHOAL_STORE, SHOAL_LIMITS__MAX_SESSIONS, SHOAL_LOG__LEVEL, ...)
@@ -70,6 +80,23 @@ pub(crate) struct GlobalArgs {
     /// Log line format on stderr [default: text]
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
+
+    /// Wrap a Redis store in the circuit breaker with this fallback (resilience.fallback):
+    /// none = fail fast, memory = journal writes and replay them, read-only
+    #[arg(long, global = true, value_name = "MODE", value_parser = fallback_parser())]
+    pub(crate) fallback: Option<FallbackMode>,
+
+    /// Put the hot-session cache in front of the store (cache.enabled; settings in [cache])
+    #[arg(long, global = true)]
+    pub(crate) cache: bool,
+
+    /// Cache consistency across instances (cache.consistency; implies --cache)
+    #[arg(long, global = true, value_name = "MODE", value_parser = consistency_parser())]
+    pub(crate) cache_consistency: Option<Consistency>,
+
+    /// Cache write mode (cache.write_mode; implies --cache)
+    #[arg(long, global = true, value_name = "MODE", value_parser = write_mode_parser())]
+    pub(crate) cache_write_mode: Option<WriteMode>,
 }
 
 /// The subcommands.
@@ -285,6 +312,31 @@ fn page_limit() -> impl clap::builder::TypedValueParser<Value = usize> {
     clap::builder::RangedU64ValueParser::<u64>::new()
         .range(1..=MAX_PAGE_LIMIT as u64)
         .try_map(usize::try_from)
+}
+
+fn fallback_parser() -> impl clap::builder::TypedValueParser<Value = FallbackMode> {
+    clap::builder::PossibleValuesParser::new(["none", "memory", "read-only"])
+        .try_map(|s| s.parse::<FallbackMode>())
+}
+
+fn consistency_parser() -> impl clap::builder::TypedValueParser<Value = Consistency> {
+    clap::builder::PossibleValuesParser::new(["local", "invalidate", "strict"]).map(|s| {
+        match s.as_str() {
+            "local" => Consistency::Local,
+            "strict" => Consistency::Strict,
+            _ => Consistency::Invalidate,
+        }
+    })
+}
+
+fn write_mode_parser() -> impl clap::builder::TypedValueParser<Value = WriteMode> {
+    clap::builder::PossibleValuesParser::new(["write_through", "write_behind", "read_through"]).map(
+        |s| match s.as_str() {
+            "write_behind" => WriteMode::WriteBehind,
+            "read_through" => WriteMode::ReadThrough,
+            _ => WriteMode::WriteThrough,
+        },
+    )
 }
 
 fn status_parser() -> impl clap::builder::TypedValueParser<Value = SessionStatus> {

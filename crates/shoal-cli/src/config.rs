@@ -30,10 +30,29 @@
 //! [log]
 //! level = "warn"                 # a tracing EnvFilter directive, e.g. "info,shoal_core=debug"
 //! format = "text"                # or "json"
+//!
+//! [resilience]                   # off unless `fallback` is set (or --fallback is given)
+//! fallback = "memory"            # none | memory | read-only (Redis stores only)
+//! op_timeout = "1s"              # deadline of one point operation on Redis
+//! bulk_timeout = "10s"           # deadline of list, count, frames, sweeps
+//! drain_timeout = "10s"          # at exit, how long to wait for the outage journal to replay
+//! [resilience.retry]             # max_retries, min_delay, max_delay
+//! [resilience.breaker]           # failure_threshold, failure_ratio, min_calls, window,
+//!                                # cooldown, half_open_probes, close_after
+//! [resilience.health]            # interval, timeout (the health monitor's probe)
+//! [resilience.journal]           # max_entries, max_bytes, seq_map_capacity
+//!
+//! [cache]                        # off unless enabled (or --cache is given)
+//! enabled = true
+//! max_entries = 100000
+//! max_bytes = 268435456
+//! ttl = "5s"
+//! consistency = "invalidate"     # local | invalidate | strict
+//! write_mode = "write_through"   # write_through | write_behind | read_through
+//! touch_interval = "1s"          # touch coalescing ("0s": every touch is written)
+//! [cache.bus]                    # Redis pub/sub invalidation: ping_interval, reconnect_min,
+//!                                # reconnect_max, max_ids_per_message
 //! ```
-//! The section names `cache` and `resilience` are reserved for later releases; today
-//! they are refused like every other unknown key, with an error naming the key and where it
-//! came from.
 //!
 //! # Environment
 //! `SHOAL_<KEY>` with `__` between levels: `SHOAL_STORE`, `SHOAL_LIMITS__MAX_SESSIONS`,
@@ -58,8 +77,14 @@ use figment::{
     value::{Dict, Map, Value},
 };
 use serde::{Deserialize, Serialize};
-use shoal_core::Limits;
-use shoal_redis::RedisConfig;
+use shoal_core::{
+    Limits,
+    cached::{CacheConfig, Consistency, WriteMode},
+    resilient::{
+        BreakerConfig, FallbackMode, HealthConfig, JournalConfig, ResilienceConfig, RetryConfig,
+    },
+};
+use shoal_redis::{RedisConfig, invalidation::BusConfig};
 
 use crate::{
     error::UsageError,
@@ -67,10 +92,19 @@ use crate::{
 };
 
 /// Top-level keys this build understands.
-pub(crate) const SECTIONS: &[&str] = &["store", "limits", "memory", "redis", "log", "proxy"];
+pub(crate) const SECTIONS: &[&str] = &[
+    "store",
+    "limits",
+    "memory",
+    "redis",
+    "log",
+    "proxy",
+    "resilience",
+    "cache",
+];
 
 /// Top-level sections reserved for later releases (refused today, with a hint).
-pub(crate) const RESERVED_SECTIONS: &[&str] = &["cache", "resilience"];
+pub(crate) const RESERVED_SECTIONS: &[&str] = &[];
 
 /// The prefix of configuration environment variables.
 pub(crate) const ENV_PREFIX: &str = "SHOAL_";
@@ -98,6 +132,10 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     /// `shoal proxy`.
     pub(crate) proxy: ProxySection,
+    /// The resilience wrapper (breaker and fallback) around a Redis store.
+    pub(crate) resilience: ResilienceSection,
+    /// The hot-session cache.
+    pub(crate) cache: CacheSection,
 }
 
 impl Default for Config {
@@ -109,6 +147,8 @@ impl Default for Config {
             redis: RedisSection::default(),
             log: LogConfig::default(),
             proxy: ProxySection::default(),
+            resilience: ResilienceSection::default(),
+            cache: CacheSection::default(),
         }
     }
 }
@@ -122,6 +162,8 @@ impl fmt::Debug for Config {
             .field("redis", &self.redis)
             .field("log", &self.log)
             .field("proxy", &self.proxy)
+            .field("resilience", &self.resilience)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -134,6 +176,202 @@ impl Config {
             ..self.clone()
         }
     }
+}
+
+/// `[resilience]`: wraps a Redis store in [`shoal_core::Resilient`] (deadlines, retries, a
+/// circuit breaker, a memory fallback with an outage journal). Off unless `fallback` is set
+/// (or `--fallback` is given). Every key but `fallback` and `drain_timeout` is a field of
+/// [`ResilienceConfig`] (whose defaults these are).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ResilienceSection {
+    /// `none`, `memory` or `read-only`; absent: no wrapper.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) fallback: Option<FallbackMode>,
+    /// Deadline of one attempt of a point operation. Default 1 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) op_timeout: Duration,
+    /// Deadline of one attempt of a bulk operation. Default 10 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) bulk_timeout: Duration,
+    /// How long a command waits at exit for journaled writes to be replayed into Redis
+    /// (the CLI's own key). Default 10 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) drain_timeout: Duration,
+    /// Retries of idempotent operations.
+    pub(crate) retry: RetryConfig,
+    /// The circuit breaker.
+    pub(crate) breaker: BreakerConfig,
+    /// The health monitor's probe.
+    pub(crate) health: HealthConfig,
+    /// Bounds of the outage journal.
+    pub(crate) journal: JournalConfig,
+}
+
+impl Default for ResilienceSection {
+    fn default() -> Self {
+        let d = ResilienceConfig::default();
+        ResilienceSection {
+            fallback: None,
+            op_timeout: d.op_timeout,
+            bulk_timeout: d.bulk_timeout,
+            drain_timeout: Duration::from_secs(10),
+            retry: d.retry,
+            breaker: d.breaker,
+            health: d.health,
+            journal: d.journal,
+        }
+    }
+}
+
+impl ResilienceSection {
+    /// The wrapper's configuration, when the wrapper is on.
+    pub(crate) fn to_resilience_config(&self) -> Option<ResilienceConfig> {
+        let mode = self.fallback?;
+        let mut c = ResilienceConfig::default().with_fallback(mode);
+        c.op_timeout = self.op_timeout;
+        c.bulk_timeout = self.bulk_timeout;
+        c.retry = self.retry.clone();
+        c.breaker = self.breaker.clone();
+        c.health = self.health.clone();
+        c.journal = self.journal.clone();
+        Some(c)
+    }
+
+    /// Checks every key with the wrapper's own rules: `(key, reason)` of the first bad one.
+    fn check(&self) -> Result<(), (String, String)> {
+        let probe = ResilienceSection {
+            fallback: Some(self.fallback.unwrap_or_default()),
+            ..self.clone()
+        };
+        if let Some(c) = probe.to_resilience_config()
+            && let Err(e) = c.validate()
+        {
+            let why = reason_of(e);
+            return Err((key_in(&why, "resilience"), why));
+        }
+        if self.drain_timeout.is_zero() {
+            return Err(("resilience.drain_timeout".into(), "must be > 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `[cache]`: the hot-session cache ([`shoal_core::Cached`]) in front of the store. Off unless
+/// `enabled` (or `--cache`). Every key but `enabled` and `bus` is a field of [`CacheConfig`]
+/// (whose defaults these are); `[cache.bus]` is the Redis invalidation bus's [`BusConfig`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CacheSection {
+    /// Whether the cache is on. Default false.
+    pub(crate) enabled: bool,
+    /// Most sessions cached. Default 100,000.
+    pub(crate) max_entries: u64,
+    /// Most bytes cached (estimated). Default 256 MiB.
+    pub(crate) max_bytes: u64,
+    /// Per-entry time to live: bounds staleness when an invalidation is lost. Default 5 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) ttl: Duration,
+    /// `local`, `invalidate` (Redis pub/sub) or `strict` (a version check per hit).
+    /// Default `invalidate`; on `memory://` and `file://` stores `local` is used instead.
+    pub(crate) consistency: Consistency,
+    /// `write_through`, `write_behind` or `read_through`. Default `write_through`.
+    pub(crate) write_mode: WriteMode,
+    /// Touch coalescing interval (`"0s"`: every touch is written). Default 1 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) touch_interval: Duration,
+    /// A touch is written at once when the backend's expiry is closer than this. Default 30 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) touch_margin: Duration,
+    /// Write-behind flush interval. Default 100 ms.
+    #[serde(with = "humantime_duration")]
+    pub(crate) flush_interval: Duration,
+    /// Write-behind queue bound. Default 10,000.
+    pub(crate) max_queued_writes: usize,
+    /// Frames kept per cached session (0: no tail cache). Default 64.
+    pub(crate) tail_frames: usize,
+    /// Frame bytes kept per session tail. Default 256 KiB.
+    pub(crate) tail_bytes: usize,
+    /// How long the exit flush retries deferred writes. Default 10 s.
+    #[serde(with = "humantime_duration")]
+    pub(crate) shutdown_timeout: Duration,
+    /// The Redis invalidation bus (`consistency` `invalidate` or `strict` on Redis).
+    pub(crate) bus: BusConfig,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        let d = CacheConfig::default();
+        CacheSection {
+            enabled: false,
+            max_entries: d.max_entries,
+            max_bytes: d.max_bytes,
+            ttl: d.ttl,
+            consistency: d.consistency,
+            write_mode: d.write_mode,
+            touch_interval: d.touch_interval,
+            touch_margin: d.touch_margin,
+            flush_interval: d.flush_interval,
+            max_queued_writes: d.max_queued_writes,
+            tail_frames: d.tail_frames,
+            tail_bytes: d.tail_bytes,
+            shutdown_timeout: d.shutdown_timeout,
+            bus: BusConfig::default(),
+        }
+    }
+}
+
+impl CacheSection {
+    /// The cache's configuration (whether or not it is enabled).
+    pub(crate) fn to_cache_config(&self) -> CacheConfig {
+        let mut c = CacheConfig::default()
+            .with_max_entries(self.max_entries)
+            .with_max_bytes(self.max_bytes)
+            .with_ttl(self.ttl)
+            .with_consistency(self.consistency)
+            .with_write_mode(self.write_mode)
+            .with_touch_interval(self.touch_interval)
+            .with_touch_margin(self.touch_margin)
+            .with_flush_interval(self.flush_interval)
+            .with_max_queued_writes(self.max_queued_writes)
+            .with_tail_frames(self.tail_frames);
+        c.tail_bytes = self.tail_bytes;
+        c.shutdown_timeout = self.shutdown_timeout;
+        c
+    }
+
+    /// Checks every key with the cache's and the bus's own rules.
+    fn check(&self) -> Result<(), (String, String)> {
+        if let Err(e) = self.to_cache_config().validate() {
+            let why = reason_of(e);
+            return Err((key_in(&why, "cache"), why));
+        }
+        if let Err(e) = self.bus.validate() {
+            let why = reason_of(e);
+            let key = [
+                "ping_interval",
+                "reconnect_min",
+                "reconnect_max",
+                "max_ids_per_message",
+            ]
+            .iter()
+            .find(|k| why.contains(*k))
+            .map_or_else(|| "cache.bus".to_owned(), |k| format!("cache.bus.{k}"));
+            return Err((key, why));
+        }
+        Ok(())
+    }
+}
+
+/// The first `section.key…` word of a validation message (`"cache.ttl must be …"` →
+/// `cache.ttl`), or the section.
+fn key_in(msg: &str, section: &str) -> String {
+    msg.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .find(|w| w.starts_with(&format!("{section}.")))
+        .map_or_else(
+            || section.to_owned(),
+            |w| w.trim_end_matches('.').to_owned(),
+        )
 }
 
 /// `[proxy]`: `shoal proxy` (its flags override these).
@@ -394,6 +632,14 @@ pub(crate) struct Overrides {
     pub(crate) log_level: Option<String>,
     /// `--log-format`.
     pub(crate) log_format: Option<LogFormat>,
+    /// `--fallback`: turns the resilience wrapper on with this mode.
+    pub(crate) fallback: Option<FallbackMode>,
+    /// `--cache`: turns the cache on.
+    pub(crate) cache: bool,
+    /// `--cache-consistency`.
+    pub(crate) cache_consistency: Option<Consistency>,
+    /// `--cache-write-mode`.
+    pub(crate) cache_write_mode: Option<WriteMode>,
 }
 
 /// Everything configuration is read from.
@@ -536,6 +782,38 @@ struct FlagValues {
     store: Option<String>,
     #[serde(skip_serializing_if = "FlagLog::is_empty")]
     log: FlagLog,
+    #[serde(skip_serializing_if = "FlagResilience::is_empty")]
+    resilience: FlagResilience,
+    #[serde(skip_serializing_if = "FlagCache::is_empty")]
+    cache: FlagCache,
+}
+
+#[derive(Serialize)]
+struct FlagResilience {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback: Option<FallbackMode>,
+}
+
+impl FlagResilience {
+    fn is_empty(&self) -> bool {
+        self.fallback.is_none()
+    }
+}
+
+#[derive(Serialize)]
+struct FlagCache {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consistency: Option<Consistency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_mode: Option<WriteMode>,
+}
+
+impl FlagCache {
+    fn is_empty(&self) -> bool {
+        self.enabled.is_none() && self.consistency.is_none() && self.write_mode.is_none()
+    }
 }
 
 #[derive(Serialize)]
@@ -583,6 +861,14 @@ pub(crate) fn load(sources: &Sources) -> Result<Config, ConfigError> {
             log: FlagLog {
                 level: sources.flags.log_level.clone(),
                 format: sources.flags.log_format,
+            },
+            resilience: FlagResilience {
+                fallback: sources.flags.fallback,
+            },
+            cache: FlagCache {
+                enabled: sources.flags.cache.then_some(true),
+                consistency: sources.flags.cache_consistency,
+                write_mode: sources.flags.cache_write_mode,
             },
         }),
     });
@@ -646,6 +932,7 @@ fn known_keys() -> Vec<(String, String)> {
     out.push(("redis".to_owned(), "tls_ca_file".to_owned()));
     out.push(("proxy".to_owned(), "event_id_key_file".to_owned()));
     out.push(("proxy".to_owned(), "principal_header".to_owned()));
+    out.push(("resilience".to_owned(), "fallback".to_owned()));
     out
 }
 
@@ -685,6 +972,23 @@ const DURATION_KEYS: &[&str] = &[
     "proxy.stream_lease",
     "proxy.sse_retry",
     "proxy.upstream_timeout",
+    "resilience.op_timeout",
+    "resilience.bulk_timeout",
+    "resilience.drain_timeout",
+    "resilience.retry.min_delay",
+    "resilience.retry.max_delay",
+    "resilience.breaker.window",
+    "resilience.breaker.cooldown",
+    "resilience.health.interval",
+    "resilience.health.timeout",
+    "cache.ttl",
+    "cache.touch_interval",
+    "cache.touch_margin",
+    "cache.flush_interval",
+    "cache.shutdown_timeout",
+    "cache.bus.ping_interval",
+    "cache.bus.reconnect_min",
+    "cache.bus.reconnect_max",
 ];
 
 fn describe_one(e: &figment::Error, figment: &Figment, layers: &Layers) -> String {
@@ -804,6 +1108,12 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
     if let Err((key, why)) = config.redis.check() {
         return bad(key, why);
     }
+    if let Err((key, why)) = config.resilience.check() {
+        return bad(&key, why);
+    }
+    if let Err((key, why)) = config.cache.check() {
+        return bad(&key, why);
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         return bad(
             "log.level",
@@ -826,17 +1136,28 @@ pub(crate) fn to_toml(config: &Config) -> anyhow::Result<String> {
         ("redis", serde_json::to_value(&config.redis)?),
         ("log", serde_json::to_value(&config.log)?),
         ("proxy", serde_json::to_value(&config.proxy)?),
+        ("resilience", serde_json::to_value(&config.resilience)?),
+        ("cache", serde_json::to_value(&config.cache)?),
     ];
     for (name, value) in sections {
-        let serde_json::Value::Object(table) = value else {
-            anyhow::bail!("[{name}] did not serialize to a table");
-        };
-        out.push_str(&format!("\n[{name}]\n"));
-        for (k, v) in table.iter().filter(|(_, v)| !v.is_null()) {
-            out.push_str(&format!("{k} = {}\n", toml_scalar(v)?));
-        }
+        write_table(&mut out, name, &value)?;
     }
     Ok(out)
+}
+
+/// Writes `[name]` with its scalar keys, then its sub-tables as `[name.sub]`.
+fn write_table(out: &mut String, name: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+    let serde_json::Value::Object(table) = value else {
+        anyhow::bail!("[{name}] did not serialize to a table");
+    };
+    out.push_str(&format!("\n[{name}]\n"));
+    for (k, v) in table.iter().filter(|(_, v)| !v.is_null() && !v.is_object()) {
+        out.push_str(&format!("{k} = {}\n", toml_scalar(v)?));
+    }
+    for (k, v) in table.iter().filter(|(_, v)| v.is_object()) {
+        write_table(out, &format!("{name}.{k}"), v)?;
+    }
+    Ok(())
 }
 
 fn toml_scalar(v: &serde_json::Value) -> anyhow::Result<String> {
@@ -955,6 +1276,7 @@ mod tests {
                 store: Some("memory://".into()),
                 log_level: Some("trace".into()),
                 log_format: Some(LogFormat::Text),
+                ..Overrides::default()
             },
         })
         .expect("all");
@@ -988,15 +1310,214 @@ mod tests {
     }
 
     #[test]
-    fn reserved_sections_are_refused_with_a_hint() {
-        let f = file("[cache]\nttl = \"1s\"\n");
-        let err = load_err(&Sources {
+    fn the_resilience_section_maps_layers_and_round_trips() {
+        let c = load(&Sources::default()).expect("defaults");
+        assert_eq!(c.resilience.fallback, None, "off by default");
+        assert!(c.resilience.to_resilience_config().is_none());
+        assert!(!c.cache.enabled, "off by default");
+
+        let f = file(
+            "store = \"redis://127.0.0.1:6379\"\n[resilience]\nfallback = \"read-only\"\n\
+             op_timeout = \"250ms\"\ndrain_timeout = \"3s\"\n[resilience.breaker]\n\
+             failure_threshold = 3\ncooldown = \"5s\"\nfailure_ratio = 0.25\n\
+             [resilience.journal]\nmax_entries = 50\n[resilience.health]\ninterval = \"100ms\"\n\
+             [resilience.retry]\nmax_retries = 0\n",
+        );
+        let sources = |env: &[(&str, &str)], flags: Overrides| Sources {
+            file: Some(f.path().to_owned()),
+            env: self::env(env),
+            flags,
+        };
+        let c = load(&sources(&[], Overrides::default())).expect("file");
+        let rc = c.resilience.to_resilience_config().expect("on");
+        assert_eq!(rc.fallback, FallbackMode::ReadOnly);
+        assert_eq!(rc.op_timeout, Duration::from_millis(250));
+        assert_eq!(rc.breaker.failure_threshold, 3);
+        assert_eq!(rc.breaker.cooldown, Duration::from_secs(5));
+        assert_eq!(rc.breaker.failure_ratio, 0.25);
+        assert_eq!(rc.breaker.close_after, 3, "untouched default");
+        assert_eq!(rc.journal.max_entries, 50);
+        assert_eq!(rc.health.interval, Duration::from_millis(100));
+        assert_eq!(rc.retry.max_retries, 0);
+        assert_eq!(c.resilience.drain_timeout, Duration::from_secs(3));
+
+        // Env beats the file; the flag beats both.
+        let env = [
+            ("SHOAL_RESILIENCE__FALLBACK", "none"),
+            ("SHOAL_RESILIENCE__BREAKER__COOLDOWN", "7s"),
+            ("SHOAL_RESILIENCE__BREAKER__FAILURE_RATIO", "1"),
+        ];
+        let c = load(&sources(&env, Overrides::default())).expect("env");
+        let rc = c.resilience.to_resilience_config().expect("on");
+        assert_eq!(rc.fallback, FallbackMode::None);
+        assert_eq!(rc.breaker.cooldown, Duration::from_secs(7));
+        assert_eq!(rc.breaker.failure_ratio, 1.0);
+        let c = load(&sources(
+            &env,
+            Overrides {
+                fallback: Some(FallbackMode::Memory),
+                ..Overrides::default()
+            },
+        ))
+        .expect("flag");
+        assert_eq!(c.resilience.fallback, Some(FallbackMode::Memory));
+        assert_eq!(c.resilience.breaker.cooldown, Duration::from_secs(7));
+
+        // Printed back, it loads to the same configuration.
+        let text = to_toml(&c).expect("toml");
+        assert!(text.contains("[resilience.breaker]"), "{text}");
+        let again = file(&text);
+        let back = load(&Sources {
+            file: Some(again.path().to_owned()),
+            ..Sources::default()
+        })
+        .expect("reload");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn the_cache_section_maps_layers_and_round_trips() {
+        let f = file(
+            "[cache]\nenabled = true\nmax_entries = 500\nttl = \"2s\"\nconsistency = \"strict\"\n\
+             write_mode = \"write_behind\"\ntouch_interval = \"250ms\"\ntail_frames = 0\n\
+             [cache.bus]\nping_interval = \"300ms\"\n",
+        );
+        let c = load(&Sources {
             file: Some(f.path().to_owned()),
             ..Sources::default()
+        })
+        .expect("file");
+        assert!(c.cache.enabled);
+        let cc = c.cache.to_cache_config();
+        assert_eq!(cc.max_entries, 500);
+        assert_eq!(cc.ttl, Duration::from_secs(2));
+        assert_eq!(cc.consistency, Consistency::Strict);
+        assert_eq!(cc.write_mode, WriteMode::WriteBehind);
+        assert_eq!(cc.touch_interval, Duration::from_millis(250));
+        assert_eq!(cc.tail_frames, 0);
+        assert_eq!(cc.max_bytes, CacheConfig::default().max_bytes);
+        assert_eq!(c.cache.bus.ping_interval, Duration::from_millis(300));
+
+        let c = load(&Sources {
+            file: Some(f.path().to_owned()),
+            env: env(&[
+                ("SHOAL_CACHE__TTL", "9s"),
+                ("SHOAL_CACHE__CONSISTENCY", "invalidate"),
+                ("SHOAL_CACHE__BUS__MAX_IDS_PER_MESSAGE", "16"),
+            ]),
+            flags: Overrides {
+                cache_write_mode: Some(WriteMode::ReadThrough),
+                ..Overrides::default()
+            },
+        })
+        .expect("env + flags");
+        assert_eq!(c.cache.ttl, Duration::from_secs(9));
+        assert_eq!(c.cache.consistency, Consistency::Invalidate);
+        assert_eq!(c.cache.write_mode, WriteMode::ReadThrough);
+        assert_eq!(c.cache.bus.max_ids_per_message, 16);
+
+        let on = load(&Sources {
+            flags: Overrides {
+                cache: true,
+                ..Overrides::default()
+            },
+            ..Sources::default()
+        })
+        .expect("--cache");
+        assert!(on.cache.enabled);
+
+        let text = to_toml(&c).expect("toml");
+        assert!(text.contains("[cache.bus]"), "{text}");
+        let again = file(&text);
+        let back = load(&Sources {
+            file: Some(again.path().to_owned()),
+            ..Sources::default()
+        })
+        .expect("reload");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_resilience_and_cache_keys_are_located() {
+        for (toml, key, needle) in [
+            (
+                "[resilience]\nfallbak = \"memory\"\n",
+                "resilience.fallbak",
+                "expected one of",
+            ),
+            (
+                "[resilience.breaker]\nthreshold = 1\n",
+                "resilience.breaker.threshold",
+                "failure_threshold",
+            ),
+            (
+                "[resilience]\nfallback = \"disk\"\n",
+                "resilience.fallback",
+                "disk",
+            ),
+            (
+                "[resilience.breaker]\nfailure_ratio = 1.5\n",
+                "resilience.breaker.failure_ratio",
+                "(0, 1]",
+            ),
+            (
+                "[resilience.breaker]\ncooldown = \"soon\"\n",
+                "resilience.breaker.cooldown",
+                "soon",
+            ),
+            (
+                "[resilience.journal]\nmax_entries = 0\n",
+                "resilience.journal.max_entries",
+                ">= 1",
+            ),
+            ("[cache]\nttl_ms = 5\n", "cache.ttl_ms", "expected one of"),
+            ("[cache]\nttl = \"0s\"\n", "cache.ttl", "greater than zero"),
+            (
+                "[cache]\nconsistency = \"eventual\"\n",
+                "cache.consistency",
+                "eventual",
+            ),
+            (
+                "[cache]\nmax_entries = 0\n",
+                "cache.max_entries",
+                "at least 1",
+            ),
+            (
+                "[cache.bus]\nmax_ids_per_message = 0\n",
+                "cache.bus.max_ids_per_message",
+                "at least 1",
+            ),
+            (
+                "[cache.bus]\nping = \"1s\"\n",
+                "cache.bus.ping",
+                "ping_interval",
+            ),
+        ] {
+            let f = file(toml);
+            let err = load_err(&Sources {
+                file: Some(f.path().to_owned()),
+                ..Sources::default()
+            });
+            assert!(err.contains(key), "{toml}: {err}");
+            assert!(err.contains(needle), "{toml}: {err}");
+            assert!(err.contains(&f.path().display().to_string()), "{err}");
+        }
+        let err = load_err(&Sources {
+            env: env(&[("SHOAL_RESILIENCE__BREAKER__COOLDOWN", "0s")]),
+            ..Sources::default()
         });
-        assert!(err.contains("`cache`"), "{err}");
-        assert!(err.contains("reserved"), "{err}");
-        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("resilience.breaker.cooldown"), "{err}");
+        assert!(err.contains("SHOAL_RESILIENCE__BREAKER__COOLDOWN"), "{err}");
+        let err = load_err(&Sources {
+            env: env(&[("SHOAL_CACHE__TTL", "0s")]),
+            ..Sources::default()
+        });
+        assert!(err.contains("SHOAL_CACHE__TTL"), "{err}");
+        let err = load_err(&Sources {
+            env: env(&[("SHOAL_CACHE_TTL", "1s")]),
+            ..Sources::default()
+        });
+        assert!(err.contains("SHOAL_CACHE__TTL"), "{err}");
     }
 
     #[test]

@@ -61,6 +61,10 @@ fn run(cli: Cli, store_is_flag: bool) -> anyhow::Result<Outcome> {
             _ => Some("trace".into()),
         },
         log_format: g.log_format,
+        fallback: g.fallback,
+        cache: g.cache || g.cache_consistency.is_some() || g.cache_write_mode.is_some(),
+        cache_consistency: g.cache_consistency,
+        cache_write_mode: g.cache_write_mode,
     };
     let sources = Sources::from_process(g.config.clone(), flags);
     let json = g.json;

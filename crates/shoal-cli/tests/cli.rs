@@ -352,13 +352,14 @@ fn config_check_reports_good_bad_and_unknown_files() {
         .stderr(predicate::str::contains("limits.max_sesions"))
         .stderr(predicate::str::contains(unknown.to_str().unwrap()));
 
-    let reserved = dir.path().join("reserved.toml");
-    std::fs::write(&reserved, "[cache]\nttl = \"1s\"\n").unwrap();
+    let cache = dir.path().join("cache.toml");
+    std::fs::write(&cache, "[cache]\nttl = \"1s\"\nttl_ms = 5\n").unwrap();
     shoal()
-        .args(["config", "check", reserved.to_str().unwrap()])
+        .args(["config", "check", cache.to_str().unwrap()])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("reserved"));
+        .stderr(predicate::str::contains("cache.ttl_ms"))
+        .stderr(predicate::str::contains(cache.to_str().unwrap()));
 
     shoal()
         .args([
