@@ -11,16 +11,34 @@
 //! `shoal` at a time: two commands changing the same file concurrently lose one's changes.
 
 use std::{
+    fmt,
+    future::Future,
     path::{Path, PathBuf},
+    pin::Pin,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use shoal_core::{MemoryStore, SessionStore, SweeperHandle, SystemClock, transfer};
-use shoal_redis::{RedisConfig, RedisStore, RedisSweeper};
+use shoal_core::{
+    Cached, Clock, MemoryStore, SessionId, SessionStore, SweeperHandle, SystemClock,
+    cached::{
+        CacheConfig, CacheStats, Consistency, FlushReport, InvalidationBus, Revalidate,
+        SessionStamp,
+    },
+    resilient::{BreakerState, MonitorHandle, Resilient},
+    transfer,
+};
+use shoal_redis::{
+    RedisConfig, RedisStore, RedisSweeper,
+    invalidation::{BusStats, RedisInvalidationBus},
+};
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
 
 use crate::{config::Config, error::UsageError};
+
+/// A Redis store behind the resilience wrapper, with a memory fallback.
+pub(crate) type ResilientRedis = Resilient<RedisStore, MemoryStore>;
 
 /// Schemes that select the Redis backend.
 const REDIS_SCHEMES: &[&str] = &[
@@ -122,18 +140,93 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 /// A store opened for one command, with what is needed to save it afterwards.
+///
+/// Composition, outermost first: the cache (`[cache]`, `--cache`), the resilience wrapper
+/// (`[resilience]`, `--fallback`; Redis only), the backend. The health monitor, the
+/// invalidation bus and the sweeper live as long as this value; [`OpenedStore::close`]
+/// flushes deferred writes, waits for the outage journal and closes the bus.
 #[derive(Debug)]
 pub(crate) struct OpenedStore {
     store: Arc<dyn SessionStore>,
+    /// The store without the cache (the same as `store` when there is none).
+    uncached: Arc<dyn SessionStore>,
     backing: Backing,
     sweeper: Option<Sweeper>,
     url: String,
+    resilient: Option<ResilientRedis>,
+    monitor: Option<MonitorHandle>,
+    drain_timeout: Duration,
+    cache: Option<Arc<dyn CacheControl>>,
+    /// The invalidation bus: the cache's, or one opened for announcing writes.
+    bus: tokio::sync::Mutex<Option<RedisInvalidationBus>>,
+    /// How to open a bus for announcements (Redis stores).
+    bus_config: Option<(RedisConfig, shoal_redis::invalidation::BusConfig)>,
+}
+
+/// What the CLI needs of a [`Cached`] store, whatever it wraps.
+pub(crate) trait CacheControl: Send + Sync + fmt::Debug {
+    /// Counters.
+    fn stats(&self) -> CacheStats;
+    /// The configuration in force.
+    fn config(&self) -> &CacheConfig;
+    /// Drops every entry (local only).
+    fn invalidate_all(&self);
+    /// Writes every deferred write.
+    fn flush(&self) -> BoxFuture<'_, shoal_core::Result<FlushReport>>;
+    /// Stops deferring and writes everything deferred.
+    fn shutdown(&self) -> BoxFuture<'_, shoal_core::Result<FlushReport>>;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl<S: SessionStore> CacheControl for Cached<S> {
+    fn stats(&self) -> CacheStats {
+        Cached::stats(self)
+    }
+    fn config(&self) -> &CacheConfig {
+        Cached::config(self)
+    }
+    fn invalidate_all(&self) {
+        Cached::invalidate_all(self);
+    }
+    fn flush(&self) -> BoxFuture<'_, shoal_core::Result<FlushReport>> {
+        Box::pin(Cached::flush(self))
+    }
+    fn shutdown(&self) -> BoxFuture<'_, shoal_core::Result<FlushReport>> {
+        Box::pin(Cached::shutdown(self))
+    }
+}
+
+/// The `strict` cache's version check when the breaker sits between the cache and Redis:
+/// one `HMGET` under the breaker's `op_timeout` while the breaker is closed; otherwise the
+/// wrapper's own `get` (the fallback's answer, or `Unavailable`), so a hit is never checked
+/// against a server the breaker keeps out.
+#[derive(Debug)]
+struct GuardedStamp {
+    redis: RedisStore,
+    resilient: ResilientRedis,
+}
+
+#[async_trait::async_trait]
+impl Revalidate for GuardedStamp {
+    async fn stamp(&self, id: &SessionId) -> shoal_core::Result<Option<SessionStamp>> {
+        if self.resilient.breaker_state() == BreakerState::Closed {
+            let after = self.resilient.config().op_timeout;
+            match tokio::time::timeout(after, self.redis.stamp(id)).await {
+                Ok(r) => return r,
+                Err(_) => {
+                    return Err(shoal_core::Error::Timeout { op: "stamp", after });
+                }
+            }
+        }
+        Ok(self.resilient.get(id).await?.map(|s| SessionStamp::of(&s)))
+    }
 }
 
 #[derive(Debug)]
 enum Backing {
     /// `memory://`: nothing to save.
-    Ephemeral,
+    Ephemeral(MemoryStore),
     /// `file://PATH`.
     File { path: PathBuf, memory: MemoryStore },
     /// A Redis store: the data lives in Redis.
@@ -148,6 +241,21 @@ pub(crate) struct RedisBacking {
     pub(crate) store: RedisStore,
     /// The configuration it was opened with (URL included: never print it unredacted).
     pub(crate) config: RedisConfig,
+}
+
+/// Builds a cache with the CLI's settings.
+fn build_cache<S: SessionStore>(
+    b: shoal_core::CachedBuilder<S>,
+    cc: &CacheConfig,
+    clock: &Arc<dyn Clock>,
+    bus: &Option<RedisInvalidationBus>,
+) -> Result<Cached<S>, UsageError> {
+    let mut b = b.config(cc.clone()).clock(Arc::clone(clock));
+    if let Some(bus) = bus {
+        b = b.bus(Arc::new(bus.clone()) as Arc<dyn InvalidationBus>);
+    }
+    b.build()
+        .map_err(|e| UsageError(format!("invalid [cache] configuration: {e}")))
 }
 
 /// A background sweeper, stopped when dropped.
@@ -165,15 +273,21 @@ enum Sweeper {
 /// configuration (an unreadable CA file, …) is a usage error.
 pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<OpenedStore> {
     let parsed = StoreUrl::parse(url).map_err(UsageError)?;
-    let memory = || MemoryStore::builder().limits(config.limits.clone()).build();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let memory = || {
+        MemoryStore::builder()
+            .limits(config.limits.clone())
+            .clock(Arc::clone(&clock))
+            .build()
+    };
     let (store, backing, sweeper): (Arc<dyn SessionStore>, Backing, Option<Sweeper>) = match parsed
     {
         StoreUrl::Memory => {
             let m = memory();
             let sweeper = m.spawn_sweeper(config.memory.sweep_interval);
             (
-                Arc::new(m),
-                Backing::Ephemeral,
+                Arc::new(m.clone()),
+                Backing::Ephemeral(m),
                 Some(Sweeper::Memory(sweeper)),
             )
         }
@@ -191,7 +305,7 @@ pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<Ope
         }
         StoreUrl::Redis { url, .. } => {
             let rc = config.redis.to_redis_config(&url);
-            let r = RedisStore::connect(rc.clone(), config.limits.clone(), Arc::new(SystemClock))
+            let r = RedisStore::connect(rc.clone(), config.limits.clone(), Arc::clone(&clock))
                 .await
                 .map_err(|e| match e {
                     shoal_core::Error::InvalidInput { reason } => anyhow::Error::new(UsageError(
@@ -210,19 +324,233 @@ pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<Ope
             )
         }
     };
-    tracing::debug!(store = %redact(url), backend = store.backend_name(), "store opened");
-    Ok(OpenedStore {
+    let mut opened = OpenedStore {
+        uncached: Arc::clone(&store),
         store,
         backing,
         sweeper,
         url: redact(url),
-    })
+        resilient: None,
+        monitor: None,
+        drain_timeout: config.resilience.drain_timeout,
+        cache: None,
+        bus: tokio::sync::Mutex::new(None),
+        bus_config: None,
+    };
+    opened.wrap(config, clock).await?;
+    tracing::debug!(
+        store = %redact(url),
+        backend = opened.store.backend_name(),
+        resilient = opened.resilient.is_some(),
+        cached = opened.cache.is_some(),
+        "store opened"
+    );
+    Ok(opened)
 }
 
 impl OpenedStore {
+    /// Puts the resilience wrapper and the cache around the backend, as configured.
+    async fn wrap(&mut self, config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+        let redis = self.redis().cloned();
+        if let Some(rc) = config.resilience.to_resilience_config() {
+            let Some(r) = &redis else {
+                return Err(UsageError(format!(
+                    "--fallback / resilience.fallback = {:?} needs a Redis store (the circuit \
+                     breaker guards a remote server); {} is in process: drop the setting",
+                    rc.fallback.as_str(),
+                    self.url
+                ))
+                .into());
+            };
+            let fallback = MemoryStore::builder()
+                .limits(config.limits.clone())
+                .clock(Arc::clone(&clock))
+                .build();
+            let res = Resilient::new(r.store.clone(), fallback, rc)
+                .map_err(|e| UsageError(format!("invalid [resilience] configuration: {e}")))?;
+            self.monitor = Some(res.spawn_monitor());
+            self.store = Arc::new(res.clone());
+            self.uncached = Arc::clone(&self.store);
+            self.resilient = Some(res);
+        }
+        if let Some(r) = &redis {
+            self.bus_config = Some((r.config.clone(), config.cache.bus.clone()));
+        }
+        if !config.cache.enabled {
+            return Ok(());
+        }
+        let mut cc = config.cache.to_cache_config();
+        let bus = match (&redis, cc.consistency) {
+            (None, Consistency::Invalidate) => {
+                // Nothing else can write an in-process store: no announcements to wait for.
+                tracing::debug!("cache: consistency `local` for an in-process store");
+                cc = cc.with_consistency(Consistency::Local);
+                None
+            }
+            (Some(r), Consistency::Invalidate | Consistency::Strict) => Some(
+                RedisInvalidationBus::connect(&r.config, config.cache.bus.clone())
+                    .await
+                    .context("starting the cache's invalidation bus")?,
+            ),
+            _ => None,
+        };
+        let (store, control): (Arc<dyn SessionStore>, Arc<dyn CacheControl>) =
+            match (&self.resilient, &redis, &self.backing) {
+                (Some(res), Some(r), _) => {
+                    let v: Arc<dyn Revalidate> = Arc::new(GuardedStamp {
+                        redis: r.store.clone(),
+                        resilient: res.clone(),
+                    });
+                    let c =
+                        build_cache(Cached::builder(res.clone()).validator(v), &cc, &clock, &bus)?;
+                    (Arc::new(c.clone()), Arc::new(c))
+                }
+                (None, Some(r), _) => {
+                    let v: Arc<dyn Revalidate> = Arc::new(r.store.clone());
+                    let c = build_cache(
+                        Cached::builder(r.store.clone()).validator(v),
+                        &cc,
+                        &clock,
+                        &bus,
+                    )?;
+                    (Arc::new(c.clone()), Arc::new(c))
+                }
+                (_, None, Backing::File { memory, .. } | Backing::Ephemeral(memory)) => {
+                    let c = build_cache(Cached::builder(memory.clone()), &cc, &clock, &bus)?;
+                    (Arc::new(c.clone()), Arc::new(c))
+                }
+                (_, None, Backing::Redis(_)) => unreachable!("a Redis backing has a Redis store"),
+            };
+        self.store = store;
+        self.cache = Some(control);
+        *self.bus.get_mut() = bus;
+        Ok(())
+    }
+
     /// The store, shareable.
     pub(crate) fn store(&self) -> Arc<dyn SessionStore> {
         Arc::clone(&self.store)
+    }
+
+    /// The store without the cache (the bench's uncached side).
+    pub(crate) fn uncached_store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(&self.uncached)
+    }
+
+    /// The resilience wrapper, when on.
+    pub(crate) fn resilient(&self) -> Option<&ResilientRedis> {
+        self.resilient.as_ref()
+    }
+
+    /// The cache, when on.
+    pub(crate) fn cache(&self) -> Option<&Arc<dyn CacheControl>> {
+        self.cache.as_ref()
+    }
+
+    /// The invalidation bus's counters, when one is open.
+    pub(crate) async fn bus_stats(&self) -> Option<BusStats> {
+        self.bus
+            .lock()
+            .await
+            .as_ref()
+            .map(RedisInvalidationBus::stats)
+    }
+
+    /// Tells other instances' caches that `ids` changed (a Redis store only). Through a cache
+    /// with a bus this already happened; otherwise a bus is opened for it (best effort: if it
+    /// cannot be, a warning says that other caches may serve the old copy for up to their
+    /// entry ttl).
+    pub(crate) async fn announce(&self, ids: &[SessionId]) {
+        self.announce_inner(Some(ids)).await;
+    }
+
+    /// Tells other instances' caches that any session may have changed (after an import).
+    pub(crate) async fn announce_all(&self) {
+        self.announce_inner(None).await;
+    }
+
+    async fn announce_inner(&self, ids: Option<&[SessionId]>) {
+        let Some((rc, bc)) = &self.bus_config else {
+            return;
+        };
+        let mut bus = self.bus.lock().await;
+        if bus.is_some() && self.cache.is_some() && ids.is_some() {
+            // The cache published the ids of its own writes.
+            return;
+        }
+        if bus.is_none() {
+            match RedisInvalidationBus::connect(rc, bc.clone()).await {
+                Ok(b) => *bus = Some(b),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "could not announce the change to other instances' caches; they may \
+                         serve their copy until its entry ttl passes"
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(b) = bus.as_ref() {
+            match ids {
+                Some(ids) => b.publish(ids),
+                None => b.publish_all(),
+            }
+        }
+    }
+
+    /// Ends the command's use of the store: writes the cache's deferred writes, waits (up to
+    /// `resilience.drain_timeout`) until the outage journal is replayed into Redis, sends the
+    /// pending invalidations and closes the bus, stops the health monitor. An error says what
+    /// was acknowledged but could not be written.
+    pub(crate) async fn close(mut self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if let Some(c) = &self.cache {
+            match c.shutdown().await {
+                Ok(r) if r.updates_dropped > 0 => problems.push(format!(
+                    "{} cached updates were refused by the store at flush time",
+                    r.updates_dropped
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("cache flush: {e}")),
+            }
+        }
+        if let Some(res) = &self.resilient {
+            let deadline = Instant::now() + self.drain_timeout;
+            loop {
+                let st = res.stats();
+                if st.journal_entries == 0 && st.marked_sessions == 0 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    problems.push(format!(
+                        "{} journaled writes ({} sessions) were not replayed into Redis within \
+                         {} (breaker {}): they are lost when shoal exits",
+                        st.journal_entries,
+                        st.marked_sessions,
+                        humantime::format_duration(self.drain_timeout),
+                        st.breaker
+                    ));
+                    break;
+                }
+                if st.breaker == BreakerState::Closed {
+                    res.replay().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        if let Some(bus) = self.bus.get_mut().take() {
+            bus.close().await;
+        }
+        if let Some(m) = self.monitor.take() {
+            m.stop().await;
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("{}", problems.join("; "))
+        }
     }
 
     /// The URL, password redacted.
@@ -234,7 +562,7 @@ impl OpenedStore {
     pub(crate) fn file_path(&self) -> Option<&Path> {
         match &self.backing {
             Backing::File { path, .. } => Some(path),
-            Backing::Ephemeral | Backing::Redis(_) => None,
+            Backing::Ephemeral(_) | Backing::Redis(_) => None,
         }
     }
 
@@ -242,13 +570,13 @@ impl OpenedStore {
     pub(crate) fn redis(&self) -> Option<&RedisBacking> {
         match &self.backing {
             Backing::Redis(r) => Some(r),
-            Backing::Ephemeral | Backing::File { .. } => None,
+            Backing::Ephemeral(_) | Backing::File { .. } => None,
         }
     }
 
     /// True for `memory://`: changes vanish when the command ends.
     pub(crate) fn is_ephemeral(&self) -> bool {
-        matches!(self.backing, Backing::Ephemeral)
+        matches!(self.backing, Backing::Ephemeral(_))
     }
 
     /// Stops the background sweeper (so an explicit `sweep` reports everything it removes).
@@ -265,6 +593,11 @@ impl OpenedStore {
     /// increments it has not flushed yet (they are otherwise written in the background, which
     /// a short command may not wait for). A no-op for `memory://`.
     pub(crate) async fn save(&self) -> anyhow::Result<()> {
+        if let Some(c) = &self.cache {
+            c.flush()
+                .await
+                .context("writing the cache's deferred writes")?;
+        }
         let (path, memory) = match &self.backing {
             Backing::File { path, memory } => (path, memory),
             Backing::Redis(r) => {
@@ -274,7 +607,7 @@ impl OpenedStore {
                 }
                 return Ok(());
             }
-            Backing::Ephemeral => return Ok(()),
+            Backing::Ephemeral(_) => return Ok(()),
         };
         let out = AtomicFile::create(path)?;
         let mut w = BufWriter::new(out.tokio_file()?);

@@ -35,6 +35,7 @@ mod redis_baseline;
 mod report;
 mod verify;
 mod workload;
+pub(crate) mod wrappers;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -56,7 +57,11 @@ use self::{
     report::{AppendScaling, OpStats, Report},
     verify::{Ack, VerifyReport},
     workload::{Bound, Mix, Op, PhaseOutcome, Plan},
+    wrappers::{CacheReport, ResilienceReport, Sampler, Settle, Timeline, Wrappers},
 };
+
+/// Longest wait before `--verify` for the breaker to close and the journal to be replayed.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Default bound on the timed phase's duration when neither `--duration` nor `--ops` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(5);
@@ -126,6 +131,24 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) keep: bool,
 
+    /// Cap the offered load at this many operations per second (over all tasks; each task
+    /// keeps its share on a fixed schedule). Without it tasks go as fast as the store answers,
+    /// so a store that fails fast (an open breaker) sees many more calls.
+    #[arg(long, value_name = "OPS_PER_SEC")]
+    pub(crate) rate: Option<f64>,
+
+    /// Print the timed phase second by second: ok/s, errors/s, p99, breaker state, journal
+    /// size, and every breaker transition (on by itself with --fallback)
+    #[arg(long)]
+    pub(crate) timeline: bool,
+
+    /// With --cache: after the run, N rounds of the timed workload against the store without
+    /// the cache and then with it (each as long as --duration/--ops); reports per-round and
+    /// median get ops/s of both sides, their ratio, and on Redis the server's commands per
+    /// touch
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) compare_cache: usize,
+
     /// The Redis baselines.
     #[command(flatten)]
     pub(crate) redis: redis_baseline::RedisBaselineArgs,
@@ -170,6 +193,12 @@ impl BenchArgs {
         if self.ops == Some(0) {
             bail!("--ops must be positive");
         }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            bail!("--rate must be a positive number of operations per second");
+        }
+        if self.compare_cache > 100 {
+            bail!("--compare-cache {} is above 100 rounds", self.compare_cache);
+        }
         self.redis.validate()
     }
 
@@ -191,6 +220,9 @@ impl BenchArgs {
             "baseline": !self.no_baseline,
             "verify": self.verify,
             "keep": self.keep,
+            "rate": self.rate,
+            "timeline": self.timeline,
+            "compare_cache": self.compare_cache,
             "redis": self.redis.to_json(),
         })
     }
@@ -205,8 +237,11 @@ impl BenchArgs {
         if let Some(o) = bound.ops {
             b.push(format!("{o} ops"));
         }
+        let rate = self
+            .rate
+            .map_or_else(String::new, |r| format!(", rate {r} ops/s"));
         format!(
-            "{} sessions × {} frames of {} B, concurrency {}, bound {}, mix {}, page {}, seed {}",
+            "{} sessions × {} frames of {} B, concurrency {}{rate}, bound {}, mix {}, page {}, seed {}",
             self.sessions,
             self.frames,
             self.frame_bytes,
@@ -244,6 +279,8 @@ struct StoreRun {
     measured: PhaseOutcome,
     verify: Option<VerifyReport>,
     scaling: Option<AppendScaling>,
+    timeline: Option<Timeline>,
+    settle: Option<Settle>,
 }
 
 /// Runs the benchmark against `store` and prints the report (a table, or with `json` exactly
@@ -253,6 +290,7 @@ pub(crate) async fn run(
     args: &BenchArgs,
     store: Arc<dyn SessionStore>,
     redis: Option<&RedisBacking>,
+    wrappers: &Wrappers,
     json: bool,
 ) -> anyhow::Result<bool> {
     // Ctrl-C stops the current phase; the bench's sessions are still deleted, then the command
@@ -270,7 +308,7 @@ pub(crate) async fn run(
             }
         })
     };
-    let result = execute(args, store, redis, &Progress::new(json), &stop).await;
+    let result = execute(args, store, redis, wrappers, &Progress::new(json), &stop).await;
     listener.abort();
     let (report, ok) = result?;
     if json {
@@ -289,6 +327,7 @@ async fn execute(
     args: &BenchArgs,
     store: Arc<dyn SessionStore>,
     redis: Option<&RedisBacking>,
+    wrappers: &Wrappers,
     progress: &Progress,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<(Report, bool)> {
@@ -336,18 +375,57 @@ async fn execute(
         record_acks: args.verify,
         seed: args.seed,
         stop: Arc::clone(stop),
+        live: (args.timeline || wrappers.resilient.is_some())
+            .then(wrappers::Live::new)
+            .transpose()?
+            .map(Arc::new),
+        rate: args.rate,
     });
 
     let name = store.backend_name();
     progress.say(|| format!("{name}: {}", args.summary()));
     let mut alive = Vec::new();
-    let outcome = run_store(args, &store, &plan, progress, true, &mut alive).await;
-    // The Redis baselines need the pool: before the clean-up.
+    let outcome = run_store(args, &store, &plan, progress, wrappers, true, &mut alive).await;
+    // The Redis baselines need the pool: before the clean-up. They compare the bare store
+    // with raw Redis, so they are skipped when a wrapper is on.
+    let wrapped = wrappers.cache.is_some() || wrappers.resilient.is_some();
+    let mut notes = Vec::new();
+    if wrapped && redis.is_some() && !args.redis.no_redis_baseline {
+        notes.push(
+            "Redis baselines skipped: they compare the bare store with raw Redis (run without \
+             --cache/--fallback)"
+                .to_owned(),
+        );
+    }
     let redis_report = match redis {
-        Some(r) if outcome.is_ok() && !args.redis.no_redis_baseline && !plan.stopped() => {
+        Some(r)
+            if outcome.is_ok() && !args.redis.no_redis_baseline && !plan.stopped() && !wrapped =>
+        {
             Some(redis_baseline::run(args, &store, r, &plan, progress).await)
         }
         _ => None,
+    };
+    let compare = if outcome.is_ok() && args.compare_cache > 0 && !plan.stopped() {
+        if wrappers.cache.is_none() {
+            notes.push("--compare-cache needs --cache: not run".to_owned());
+            None
+        } else {
+            progress.say(|| format!("{name}: {} rounds uncached vs cached", args.compare_cache));
+            let mut a = std::mem::take(&mut alive);
+            let r = wrappers::compare_cache(
+                wrappers,
+                &store,
+                &plan,
+                args.bound(),
+                args.compare_cache,
+                &mut a,
+            )
+            .await;
+            alive = a;
+            Some(r)
+        }
+    } else {
+        None
     };
     if args.keep {
         progress.say(|| format!("kept the sessions with ids starting {}", plan.prefix));
@@ -366,6 +444,7 @@ async fn execute(
     }
     let tested = outcome?;
     let redis_report = redis_report.transpose().context("the Redis baselines")?;
+    let compare = compare.transpose()?.flatten();
     interrupted(&plan)?;
 
     let baseline = if args.no_baseline {
@@ -374,7 +453,8 @@ async fn execute(
         progress.say(|| "baseline (original RwLock<HashMap> design): same workload".to_owned());
         let b: Arc<dyn SessionStore> = Arc::new(baseline::BaselineStore::new());
         let mut ignored = Vec::new();
-        Some(run_store(args, &b, &plan, progress, false, &mut ignored).await?)
+        let none = Wrappers::default();
+        Some(run_store(args, &b, &plan, progress, &none, false, &mut ignored).await?)
     };
     interrupted(&plan)?;
 
@@ -396,6 +476,14 @@ async fn execute(
         errors,
         baseline_errors: BTreeMap::new(),
         redis_baseline: redis_report,
+        timeline: tested.timeline,
+        resilience: wrappers
+            .resilient
+            .as_ref()
+            .map(|r| ResilienceReport::new(r, tested.settle)),
+        cache: wrappers.cache.as_deref().map(CacheReport::new),
+        compare_cache: compare,
+        notes,
     };
     if let Some(b) = &baseline {
         let (results, total, errors) = stats_of(&b.measured, &active)?;
@@ -457,6 +545,7 @@ async fn run_store(
     store: &Arc<dyn SessionStore>,
     plan: &Arc<Plan>,
     progress: &Progress,
+    wrappers: &Wrappers,
     under_test: bool,
     alive: &mut Vec<VecDeque<SessionId>>,
 ) -> anyhow::Result<StoreRun> {
@@ -495,11 +584,31 @@ async fn run_store(
     }
 
     progress.say(|| format!("{name}: timed phase"));
-    let mut measured =
-        workload::run_phase(store, plan, args.bound(), 2, std::mem::take(alive)).await?;
+    let sampler = match &plan.live {
+        Some(live) if under_test => {
+            Some(Sampler::start(Arc::clone(live), wrappers.resilient.clone()))
+        }
+        _ => None,
+    };
+    let measured = workload::run_phase(store, plan, args.bound(), 2, std::mem::take(alive)).await;
+    let timeline = match sampler {
+        Some(s) => Some(s.finish().await),
+        None => None,
+    };
+    let mut measured = measured?;
     *alive = std::mem::take(&mut measured.alive);
     acks.append(&mut measured.acks);
     interrupted(plan)?;
+
+    let settle = match &wrappers.resilient {
+        Some(r) if under_test && args.verify => {
+            progress.say(|| {
+                format!("{name}: waiting for the breaker to close and the journal to replay")
+            });
+            Some(wrappers::settle(r, plan, &mut acks, SETTLE_LIMIT).await)
+        }
+        _ => None,
+    };
 
     let verify = if under_test && args.verify {
         progress.say(|| format!("{name}: verifying {} acknowledged frames", acks.len()));
@@ -521,6 +630,8 @@ async fn run_store(
         measured,
         verify,
         scaling,
+        timeline,
+        settle,
     })
 }
 
@@ -614,6 +725,7 @@ mod tests {
             &a,
             dyn_store,
             None,
+            &Wrappers::default(),
             &Progress { enabled: false },
             &no_stop(),
         )
@@ -665,6 +777,7 @@ mod tests {
             &a,
             dyn_store,
             None,
+            &Wrappers::default(),
             &Progress { enabled: false },
             &no_stop(),
         )
@@ -687,6 +800,7 @@ mod tests {
             &small(&[]),
             tight,
             None,
+            &Wrappers::default(),
             &Progress { enabled: false },
             &no_stop(),
         )
@@ -701,9 +815,16 @@ mod tests {
         limits.max_frames_per_session = 8;
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::builder().limits(limits).build());
         let a = small(&["--verify", "--no-baseline", "--mix", "append=1"]);
-        let (report, ok) = execute(&a, store, None, &Progress { enabled: false }, &no_stop())
-            .await
-            .unwrap();
+        let (report, ok) = execute(
+            &a,
+            store,
+            None,
+            &Wrappers::default(),
+            &Progress { enabled: false },
+            &no_stop(),
+        )
+        .await
+        .unwrap();
         let v = report.verify.unwrap();
         assert!(ok, "{v:?}");
         assert!(v.trimmed > 0);
@@ -726,9 +847,16 @@ mod tests {
         });
         let a = args(&["--sessions", "50", "--frames", "5", "--duration", "60s"]);
         let started = Instant::now();
-        let err = execute(&a, dyn_store, None, &Progress { enabled: false }, &stop)
-            .await
-            .unwrap_err();
+        let err = execute(
+            &a,
+            dyn_store,
+            None,
+            &Wrappers::default(),
+            &Progress { enabled: false },
+            &stop,
+        )
+        .await
+        .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(20));
         assert!(
             err.downcast_ref::<crate::error::Interrupted>().is_some(),
@@ -913,9 +1041,16 @@ mod tests {
             appends: AtomicU64::new(0),
         });
         let a = small(&["--verify", "--no-baseline", "--mix", "append=3,get=1"]);
-        let (report, ok) = execute(&a, store, None, &Progress { enabled: false }, &no_stop())
-            .await
-            .unwrap();
+        let (report, ok) = execute(
+            &a,
+            store,
+            None,
+            &Wrappers::default(),
+            &Progress { enabled: false },
+            &no_stop(),
+        )
+        .await
+        .unwrap();
         assert!(!ok);
         let v = report.verify.unwrap();
         assert!(v.lost > 0, "{v:?}");

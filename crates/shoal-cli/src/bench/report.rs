@@ -214,6 +214,16 @@ pub(crate) struct Report {
     pub(crate) baseline_errors: BTreeMap<String, String>,
     /// The Redis baselines (`null` unless the store is Redis).
     pub(crate) redis_baseline: Option<super::redis_baseline::RedisBaselineReport>,
+    /// Second by second (`--timeline`, `--fallback`).
+    pub(crate) timeline: Option<super::wrappers::Timeline>,
+    /// The resilience wrapper (`--fallback`).
+    pub(crate) resilience: Option<super::wrappers::ResilienceReport>,
+    /// The cache (`--cache`).
+    pub(crate) cache: Option<super::wrappers::CacheReport>,
+    /// `--compare-cache`.
+    pub(crate) compare_cache: Option<super::wrappers::CompareReport>,
+    /// What was skipped and why.
+    pub(crate) notes: Vec<String>,
 }
 
 /// `1234567.8` → `1,234,568`.
@@ -417,6 +427,7 @@ pub(crate) fn render_table(r: &Report, summary: &str) -> String {
     if let Some(rb) = &r.redis_baseline {
         out.push_str(&super::redis_baseline::render(rb));
     }
+    out.push_str(&super::wrappers::render(r));
     let errs = error_lines("errors: ", &r.results, &r.errors)
         + &error_lines("baseline errors: ", base, &r.baseline_errors);
     if !errs.is_empty() {
@@ -593,6 +604,11 @@ mod tests {
             errors: BTreeMap::new(),
             baseline_errors: BTreeMap::new(),
             redis_baseline: None,
+            timeline: None,
+            resilience: None,
+            cache: None,
+            compare_cache: None,
+            notes: Vec::new(),
         }
     }
 

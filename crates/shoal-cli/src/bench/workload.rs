@@ -271,6 +271,12 @@ pub(crate) struct Plan {
     pub(crate) seed: u64,
     /// Set on Ctrl-C: every phase stops at its next operation.
     pub(crate) stop: Arc<AtomicBool>,
+    /// Per-second counters for `--timeline` (`None`: not kept, no cost per call).
+    pub(crate) live: Option<Arc<super::wrappers::Live>>,
+    /// `--rate`: operations per second over all workers (`None`: as fast as the store
+    /// answers). Each worker issues its share on a fixed schedule, like a proxy whose
+    /// offered load does not change when the store gets faster or slower.
+    pub(crate) rate: Option<f64>,
 }
 
 impl Plan {
@@ -452,13 +458,23 @@ async fn worker(
     let mut appended = 0u64;
     let mut created = 0u64;
     let mut list_cursor: Option<String> = None;
+    let pace = plan
+        .rate
+        .map(|r| Duration::from_secs_f64(plan.concurrency.max(1) as f64 / r));
+    let mut next_at = tokio::time::Instant::now();
     while w.quota.is_none_or(|q| done < q) {
+        if let Some(p) = pace {
+            // Fixed schedule; a late worker does not burst to catch up more than one call.
+            next_at = next_at.max(tokio::time::Instant::now() - p) + p;
+            tokio::time::sleep_until(next_at).await;
+        }
         if w.deadline.is_some_and(|d| Instant::now() >= d) || plan.stopped() {
             break;
         }
         let op = plan.mix.pick(w.rng.below(total));
         let session = w.rng.below(pool) as usize;
         let tally = &mut tallies[op.index()];
+        let (started, errors_before) = (Instant::now(), tally.errors);
         let end = match op {
             Op::Get => {
                 let id = &plan.sessions[session];
@@ -565,6 +581,9 @@ async fn worker(
                 end
             }
         };
+        if let Some(live) = &plan.live {
+            live.record(tallies[op.index()].errors == errors_before, end - started);
+        }
         done += 1;
         if w.deadline.is_some_and(|d| end >= d) {
             break;

@@ -74,8 +74,18 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
 
 async fn check(ctx: &Ctx) -> anyhow::Result<Report> {
     let opened = ctx.open().await?;
+    if let Some(r) = opened.resilient() {
+        // This process's breaker is new: probe once so the report shows a real probe.
+        r.probe().await;
+    }
     let health = opened.store().health().await?;
     let mut details = health.details.clone();
+    if let Some(b) = opened.bus_stats().await {
+        details.insert(
+            "cache_bus".into(),
+            if b.up { "up" } else { "down" }.to_owned(),
+        );
+    }
     if let Some(p) = opened.file_path() {
         details.insert("file".into(), p.display().to_string());
     }

@@ -98,10 +98,15 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
             let _ = tokio::signal::ctrl_c().await;
         }
     };
-    shoal_proxy::serve(listener, cfg, opened.store(), shutdown)
+    let served = shoal_proxy::serve(listener, cfg, opened.store(), shutdown)
         .await
-        .context("proxy")?;
-    opened.save().await?;
+        .context("proxy");
+    // Deferred cache writes, the outage journal and the bus, also after a failure.
+    let saved = opened.save().await;
+    let closed = opened.close().await;
+    served?;
+    saved?;
+    closed?;
     eprintln!("shoal proxy: stopped");
     Ok(Outcome::Success)
 }

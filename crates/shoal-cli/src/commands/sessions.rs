@@ -322,15 +322,25 @@ pub(crate) async fn delete(ctx: &Ctx, args: &DeleteArgs) -> anyhow::Result<Outco
     }
     // Keep what was deleted even if a later delete failed.
     if !deleted.is_empty() {
+        let gone: Vec<SessionId> = args
+            .ids
+            .iter()
+            .filter(|id| deleted.iter().any(|d| d == id.as_str()))
+            .cloned()
+            .collect();
+        opened.announce(&gone).await;
         opened.save().await?;
     }
+    note_ephemeral(&opened, !deleted.is_empty() && failure.is_none());
+    // Deferred writes, the outage journal and announcements, before reporting.
+    let closed = opened.close().await;
     if let Some(e) = failure {
         if !deleted.is_empty() {
             eprintln!("deleted before the error: {}", deleted.join(" "));
         }
         return Err(e);
     }
-    note_ephemeral(&opened, !deleted.is_empty());
+    closed?;
     if ctx.json {
         print_json(&json!({ "deleted": deleted, "missing": missing }))?;
     } else {

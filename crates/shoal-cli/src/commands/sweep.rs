@@ -19,6 +19,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         opened.save().await?;
     }
     note_ephemeral(&opened, changed);
+    opened.close().await?;
     if ctx.json {
         print_json(&json!({ "removed": report.removed, "repaired": report.repaired }))?;
     } else {

@@ -211,6 +211,10 @@ pub(crate) async fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outco
         // here, so they stay as they were).
         let keep = report.failed.is_empty() || args.keep_going;
         let changed = keep && report.imported > 0;
+        if report.imported > 0 {
+            // Other instances' caches may hold a replaced session.
+            opened.announce_all().await;
+        }
         if changed {
             opened.save().await?;
         }
@@ -269,6 +273,7 @@ pub(crate) async fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outco
             }
         }
     }
+    opened.close().await?;
     Ok(Outcome::from_ok(summary.failed.is_empty()))
 }
 
