@@ -15,7 +15,11 @@
 //!   principal) and answers 400 without a session id, 404 for an unknown or deleted one.
 //!   2026-07-28 is sessionless: POSTs pass through, GET and DELETE are 405.
 //! - **Frames.** Every message in both directions is a frame in the store, tagged with its
-//!   stream id; requests are pending until their response passes.
+//!   stream id, written off the response path (SSE events before they are sent: their seq
+//!   is their event id); slow requests, requests answered on a stream and the upstream's own
+//!   requests to the client are pending until their response passes. The only store call a
+//!   reply waits for is one read proving the session still exists (a memory hit on a
+//!   hot-session cache with invalidation).
 //! - **Event ids** are `<stream>.<seq>.<mac>`: the store's seq, so any instance can replay a
 //!   stream from the store after `Last-Event-ID` and continue live with no gap and no
 //!   duplicate; the MAC binds the id to its session.
