@@ -501,8 +501,8 @@ impl OpenedStore {
 
     /// Ends the command's use of the store: writes the cache's deferred writes, waits (up to
     /// `resilience.drain_timeout`) until the outage journal is replayed into Redis, sends the
-    /// pending invalidations and closes the bus, stops the health monitor. An error says what
-    /// was acknowledged but could not be written.
+    /// pending invalidations (up to 2 s; the bus ends with the store), stops the health
+    /// monitor. An error says what was acknowledged but could not be written.
     pub(crate) async fn close(mut self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
         if let Some(c) = &self.cache {
@@ -541,7 +541,14 @@ impl OpenedStore {
             }
         }
         if let Some(bus) = self.bus.get_mut().take() {
-            bus.close().await;
+            // Sent, then dropped with the store (its tasks end with the last handle).
+            // `close()` would also work but logs "bus down" as a warning at every exit.
+            if !bus.flush(Duration::from_secs(2)).await {
+                tracing::warn!(
+                    "some cache invalidations were not sent before exit; other instances' \
+                     caches may serve their copy until its entry ttl passes"
+                );
+            }
         }
         if let Some(m) = self.monitor.take() {
             m.stop().await;
