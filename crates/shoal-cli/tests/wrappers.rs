@@ -184,8 +184,30 @@ fn fallback_memory_bench_verifies_across_a_stop_and_a_restart() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Set-up of 100 × 5 frames takes well under 2 s.
-    std::thread::sleep(Duration::from_secs(2));
+    // Wait for the set-up (100 sessions, each with a frame list) to be written, so the faults
+    // hit the timed phase.
+    let started = Instant::now();
+    loop {
+        let keys: u64 = server
+            .cli(&[
+                "EVAL",
+                "return #redis.call('KEYS', ARGV[1])",
+                "0",
+                "*}:frames",
+            ])
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if keys >= 100 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the bench's set-up did not finish: {keys} keys"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
     let frozen = fault::freeze(&server);
     std::thread::sleep(Duration::from_secs(2));
     frozen.thaw();
