@@ -408,6 +408,10 @@ pub(crate) struct ProxySection {
     /// Header carrying the authenticated principal (set by a trusted gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) principal_header: Option<String>,
+    /// A request answered within this time is recorded with its reply in one store write and
+    /// never listed as pending; `0s` records every request as pending at once. Default 50 ms.
+    #[serde(with = "humantime_duration")]
+    pub(crate) pending_after: Duration,
 }
 
 impl Default for ProxySection {
@@ -425,6 +429,7 @@ impl Default for ProxySection {
             sse_retry: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(60),
             principal_header: None,
+            pending_after: Duration::from_millis(50),
         }
     }
 }
@@ -972,6 +977,7 @@ const DURATION_KEYS: &[&str] = &[
     "proxy.stream_lease",
     "proxy.sse_retry",
     "proxy.upstream_timeout",
+    "proxy.pending_after",
     "resilience.op_timeout",
     "resilience.bulk_timeout",
     "resilience.drain_timeout",

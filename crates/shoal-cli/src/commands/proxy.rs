@@ -38,6 +38,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     cfg.max_body_bytes = p.max_body_bytes;
     cfg.max_streams_per_session = p.max_streams_per_session;
     cfg.poll_interval = p.poll_interval;
+    cfg.pending_after = p.pending_after;
     cfg.stream_lease = p.stream_lease;
     cfg.sse_retry = p.sse_retry;
     cfg.upstream_timeout = p.upstream_timeout;
