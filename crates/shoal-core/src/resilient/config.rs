@@ -92,7 +92,7 @@ pub struct ResilienceConfig {
     pub breaker: BreakerConfig,
     /// The health monitor's probe.
     pub health: HealthConfig,
-    /// Bounds of the outage journal (fallback mode `memory`).
+    /// Bounds of the outage journal and width of its replay (fallback mode `memory`).
     pub journal: JournalConfig,
 }
 
@@ -161,6 +161,10 @@ impl ResilienceConfig {
         positive("health.timeout", self.health.timeout)?;
         at_least_one("journal.max_entries", self.journal.max_entries)?;
         at_least_one("journal.max_bytes", self.journal.max_bytes)?;
+        at_least_one(
+            "journal.replay_concurrency",
+            self.journal.replay_concurrency,
+        )?;
         Ok(())
     }
 }
@@ -259,9 +263,10 @@ impl Default for HealthConfig {
     }
 }
 
-/// Bounds of the outage journal. Every write accepted while the primary is out is one entry;
-/// a write that would exceed either bound is refused with [`Error::Unavailable`] ("journal
-/// full") and counted in `shoal_resilient_journal_full_total`.
+/// Bounds of the outage journal, and how many sessions its replay works on at once. Every
+/// write accepted while the primary is out is one entry; a write that would exceed either
+/// bound is refused with [`Error::Unavailable`] ("journal full") and counted in
+/// `shoal_resilient_journal_full_total`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -275,6 +280,11 @@ pub struct JournalConfig {
     /// outage can still be resumed from (see [`Resilient::resolve_seq`](super::Resilient::resolve_seq)).
     /// Default 100,000.
     pub seq_map_capacity: usize,
+    /// Sessions a replay works on at once. Each session's writes are still replayed one
+    /// after another, in order, under its lock; this bounds how many sessions do that
+    /// concurrently (each in flight holds one primary call at a time). 1 replays one session
+    /// at a time. Default 16.
+    pub replay_concurrency: usize,
 }
 
 impl Default for JournalConfig {
@@ -283,6 +293,7 @@ impl Default for JournalConfig {
             max_entries: 100_000,
             max_bytes: 64 * 1024 * 1024,
             seq_map_capacity: 100_000,
+            replay_concurrency: 16,
         }
     }
 }
@@ -351,6 +362,14 @@ mod tests {
                 .expect_err("entries")
                 .to_string()
                 .contains("journal.max_entries")
+        );
+        let mut c = ResilienceConfig::default();
+        c.journal.replay_concurrency = 0;
+        assert!(
+            c.validate()
+                .expect_err("concurrency")
+                .to_string()
+                .contains("journal.replay_concurrency")
         );
     }
 }

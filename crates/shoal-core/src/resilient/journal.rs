@@ -8,7 +8,8 @@
 //!   (appends with their frames, touches, deletes) and replay applies them.
 //!
 //! Every write accepted during the outage is one entry. Entries are kept per session, in the
-//! order they were accepted; sessions are replayed in the order of their first entry. The
+//! order they were accepted, and replayed in that order; sessions are started in the order
+//! of their first entry (several at a time, so they may finish in any order). The
 //! bounds (`max_entries`, `max_bytes`) are reserved before a write happens, so a full journal
 //! refuses the write and nothing is written anywhere.
 

@@ -67,8 +67,11 @@
 //!   primary keeps failing cannot hold the journal forever.
 //! - **Order.** While a session has journaled writes not yet replayed, later writes to it are
 //!   journaled too, even once the breaker has closed, so they reach the primary after them.
-//!   Sessions are replayed in the order of their first journaled write. Until a local
-//!   session is replayed, `list` and `count` (served by the primary) do not include it.
+//!   A session's journaled writes are replayed in the order they were accepted, one after
+//!   another, under its lock. Sessions are started in the order of their first journaled
+//!   write, up to [`JournalConfig::replay_concurrency`] at a time, so order holds within a
+//!   session but not across sessions (as for live writes to different sessions). Until a
+//!   local session is replayed, `list` and `count` (served by the primary) do not include it.
 //! - **Scope.** The journal lives in process memory: an instance that dies during an outage
 //!   loses what it journaled (those writes were acknowledged). Use fallback mode `none` or
 //!   `read-only` where that is not acceptable.

@@ -1,7 +1,16 @@
 //! Replaying the outage journal into the primary: in order, idempotently, under the same
 //! per-session locks the writers take.
 
-use std::{collections::VecDeque, sync::Mutex, time::Duration};
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::Poll,
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -66,6 +75,16 @@ impl ReplayReport {
     }
 
     fn add(&mut self, o: &ReplayReport) {
+        self.add_counts(o);
+        self.complete = o.complete;
+        self.duration += o.duration;
+        if o.error.is_some() {
+            self.error.clone_from(&o.error);
+        }
+    }
+
+    /// Adds the counters of `o` (one session's part of a replay).
+    fn add_counts(&mut self, o: &ReplayReport) {
         self.sessions += o.sessions;
         self.restored += o.restored;
         self.entries += o.entries;
@@ -76,12 +95,35 @@ impl ReplayReport {
         self.dropped_sessions += o.dropped_sessions;
         self.conflicts += o.conflicts;
         self.ambiguous_applied += o.ambiguous_applied;
-        self.complete = o.complete;
-        self.duration += o.duration;
-        if o.error.is_some() {
-            self.error.clone_from(&o.error);
-        }
     }
+}
+
+/// Waits until at least one of `running` is finished; removes and returns every finished
+/// one. The futures run concurrently on the caller's task (no spawning: dropping the caller
+/// drops them, and each session's taken entries go back to the journal).
+async fn next_finished<T, F>(running: &mut Vec<Pin<Box<F>>>) -> Vec<T>
+where
+    F: Future<Output = T>,
+{
+    std::future::poll_fn(|cx| {
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < running.len() {
+            if let Poll::Ready(out) = running[i].as_mut().poll(cx) {
+                // Order among those still running does not matter.
+                drop(running.swap_remove(i));
+                done.push(out);
+            } else {
+                i += 1;
+            }
+        }
+        if done.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(done)
+        }
+    })
+    .await
 }
 
 /// Why a session's replay stopped: the error, and whether it says the primary is failing
@@ -234,41 +276,46 @@ fn same(stored: &Frame, sent: &NewFrame) -> bool {
 }
 
 impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
-    /// Replays the journal into the primary if the breaker is closed: sessions in the order of
-    /// their first journaled write, each session's writes in order, under the session's lock
-    /// (writes to that session wait meanwhile). Stops at the first failure that says the
-    /// primary is failing, opens the breaker, and keeps the rest for the next replay. The
-    /// health monitor calls this; call it yourself when you run without one.
+    /// Replays the journal into the primary if the breaker is closed. Sessions are started
+    /// in the order of their first journaled write, up to
+    /// [`journal.replay_concurrency`](super::JournalConfig::replay_concurrency) at a time;
+    /// each session's writes are replayed in order, one after another, under the session's
+    /// lock (writes to that session wait meanwhile). Order holds within a session, not across
+    /// sessions. At the first failure, no further session is started; sessions in progress
+    /// finish, or stop at their next call once the breaker refuses it. A failure that says
+    /// the primary is failing opens the breaker (once). The rest stays journaled for the next
+    /// replay. The health monitor calls this; call it yourself when you run without one.
     pub async fn replay(&self) -> ReplayReport {
         let _one = self.inner.replay_lock.lock().await;
         let started = Instant::now();
+        let width = self.inner.config.journal.replay_concurrency.max(1);
+        let stopped = AtomicBool::new(false);
         let mut rep = ReplayReport::default();
+        let mut tripped = false;
         let mut after = None;
+        let mut running = Vec::with_capacity(width);
         loop {
-            if self.breaker_state() != BreakerState::Closed {
-                rep.error = Some("the circuit breaker is not closed".into());
+            while running.len() < width && !stopped.load(Ordering::Acquire) {
+                if self.breaker_state() != BreakerState::Closed {
+                    stopped.store(true, Ordering::Release);
+                    rep.error
+                        .get_or_insert_with(|| "the circuit breaker is not closed".into());
+                    break;
+                }
+                let next = self.journal().next_session(after);
+                let Some((order, id)) = next else { break };
+                after = Some(order);
+                running.push(Box::pin(self.replay_session(id, &stopped)));
+            }
+            if running.is_empty() {
                 break;
             }
-            let next = self.journal().next_session(after);
-            let Some((order, id)) = next else { break };
-            after = Some(order);
-            let found = self.journal().lookup(&id);
-            let Some((_, session_lock)) = found else {
-                continue;
-            };
-            let guard = std::sync::Arc::clone(&session_lock).lock_owned().await;
-            let now = self.journal().lookup(&id);
-            let kind = match now {
-                Some((kind, l)) if std::sync::Arc::ptr_eq(&l, &session_lock) => kind,
-                _ => continue,
-            };
-            let r = match kind {
-                MarkKind::Local { in_doubt } => self.replay_local(&id, in_doubt, &mut rep).await,
-                MarkKind::Shadow { .. } => self.replay_shadow(&id, &mut rep).await,
-            };
-            drop(guard);
-            if let Err(stop) = r {
-                if stop.trip {
+            for (id, session, r) in next_finished(&mut running).await {
+                rep.add_counts(&session);
+                let Err(stop) = r else { continue };
+                stopped.store(true, Ordering::Release);
+                if stop.trip && !tripped {
+                    tripped = true;
                     self.on_transition(self.inner.breaker.trip());
                 }
                 tracing::warn!(
@@ -276,8 +323,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     error = %stop.error,
                     "resilient: journal replay stopped; the rest waits for the next replay"
                 );
-                rep.error = Some(stop.error.to_string());
-                break;
+                rep.error.get_or_insert_with(|| stop.error.to_string());
             }
         }
         rep.complete = self.journal().len() == 0;
@@ -299,6 +345,36 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             lock(&self.inner.totals).add(&rep);
         }
         rep
+    }
+
+    /// Replays one marked session under its lock, into a report of its own. Does nothing
+    /// when the session was settled meanwhile, or when the replay stopped (or the breaker
+    /// left Closed) while this waited for the lock.
+    async fn replay_session(
+        &self,
+        id: SessionId,
+        stopped: &AtomicBool,
+    ) -> (SessionId, ReplayReport, std::result::Result<(), Stop>) {
+        let mut rep = ReplayReport::default();
+        let found = self.journal().lookup(&id);
+        let Some((_, session_lock)) = found else {
+            return (id, rep, Ok(()));
+        };
+        let guard = Arc::clone(&session_lock).lock_owned().await;
+        if stopped.load(Ordering::Acquire) || self.breaker_state() != BreakerState::Closed {
+            return (id, rep, Ok(()));
+        }
+        let now = self.journal().lookup(&id);
+        let kind = match now {
+            Some((kind, l)) if Arc::ptr_eq(&l, &session_lock) => kind,
+            _ => return (id, rep, Ok(())),
+        };
+        let r = match kind {
+            MarkKind::Local { in_doubt } => self.replay_local(&id, in_doubt, &mut rep).await,
+            MarkKind::Shadow { .. } => self.replay_shadow(&id, &mut rep).await,
+        };
+        drop(guard);
+        (id, rep, r)
     }
 
     /// Reads a local session whole from the fallback. `None` when it is gone (expired).
