@@ -40,7 +40,8 @@
 //! [resilience.breaker]           # failure_threshold, failure_ratio, min_calls, window,
 //!                                # cooldown, half_open_probes, close_after
 //! [resilience.health]            # interval, timeout (the health monitor's probe)
-//! [resilience.journal]           # max_entries, max_bytes, seq_map_capacity
+//! [resilience.journal]           # max_entries, max_bytes, seq_map_capacity,
+//!                                # replay_concurrency (sessions replayed at once)
 //!
 //! [cache]                        # off unless enabled (or --cache is given)
 //! enabled = true
