@@ -178,6 +178,11 @@ fn fallback_memory_bench_verifies_across_a_stop_and_a_restart() {
             "--no-baseline",
             "--scaling-appends",
             "0",
+            // Bounded load: an unthrottled bench against an open breaker journals tens of
+            // thousands of entries, and replaying them against fsync-always Redis on a loaded
+            // CI machine can outlast the bench's 60 s settle limit.
+            "--rate",
+            "800",
         ])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
