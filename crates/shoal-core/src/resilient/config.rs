@@ -282,7 +282,8 @@ pub struct JournalConfig {
     pub seq_map_capacity: usize,
     /// Sessions a replay works on at once. Each session's writes are still replayed one
     /// after another, in order, under its lock; this bounds how many sessions do that
-    /// concurrently (each in flight holds one primary call at a time). 1 replays one session
+    /// concurrently (each in flight holds one primary call at a time; a local session in
+    /// flight is held in memory as one snapshot while it is copied). 1 replays one session
     /// at a time. Default 16.
     pub replay_concurrency: usize,
 }

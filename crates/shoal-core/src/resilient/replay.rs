@@ -53,7 +53,8 @@ pub struct ReplayReport {
     pub complete: bool,
     /// How long it took.
     pub duration: Duration,
-    /// Why it stopped early, if it did.
+    /// Why it stopped early, if it did (the first failure, when sessions replayed
+    /// concurrently failed).
     pub error: Option<String>,
 }
 
