@@ -475,6 +475,39 @@ async fn replay_concurrency_bounds_the_sessions_in_flight() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn consecutive_journaled_appends_go_as_one_batch() {
+    let (store, primary) = setup(None);
+    let id = create(&store, "s").await;
+    outage(&store, &primary).await;
+    let mut seqs = Vec::new();
+    for r in 0..5 {
+        seqs.push(
+            store
+                .append_frame(&id, frame(&format!("{id}/{r}")))
+                .await
+                .unwrap_or_else(|e| panic!("journaled: {e}")),
+        );
+    }
+    store
+        .append_frames(
+            &id,
+            vec![frame(&format!("{id}/5")), frame(&format!("{id}/6"))],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("journaled: {e}"))
+        .into_iter()
+        .for_each(|s| seqs.push(s));
+    heal(&store, &primary).await;
+    primary.reset_counters();
+    let rep = store.replay().await;
+    assert!(rep.complete, "{rep:?}");
+    assert_eq!((rep.entries, rep.frames), (6, 7));
+    // The session's `last_seq`, then one `append_frames` with the six entries' seven frames.
+    assert_eq!(primary.calls.load(Ordering::SeqCst), 2);
+    assert_exact(&store, &primary, &[(id, seqs)], &[]).await;
+}
+
 /// For every call of the replay at which the primary could fail: the call is applied, its
 /// reply lost, and every later call refused. The replay stops starting sessions, opens the
 /// breaker once, keeps what it did not settle, and the next replay completes with every
