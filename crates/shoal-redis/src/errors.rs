@@ -8,6 +8,11 @@ use shoal_core::{Error, SessionId};
 /// Maps `e`, raised by `op` (about session `id`, if any). Connection loss and refusal become
 /// [`Error::Unavailable`], I/O time-outs [`Error::Timeout`], a key of the wrong type
 /// [`Error::Corrupt`] for that session, anything else [`Error::Backend`].
+///
+/// A reply redis-rs cannot parse (`ErrorKind::Parse`, e.g. one cut mid-line by a dropped
+/// connection) is `Unavailable` too: redis-rs throws that connection away and reconnects, and
+/// the outcome of the command is unknown — so a link that keeps truncating replies counts
+/// against the circuit breaker instead of looking like a neutral application error.
 pub(crate) fn map(
     e: RedisError,
     op: &'static str,
@@ -38,7 +43,8 @@ pub(crate) fn map(
         | ErrorKind::ClusterConnectionNotFound
         | ErrorKind::MasterNameNotFoundBySentinel
         | ErrorKind::NoValidReplicasFoundBySentinel
-        | ErrorKind::EmptySentinelList => Error::unavailable(format!("redis {op}: {e}")),
+        | ErrorKind::EmptySentinelList
+        | ErrorKind::Parse => Error::unavailable(format!("redis {op}: {e}")),
         _ => Error::backend(OpError { op, source: e }),
     }
 }
@@ -50,4 +56,36 @@ struct OpError {
     op: &'static str,
     #[source]
     source: RedisError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(kind: ErrorKind) -> Error {
+        map(
+            RedisError::from((kind, "test")),
+            "get",
+            None,
+            Duration::from_secs(1),
+        )
+    }
+
+    #[test]
+    fn a_cut_reply_is_unavailable_not_an_application_error() {
+        assert!(
+            matches!(mapped(ErrorKind::Parse), Error::Unavailable { .. }),
+            "{:?}",
+            mapped(ErrorKind::Parse)
+        );
+    }
+
+    #[test]
+    fn a_type_mismatch_stays_a_backend_error() {
+        assert!(
+            matches!(mapped(ErrorKind::UnexpectedReturnType), Error::Backend(_)),
+            "{:?}",
+            mapped(ErrorKind::UnexpectedReturnType)
+        );
+    }
 }
