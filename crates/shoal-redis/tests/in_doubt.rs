@@ -710,7 +710,10 @@ async fn by_hand(aim: Aim, prefix: &str, journaled: usize) {
     assert_eq!(stats.breaker, BreakerState::Closed);
     assert_eq!(stats.journal_entries, 0);
     assert_eq!(stats.marked_sessions, 0);
-    assert_eq!(stats.breaker_opened, 2, "opened by the outage and by the lost answer");
+    assert_eq!(
+        stats.breaker_opened, 2,
+        "opened by the outage and by the lost answer"
+    );
 
     let v = verify(&rig, std::slice::from_ref(&log)).await;
     assert_clean(&v);
