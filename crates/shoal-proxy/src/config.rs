@@ -126,11 +126,17 @@ impl EventIdKey {
         EventIdKey(k)
     }
 
-    /// Reads a key from a file: its trimmed contents as text, used as bytes.
+    /// Reads a key from a file. A file of text (e.g. `openssl rand -hex 32 > key`) is used
+    /// trimmed of surrounding whitespace, so a trailing newline does not change the key; any
+    /// other file (e.g. `head -c 32 /dev/urandom > key`) is used byte for byte.
     pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| format!("event id key file {}: {e}", path.display()))?;
-        Self::new(text.trim().as_bytes().to_vec())
+        let key = match std::str::from_utf8(&bytes) {
+            Ok(text) => text.trim().as_bytes().to_vec(),
+            Err(_) => bytes,
+        };
+        Self::new(key).map_err(|e| format!("event id key file {}: {e}", path.display()))
     }
 }
 
@@ -270,5 +276,32 @@ mod tests {
             format!("{:?}", EventIdKey::new(vec![1u8; 16]).unwrap()),
             "EventIdKey(<16 bytes>)"
         );
+    }
+
+    #[test]
+    fn key_files_hold_text_or_raw_bytes() {
+        let dir = std::env::temp_dir().join(format!("shoal-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Text (what `openssl rand -hex 32` writes): trimmed, so the newline is not key.
+        let text = dir.join("text");
+        std::fs::write(&text, "00112233445566778899aabbccddeeff\n").unwrap();
+        assert_eq!(
+            EventIdKey::from_file(&text).unwrap().0,
+            b"00112233445566778899aabbccddeeff".to_vec()
+        );
+        // Raw bytes (what `head -c 32 /dev/urandom` writes): used as they are, whitespace too.
+        let raw = dir.join("raw");
+        let mut bytes = vec![0xffu8, b' ', 0x80, b'\n'];
+        bytes.extend(0u8..28);
+        std::fs::write(&raw, &bytes).unwrap();
+        assert_eq!(EventIdKey::from_file(&raw).unwrap().0, bytes);
+        // Too short, and missing: clear errors naming the file.
+        let short = dir.join("short");
+        std::fs::write(&short, "abc\n").unwrap();
+        let e = EventIdKey::from_file(&short).unwrap_err();
+        assert!(e.contains("short") && e.contains("at least 16"), "{e}");
+        let e = EventIdKey::from_file(&dir.join("missing")).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
