@@ -1,13 +1,10 @@
 -- delete_frames: ARGV[2] = through_seq (<= 2^53), or '' for all. Seqs keep counting.
 -- Reply: {0, frames removed}.
-local r = check_live(now)
-if r then
+local c, r = load_live(now, true)
+if not c then
   return r
 end
-local first, last = seq_range()
-if not first then
-  return {-9, last}
-end
+local first, last = c[3], c[2]
 local n = redis.call('LLEN', KEYS[2])
 local gone = n
 if ARGV[2] ~= '' then
@@ -25,5 +22,7 @@ elseif gone > 0 then
   redis.call('LTRIM', KEYS[2], gone, -1)
 end
 n = n - gone
-redis.call('HSET', KEYS[1], 'first_seq', dec(last - n + 1), 'frame_count', dec(n))
+c[3] = last - n + 1
+c[4] = n
+redis.call('HSET', KEYS[1], 'c', pack_c(c))
 return {0, gone}
