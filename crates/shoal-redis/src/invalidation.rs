@@ -701,41 +701,27 @@ impl Subscriber {
     }
 }
 
-/// The cheap version check for `strict` caches: one `HMGET` of the two small meta fields
-/// `a` (activity) and `c` (counters); the caller-owned blob is not read.
+/// The cheap version check for `strict` caches: one `HMGET` of the meta field `a` (activity
+/// and counters); the caller-owned blob is not read.
 #[async_trait]
 impl Revalidate for RedisStore {
     async fn stamp(&self, id: &SessionId) -> Result<Option<SessionStamp>> {
-        let values = self
-            .meta_fields(id, &[meta::F_ACTIVITY, meta::F_COUNTERS])
-            .await?;
-        let (Some(a), Some(c)) = (
-            values.first().and_then(meta::bytes_of),
-            values.get(1).and_then(meta::bytes_of),
-        ) else {
-            if values.iter().all(|v| *v == Value::Nil) {
-                return Ok(None);
-            }
-            let field = if values.first().and_then(meta::bytes_of).is_none() {
-                meta::F_ACTIVITY
-            } else {
-                meta::F_COUNTERS
-            };
-            return Err(meta::corrupt(id, field, "missing"));
+        let values = self.meta_fields(id, &[meta::F_ACTIVITY]).await?;
+        let Some(a) = values.first().and_then(meta::bytes_of) else {
+            return Ok(None);
         };
-        let (activity, expires) = meta::parse_activity(id, a)?;
-        let counters = meta::parse_counters(id, c)?;
+        let a = meta::parse_activity(id, a)?;
         let mut stamp = SessionStamp::of(&shoal_core::Session::new(
             id.clone(),
             shoal_core::Transport::Http,
         ));
-        stamp.revision = counters.revision;
-        stamp.last_seq = counters.seq;
-        stamp.first_seq = counters.first_seq;
-        stamp.frame_count = counters.frame_count;
-        stamp.created_at = counters.created_at;
-        stamp.last_activity = activity;
-        stamp.expires_at = expires;
+        stamp.revision = a.revision;
+        stamp.last_seq = a.seq;
+        stamp.first_seq = a.first_seq;
+        stamp.frame_count = a.frame_count;
+        stamp.created_at = a.created_at;
+        stamp.last_activity = a.last_activity;
+        stamp.expires_at = a.expires_at;
         Ok(Some(stamp))
     }
 }

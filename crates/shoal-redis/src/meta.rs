@@ -1,11 +1,15 @@
-//! The session's `meta` hash, schema 2: three kinds of fields, so every read is a lean
-//! `HGETALL` and every write touches only what it changes.
+//! The session's `meta` hash, schema 2: two kinds of fields, so every read is a lean
+//! `HGETALL` (2 fields for a plain session, 3–4 for a proxy's) and the scripts never decode
+//! the caller's fields.
 //!
 //! | field | written by | value |
 //! |---|---|---|
-//! | `a` | create, touch, update, append, restore | `<last_activity>:<expires_at>` (decimal ms) |
-//! | `c` | create, update, append, delete_frames, add_pending, restore | `<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>` |
+//! | `a` | every write script | `<last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>` (decimal) |
 //! | `d`, `d1` … `d7` | create, update, restore | one codec blob (v1 envelope + named MessagePack) of the caller-owned fields, split into chunks of at most [`CHUNK`] bytes |
+//!
+//! Activity and counters share one field because every reply element costs the client a
+//! parse and an allocation (the bottleneck on small machines, see DESIGN §9), while rewriting
+//! ~50 bytes inside a script costs Redis next to nothing.
 //!
 //! The blob is chunked so that no hash value exceeds Redis's default `hash-max-listpack-value`
 //! (64): one longer value turns the whole hash from a listpack (≈ 100–250 B here) into a
@@ -26,10 +30,9 @@ use shoal_core::{
     Timestamp, Transport, codec,
 };
 
-/// The activity field: `<last_activity>:<expires_at>`.
+/// The activity and counters field: `<last_activity>:<expires_at>:<created_at>:<seq>:
+/// <first_seq>:<frame_count>:<revision>:<pending_seq>`.
 pub(crate) const F_ACTIVITY: &str = "a";
-/// The counters field: `<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>`.
-pub(crate) const F_COUNTERS: &str = "c";
 /// The names of the blob's chunks, in order.
 pub(crate) const CHUNK_NAMES: [&str; MAX_CHUNKS] = ["d", "d1", "d2", "d3", "d4", "d5", "d6", "d7"];
 /// The longest chunk: Redis's default `hash-max-listpack-value`.
@@ -40,7 +43,7 @@ pub(crate) const MAX_CHUNKS: usize = 8;
 const SCHEMA1_FIELD: &[u8] = b"expires_at";
 /// The reason given for a hash written by schema 1.
 pub(crate) const SCHEMA1: &str = "written by the schema-1 layout (plain fields id, expires_at, \
-     seq, …) of shoal-redis before issue #6; this version reads schema 2 (fields a, c, d): \
+     seq, …) of shoal-redis before issue #6; this version reads schema 2 (fields a, d): \
      delete the session or export it with the old version and import it again";
 
 /// The largest integer the Lua scripts handle exactly (Lua numbers are doubles).
@@ -136,15 +139,12 @@ pub(crate) fn chunk_fields(blob: &[u8]) -> Fields {
         .collect()
 }
 
-/// `<last_activity>:<expires_at>`.
-pub(crate) fn activity_value(last_activity: Timestamp, expires_at: Timestamp) -> Vec<u8> {
-    format!("{}:{}", last_activity.as_millis(), expires_at.as_millis()).into_bytes()
-}
-
-/// `<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>`.
-pub(crate) fn counters_value(s: &Session, pending_seq: u64) -> Vec<u8> {
+/// The value of field `a` for `s`.
+pub(crate) fn activity_value(s: &Session, pending_seq: u64) -> Vec<u8> {
     format!(
-        "{}:{}:{}:{}:{}:{}",
+        "{}:{}:{}:{}:{}:{}:{}:{}",
+        s.last_activity.as_millis(),
+        s.expires_at.as_millis(),
         s.created_at.as_millis(),
         s.last_seq,
         s.first_seq,
@@ -155,13 +155,10 @@ pub(crate) fn counters_value(s: &Session, pending_seq: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Every field of a whole session (create and restore): `a`, `c`, then the blob's chunks.
+/// Every field of a whole session (create and restore): `a`, then the blob's chunks.
 pub(crate) fn all_fields(s: &Session, pending_seq: u64) -> Result<Fields> {
     let blob = encode_desc(s)?;
-    let mut fields = vec![
-        (F_ACTIVITY, activity_value(s.last_activity, s.expires_at)),
-        (F_COUNTERS, counters_value(s, pending_seq)),
-    ];
+    let mut fields = vec![(F_ACTIVITY, activity_value(s, pending_seq))];
     fields.extend(chunk_fields(&blob));
     Ok(fields)
 }
@@ -223,24 +220,11 @@ fn decs<const N: usize>(b: &[u8]) -> Option<[u64; N]> {
     parts.next().is_none().then_some(out)
 }
 
-/// Parses the activity field: `(last_activity, expires_at)`.
-pub(crate) fn parse_activity(id: &SessionId, v: &[u8]) -> Result<(Timestamp, Timestamp)> {
-    let [la, exp] = decs::<2>(v).ok_or_else(|| {
-        corrupt(
-            id,
-            F_ACTIVITY,
-            format!(
-                "{:?} is not <last_activity>:<expires_at>",
-                String::from_utf8_lossy(v)
-            ),
-        )
-    })?;
-    Ok((Timestamp(la), Timestamp(exp)))
-}
-
-/// The counters field, parsed.
+/// Field `a`, parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Counters {
+pub(crate) struct Activity {
+    pub(crate) last_activity: Timestamp,
+    pub(crate) expires_at: Timestamp,
     pub(crate) created_at: Timestamp,
     pub(crate) seq: u64,
     pub(crate) first_seq: u64,
@@ -248,21 +232,31 @@ pub(crate) struct Counters {
     pub(crate) revision: u64,
 }
 
-/// Parses the counters field.
-pub(crate) fn parse_counters(id: &SessionId, v: &[u8]) -> Result<Counters> {
-    let [created, seq, first_seq, frame_count, revision, _pending] =
-        decs::<6>(v).ok_or_else(|| {
-            corrupt(
-                id,
-                F_COUNTERS,
-                format!(
-                    "{:?} is not <created_at>:<seq>:<first_seq>:<frame_count>:<revision>:\
-                     <pending_seq>",
-                    String::from_utf8_lossy(v)
-                ),
-            )
-        })?;
-    Ok(Counters {
+/// Parses field `a`.
+pub(crate) fn parse_activity(id: &SessionId, v: &[u8]) -> Result<Activity> {
+    let [
+        la,
+        exp,
+        created,
+        seq,
+        first_seq,
+        frame_count,
+        revision,
+        _pending,
+    ] = decs::<8>(v).ok_or_else(|| {
+        corrupt(
+            id,
+            F_ACTIVITY,
+            format!(
+                "{:?} is not <last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:\
+                     <frame_count>:<revision>:<pending_seq>",
+                String::from_utf8_lossy(v)
+            ),
+        )
+    })?;
+    Ok(Activity {
+        last_activity: Timestamp(la),
+        expires_at: Timestamp(exp),
         created_at: Timestamp(created),
         seq,
         first_seq,
@@ -293,14 +287,13 @@ pub(crate) fn desc_status(blob: &[u8]) -> Option<SessionStatus> {
     codec::decode::<DescIn>(blob).ok().map(|d| d.s)
 }
 
-/// A whole session from its three parts.
-pub(crate) fn assemble(id: &SessionId, a: &[u8], c: &[u8], blob: &[u8]) -> Result<Session> {
-    let (last_activity, expires_at) = parse_activity(id, a)?;
-    let c = parse_counters(id, c)?;
+/// A whole session from its two parts.
+pub(crate) fn assemble(id: &SessionId, a: &[u8], blob: &[u8]) -> Result<Session> {
+    let c = parse_activity(id, a)?;
     let mut s = decode_desc(id, blob)?;
     s.created_at = c.created_at;
-    s.last_activity = last_activity;
-    s.expires_at = expires_at;
+    s.last_activity = c.last_activity;
+    s.expires_at = c.expires_at;
     s.last_seq = c.seq;
     s.first_seq = c.first_seq;
     s.frame_count = c.frame_count;
@@ -319,13 +312,12 @@ pub(crate) fn parse_session(id: &SessionId, reply: &Value) -> Result<Option<Sess
     if pairs.is_empty() {
         return Ok(None);
     }
-    let (mut a, mut c) = (None, None);
+    let mut a = None;
     let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     let mut schema1 = false;
     for (k, v) in &pairs {
         match *k {
             b"a" => a = Some(*v),
-            b"c" => c = Some(*v),
             b"d" => chunks[0] = Some(*v),
             [b'd', n @ b'1'..=b'7'] => chunks[usize::from(n - b'0')] = Some(*v),
             SCHEMA1_FIELD => schema1 = true,
@@ -339,7 +331,6 @@ pub(crate) fn parse_session(id: &SessionId, reply: &Value) -> Result<Option<Sess
             if schema1 { SCHEMA1 } else { "missing" },
         ));
     };
-    let c = c.ok_or_else(|| corrupt(id, F_COUNTERS, "missing"))?;
     let first = chunks[0].ok_or_else(|| corrupt(id, "d", "missing"))?;
     let n = chunks.iter().take_while(|c| c.is_some()).count();
     if let Some(gap) = chunks[n..].iter().position(Option::is_some) {
@@ -350,14 +341,14 @@ pub(crate) fn parse_session(id: &SessionId, reply: &Value) -> Result<Option<Sess
         ));
     }
     let s = if n == 1 {
-        assemble(id, a, c, first)?
+        assemble(id, a, first)?
     } else {
         let blob: Vec<u8> = chunks
             .iter()
             .flatten()
             .flat_map(|c| c.iter().copied())
             .collect();
-        assemble(id, a, c, &blob)?
+        assemble(id, a, &blob)?
     };
     Ok(Some(s))
 }
@@ -447,7 +438,7 @@ mod tests {
         let plain = Session::new(sid(), Transport::Stdio);
         let fields = all_fields(&plain, 0).unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
-        assert_eq!(names, ["a", "c", "d"]);
+        assert_eq!(names, ["a", "d"]);
         let back = parse_session(&sid(), &to_reply(&fields)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, Some(plain));
     }
@@ -459,7 +450,7 @@ mod tests {
         s.upstream_session_id = Some("0123456789abcdef0123456789abcdef".into());
         s.protocol_version = Some("2025-11-25".into());
         let fields = all_fields(&s, 3).unwrap_or_else(|e| panic!("{e}"));
-        assert!(fields.len() > 3, "{fields:?}");
+        assert!(fields.len() > 2, "{fields:?}");
         assert!(fields.iter().all(|(_, v)| v.len() <= CHUNK), "{fields:?}");
         // Any field order (a hashtable's HGETALL is unordered).
         let mut reversed = fields.clone();
@@ -477,7 +468,7 @@ mod tests {
         s.metadata
             .insert("big".into(), "x".repeat(CHUNK * MAX_CHUNKS));
         let fields = all_fields(&s, 0).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(fields.len(), 3);
+        assert_eq!(fields.len(), 2);
         let back = parse_session(&sid(), &to_reply(&fields)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, Some(s));
     }
@@ -494,10 +485,7 @@ mod tests {
             hex,
             "0184a174a468747470a173a6616374697665a27374ac696e697469616c697a696e67a27076a176"
         );
-        assert_eq!(
-            &fields_of(&s)[..2],
-            &[("a", b"0:0".to_vec()), ("c", b"0:0:1:0:0:0".to_vec())]
-        );
+        assert_eq!(&fields_of(&s)[..1], &[("a", b"0:0:0:0:1:0:0:0".to_vec())]);
     }
 
     fn fields_of(s: &Session) -> Fields {
@@ -518,10 +506,10 @@ mod tests {
             parse_session(&sid(), &to_reply(&f)).unwrap_err()
         };
         for (name, value) in [
-            ("c", &b"0:x1:1:0:0:0"[..]),
-            ("c", b"0:1:1:0:0"),
-            ("c", b"0:1:1:0:0:0:0"),
-            ("c", b"99999999999999999:0:1:0:0:0"),
+            ("a", &b"0:0:0:x1:1:0:0:0"[..]),
+            ("a", b"0:0:0:1:1:0:0"),
+            ("a", b"0:0:0:1:1:0:0:0:0"),
+            ("a", b"0:0:99999999999999999:0:1:0:0:0"),
             ("a", b"1:"),
             ("a", b"soon"),
             ("d", b"\x07payload"),

@@ -469,18 +469,18 @@ impl Inner {
             return Ok(Vec::new());
         }
         if !self.cluster {
+            let n = cmds.len();
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            for (_, c) in &cmds {
-                pipe.add_command(c.clone());
+            for (_, c) in cmds {
+                pipe.add_command(c);
             }
             let mut c = self.conn();
             let values: Vec<Value> = self.io(op, None, pipe.query_async(&mut c)).await?;
-            if values.len() != cmds.len() {
+            if values.len() != n {
                 return Err(Error::backend(format!(
-                    "redis {op}: {} replies for {} commands",
+                    "redis {op}: {} replies for {n} commands",
                     values.len(),
-                    cmds.len()
                 )));
             }
             return Ok(values);
@@ -712,20 +712,19 @@ impl Inner {
         meta::parse_session(id, v)
     }
 
-    /// Reads an `HMGET meta a [c]` reply: `(last_activity, expires_at)` and the raw counters.
-    /// A missing `a` is `NotFound` when the hash is gone, else `Corrupt` (one more round trip,
-    /// only then), naming schema 1 when the hash was written by it.
-    async fn activity_reply<'r>(
+    /// Reads an `HGET meta a` reply. A missing `a` is `NotFound` when the hash is gone, else
+    /// `Corrupt` (one more round trip, only then), naming schema 1 when the hash was written
+    /// by it.
+    async fn activity_reply(
         &self,
         op: &'static str,
         id: &SessionId,
-        reply: &'r [Value],
-    ) -> Result<((Timestamp, Timestamp), Option<&'r [u8]>)> {
-        let counters = reply.get(1).and_then(bytes_of);
-        if let Some(a) = reply.first().and_then(bytes_of) {
-            return Ok((meta::parse_activity(id, a)?, counters));
+        reply: &Value,
+    ) -> Result<meta::Activity> {
+        if let Some(a) = bytes_of(reply) {
+            return meta::parse_activity(id, a);
         }
-        if let Some(Value::ServerError(e)) = reply.first() {
+        if let Value::ServerError(e) = reply {
             return Err(errors::map(
                 RedisError::from(e.clone()),
                 op,
@@ -899,15 +898,14 @@ impl SessionStore for RedisStore {
             });
         }
         let reply = inner.live("update", id, reply).await?;
-        let (Some(old), Some(a), Some(c)) = (
+        let (Some(old), Some(a)) = (
             reply.get(1).and_then(bytes_of),
             reply.get(2).and_then(bytes_of),
-            reply.get(3).and_then(bytes_of),
         ) else {
             return Err(Error::backend("redis update: bad reply"));
         };
-        // What is stored now: the blob just written, with the script's a and c.
-        let stored = meta::assemble(id, a, c, &blob)?;
+        // What is stored now: the blob just written, with the script's field a.
+        let stored = meta::assemble(id, a, &blob)?;
         let metric = match stored.status {
             SessionStatus::Completed => Some(M_COMPLETED),
             SessionStatus::Failed => Some(M_FAILED),
@@ -1085,7 +1083,7 @@ impl SessionStore for RedisStore {
                 .filter(|(id, v)| {
                     bytes_of(v)
                         .and_then(|a| meta::parse_activity(id, a).ok())
-                        .is_some_and(|(_, e)| e.as_millis() > now)
+                        .is_some_and(|a| a.expires_at.as_millis() > now)
                 })
                 .count() as u64;
         }
@@ -1203,20 +1201,17 @@ impl SessionStore for RedisStore {
 
     async fn count_frames(&self, id: &SessionId) -> Result<u64> {
         let inner = &self.inner;
-        let mut c = redis::cmd("HMGET");
-        c.arg(inner.keys.meta(id))
-            .arg(meta::F_ACTIVITY)
-            .arg(meta::F_COUNTERS);
-        let reply = array(inner.cmd("count_frames", Some(id), c).await?).unwrap_or_default();
-        let (activity, counters) = inner.activity_reply("count_frames", id, &reply).await?;
-        if activity.1 <= inner.now() {
+        let mut c = redis::cmd("HGET");
+        c.arg(inner.keys.meta(id)).arg(meta::F_ACTIVITY);
+        let reply = inner.cmd("count_frames", Some(id), c).await?;
+        let activity = inner.activity_reply("count_frames", id, &reply).await?;
+        if activity.expires_at <= inner.now() {
             if let ExpireOutcome::Removed | ExpireOutcome::Gone = inner.expire_one(id).await? {
                 inner.unindex(&[id.as_str()]).await;
             }
             return Err(not_found(id));
         }
-        let counters = counters.ok_or_else(|| meta::corrupt(id, meta::F_COUNTERS, "missing"))?;
-        Ok(meta::parse_counters(id, counters)?.frame_count)
+        Ok(activity.frame_count)
     }
 
     async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
@@ -1299,10 +1294,8 @@ impl SessionStore for RedisStore {
         let (activity, all): (Value, Value) = inner
             .io("list_pending", Some(id), pipe.query_async(&mut c))
             .await?;
-        let ((_, expires), _) = inner
-            .activity_reply("list_pending", id, &[activity])
-            .await?;
-        if expires <= inner.now() {
+        let activity = inner.activity_reply("list_pending", id, &activity).await?;
+        if activity.expires_at <= inner.now() {
             return Err(not_found(id));
         }
         let pairs = hash_pairs(&all).ok_or_else(|| {

@@ -1,16 +1,16 @@
 -- append: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] = max frames retained,
 -- ARGV[5] = the encoded-frame prefix up to the seq value, ARGV[6..] = for each frame the
 -- encoded bytes after the seq value. Each stored frame is prefix .. seq .. suffix, where seq
--- comes from the counters in meta (read and written inside this script, so seqs are totally
+-- comes from meta's field a (read and written inside this script, so seqs are totally
 -- ordered across every writer). Reply: {0, seq1, seq2, ...}.
-local c, r = load_live(now, true)
-if not c then
+local t, r = load_live(now)
+if not t then
   return r
 end
 -- Fails (WRONGTYPE) before anything is written if the frames key is not a list.
 redis.call('LLEN', KEYS[2])
 local k = #ARGV - 5
-local last = c[2]
+local last = t[4]
 local out = {0}
 if k > 0 then
   last = last + k
@@ -33,9 +33,11 @@ if n > max then
   end
   n = max
 end
-c[2] = last
-c[3] = last - n + 1
-c[4] = n
-redis.call('HSET', KEYS[1], 'c', pack_c(c), 'a', ARGV[1] .. ':' .. ARGV[2])
+t[1] = tonumber(ARGV[1])
+t[2] = tonumber(ARGV[2])
+t[4] = last
+t[5] = last - n + 1
+t[6] = n
+redis.call('HSET', KEYS[1], 'a', pack_a(t))
 pexpire_all(ARGV[3])
 return out

@@ -6,9 +6,10 @@
 --   KEYS[3] = <prefix>:{<sid>}:requests  Hash
 -- and ARGV[1] = now (ms since the epoch, from the calling store's clock).
 --
--- The meta hash has three kinds of fields:
---   a          '<last_activity>:<expires_at>'
---   c          '<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>'
+-- The meta hash has two kinds of fields:
+--   a          '<last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:<frame_count>:
+--              <revision>:<pending_seq>' (decimal integers), read as the table
+--              {la, exp, created, seq, first, count, rev, pseq}
 --   d, d1 ..   the caller-owned fields, one codec blob in chunks (never read here, except by
 --              update, which returns the previous blob)
 --
@@ -62,29 +63,28 @@ local function mp_uint(n)
   return '\207' .. be(n, 8)
 end
 
--- The field `a`: last_activity, expires_at (nil if it is not two integers).
+-- The expiry in field `a` (nil if `a` does not start with two integers).
+local function expiry_of(v)
+  if type(v) ~= 'string' then
+    return nil
+  end
+  local la, e = string.match(v, '^(%d+):(%d+):')
+  if not int(la) then
+    return nil
+  end
+  return int(e)
+end
+
+-- Field `a` as a table {la, exp, created, seq, first, count, rev, pseq} (nil if malformed).
 local function parse_a(v)
   if type(v) ~= 'string' then
     return nil
   end
-  local la, e = string.match(v, '^(%d+):(%d+)$')
-  la, e = int(la), int(e)
-  if not la or not e then
+  local t = {string.match(v, '^(%d+):(%d+):(%d+):(%d+):(%d+):(%d+):(%d+):(%d+)$')}
+  if #t ~= 8 then
     return nil
   end
-  return la, e
-end
-
--- The field `c` as a table {created, seq, first, count, rev, pseq} (nil if malformed).
-local function parse_c(v)
-  if type(v) ~= 'string' then
-    return nil
-  end
-  local t = {string.match(v, '^(%d+):(%d+):(%d+):(%d+):(%d+):(%d+)$')}
-  if #t ~= 6 then
-    return nil
-  end
-  for i = 1, 6 do
+  for i = 1, 8 do
     t[i] = int(t[i])
     if not t[i] then
       return nil
@@ -93,51 +93,37 @@ local function parse_c(v)
   return t
 end
 
-local function pack_c(c)
-  return dec(c[1]) .. ':' .. dec(c[2]) .. ':' .. dec(c[3]) .. ':' .. dec(c[4]) .. ':' ..
-    dec(c[5]) .. ':' .. dec(c[6])
+local function pack_a(t)
+  local out = {}
+  for i = 1, 8 do
+    out[i] = dec(t[i])
+  end
+  return table.concat(out, ':')
 end
 
--- The reply for a meta hash without a readable `a` (v is what HGET/HMGET gave for it).
-local function bad_a(v)
-  if v then
-    return {-9, 'a', 'not <last_activity>:<expires_at>'}
+-- Loads a live session: returns its field `a` as a table, or nil and the reply to return
+-- (not found, or corrupt). An expired session is removed on the spot (lazy expiry). Reads
+-- only; nothing is written before the caller's own validation is done.
+local function load_live(now)
+  local v = redis.call('HGET', KEYS[1], 'a')
+  if not v then
+    if redis.call('EXISTS', KEYS[1]) == 0 then
+      return nil, {-1, 0}
+    end
+    if redis.call('HEXISTS', KEYS[1], 'expires_at') == 1 then
+      return nil, {-9, 'a', 'schema1'}
+    end
+    return nil, {-9, 'a', 'missing'}
   end
-  if redis.call('HEXISTS', KEYS[1], 'expires_at') == 1 then
-    return {-9, 'a', 'schema1'}
+  local t = parse_a(v)
+  if not t then
+    return nil, {-9, 'a', 'not eight integers'}
   end
-  return {-9, 'a', 'missing'}
-end
-
--- Loads a live session: returns the counters table (or true when `with_c` is false), or nil
--- and the reply to return (not found, or corrupt). An expired session is removed on the spot
--- (lazy expiry). Reads only; nothing is written before the caller's own validation is done.
-local function load_live(now, with_c)
-  local m
-  if with_c then
-    m = redis.call('HMGET', KEYS[1], 'a', 'c')
-  else
-    m = {redis.call('HGET', KEYS[1], 'a')}
-  end
-  if not m[1] and redis.call('EXISTS', KEYS[1]) == 0 then
-    return nil, {-1, 0}
-  end
-  local _, e = parse_a(m[1])
-  if not e then
-    return nil, bad_a(m[1])
-  end
-  if e <= now then
+  if t[2] <= now then
     redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
     return nil, {-1, 1}
   end
-  if not with_c then
-    return true
-  end
-  local c = parse_c(m[2])
-  if not c then
-    return nil, {-9, 'c', m[2] and 'not six integers' or 'missing'}
-  end
-  return c
+  return t
 end
 
 local function pexpire_all(ms)
@@ -167,7 +153,7 @@ local function check_free(now)
   if redis.call('EXISTS', KEYS[1]) == 0 then
     return nil
   end
-  local _, r = load_live(now, false)
+  local _, r = load_live(now)
   if r == nil then
     return {-2}
   end

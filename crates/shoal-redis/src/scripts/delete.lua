@@ -4,7 +4,7 @@ local existed = 0
 local t = redis.call('TYPE', KEYS[1])
 t = t.ok or t
 if t == 'hash' then
-  local _, e = parse_a(redis.call('HGET', KEYS[1], 'a'))
+  local e = expiry_of(redis.call('HGET', KEYS[1], 'a'))
   if not e or e > now then
     existed = 1
   end

@@ -1,10 +1,10 @@
 -- delete_frames: ARGV[2] = through_seq (<= 2^53), or '' for all. Seqs keep counting.
 -- Reply: {0, frames removed}.
-local c, r = load_live(now, true)
-if not c then
+local t, r = load_live(now)
+if not t then
   return r
 end
-local first, last = c[3], c[2]
+local first, last = t[5], t[4]
 local n = redis.call('LLEN', KEYS[2])
 local gone = n
 if ARGV[2] ~= '' then
@@ -22,7 +22,7 @@ elseif gone > 0 then
   redis.call('LTRIM', KEYS[2], gone, -1)
 end
 n = n - gone
-c[3] = last - n + 1
-c[4] = n
-redis.call('HSET', KEYS[1], 'c', pack_c(c))
+t[5] = last - n + 1
+t[6] = n
+redis.call('HSET', KEYS[1], 'a', pack_a(t))
 return {0, gone}

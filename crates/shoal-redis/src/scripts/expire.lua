@@ -10,7 +10,7 @@ end
 if t ~= 'hash' then
   return {3}
 end
-local _, e = parse_a(redis.call('HGET', KEYS[1], 'a'))
+local e = expiry_of(redis.call('HGET', KEYS[1], 'a'))
 if not e then
   return {3}
 end

@@ -1,12 +1,12 @@
 -- update: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] = expected revision,
 -- ARGV[5..] = the new blob's chunk field/value pairs (d, d1, ...); chunks past them are removed.
--- Reply: {0, the previous blob, the new a, the new c}.
-local c, r = load_live(now, true)
-if not c then
+-- Reply: {0, the previous blob, the new a}.
+local t, r = load_live(now)
+if not t then
   return r
 end
-if c[5] ~= tonumber(ARGV[4]) then
-  return {-3, c[5]}
+if t[7] ~= tonumber(ARGV[4]) then
+  return {-3, t[7]}
 end
 local old = {}
 for i = 0, 64 do
@@ -17,13 +17,14 @@ for i = 0, 64 do
   end
   old[#old + 1] = v
 end
-c[5] = c[5] + 1
-local a = ARGV[1] .. ':' .. ARGV[2]
-local cv = pack_c(c)
-redis.call('HSET', KEYS[1], 'a', a, 'c', cv, unpack(ARGV, 5))
+t[1] = tonumber(ARGV[1])
+t[2] = tonumber(ARGV[2])
+t[7] = t[7] + 1
+local a = pack_a(t)
+redis.call('HSET', KEYS[1], 'a', a, unpack(ARGV, 5))
 local i = math.floor((#ARGV - 4) / 2)
 while redis.call('HDEL', KEYS[1], 'd' .. i) == 1 do
   i = i + 1
 end
 pexpire_all(ARGV[3])
-return {0, table.concat(old), a, cv}
+return {0, table.concat(old), a}

@@ -7,7 +7,7 @@
 //!
 //! | op | round trips |
 //! |---|---|
-//! | get | `HGETALL <p>:{sid}:meta` (schema 2: fields `a`, `c`, `d` [+ `d1`…]) |
+//! | get | `HGETALL <p>:{sid}:meta` (schema 2: fields `a`, `d` [+ `d1`…]) |
 //! | touch | `EVALSHA touch` (KEYS meta, frames, requests; ARGV now, expires_at, pexpire ms) |
 //! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, the encoded-frame prefix, the frame's encoding after its seq) |
 //! | create | `EVALSHA reserve` (KEYS cap set; ARGV sid, expires_at, max sessions), then `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), then one pipeline of `ZADD` to the bucket's listing set and the cap set (which is also the expiry index) |
@@ -148,52 +148,49 @@ pub(crate) struct RawCtx {
     pub(crate) max_sessions: u64,
 }
 
-/// The meta pairs of a freshly created session (schema 2: `a`, `c`, the blob's chunks).
+/// The meta pairs of a freshly created session (schema 2: `a`, then the blob's chunks).
 #[derive(Debug, Clone)]
 pub(crate) struct CreatePairs {
     /// Field/value pairs in Shoal's order.
     pub(crate) pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Index of the `a` pair (`<last_activity>:<expires_at>`, both per session).
+    /// Index of the `a` pair (`<last_activity>:<expires_at>:<created_at>:<counters…>`; the
+    /// first three are per session).
     pub(crate) activity: usize,
-    /// Index of the `c` pair (`<created_at>:<seq>:…`; created_at is per session).
-    pub(crate) counters: usize,
-    /// The `c` value after `created_at` (from its first `:` on).
-    pub(crate) counters_rest: Vec<u8>,
+    /// The `a` value after `created_at` (from the third `:` on: the counters).
+    pub(crate) counters: Vec<u8>,
 }
 
 impl CreatePairs {
-    /// Finds the per-session fields in `pairs`.
+    /// Finds the per-session field in `pairs`.
     pub(crate) fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> anyhow::Result<Self> {
-        let find = |name: &str| {
-            pairs
-                .iter()
-                .position(|(k, _)| k == name.as_bytes())
-                .with_context(|| format!("the meta hash of a new session has no {name:?} field"))
-        };
-        let counters = find("c")?;
-        let c = &pairs[counters].1;
-        let colon = c
+        let activity = pairs
             .iter()
-            .position(|b| *b == b':')
-            .context("the meta field c of a new session has no ':'")?;
+            .position(|(k, _)| k == b"a")
+            .context("the meta hash of a new session has no \"a\" field")?;
+        let a = &pairs[activity].1;
+        let third = a
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b':')
+            .nth(2)
+            .map(|(i, _)| i)
+            .context("the meta field a of a new session has fewer than four parts")?;
         Ok(CreatePairs {
-            activity: find("a")?,
-            counters_rest: c[colon..].to_vec(),
-            counters,
+            counters: a[third..].to_vec(),
+            activity,
             pairs,
         })
     }
 
     /// The value of `a` for a session created at `now` that expires at `expires`.
-    pub(crate) fn activity_value(&self, now: &str, expires: &str) -> String {
-        format!("{now}:{expires}")
-    }
-
-    /// The value of `c` for a session created at `now`.
-    pub(crate) fn counters_value(&self, now: &str) -> Vec<u8> {
-        let mut v = Vec::with_capacity(now.len() + self.counters_rest.len());
+    pub(crate) fn activity_value(&self, now: &str, expires: &str) -> Vec<u8> {
+        let mut v = Vec::with_capacity(2 * now.len() + expires.len() + 2 + self.counters.len());
         v.extend_from_slice(now.as_bytes());
-        v.extend_from_slice(&self.counters_rest);
+        v.push(b':');
+        v.extend_from_slice(expires.as_bytes());
+        v.push(b':');
+        v.extend_from_slice(now.as_bytes());
+        v.extend_from_slice(&self.counters);
         v
     }
 }
@@ -356,8 +353,6 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
                 inv.arg(&k[..]);
                 if j == p.activity {
                     inv.arg(p.activity_value(&now_s, &exp_s));
-                } else if j == p.counters {
-                    inv.arg(p.counters_value(&now_s));
                 } else {
                     inv.arg(&v[..]);
                 }
@@ -474,30 +469,22 @@ mod tests {
 
     #[test]
     fn create_pairs_find_the_per_session_fields() {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-            [("a", "1:2"), ("c", "1:0:1:0:1:0"), ("d", "\u{1}blob")]
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = [("d", "\u{1}blob"), ("a", "1:2:1:0:1:0:1:0")]
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
         let p = CreatePairs::new(pairs.clone()).unwrap();
-        assert_eq!((p.activity, p.counters), (0, 1));
-        assert_eq!(p.activity_value("5", "9"), "5:9");
-        assert_eq!(p.counters_value("5"), b"5:0:1:0:1:0");
+        assert_eq!(p.activity, 1);
+        assert_eq!(p.activity_value("5", "9"), b"5:9:5:0:1:0:1:0");
         assert!(CreatePairs::new(pairs[..1].to_vec()).is_err());
-        assert!(
-            CreatePairs::new(vec![
-                (b"a".to_vec(), vec![]),
-                (b"c".to_vec(), b"1".to_vec())
-            ])
-            .is_err()
-        );
+        assert!(CreatePairs::new(vec![(b"a".to_vec(), b"1:2:3".to_vec())]).is_err());
     }
 
     #[test]
     fn scripts_are_shoal_redis_files() {
         let s = Scripts::new();
         assert!(COMMON_LUA.contains("local function load_live"));
-        assert!(APPEND_LUA.contains("pack_c(c)"));
+        assert!(APPEND_LUA.contains("pack_a(t)"));
         let hashes = s.hashes();
         assert!(hashes.iter().all(|(_, h)| h.len() == 40));
     }
