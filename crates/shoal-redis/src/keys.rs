@@ -36,18 +36,29 @@ impl Keys {
         &self.prefix
     }
 
+    /// `<prefix>:{<sid>}:<kind>`, built without `format!` (it is on every request's path).
+    fn session_key(&self, id: &SessionId, kind: &str) -> String {
+        let id = id.as_str();
+        let mut k = String::with_capacity(self.prefix.len() + id.len() + kind.len() + 4);
+        k.push_str(&self.prefix);
+        k.push_str(":{");
+        k.push_str(id);
+        k.push_str("}:");
+        k.push_str(kind);
+        k
+    }
+
     /// `<prefix>:{<sid>}:meta`.
     pub(crate) fn meta(&self, id: &SessionId) -> String {
-        format!("{}:{{{}}}:meta", self.prefix, id.as_str())
+        self.session_key(id, "meta")
     }
 
     /// `[meta, frames, requests]`, the keys every per-session script receives.
     pub(crate) fn session(&self, id: &SessionId) -> [String; 3] {
-        let tag = format!("{}:{{{}}}", self.prefix, id.as_str());
         [
-            format!("{tag}:meta"),
-            format!("{tag}:frames"),
-            format!("{tag}:requests"),
+            self.session_key(id, "meta"),
+            self.session_key(id, "frames"),
+            self.session_key(id, "requests"),
         ]
     }
 
