@@ -120,9 +120,9 @@ async fn measure(url: &str, shape: &'static str, n: usize) -> Result<Measured> {
                 .await?;
         }
     }
+    // Schema 2: the capacity set (also the expiry index) and 16 listing buckets.
     let mut index_keys = vec![format!("{prefix}:idx:{{cap}}:live")];
     for b in 0..16 {
-        index_keys.push(format!("{prefix}:idx:{{b{b:02}}}:expiry"));
         index_keys.push(format!("{prefix}:idx:{{b{b:02}}}:all"));
     }
     let mut index_total = 0u64;

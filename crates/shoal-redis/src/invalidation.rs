@@ -43,7 +43,7 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 use shoal_core::{
-    CachedBuilder, Error, Result, SessionId, Timestamp,
+    CachedBuilder, Error, Result, SessionId,
     cached::{
         BusEvent, BusHook, BusHooks, Invalidation, InvalidationBus, Revalidate, SessionStamp,
         unix_micros,
@@ -701,57 +701,27 @@ impl Subscriber {
     }
 }
 
-/// The cheap version check for `strict` caches: one `HMGET` of seven small meta fields.
+/// The cheap version check for `strict` caches: one `HMGET` of the meta field `a` (activity
+/// and counters); the caller-owned blob is not read.
 #[async_trait]
 impl Revalidate for RedisStore {
     async fn stamp(&self, id: &SessionId) -> Result<Option<SessionStamp>> {
-        const FIELDS: [&str; 7] = [
-            meta::F_REVISION,
-            meta::F_SEQ,
-            meta::F_FIRST_SEQ,
-            meta::F_FRAME_COUNT,
-            meta::F_CREATED_AT,
-            meta::F_LAST_ACTIVITY,
-            meta::F_EXPIRES_AT,
-        ];
-        let values = self.meta_fields(id, &FIELDS).await?;
-        if values.first().is_none_or(|v| *v == Value::Nil) {
+        let values = self.meta_fields(id, &[meta::F_ACTIVITY]).await?;
+        let Some(a) = values.first().and_then(meta::bytes_of) else {
             return Ok(None);
-        }
-        let mut nums = [0u64; 7];
-        for (i, field) in FIELDS.iter().enumerate() {
-            nums[i] = values
-                .get(i)
-                .and_then(meta::bytes_of)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        format!("session {:?} meta field {field:?}", id.as_str()),
-                        "not a valid integer",
-                    )
-                })?;
-        }
-        let [
-            revision,
-            last_seq,
-            first_seq,
-            frame_count,
-            created,
-            activity,
-            expires,
-        ] = nums;
+        };
+        let a = meta::parse_activity(id, a)?;
         let mut stamp = SessionStamp::of(&shoal_core::Session::new(
             id.clone(),
             shoal_core::Transport::Http,
         ));
-        stamp.revision = revision;
-        stamp.last_seq = last_seq;
-        stamp.first_seq = first_seq;
-        stamp.frame_count = frame_count;
-        stamp.created_at = Timestamp(created);
-        stamp.last_activity = Timestamp(activity);
-        stamp.expires_at = Timestamp(expires);
+        stamp.revision = a.revision;
+        stamp.last_seq = a.seq;
+        stamp.first_seq = a.first_seq;
+        stamp.frame_count = a.frame_count;
+        stamp.created_at = a.created_at;
+        stamp.last_activity = a.last_activity;
+        stamp.expires_at = a.expires_at;
         Ok(Some(stamp))
     }
 }

@@ -1,10 +1,11 @@
 //! Key names. Every key of one session carries the hash tag `{<sid>}`, so one script can touch
-//! all of them on Redis Cluster too; index keys carry a bucket tag `{bNN}`.
+//! all of them on Redis Cluster too; listing buckets carry a bucket tag `{bNN}`, the capacity
+//! (and expiry) set the tag `{cap}`.
 
 use shoal_core::SessionId;
 
-/// Index buckets: the expiry and listing indices are split into this many sorted sets (each
-/// in its own cluster slot), so no single key holds every session.
+/// Listing buckets: the listing index is split into this many sorted sets (each in its own
+/// cluster slot), so a page walks short sets and its cursor stays stable.
 pub(crate) const BUCKETS: u32 = 16;
 
 /// The bucket of a session id: FNV-1a (32 bit) of its bytes, modulo [`BUCKETS`]. Stable across
@@ -35,24 +36,30 @@ impl Keys {
         &self.prefix
     }
 
+    /// `<prefix>:{<sid>}:<kind>`, built without `format!` (it is on every request's path).
+    fn session_key(&self, id: &SessionId, kind: &str) -> String {
+        let id = id.as_str();
+        let mut k = String::with_capacity(self.prefix.len() + id.len() + kind.len() + 4);
+        k.push_str(&self.prefix);
+        k.push_str(":{");
+        k.push_str(id);
+        k.push_str("}:");
+        k.push_str(kind);
+        k
+    }
+
     /// `<prefix>:{<sid>}:meta`.
     pub(crate) fn meta(&self, id: &SessionId) -> String {
-        format!("{}:{{{}}}:meta", self.prefix, id.as_str())
+        self.session_key(id, "meta")
     }
 
     /// `[meta, frames, requests]`, the keys every per-session script receives.
     pub(crate) fn session(&self, id: &SessionId) -> [String; 3] {
-        let tag = format!("{}:{{{}}}", self.prefix, id.as_str());
         [
-            format!("{tag}:meta"),
-            format!("{tag}:frames"),
-            format!("{tag}:requests"),
+            self.session_key(id, "meta"),
+            self.session_key(id, "frames"),
+            self.session_key(id, "requests"),
         ]
-    }
-
-    /// `<prefix>:idx:{bNN}:expiry`: score = expires_at (ms) when indexed, member = sid.
-    pub(crate) fn expiry(&self, bucket: u32) -> String {
-        format!("{}:idx:{{b{bucket:02}}}:expiry", self.prefix)
     }
 
     /// `<prefix>:idx:{bNN}:all`: score 0, member = sid; walked in lexicographic order by `list`.
@@ -61,7 +68,8 @@ impl Keys {
     }
 
     /// `<prefix>:idx:{cap}:live`: every session (member = sid, score = expires_at when
-    /// indexed), in one key so `max_sessions` can be checked and reserved atomically.
+    /// indexed), in one key so `max_sessions` can be checked and reserved atomically; also the
+    /// index the sweeper and `count` read expiries from.
     pub(crate) fn cap(&self) -> String {
         format!("{}:idx:{{cap}}:live", self.prefix)
     }
@@ -102,7 +110,7 @@ mod tests {
             k.session(&id),
             ["p:{abc}:meta", "p:{abc}:frames", "p:{abc}:requests"]
         );
-        assert_eq!(k.expiry(3), "p:idx:{b03}:expiry");
+        assert_eq!(k.cap(), "p:idx:{cap}:live");
         assert_eq!(k.all(15), "p:idx:{b15}:all");
     }
 }

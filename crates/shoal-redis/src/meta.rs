@@ -1,5 +1,25 @@
-//! The session's `meta` hash: small fields as plain strings (so `touch` is one `HSET`), the
-//! structured caller fields as one versioned MessagePack blob (`ext`).
+//! The session's `meta` hash, schema 2: two kinds of fields, so every read is a lean
+//! `HGETALL` (2 fields for a plain session, 3–4 for a proxy's) and the scripts never decode
+//! the caller's fields.
+//!
+//! | field | written by | value |
+//! |---|---|---|
+//! | `a` | every write script | `<last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>` (decimal) |
+//! | `d`, `d1` … `d7` | create, update, restore | one codec blob (v1 envelope + named MessagePack) of the caller-owned fields, split into chunks of at most [`CHUNK`] bytes |
+//!
+//! Activity and counters share one field because every reply element costs the client a
+//! parse and an allocation (the bottleneck on small machines, see DESIGN §9), while rewriting
+//! ~50 bytes inside a script costs Redis next to nothing.
+//!
+//! The blob is chunked so that no hash value exceeds Redis's default `hash-max-listpack-value`
+//! (64): one longer value turns the whole hash from a listpack (≈ 100–250 B here) into a
+//! hashtable (≈ 1 KB). A blob longer than [`CHUNK`] × [`MAX_CHUNKS`] is stored whole in `d`
+//! (such a hash is a hashtable anyway, and fewer fields keep `HGETALL` cheap).
+//!
+//! The field set is the schema marker: schema 1 (before issue #6) stored plain fields
+//! (`id`, `expires_at`, `seq`, …); a hash holding those is reported as `Corrupt`, naming
+//! schema 1, by the Rust reader and by every script. A later schema that keeps these names must
+//! add a marker field.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,51 +30,72 @@ use shoal_core::{
     Timestamp, Transport, codec,
 };
 
-pub(crate) const F_ID: &str = "id";
-pub(crate) const F_TRANSPORT: &str = "transport";
-pub(crate) const F_STATUS: &str = "status";
-pub(crate) const F_STATE: &str = "state";
-pub(crate) const F_CREATED_AT: &str = "created_at";
-pub(crate) const F_LAST_ACTIVITY: &str = "last_activity";
-pub(crate) const F_EXPIRES_AT: &str = "expires_at";
-pub(crate) const F_SEQ: &str = "seq";
-pub(crate) const F_FIRST_SEQ: &str = "first_seq";
-pub(crate) const F_FRAME_COUNT: &str = "frame_count";
-pub(crate) const F_REVISION: &str = "revision";
-pub(crate) const F_PRINCIPAL: &str = "principal";
-pub(crate) const F_PROTOCOL_VERSION: &str = "protocol_version";
-pub(crate) const F_UPSTREAM_SESSION_ID: &str = "upstream_session_id";
-pub(crate) const F_EXT: &str = "ext";
-pub(crate) const F_PENDING_SEQ: &str = "pending_seq";
+/// The activity and counters field: `<last_activity>:<expires_at>:<created_at>:<seq>:
+/// <first_seq>:<frame_count>:<revision>:<pending_seq>`.
+pub(crate) const F_ACTIVITY: &str = "a";
+/// The names of the blob's chunks, in order.
+pub(crate) const CHUNK_NAMES: [&str; MAX_CHUNKS] = ["d", "d1", "d2", "d3", "d4", "d5", "d6", "d7"];
+/// The longest chunk: Redis's default `hash-max-listpack-value`.
+pub(crate) const CHUNK: usize = 64;
+/// Chunks at most; a longer blob is stored whole in `d`.
+pub(crate) const MAX_CHUNKS: usize = 8;
+/// A field only schema 1 had; its presence names the old layout in errors.
+const SCHEMA1_FIELD: &[u8] = b"expires_at";
+/// The reason given for a hash written by schema 1.
+pub(crate) const SCHEMA1: &str = "written by the schema-1 layout (plain fields id, expires_at, \
+     seq, …) of shoal-redis before issue #6; this version reads schema 2 (fields a, d): \
+     delete the session or export it with the old version and import it again";
 
 /// The largest integer the Lua scripts handle exactly (Lua numbers are doubles).
 pub(crate) const MAX_LUA_INT: u64 = (1 << 53) - 1;
 
-/// The structured caller-owned fields, stored together as one blob.
-#[derive(Default, Serialize, Deserialize)]
-struct Ext {
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
-    client_info: Option<serde_json::Value>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
-    server_info: Option<serde_json::Value>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
-    initialize_params: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    tags: BTreeSet<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    metadata: BTreeMap<String, String>,
+/// The caller-owned fields as stored (`d`), borrowed for encoding. Short names keep a
+/// typical session's blob within one or two chunks.
+#[derive(Serialize)]
+struct DescOut<'a> {
+    t: Transport,
+    s: SessionStatus,
+    st: SessionState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pv: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    u: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ci: &'a Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    si: &'a Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: &'a Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    tg: &'a BTreeSet<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    md: &'a BTreeMap<String, String>,
+}
+
+/// The caller-owned fields as read back.
+#[derive(Deserialize)]
+struct DescIn {
+    t: Transport,
+    s: SessionStatus,
+    st: SessionState,
+    #[serde(default)]
+    p: Option<String>,
+    #[serde(default)]
+    pv: Option<String>,
+    #[serde(default)]
+    u: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    ci: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    si: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    ip: Option<serde_json::Value>,
+    #[serde(default)]
+    tg: BTreeSet<String>,
+    #[serde(default)]
+    md: BTreeMap<String, String>,
 }
 
 /// A present key is `Some`, even when its value is JSON `null` (absent keys default to `None`).
@@ -64,79 +105,61 @@ fn present<'de, D: Deserializer<'de>>(
     serde_json::Value::deserialize(d).map(Some)
 }
 
-impl Ext {
-    fn of(s: &Session) -> Self {
-        Ext {
-            client_info: s.client_info.clone(),
-            server_info: s.server_info.clone(),
-            initialize_params: s.initialize_params.clone(),
-            tags: s.tags.clone(),
-            metadata: s.metadata.clone(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.client_info.is_none()
-            && self.server_info.is_none()
-            && self.initialize_params.is_none()
-            && self.tags.is_empty()
-            && self.metadata.is_empty()
-    }
-}
-
-fn encode_ext(s: &Session) -> Result<Option<Vec<u8>>> {
-    let ext = Ext::of(s);
-    if ext.is_empty() {
-        return Ok(None);
-    }
-    codec::encode(&ext)
-        .map(Some)
+/// The blob of `s`'s caller-owned fields (`d`).
+pub(crate) fn encode_desc(s: &Session) -> Result<Vec<u8>> {
+    let out = DescOut {
+        t: s.transport,
+        s: s.status,
+        st: s.state,
+        p: &s.principal,
+        pv: &s.protocol_version,
+        u: &s.upstream_session_id,
+        ci: &s.client_info,
+        si: &s.server_info,
+        ip: &s.initialize_params,
+        tg: &s.tags,
+        md: &s.metadata,
+    };
+    codec::encode(&out)
         .map_err(|e| Error::invalid(format!("session {:?}: cannot encode: {e}", s.id.as_str())))
 }
 
 /// Hash fields and their values.
 pub(crate) type Fields = Vec<(&'static str, Vec<u8>)>;
 
-/// Field/value pairs for the caller-owned fields, and the optional fields to remove.
-pub(crate) fn caller_fields(s: &Session) -> Result<(Fields, Vec<&'static str>)> {
-    let mut set: Vec<(&'static str, Vec<u8>)> = vec![
-        (F_TRANSPORT, s.transport.as_str().into()),
-        (F_STATUS, s.status.as_str().into()),
-        (F_STATE, s.state.as_str().into()),
-    ];
-    let mut del = Vec::new();
-    for (field, value) in [
-        (F_PRINCIPAL, &s.principal),
-        (F_PROTOCOL_VERSION, &s.protocol_version),
-        (F_UPSTREAM_SESSION_ID, &s.upstream_session_id),
-    ] {
-        match value {
-            Some(v) => set.push((field, v.as_bytes().to_vec())),
-            None => del.push(field),
-        }
+/// The blob as `(chunk name, bytes)` pairs: chunks of at most [`CHUNK`] bytes, or the whole
+/// blob in `d` when it needs more than [`MAX_CHUNKS`].
+pub(crate) fn chunk_fields(blob: &[u8]) -> Fields {
+    if blob.len() > CHUNK * MAX_CHUNKS || blob.len() <= CHUNK {
+        return vec![(CHUNK_NAMES[0], blob.to_vec())];
     }
-    match encode_ext(s)? {
-        Some(blob) => set.push((F_EXT, blob)),
-        None => del.push(F_EXT),
-    }
-    Ok((set, del))
+    blob.chunks(CHUNK)
+        .zip(CHUNK_NAMES)
+        .map(|(c, name)| (name, c.to_vec()))
+        .collect()
 }
 
-/// Every field of a whole session (create and restore).
+/// The value of field `a` for `s`.
+pub(crate) fn activity_value(s: &Session, pending_seq: u64) -> Vec<u8> {
+    format!(
+        "{}:{}:{}:{}:{}:{}:{}:{}",
+        s.last_activity.as_millis(),
+        s.expires_at.as_millis(),
+        s.created_at.as_millis(),
+        s.last_seq,
+        s.first_seq,
+        s.frame_count,
+        s.revision,
+        pending_seq
+    )
+    .into_bytes()
+}
+
+/// Every field of a whole session (create and restore): `a`, then the blob's chunks.
 pub(crate) fn all_fields(s: &Session, pending_seq: u64) -> Result<Fields> {
-    let (mut fields, _) = caller_fields(s)?;
-    let num = |n: u64| n.to_string().into_bytes();
-    fields.extend([
-        (F_ID, s.id.as_str().as_bytes().to_vec()),
-        (F_CREATED_AT, num(s.created_at.as_millis())),
-        (F_LAST_ACTIVITY, num(s.last_activity.as_millis())),
-        (F_EXPIRES_AT, num(s.expires_at.as_millis())),
-        (F_SEQ, num(s.last_seq)),
-        (F_FIRST_SEQ, num(s.first_seq)),
-        (F_FRAME_COUNT, num(s.frame_count)),
-        (F_REVISION, num(s.revision)),
-        (F_PENDING_SEQ, num(pending_seq)),
-    ]);
+    let blob = encode_desc(s)?;
+    let mut fields = vec![(F_ACTIVITY, activity_value(s, pending_seq))];
+    fields.extend(chunk_fields(&blob));
     Ok(fields)
 }
 
@@ -171,11 +194,111 @@ pub(crate) fn hash_pairs(v: &Value) -> Option<Vec<(&[u8], &[u8])>> {
     }
 }
 
-fn corrupt(id: &SessionId, field: &str, reason: impl Into<String>) -> Error {
+pub(crate) fn corrupt(id: &SessionId, field: &str, reason: impl Into<String>) -> Error {
     Error::corrupt(
         format!("session {:?} meta field {field:?}", id.as_str()),
         reason,
     )
+}
+
+/// A decimal non-negative integer of at most 16 digits (what the scripts accept).
+fn dec(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 16 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    (n <= MAX_LUA_INT).then_some(n)
+}
+
+/// `N` decimal integers separated by `:`.
+fn decs<const N: usize>(b: &[u8]) -> Option<[u64; N]> {
+    let mut out = [0u64; N];
+    let mut parts = b.split(|c| *c == b':');
+    for slot in &mut out {
+        *slot = dec(parts.next()?)?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Field `a`, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Activity {
+    pub(crate) last_activity: Timestamp,
+    pub(crate) expires_at: Timestamp,
+    pub(crate) created_at: Timestamp,
+    pub(crate) seq: u64,
+    pub(crate) first_seq: u64,
+    pub(crate) frame_count: u64,
+    pub(crate) revision: u64,
+}
+
+/// Parses field `a`.
+pub(crate) fn parse_activity(id: &SessionId, v: &[u8]) -> Result<Activity> {
+    let [
+        la,
+        exp,
+        created,
+        seq,
+        first_seq,
+        frame_count,
+        revision,
+        _pending,
+    ] = decs::<8>(v).ok_or_else(|| {
+        corrupt(
+            id,
+            F_ACTIVITY,
+            format!(
+                "{:?} is not <last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:\
+                     <frame_count>:<revision>:<pending_seq>",
+                String::from_utf8_lossy(v)
+            ),
+        )
+    })?;
+    Ok(Activity {
+        last_activity: Timestamp(la),
+        expires_at: Timestamp(exp),
+        created_at: Timestamp(created),
+        seq,
+        first_seq,
+        frame_count,
+        revision,
+    })
+}
+
+/// Decodes the caller-owned fields of `id` from the blob `d` into a session.
+fn decode_desc(id: &SessionId, blob: &[u8]) -> Result<Session> {
+    let d: DescIn = codec::decode(blob).map_err(|e| corrupt(id, "d", e.to_string()))?;
+    let mut s = Session::new(id.clone(), d.t);
+    s.status = d.s;
+    s.state = d.st;
+    s.principal = d.p;
+    s.protocol_version = d.pv;
+    s.upstream_session_id = d.u;
+    s.client_info = d.ci;
+    s.server_info = d.si;
+    s.initialize_params = d.ip;
+    s.tags = d.tg;
+    s.metadata = d.md;
+    Ok(s)
+}
+
+/// The caller-owned status stored in a blob, if it decodes (metrics only).
+pub(crate) fn desc_status(blob: &[u8]) -> Option<SessionStatus> {
+    codec::decode::<DescIn>(blob).ok().map(|d| d.s)
+}
+
+/// A whole session from its two parts.
+pub(crate) fn assemble(id: &SessionId, a: &[u8], blob: &[u8]) -> Result<Session> {
+    let c = parse_activity(id, a)?;
+    let mut s = decode_desc(id, blob)?;
+    s.created_at = c.created_at;
+    s.last_activity = c.last_activity;
+    s.expires_at = c.expires_at;
+    s.last_seq = c.seq;
+    s.first_seq = c.first_seq;
+    s.frame_count = c.frame_count;
+    s.revision = c.revision;
+    Ok(s)
 }
 
 /// Parses an `HGETALL` of `id`'s meta. `Ok(None)` when the hash is empty (no session).
@@ -189,61 +312,44 @@ pub(crate) fn parse_session(id: &SessionId, reply: &Value) -> Result<Option<Sess
     if pairs.is_empty() {
         return Ok(None);
     }
-    let get = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| *k == name.as_bytes())
-            .map(|(_, v)| *v)
-    };
-    let text = |name: &str| -> Result<Option<String>> {
-        get(name)
-            .map(|b| {
-                String::from_utf8(b.to_vec()).map_err(|_| corrupt(id, name, "not valid UTF-8"))
-            })
-            .transpose()
-    };
-    let required =
-        |name: &str| -> Result<String> { text(name)?.ok_or_else(|| corrupt(id, name, "missing")) };
-    let number = |name: &str| -> Result<u64> {
-        let s = required(name)?;
-        s.parse::<u64>()
-            .map_err(|_| corrupt(id, name, format!("{s:?} is not a non-negative integer")))
-    };
-    let stored_id = required(F_ID)?;
-    if stored_id != id.as_str() {
-        return Err(corrupt(id, F_ID, format!("holds {stored_id:?}")));
+    let mut a = None;
+    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    let mut schema1 = false;
+    for (k, v) in &pairs {
+        match *k {
+            b"a" => a = Some(*v),
+            b"d" => chunks[0] = Some(*v),
+            [b'd', n @ b'1'..=b'7'] => chunks[usize::from(n - b'0')] = Some(*v),
+            SCHEMA1_FIELD => schema1 = true,
+            _ => {}
+        }
     }
-    let transport: Transport = required(F_TRANSPORT)?
-        .parse()
-        .map_err(|e: Error| corrupt(id, F_TRANSPORT, e.to_string()))?;
-    let status: SessionStatus = required(F_STATUS)?
-        .parse()
-        .map_err(|e: Error| corrupt(id, F_STATUS, e.to_string()))?;
-    let state: SessionState = required(F_STATE)?
-        .parse()
-        .map_err(|e: Error| corrupt(id, F_STATE, e.to_string()))?;
-    let ext: Ext = match get(F_EXT) {
-        None => Ext::default(),
-        Some(b) => codec::decode(b).map_err(|e| corrupt(id, F_EXT, e.to_string()))?,
+    let Some(a) = a else {
+        return Err(corrupt(
+            id,
+            F_ACTIVITY,
+            if schema1 { SCHEMA1 } else { "missing" },
+        ));
     };
-    let mut s = Session::new(id.clone(), transport);
-    s.status = status;
-    s.state = state;
-    s.created_at = Timestamp(number(F_CREATED_AT)?);
-    s.last_activity = Timestamp(number(F_LAST_ACTIVITY)?);
-    s.expires_at = Timestamp(number(F_EXPIRES_AT)?);
-    s.last_seq = number(F_SEQ)?;
-    s.first_seq = number(F_FIRST_SEQ)?;
-    s.frame_count = number(F_FRAME_COUNT)?;
-    s.revision = number(F_REVISION)?;
-    s.principal = text(F_PRINCIPAL)?;
-    s.protocol_version = text(F_PROTOCOL_VERSION)?;
-    s.upstream_session_id = text(F_UPSTREAM_SESSION_ID)?;
-    s.client_info = ext.client_info;
-    s.server_info = ext.server_info;
-    s.initialize_params = ext.initialize_params;
-    s.tags = ext.tags;
-    s.metadata = ext.metadata;
+    let first = chunks[0].ok_or_else(|| corrupt(id, "d", "missing"))?;
+    let n = chunks.iter().take_while(|c| c.is_some()).count();
+    if let Some(gap) = chunks[n..].iter().position(Option::is_some) {
+        return Err(corrupt(
+            id,
+            CHUNK_NAMES[n + gap],
+            format!("present while {:?} is missing", CHUNK_NAMES[n]),
+        ));
+    }
+    let s = if n == 1 {
+        assemble(id, a, first)?
+    } else {
+        let blob: Vec<u8> = chunks
+            .iter()
+            .flatten()
+            .flat_map(|c| c.iter().copied())
+            .collect();
+        assemble(id, a, &blob)?
+    };
     Ok(Some(s))
 }
 
@@ -291,7 +397,7 @@ mod tests {
         SessionId::new("s-1").unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn to_reply(fields: &[(&'static str, Vec<u8>)]) -> Value {
+    fn to_reply(fields: &[(&str, Vec<u8>)]) -> Value {
         Value::Array(
             fields
                 .iter()
@@ -305,8 +411,7 @@ mod tests {
         )
     }
 
-    #[test]
-    fn sessions_round_trip_through_fields() {
+    fn full() -> Session {
         let mut s = Session::new(sid(), Transport::StreamableHttp);
         s.created_at = Timestamp(1);
         s.last_activity = Timestamp(2);
@@ -320,37 +425,123 @@ mod tests {
         s.server_info = Some(serde_json::Value::Null);
         s.tags.insert("t".into());
         s.metadata.insert("k".into(), "v".into());
+        s
+    }
+
+    #[test]
+    fn sessions_round_trip_through_fields() {
+        let s = full();
         let fields = all_fields(&s, 0).unwrap_or_else(|e| panic!("{e}"));
         let back = parse_session(&sid(), &to_reply(&fields)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, Some(s.clone()));
 
         let plain = Session::new(sid(), Transport::Stdio);
         let fields = all_fields(&plain, 0).unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            fields.iter().all(|(k, _)| *k != F_EXT),
-            "empty ext is not stored"
-        );
+        let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["a", "d"]);
         let back = parse_session(&sid(), &to_reply(&fields)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, Some(plain));
     }
 
     #[test]
+    fn long_blobs_are_chunked_within_the_listpack_limit() {
+        let mut s = full();
+        s.client_info = Some(json!({"name": "claude-code", "version": "1.0.71"}));
+        s.upstream_session_id = Some("0123456789abcdef0123456789abcdef".into());
+        s.protocol_version = Some("2025-11-25".into());
+        let fields = all_fields(&s, 3).unwrap_or_else(|e| panic!("{e}"));
+        assert!(fields.len() > 2, "{fields:?}");
+        assert!(fields.iter().all(|(_, v)| v.len() <= CHUNK), "{fields:?}");
+        // Any field order (a hashtable's HGETALL is unordered).
+        let mut reversed = fields.clone();
+        reversed.reverse();
+        for f in [&fields, &reversed] {
+            let back = parse_session(&sid(), &to_reply(f)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back.as_ref(), Some(&s));
+        }
+        // A missing middle chunk is named.
+        let gap: Vec<_> = fields.iter().filter(|(k, _)| *k != "d1").cloned().collect();
+        let err = parse_session(&sid(), &to_reply(&gap)).unwrap_err();
+        assert!(err.to_string().contains("\"d2\""), "{err}");
+
+        // Past MAX_CHUNKS chunks the blob is stored whole.
+        s.metadata
+            .insert("big".into(), "x".repeat(CHUNK * MAX_CHUNKS));
+        let fields = all_fields(&s, 0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fields.len(), 2);
+        let back = parse_session(&sid(), &to_reply(&fields)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, Some(s));
+    }
+
+    /// The storage format of the blob, byte for byte (a change here is a schema change).
+    #[test]
+    fn desc_blob_golden() {
+        let mut s = Session::new(sid(), Transport::Http);
+        s.protocol_version = Some("v".into());
+        let blob = encode_desc(&s).unwrap_or_else(|e| panic!("{e}"));
+        let hex: String = blob.iter().map(|b| format!("{b:02x}")).collect();
+        // 0x01 envelope; map of 4: t "http", s "active", st "initializing", pv "v".
+        assert_eq!(
+            hex,
+            "0184a174a468747470a173a6616374697665a27374ac696e697469616c697a696e67a27076a176"
+        );
+        assert_eq!(&fields_of(&s)[..1], &[("a", b"0:0:0:0:1:0:0:0".to_vec())]);
+    }
+
+    fn fields_of(s: &Session) -> Fields {
+        all_fields(s, 0).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
     fn bad_fields_are_corrupt_and_named() {
         let s = Session::new(sid(), Transport::Http);
-        let mut fields = all_fields(&s, 0).unwrap_or_else(|e| panic!("{e}"));
-        for (k, v) in &mut fields {
-            if *k == F_SEQ {
-                *v = b"x1".to_vec();
+        let base = fields_of(&s);
+        let with = |name: &'static str, value: &[u8]| {
+            let mut f = base.clone();
+            for (k, v) in &mut f {
+                if *k == name {
+                    *v = value.to_vec();
+                }
             }
+            parse_session(&sid(), &to_reply(&f)).unwrap_err()
+        };
+        for (name, value) in [
+            ("a", &b"0:0:0:x1:1:0:0:0"[..]),
+            ("a", b"0:0:0:1:1:0:0"),
+            ("a", b"0:0:0:1:1:0:0:0:0"),
+            ("a", b"0:0:99999999999999999:0:1:0:0:0"),
+            ("a", b"1:"),
+            ("a", b"soon"),
+            ("d", b"\x07payload"),
+            ("d", b"\x01\xc1"),
+        ] {
+            let err = with(name, value);
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
         }
-        let err = parse_session(&sid(), &to_reply(&fields)).unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains("\"seq\""), "{err}");
+        assert!(
+            with("d", b"\x07x")
+                .to_string()
+                .contains("unsupported envelope version 0x07")
+        );
         assert!(parse_session(&sid(), &Value::Int(3)).is_err());
         assert_eq!(
             parse_session(&sid(), &Value::Array(vec![])).ok(),
             Some(None)
         );
+    }
+
+    #[test]
+    fn schema1_hashes_are_corrupt_and_named() {
+        let old: Fields = vec![
+            ("id", b"s-1".to_vec()),
+            ("transport", b"http".to_vec()),
+            ("expires_at", b"5".to_vec()),
+            ("seq", b"0".to_vec()),
+        ];
+        let err = parse_session(&sid(), &to_reply(&old)).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("schema-1"), "{err}");
     }
 
     #[test]

@@ -446,15 +446,19 @@ impl Inner {
     }
 
     fn corrupt_status(&self, id: &SessionId, reply: &[Value]) -> Error {
-        let field = reply
-            .get(1)
-            .and_then(bytes_of)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        Error::corrupt(
-            format!("session {:?} meta field {field:?}", id.as_str()),
-            "not a valid integer",
-        )
+        let text = |i: usize| {
+            reply
+                .get(i)
+                .and_then(bytes_of)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        let field = text(1).unwrap_or_default();
+        let reason = match text(2).as_deref() {
+            Some("schema1") => meta::SCHEMA1.to_owned(),
+            Some(r) => r.to_owned(),
+            None => "not valid".to_owned(),
+        };
+        meta::corrupt(id, &field, reason)
     }
 
     /// Runs commands that may live in different slots: one pipeline on a single server; on a
@@ -465,18 +469,18 @@ impl Inner {
             return Ok(Vec::new());
         }
         if !self.cluster {
+            let n = cmds.len();
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            for (_, c) in &cmds {
-                pipe.add_command(c.clone());
+            for (_, c) in cmds {
+                pipe.add_command(c);
             }
             let mut c = self.conn();
             let values: Vec<Value> = self.io(op, None, pipe.query_async(&mut c)).await?;
-            if values.len() != cmds.len() {
+            if values.len() != n {
                 return Err(Error::backend(format!(
-                    "redis {op}: {} replies for {} commands",
+                    "redis {op}: {} replies for {n} commands",
                     values.len(),
-                    cmds.len()
                 )));
             }
             return Ok(values);
@@ -519,7 +523,8 @@ impl Inner {
         Ok(out)
     }
 
-    /// Adds sessions to their buckets' indices (after their per-session write).
+    /// Adds sessions to their listing buckets and to the capacity set, which is also the
+    /// expiry index (after their per-session write).
     async fn index(&self, entries: &[(&str, Timestamp)]) -> Result<()> {
         let mut by_bucket: BTreeMap<u32, Vec<(&str, Timestamp)>> = BTreeMap::new();
         for (id, exp) in entries {
@@ -527,15 +532,11 @@ impl Inner {
         }
         let mut cmds = Vec::new();
         for (b, items) in by_bucket {
-            let mut zexp = redis::cmd("ZADD");
-            zexp.arg(self.keys.expiry(b));
             let mut zall = redis::cmd("ZADD");
             zall.arg(self.keys.all(b));
-            for (id, exp) in items {
-                zexp.arg(exp.as_millis()).arg(id);
+            for (id, _) in items {
                 zall.arg(0).arg(id);
             }
-            cmds.push((self.keys.expiry(b), zexp));
             cmds.push((self.keys.all(b), zall));
         }
         let cap = self.keys.cap();
@@ -552,8 +553,8 @@ impl Inner {
         }
     }
 
-    /// Removes members from their buckets' indices. Best effort: a failure leaves a dangling
-    /// member that readers and the sweeper remove later.
+    /// Removes members from their listing buckets and the capacity set. Best effort: a
+    /// failure leaves a dangling member that readers and the sweeper remove later.
     async fn unindex(&self, ids: &[&str]) {
         if ids.is_empty() {
             return;
@@ -564,11 +565,10 @@ impl Inner {
         }
         let mut cmds = Vec::new();
         for (b, members) in by_bucket {
-            for key in [self.keys.expiry(b), self.keys.all(b)] {
-                let mut c = redis::cmd("ZREM");
-                c.arg(&key).arg(&members);
-                cmds.push((key, c));
-            }
+            let key = self.keys.all(b);
+            let mut c = redis::cmd("ZREM");
+            c.arg(&key).arg(&members);
+            cmds.push((key, c));
         }
         let cap = self.keys.cap();
         let mut c = redis::cmd("ZREM");
@@ -712,6 +712,39 @@ impl Inner {
         meta::parse_session(id, v)
     }
 
+    /// Reads an `HGET meta a` reply. A missing `a` is `NotFound` when the hash is gone, else
+    /// `Corrupt` (one more round trip, only then), naming schema 1 when the hash was written
+    /// by it.
+    async fn activity_reply(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        reply: &Value,
+    ) -> Result<meta::Activity> {
+        if let Some(a) = bytes_of(reply) {
+            return meta::parse_activity(id, a);
+        }
+        if let Value::ServerError(e) = reply {
+            return Err(errors::map(
+                RedisError::from(e.clone()),
+                op,
+                Some(id),
+                self.config.response_timeout,
+            ));
+        }
+        let key = self.keys.meta(id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(&key);
+        pipe.cmd("HEXISTS").arg(&key).arg("expires_at");
+        let mut c = self.conn();
+        let (exists, schema1): (i64, i64) = self.io(op, Some(id), pipe.query_async(&mut c)).await?;
+        match (exists, schema1) {
+            (0, _) => Err(not_found(id)),
+            (_, 1) => Err(meta::corrupt(id, meta::F_ACTIVITY, meta::SCHEMA1)),
+            _ => Err(meta::corrupt(id, meta::F_ACTIVITY, "missing")),
+        }
+    }
+
     async fn hgetall_many(&self, ids: &[SessionId]) -> Result<Vec<Value>> {
         let cmds = ids
             .iter()
@@ -842,19 +875,17 @@ impl SessionStore for RedisStore {
         inner.check_metadata(session)?;
         let now = inner.now();
         let expires = inner.expiry_from(now);
-        let (set, del) = meta::caller_fields(session)?;
+        let blob = meta::encode_desc(session)?;
         let mut args = vec![
             now_arg(now),
             num_arg(expires.as_millis()),
             num_arg(inner.pexpire_ms(expires, now)),
             num_arg(session.revision.min(MAX_LUA_INT)),
-            num_arg(set.len() as u64),
         ];
-        for (k, v) in set {
+        for (k, v) in meta::chunk_fields(&blob) {
             args.push(k.as_bytes().to_vec());
             args.push(v);
         }
-        args.extend(del.into_iter().map(|k| k.as_bytes().to_vec()));
         let id = &session.id;
         let reply = inner
             .script("update", id, &inner.scripts.update, args)
@@ -867,23 +898,23 @@ impl SessionStore for RedisStore {
             });
         }
         let reply = inner.live("update", id, reply).await?;
-        let old_status = reply
-            .get(1)
-            .and_then(bytes_of)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        let stored = reply
-            .get(2)
-            .map(|v| meta::parse_session(id, v))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| Error::backend("redis update: the script returned no session"))?;
-        if old_status != stored.status.as_str() {
-            match stored.status {
-                SessionStatus::Completed => self.bump(M_COMPLETED, 1),
-                SessionStatus::Failed => self.bump(M_FAILED, 1),
-                _ => {}
-            }
+        let (Some(old), Some(a)) = (
+            reply.get(1).and_then(bytes_of),
+            reply.get(2).and_then(bytes_of),
+        ) else {
+            return Err(Error::backend("redis update: bad reply"));
+        };
+        // What is stored now: the blob just written, with the script's field a.
+        let stored = meta::assemble(id, a, &blob)?;
+        let metric = match stored.status {
+            SessionStatus::Completed => Some(M_COMPLETED),
+            SessionStatus::Failed => Some(M_FAILED),
+            _ => None,
+        };
+        if let Some(m) = metric
+            && meta::desc_status(old) != Some(stored.status)
+        {
+            self.bump(m, 1);
         }
         Ok(stored)
     }
@@ -1041,14 +1072,19 @@ impl SessionStore for RedisStore {
                 .map(|id| {
                     let key = inner.keys.meta(id);
                     let mut c = redis::cmd("HGET");
-                    c.arg(&key).arg(meta::F_EXPIRES_AT);
+                    c.arg(&key).arg(meta::F_ACTIVITY);
                     (key, c)
                 })
                 .collect();
             let values = inner.multi("count", cmds).await?;
-            total += values
+            total += candidates
                 .iter()
-                .filter(|v| u64_of(v).is_some_and(|e| e > now))
+                .zip(&values)
+                .filter(|(id, v)| {
+                    bytes_of(v)
+                        .and_then(|a| meta::parse_activity(id, a).ok())
+                        .is_some_and(|a| a.expires_at.as_millis() > now)
+                })
                 .count() as u64;
         }
         Ok(total)
@@ -1165,32 +1201,17 @@ impl SessionStore for RedisStore {
 
     async fn count_frames(&self, id: &SessionId) -> Result<u64> {
         let inner = &self.inner;
-        let mut c = redis::cmd("HMGET");
-        c.arg(inner.keys.meta(id))
-            .arg(meta::F_EXPIRES_AT)
-            .arg(meta::F_FRAME_COUNT);
-        let reply = array(inner.cmd("count_frames", Some(id), c).await?).unwrap_or_default();
-        let Some(expires) = reply.first().filter(|v| **v != Value::Nil) else {
-            return Err(not_found(id));
-        };
-        let expires = u64_of(expires).ok_or_else(|| {
-            Error::corrupt(
-                format!("session {:?} meta field \"expires_at\"", id.as_str()),
-                "not a valid integer",
-            )
-        })?;
-        if expires <= inner.now().as_millis() {
+        let mut c = redis::cmd("HGET");
+        c.arg(inner.keys.meta(id)).arg(meta::F_ACTIVITY);
+        let reply = inner.cmd("count_frames", Some(id), c).await?;
+        let activity = inner.activity_reply("count_frames", id, &reply).await?;
+        if activity.expires_at <= inner.now() {
             if let ExpireOutcome::Removed | ExpireOutcome::Gone = inner.expire_one(id).await? {
                 inner.unindex(&[id.as_str()]).await;
             }
             return Err(not_found(id));
         }
-        reply.get(1).and_then(u64_of).ok_or_else(|| {
-            Error::corrupt(
-                format!("session {:?} meta field \"frame_count\"", id.as_str()),
-                "not a valid integer",
-            )
-        })
+        Ok(activity.frame_count)
     }
 
     async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
@@ -1267,22 +1288,14 @@ impl SessionStore for RedisStore {
         let inner = &self.inner;
         let [meta_key, _, requests_key] = inner.keys.session(id);
         let mut pipe = redis::pipe();
-        pipe.cmd("HGET").arg(&meta_key).arg(meta::F_EXPIRES_AT);
+        pipe.cmd("HGET").arg(&meta_key).arg(meta::F_ACTIVITY);
         pipe.cmd("HGETALL").arg(&requests_key);
         let mut c = inner.conn();
-        let (expires, all): (Value, Value) = inner
+        let (activity, all): (Value, Value) = inner
             .io("list_pending", Some(id), pipe.query_async(&mut c))
             .await?;
-        let Some(expires) = (expires != Value::Nil).then_some(expires) else {
-            return Err(not_found(id));
-        };
-        let expires = u64_of(&expires).ok_or_else(|| {
-            Error::corrupt(
-                format!("session {:?} meta field \"expires_at\"", id.as_str()),
-                "not a valid integer",
-            )
-        })?;
-        if expires <= inner.now().as_millis() {
+        let activity = inner.activity_reply("list_pending", id, &activity).await?;
+        if activity.expires_at <= inner.now() {
             return Err(not_found(id));
         }
         let pairs = hash_pairs(&all).ok_or_else(|| {
@@ -1465,14 +1478,9 @@ impl RedisStore {
     async fn sweep_all(&self) -> Result<SweepReport> {
         let inner = &self.inner;
         let mut report = SweepReport::default();
-        // The buckets first: every session is in one of them. Then the capacity set, which
-        // then holds only entries the buckets did not account for (drift) and stale scores.
-        for key in (0..BUCKETS)
-            .map(|b| inner.keys.expiry(b))
-            .chain([inner.keys.cap()])
-        {
-            self.sweep_zset(&key, &mut report).await?;
-        }
+        // The capacity set is the expiry index: every session is in it, scored with its
+        // expiry as of its last indexing.
+        self.sweep_zset(&inner.keys.cap(), &mut report).await?;
         if report.removed > 0 || report.repaired > 0 {
             tracing::debug!(
                 removed = report.removed,

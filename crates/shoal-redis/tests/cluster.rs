@@ -105,7 +105,6 @@ async fn an_acl_user_with_the_documented_permissions_works() {
         "+hmget",
         "+hset",
         "+hdel",
-        "+hincrby",
         "+hexists",
         "+hlen",
         "+rpush",

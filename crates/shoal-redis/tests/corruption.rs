@@ -165,23 +165,123 @@ async fn garbage_in_a_meta_field() {
     let store = store(&p).await;
     let [a, b, c] = three(&store).await;
     let key = format!("{p}:{{b}}:meta");
-    server().cli(&["HSET", &key, "seq", "12x"]);
-    assert_corrupt(store.get(&b).await, &["\"b\"", "seq"]);
+    let good = server().cli(&["HGET", &key, "a"]).trim().to_owned();
+    // A bad counter (seq) in field a.
+    let mut parts: Vec<&str> = good.split(':').collect();
+    parts[3] = "12x";
+    server().cli(&["HSET", &key, "a", &parts.join(":")]);
+    assert_corrupt(store.get(&b).await, &["\"b\"", "\"a\""]);
+    assert_corrupt(store.touch(&b).await, &["\"b\"", "\"a\""]);
     assert_corrupt(
         store
             .append_frame(&b, NewFrame::new(Direction::ClientToServer, "x"))
             .await,
-        &["\"b\"", "seq"],
+        &["\"b\"", "\"a\""],
     );
-    assert_corrupt(store.frames(&b, &FrameQuery::after(0, 5)).await, &["seq"]);
+    assert_corrupt(store.frames(&b, &FrameQuery::after(0, 5)).await, &["\"a\""]);
+    assert_corrupt(store.count_frames(&b).await, &["\"a\""]);
+    assert_corrupt(store.list_pending(&b).await, &["\"a\""]);
+    assert_corrupt(
+        store.add_pending(&b, PendingRequest::new(7, "m")).await,
+        &["\"a\""],
+    );
     multi_reads_skip(&store, &b, &[a.clone(), c.clone()]).await;
     others_fine(&store, &[a, c]).await;
 
-    server().cli(&["HSET", &key, "seq", "1", "status", "exploded"]);
-    assert_corrupt(store.get(&b).await, &["\"b\"", "status"]);
-    server().cli(&["HSET", &key, "status", "active", "expires_at", "soon"]);
-    assert_corrupt(store.get(&b).await, &["expires_at"]);
-    assert_corrupt(store.touch(&b).await, &["expires_at"]);
+    server().cli(&["HSET", &key, "a", "soon"]);
+    assert_corrupt(store.get(&b).await, &["\"a\""]);
+    assert_corrupt(store.touch(&b).await, &["\"a\""]);
+    assert_corrupt(store.count_frames(&b).await, &["\"a\""]);
+    server().cli(&["HDEL", &key, "a"]);
+    assert_corrupt(store.get(&b).await, &["\"a\"", "missing"]);
+    assert_corrupt(store.touch(&b).await, &["\"a\"", "missing"]);
+    assert_corrupt(store.count_frames(&b).await, &["\"a\"", "missing"]);
+    server().cli(&["HSET", &key, "a", &good, "d", "\u{1}\u{c1}"]);
+    assert_corrupt(store.get(&b).await, &["\"b\"", "\"d\""]);
+    server().cli(&["HDEL", &key, "d"]);
+    assert_corrupt(store.get(&b).await, &["\"b\"", "\"d\"", "missing"]);
+    assert!(store.delete(&b).await.unwrap_or_else(|e| panic!("{e}")));
+}
+
+/// A session written by the schema-1 layout (plain fields, before issue #6) is `Corrupt`,
+/// naming the old layout, for every operation; never misread, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema1_sessions_are_corrupt_and_named() {
+    let p = prefix();
+    let store = store(&p).await;
+    let [a, b, c] = three(&store).await;
+    let key = format!("{p}:{{b}}:meta");
+    server().cli(&["DEL", &key]);
+    server().cli(&[
+        "HSET",
+        &key,
+        "id",
+        "b",
+        "transport",
+        "streamable_http",
+        "status",
+        "active",
+        "state",
+        "initializing",
+        "created_at",
+        "1",
+        "last_activity",
+        "1",
+        "expires_at",
+        "99999999999999",
+        "seq",
+        "1",
+        "first_seq",
+        "1",
+        "frame_count",
+        "1",
+        "revision",
+        "1",
+        "pending_seq",
+        "1",
+    ]);
+    let old = &["\"b\"", "schema-1"];
+    assert_corrupt(store.get(&b).await, old);
+    assert_corrupt(store.touch(&b).await, old);
+    assert_corrupt(
+        store
+            .append_frame(&b, NewFrame::new(Direction::ClientToServer, "x"))
+            .await,
+        old,
+    );
+    assert_corrupt(store.frames(&b, &FrameQuery::after(0, 5)).await, old);
+    assert_corrupt(store.count_frames(&b).await, old);
+    assert_corrupt(store.list_pending(&b).await, old);
+    assert_corrupt(
+        store.add_pending(&b, PendingRequest::new(7, "m")).await,
+        old,
+    );
+    assert_corrupt(store.take_pending(&b, &RequestId::from(1)).await, old);
+    assert_corrupt(store.delete_frames(&b, None).await, old);
+    let mut s = Session::new(b.clone(), Transport::StreamableHttp);
+    s.revision = 1;
+    assert_corrupt(store.update(&s).await, old);
+    assert_corrupt(
+        store
+            .create(Session::new(b.clone(), Transport::StreamableHttp))
+            .await,
+        old,
+    );
+    multi_reads_skip(&store, &b, &[a.clone(), c.clone()]).await;
+    // The sweeper leaves it alone (unreadable) and the count still works.
+    store
+        .sweep_expired()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    others_fine(&store, &[a, c]).await;
+    assert!(store.delete(&b).await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(
+        store
+            .get(&b)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,15 +290,37 @@ async fn unknown_envelope_version() {
     let store = store(&p).await;
     let [a, b, c] = three(&store).await;
     let key = format!("{p}:{{b}}:meta");
-    server().cli(&["HSET", &key, "ext", "\u{7}payload"]);
+    server().cli(&["HSET", &key, "d", "\u{7}payload"]);
     assert_corrupt(
         store.get(&b).await,
-        &["\"b\"", "ext", "unsupported envelope version 0x07"],
+        &["\"b\"", "\"d\"", "unsupported envelope version 0x07"],
     );
     multi_reads_skip(&store, &b, &[a.clone(), c.clone()]).await;
     others_fine(&store, &[a, c]).await;
     // Writes that do not read the blob still work; the blob stays unreadable until replaced.
     store.touch(&b).await.unwrap_or_else(|e| panic!("{e}"));
+    store
+        .append_frame(&b, NewFrame::new(Direction::ClientToServer, "x"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store
+            .count_frames(&b)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        2
+    );
+    // An update replaces it (the revision is the one stored; create and two appends left
+    // it at 1).
+    let mut s = Session::new(b.clone(), Transport::StreamableHttp);
+    s.revision = 1;
+    let stored = store.update(&s).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stored.revision, 2);
+    assert_eq!(stored.last_seq, 2);
+    assert_eq!(
+        store.get(&b).await.unwrap_or_else(|e| panic!("{e}")),
+        Some(stored)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,9 +522,7 @@ async fn every_key_carries_a_hash_tag() {
             let (n, kind) = idx
                 .split_once("}:")
                 .unwrap_or_else(|| panic!("{key}: no closing tag"));
-            n.len() == 2
-                && n.parse::<u32>().is_ok_and(|n| n < 16)
-                && ["expiry", "all"].contains(&kind)
+            n.len() == 2 && n.parse::<u32>().is_ok_and(|n| n < 16) && kind == "all"
         } else if let Some(m) = rest.strip_prefix("metrics:") {
             ["created", "completed", "failed", "deleted", "frames"].contains(&m)
         } else {

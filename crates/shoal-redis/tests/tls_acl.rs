@@ -24,7 +24,6 @@ const SHOAL_COMMANDS: &[&str] = &[
     "+hmget",
     "+hset",
     "+hdel",
-    "+hincrby",
     "+hexists",
     "+hlen",
     "+rpush",

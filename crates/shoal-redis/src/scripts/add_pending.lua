@@ -1,8 +1,9 @@
 -- add_pending: ARGV[2] = request field, ARGV[3] = the encoded request (v1 envelope),
 -- ARGV[4] = most pending requests per session. The stored value is a v1 envelope of
--- {o = insertion order (HINCRBY on meta), r = the request}, so list_pending can sort.
-local r = check_live(now)
-if r then
+-- {o = insertion order (pending_seq in meta's field a), r = the request}, so list_pending
+-- can sort.
+local t, r = load_live(now)
+if not t then
   return r
 end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
@@ -11,8 +12,9 @@ end
 if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[4]) then
   return {-4}
 end
-local order = redis.call('HINCRBY', KEYS[1], 'pending_seq', 1)
-local v = '\1\130\161o' .. mp_uint(order) .. '\161r' .. string.sub(ARGV[3], 2)
+t[8] = t[8] + 1
+redis.call('HSET', KEYS[1], 'a', pack_a(t))
+local v = '\1\130\161o' .. mp_uint(t[8]) .. '\161r' .. string.sub(ARGV[3], 2)
 redis.call('HSET', KEYS[3], ARGV[2], v)
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then

@@ -1,22 +1,19 @@
 -- append: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] = max frames retained,
 -- ARGV[5] = the encoded-frame prefix up to the seq value, ARGV[6..] = for each frame the
 -- encoded bytes after the seq value. Each stored frame is prefix .. seq .. suffix, where seq
--- comes from HINCRBY on meta, so seqs are totally ordered across every writer.
--- Reply: {0, seq1, seq2, ...}.
-local r = check_live(now)
-if r then
+-- comes from meta's field a (read and written inside this script, so seqs are totally
+-- ordered across every writer). Reply: {0, seq1, seq2, ...}.
+local t, r = load_live(now)
+if not t then
   return r
-end
-local first, last = seq_range()
-if not first then
-  return {-9, last}
 end
 -- Fails (WRONGTYPE) before anything is written if the frames key is not a list.
 redis.call('LLEN', KEYS[2])
 local k = #ARGV - 5
+local last = t[4]
 local out = {0}
 if k > 0 then
-  last = redis.call('HINCRBY', KEYS[1], 'seq', k)
+  last = last + k
   local prefix = ARGV[5]
   local items = {}
   for i = 1, k do
@@ -36,7 +33,11 @@ if n > max then
   end
   n = max
 end
-redis.call('HSET', KEYS[1], 'first_seq', dec(last - n + 1), 'frame_count', dec(n),
-  'last_activity', ARGV[1], 'expires_at', ARGV[2])
+t[1] = tonumber(ARGV[1])
+t[2] = tonumber(ARGV[2])
+t[4] = last
+t[5] = last - n + 1
+t[6] = n
+redis.call('HSET', KEYS[1], 'a', pack_a(t))
 pexpire_all(ARGV[3])
 return out

@@ -4,9 +4,8 @@ local existed = 0
 local t = redis.call('TYPE', KEYS[1])
 t = t.ok or t
 if t == 'hash' then
-  local e = redis.call('HGET', KEYS[1], 'expires_at')
-  local ei = int(e)
-  if e and (not ei or ei > now) then
+  local e = expiry_of(redis.call('HGET', KEYS[1], 'a'))
+  if not e or e > now then
     existed = 1
   end
 elseif t ~= 'none' then

@@ -1,13 +1,10 @@
 -- delete_frames: ARGV[2] = through_seq (<= 2^53), or '' for all. Seqs keep counting.
 -- Reply: {0, frames removed}.
-local r = check_live(now)
-if r then
+local t, r = load_live(now)
+if not t then
   return r
 end
-local first, last = seq_range()
-if not first then
-  return {-9, last}
-end
+local first, last = t[5], t[4]
 local n = redis.call('LLEN', KEYS[2])
 local gone = n
 if ARGV[2] ~= '' then
@@ -25,5 +22,7 @@ elseif gone > 0 then
   redis.call('LTRIM', KEYS[2], gone, -1)
 end
 n = n - gone
-redis.call('HSET', KEYS[1], 'first_seq', dec(last - n + 1), 'frame_count', dec(n))
+t[5] = last - n + 1
+t[6] = n
+redis.call('HSET', KEYS[1], 'a', pack_a(t))
 return {0, gone}

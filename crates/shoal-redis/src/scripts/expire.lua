@@ -10,7 +10,7 @@ end
 if t ~= 'hash' then
   return {3}
 end
-local e = int(redis.call('HGET', KEYS[1], 'expires_at'))
+local e = expiry_of(redis.call('HGET', KEYS[1], 'a'))
 if not e then
   return {3}
 end

@@ -1,13 +1,10 @@
 -- frames: ARGV[2] = after_seq (<= 2^53), ARGV[3] = how many list entries to read.
 -- Reply: {0, first_seq, last_seq, retained count, {entries with seq > after_seq ...}}.
-local r = check_live(now)
-if r then
+local t, r = load_live(now)
+if not t then
   return r
 end
-local first, last = seq_range()
-if not first then
-  return {-9, last}
-end
+local first, last = t[5], t[4]
 local start = tonumber(ARGV[2]) + 1
 if start < first then
   start = first

@@ -1,14 +1,9 @@
 -- restore: ARGV[2] = PEXPIRE ms, ARGV[3] = k meta pairs, ARGV[4 .. 3+2k] = meta pairs,
 -- then f = number of frames, f encoded frames, then pending field/value pairs.
 -- Fails with -2 if a live session holds the id.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local r = check_live(now)
-  if not r then
-    return {-2}
-  end
-  if r[1] == -9 then
-    return r
-  end
+local r = check_free(now)
+if r then
+  return r
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 local k = tonumber(ARGV[3])

@@ -1,6 +1,6 @@
 -- take_pending: ARGV[2] = request field. Reply: {0, value} or {0} if not pending.
-local r = check_live(now)
-if r then
+local t, r = load_live(now)
+if not t then
   return r
 end
 local v = redis.call('HGET', KEYS[3], ARGV[2])

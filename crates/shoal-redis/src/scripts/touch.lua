@@ -1,8 +1,10 @@
 -- touch: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms.
-local r = check_live(now)
-if r then
+local t, r = load_live(now)
+if not t then
   return r
 end
-redis.call('HSET', KEYS[1], 'last_activity', ARGV[1], 'expires_at', ARGV[2])
+t[1] = tonumber(ARGV[1])
+t[2] = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'a', pack_a(t))
 pexpire_all(ARGV[3])
 return {0}

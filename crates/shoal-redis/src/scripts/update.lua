@@ -1,32 +1,30 @@
 -- update: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] = expected revision,
--- ARGV[5] = k, ARGV[6 .. 5+2k] = caller-owned field/value pairs to set, the rest = optional
--- fields to remove. Reply: {0, previous status, HGETALL of the updated meta}.
-local r = check_live(now)
-if r then
+-- ARGV[5..] = the new blob's chunk field/value pairs (d, d1, ...); chunks past them are removed.
+-- Reply: {0, the previous blob, the new a}.
+local t, r = load_live(now)
+if not t then
   return r
 end
-local m = redis.call('HMGET', KEYS[1], 'revision', 'status')
-local rev = int(m[1])
-if not rev then
-  return {-9, 'revision'}
+if t[7] ~= tonumber(ARGV[4]) then
+  return {-3, t[7]}
 end
-if rev ~= tonumber(ARGV[4]) then
-  return {-3, rev}
+local old = {}
+for i = 0, 64 do
+  local name = i == 0 and 'd' or ('d' .. i)
+  local v = redis.call('HGET', KEYS[1], name)
+  if not v then
+    break
+  end
+  old[#old + 1] = v
 end
-local k = tonumber(ARGV[5])
-local set = {}
-for i = 6, 5 + 2 * k do
-  set[#set + 1] = ARGV[i]
-end
-set[#set + 1] = 'revision'
-set[#set + 1] = dec(rev + 1)
-set[#set + 1] = 'last_activity'
-set[#set + 1] = ARGV[1]
-set[#set + 1] = 'expires_at'
-set[#set + 1] = ARGV[2]
-redis.call('HSET', KEYS[1], unpack(set))
-for i = 6 + 2 * k, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
+t[1] = tonumber(ARGV[1])
+t[2] = tonumber(ARGV[2])
+t[7] = t[7] + 1
+local a = pack_a(t)
+redis.call('HSET', KEYS[1], 'a', a, unpack(ARGV, 5))
+local i = math.floor((#ARGV - 4) / 2)
+while redis.call('HDEL', KEYS[1], 'd' .. i) == 1 do
+  i = i + 1
 end
 pexpire_all(ARGV[3])
-return {0, m[2] or '', redis.call('HGETALL', KEYS[1])}
+return {0, table.concat(old), a}

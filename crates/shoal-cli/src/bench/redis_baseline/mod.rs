@@ -941,7 +941,6 @@ async fn forget_raw(
     }
     keys.push(format!("{}:idx:{{cap}}:live", ctx.prefix));
     for b in 0..16 {
-        keys.push(format!("{}:idx:{{b{b:02}}}:expiry", ctx.prefix));
         keys.push(format!("{}:idx:{{b{b:02}}}:all", ctx.prefix));
     }
     for chunk in keys.chunks(1000) {

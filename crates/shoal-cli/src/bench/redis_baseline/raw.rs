@@ -7,10 +7,10 @@
 //!
 //! | op | round trips |
 //! |---|---|
-//! | get | `HGETALL <p>:{sid}:meta` |
+//! | get | `HGETALL <p>:{sid}:meta` (schema 2: fields `a`, `d` [+ `d1`…]) |
 //! | touch | `EVALSHA touch` (KEYS meta, frames, requests; ARGV now, expires_at, pexpire ms) |
 //! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, the encoded-frame prefix, the frame's encoding after its seq) |
-//! | create | `EVALSHA reserve` (KEYS cap set; ARGV sid, expires_at, max sessions), then `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), then one pipeline of `ZADD` to the bucket's expiry and listing sets and the cap set |
+//! | create | `EVALSHA reserve` (KEYS cap set; ARGV sid, expires_at, max sessions), then `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), then one pipeline of `ZADD` to the bucket's listing set and the cap set (which is also the expiry index) |
 //!
 //! The scripts are Shoal's own files (`include_str!`), so their SHA1 is the one Shoal loads.
 //! The raw side works on copies of the bench's pool sessions (`COPY`) under its own key prefix;
@@ -148,34 +148,50 @@ pub(crate) struct RawCtx {
     pub(crate) max_sessions: u64,
 }
 
-/// The meta pairs of a freshly created session.
+/// The meta pairs of a freshly created session (schema 2: `a`, then the blob's chunks).
 #[derive(Debug, Clone)]
 pub(crate) struct CreatePairs {
     /// Field/value pairs in Shoal's order.
     pub(crate) pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Index of the `id` pair.
-    pub(crate) id: usize,
-    /// Indexes of `created_at` and `last_activity`.
-    pub(crate) now: [usize; 2],
-    /// Index of `expires_at`.
-    pub(crate) expires_at: usize,
+    /// Index of the `a` pair (`<last_activity>:<expires_at>:<created_at>:<counters…>`; the
+    /// first three are per session).
+    pub(crate) activity: usize,
+    /// The `a` value after `created_at` (from the third `:` on: the counters).
+    pub(crate) counters: Vec<u8>,
 }
 
 impl CreatePairs {
-    /// Finds the per-session fields in `pairs`.
+    /// Finds the per-session field in `pairs`.
     pub(crate) fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> anyhow::Result<Self> {
-        let find = |name: &str| {
-            pairs
-                .iter()
-                .position(|(k, _)| k == name.as_bytes())
-                .with_context(|| format!("the meta hash of a new session has no {name:?} field"))
-        };
+        let activity = pairs
+            .iter()
+            .position(|(k, _)| k == b"a")
+            .context("the meta hash of a new session has no \"a\" field")?;
+        let a = &pairs[activity].1;
+        let third = a
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b':')
+            .nth(2)
+            .map(|(i, _)| i)
+            .context("the meta field a of a new session has fewer than four parts")?;
         Ok(CreatePairs {
-            id: find("id")?,
-            now: [find("created_at")?, find("last_activity")?],
-            expires_at: find("expires_at")?,
+            counters: a[third..].to_vec(),
+            activity,
             pairs,
         })
+    }
+
+    /// The value of `a` for a session created at `now` that expires at `expires`.
+    pub(crate) fn activity_value(&self, now: &str, expires: &str) -> Vec<u8> {
+        let mut v = Vec::with_capacity(2 * now.len() + expires.len() + 2 + self.counters.len());
+        v.extend_from_slice(now.as_bytes());
+        v.push(b':');
+        v.extend_from_slice(expires.as_bytes());
+        v.push(b':');
+        v.extend_from_slice(now.as_bytes());
+        v.extend_from_slice(&self.counters);
+        v
     }
 }
 
@@ -335,12 +351,8 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
             inv.arg(&now_s).arg(ctx.pexpire_ms.to_string());
             for (j, (k, v)) in p.pairs.iter().enumerate() {
                 inv.arg(&k[..]);
-                if j == p.id {
-                    inv.arg(&id);
-                } else if p.now.contains(&j) {
-                    inv.arg(&now_s);
-                } else if j == p.expires_at {
-                    inv.arg(&exp_s);
+                if j == p.activity {
+                    inv.arg(p.activity_value(&now_s, &exp_s));
                 } else {
                     inv.arg(&v[..]);
                 }
@@ -350,10 +362,6 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
             let b = bucket_of(&id);
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            pipe.cmd("ZADD")
-                .arg(format!("{}:idx:{{b{b:02}}}:expiry", ctx.prefix))
-                .arg(expires)
-                .arg(&id);
             pipe.cmd("ZADD")
                 .arg(format!("{}:idx:{{b{b:02}}}:all", ctx.prefix))
                 .arg(0)
@@ -461,26 +469,22 @@ mod tests {
 
     #[test]
     fn create_pairs_find_the_per_session_fields() {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = [
-            ("transport", "http"),
-            ("id", "x"),
-            ("created_at", "1"),
-            ("last_activity", "1"),
-            ("expires_at", "2"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = [("d", "\u{1}blob"), ("a", "1:2:1:0:1:0:1:0")]
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
         let p = CreatePairs::new(pairs.clone()).unwrap();
-        assert_eq!((p.id, p.now, p.expires_at), (1, [2, 3], 4));
-        assert!(CreatePairs::new(pairs[..2].to_vec()).is_err());
+        assert_eq!(p.activity, 1);
+        assert_eq!(p.activity_value("5", "9"), b"5:9:5:0:1:0:1:0");
+        assert!(CreatePairs::new(pairs[..1].to_vec()).is_err());
+        assert!(CreatePairs::new(vec![(b"a".to_vec(), b"1:2:3".to_vec())]).is_err());
     }
 
     #[test]
     fn scripts_are_shoal_redis_files() {
         let s = Scripts::new();
-        assert!(COMMON_LUA.contains("local function check_live"));
-        assert!(APPEND_LUA.contains("HINCRBY"));
+        assert!(COMMON_LUA.contains("local function load_live"));
+        assert!(APPEND_LUA.contains("pack_a(t)"));
         let hashes = s.hashes();
         assert!(hashes.iter().all(|(_, h)| h.len() == 40));
     }
