@@ -143,6 +143,11 @@ const M_FRAMES: usize = 4;
 struct PendingMetrics {
     counts: [AtomicU64; 5],
     flushing: AtomicBool,
+    /// Held from taking the counts until Redis has them, so [`RedisStore::metrics`] (and so a
+    /// CLI command's final report) waits for a background flush already under way instead of
+    /// finding nothing to flush and reading counters that miss its increments — which the
+    /// process exiting could then drop.
+    sending: tokio::sync::Mutex<()>,
 }
 
 /// The encoded-frame prefix up to the seq value, derived from the codec itself, so a codec
@@ -589,6 +594,7 @@ impl Inner {
     }
 
     async fn flush_metrics(&self) -> Result<()> {
+        let _sending = self.metrics.sending.lock().await;
         let taken: Vec<u64> = self
             .metrics
             .counts
