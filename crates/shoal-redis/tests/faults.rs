@@ -27,8 +27,9 @@
 //! The tests take a process-wide lock, so they run one at a time even without
 //! `--test-threads 1` (figures from concurrent faults would be meaningless on two cores).
 
+mod support;
+
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -37,15 +38,16 @@ use std::{
 };
 
 use shoal_core::{
-    Direction, FrameQuery, Limits, MemoryStore, NewFrame, Session, SessionId, SessionStore,
-    SystemClock, Transport,
-    resilient::{BreakerState, FallbackMode, ResilienceConfig, Resilient, is_provisional},
+    Direction, Limits, MemoryStore, NewFrame, Session, SessionId, SessionStore, SystemClock,
+    Transport,
+    resilient::{BreakerState, Resilient},
 };
 use shoal_redis::{RedisConfig, RedisStore};
 use shoal_testkit::{
     fault::{Fault, FaultProxy, client_kill_all, client_pause, freeze, kill_and_restart_after},
     redis_server::RedisServer,
 };
+use support::{Attempt, SessionLog, Verdict, config, sample, stored};
 
 type Store = Resilient<RedisStore, MemoryStore>;
 
@@ -96,33 +98,6 @@ impl Kind {
     fn via_proxy(self) -> bool {
         matches!(self, Kind::Blackhole | Kind::CutReplies | Kind::Flapping)
     }
-}
-
-fn config() -> ResilienceConfig {
-    let mut c = ResilienceConfig::default().with_fallback(FallbackMode::Memory);
-    c.op_timeout = Duration::from_millis(750);
-    c.bulk_timeout = Duration::from_secs(3);
-    c.breaker.failure_threshold = 5;
-    c.breaker.cooldown = Duration::from_secs(1);
-    c.breaker.close_after = 3;
-    c.health.interval = Duration::from_millis(200);
-    c.health.timeout = Duration::from_millis(500);
-    c
-}
-
-/// One append (or create) as the workload saw it.
-#[derive(Debug)]
-struct Attempt {
-    content: String,
-    result: Result<u64, String>,
-    started: Instant,
-    latency: Duration,
-}
-
-#[derive(Debug)]
-struct SessionLog {
-    id: SessionId,
-    appends: Vec<Attempt>,
 }
 
 #[derive(Debug, Default)]
@@ -185,19 +160,6 @@ async fn task(store: Arc<Store>, t: usize, pace: Duration) -> TaskLog {
     log
 }
 
-/// Breaker transitions as observed by a 2 ms poll.
-async fn sample(store: Arc<Store>, stop: Arc<AtomicBool>) -> Vec<(Instant, BreakerState)> {
-    let mut seen = vec![(Instant::now(), store.breaker_state())];
-    while !stop.load(Ordering::Relaxed) {
-        let s = store.breaker_state();
-        if seen.last().is_none_or(|(_, last)| *last != s) {
-            seen.push((Instant::now(), s));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    seen
-}
-
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
@@ -207,85 +169,12 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[i.min(v.len() - 1)]
 }
 
-#[derive(Debug, Default)]
-struct Verdict {
-    sessions: usize,
-    acked: usize,
-    unacked: usize,
-    unacked_stored: usize,
-    lost: usize,
-    duplicated: usize,
-    out_of_order: usize,
-    unknown: usize,
-    seq_mismatch: usize,
-    provisional_acks: usize,
-}
-
 async fn verify(store: &Store, logs: &[TaskLog]) -> Verdict {
     let mut v = Verdict::default();
-    let primary = store.primary();
     for log in logs {
         for s in &log.sessions {
-            v.sessions += 1;
-            let mut stored: Vec<(u64, String)> = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = primary
-                    .frames(&s.id, &FrameQuery::after(after, 1_000))
-                    .await
-                    .unwrap_or_else(|e| panic!("read back session {}: {e}", s.id));
-                after = page.next_after(after);
-                stored.extend(
-                    page.frames
-                        .iter()
-                        .map(|f| (f.seq, String::from_utf8_lossy(&f.content).into_owned())),
-                );
-                if !page.has_more || page.frames.is_empty() {
-                    break;
-                }
-            }
-            let mut where_: HashMap<&str, Vec<u64>> = HashMap::new();
-            for (seq, c) in &stored {
-                where_.entry(c.as_str()).or_default().push(*seq);
-            }
-            let mut known = std::collections::HashSet::new();
-            let mut last_acked_seq = 0;
-            for a in &s.appends {
-                known.insert(a.content.as_str());
-                let seqs = where_.get(a.content.as_str()).cloned().unwrap_or_default();
-                if seqs.len() > 1 {
-                    v.duplicated += seqs.len() - 1;
-                }
-                match &a.result {
-                    Ok(acked_seq) => {
-                        v.acked += 1;
-                        let Some(&final_seq) = seqs.first() else {
-                            v.lost += 1;
-                            continue;
-                        };
-                        if final_seq <= last_acked_seq {
-                            v.out_of_order += 1;
-                        }
-                        last_acked_seq = final_seq;
-                        if is_provisional(*acked_seq) {
-                            v.provisional_acks += 1;
-                        }
-                        if store.resolve_seq(&s.id, *acked_seq) != Some(final_seq) {
-                            v.seq_mismatch += 1;
-                        }
-                    }
-                    Err(_) => {
-                        v.unacked += 1;
-                        if !seqs.is_empty() {
-                            v.unacked_stored += 1;
-                        }
-                    }
-                }
-            }
-            v.unknown += stored
-                .iter()
-                .filter(|(_, c)| !known.contains(c.as_str()))
-                .count();
+            let held = stored(store.primary(), &s.id).await;
+            v.check(&held, s, |seq| store.resolve_seq(&s.id, seq));
         }
     }
     v

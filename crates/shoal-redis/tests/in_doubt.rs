@@ -30,8 +30,9 @@
 //!
 //! Every wait is bounded; the tests take a process-wide lock so they run one at a time.
 
+mod support;
+
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -46,13 +47,14 @@ use shoal_core::{
     Direction, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery, MemoryStore,
     NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
     SessionStore, SweepReport, SystemClock, Timestamp, Transport,
-    resilient::{BreakerState, FallbackMode, ResilienceConfig, Resilient, is_provisional},
+    resilient::{BreakerState, ResilienceConfig, Resilient, is_provisional},
 };
 use shoal_redis::{RedisConfig, RedisStore};
 use shoal_testkit::{
     fault::{Fault, FaultProxy},
     redis_server::RedisServer,
 };
+use support::{Attempt, SessionLog, Verdict, sample, stored};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -65,14 +67,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const BOUND: Duration = Duration::from_secs(60);
 
 fn config() -> ResilienceConfig {
-    let mut c = ResilienceConfig::default().with_fallback(FallbackMode::Memory);
-    c.op_timeout = Duration::from_millis(750);
-    c.bulk_timeout = Duration::from_secs(3);
-    c.breaker.failure_threshold = 5;
-    c.breaker.cooldown = Duration::from_secs(1);
-    c.breaker.close_after = 3;
-    c.health.interval = Duration::from_millis(200);
-    c.health.timeout = Duration::from_millis(500);
+    let mut c = support::config();
     // One session replayed at a time: the trap cuts "the next reply", which must be the
     // trapped append's — with concurrent session replays on the one multiplexed connection
     // the cut could land on another session's reply. (Concurrent replay itself is covered by
@@ -92,27 +87,6 @@ async fn redis(url: String, prefix: &str) -> RedisStore {
     )
     .await
     .unwrap_or_else(|e| panic!("connect: {e}"))
-}
-
-/// Every frame of `id` as Redis holds it: (seq, content).
-async fn stored(store: &RedisStore, id: &SessionId) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .frames(id, &FrameQuery::after(after, 1_000))
-            .await
-            .unwrap_or_else(|e| panic!("read back session {id}: {e}"));
-        after = page.next_after(after);
-        out.extend(
-            page.frames
-                .iter()
-                .map(|f| (f.seq, String::from_utf8_lossy(&f.content).into_owned())),
-        );
-        if !page.has_more || page.frames.is_empty() {
-            return out;
-        }
-    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -465,85 +439,14 @@ async fn rig(prefix: &str) -> Rig {
 // Verification
 // ----------------------------------------------------------------------------------------
 
-/// One append as the workload saw it.
-#[derive(Debug)]
-struct Attempt {
-    content: String,
-    result: std::result::Result<u64, String>,
-}
-
-#[derive(Debug)]
-struct SessionLog {
-    id: SessionId,
-    appends: Vec<Attempt>,
-}
-
-#[derive(Debug, Default)]
-struct Verdict {
-    sessions: usize,
-    stored: usize,
-    acked: usize,
-    provisional_acks: usize,
-    unacked: usize,
-    unacked_stored: usize,
-    lost: usize,
-    duplicated: usize,
-    out_of_order: usize,
-    unknown: usize,
-    seq_mismatch: usize,
-    seq_gaps: usize,
-}
-
 /// Reads every session back with a fresh `RedisStore` straight to the server and compares it
 /// with the workload's log.
 async fn verify(rig: &Rig, logs: &[SessionLog]) -> Verdict {
     let fresh = redis(rig.server.url(), &rig.prefix).await;
     let mut v = Verdict::default();
     for s in logs {
-        v.sessions += 1;
         let held = stored(&fresh, &s.id).await;
-        v.stored += held.len();
-        v.seq_gaps += held.windows(2).filter(|w| w[1].0 != w[0].0 + 1).count();
-        let mut at: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (seq, c) in &held {
-            at.entry(c.as_str()).or_default().push(*seq);
-        }
-        let mut known = std::collections::HashSet::new();
-        let mut last_acked = 0;
-        for a in &s.appends {
-            known.insert(a.content.as_str());
-            let seqs = at.get(a.content.as_str()).cloned().unwrap_or_default();
-            v.duplicated += seqs.len().saturating_sub(1);
-            match &a.result {
-                Ok(acked_seq) => {
-                    v.acked += 1;
-                    let Some(&final_seq) = seqs.first() else {
-                        v.lost += 1;
-                        continue;
-                    };
-                    if final_seq <= last_acked {
-                        v.out_of_order += 1;
-                    }
-                    last_acked = final_seq;
-                    if is_provisional(*acked_seq) {
-                        v.provisional_acks += 1;
-                    }
-                    if rig.store.resolve_seq(&s.id, *acked_seq) != Some(final_seq) {
-                        v.seq_mismatch += 1;
-                    }
-                }
-                Err(_) => {
-                    v.unacked += 1;
-                    if !seqs.is_empty() {
-                        v.unacked_stored += 1;
-                    }
-                }
-            }
-        }
-        v.unknown += held
-            .iter()
-            .filter(|(_, c)| !known.contains(c.as_str()))
-            .count();
+        v.check(&held, s, |seq| rig.store.resolve_seq(&s.id, seq));
     }
     v
 }
@@ -559,6 +462,7 @@ fn assert_clean(v: &Verdict) {
 }
 
 async fn append(store: &Store, log: &mut SessionLog, content: String) {
+    let started = Instant::now();
     let r = store
         .append_frame(
             &log.id,
@@ -568,6 +472,8 @@ async fn append(store: &Store, log: &mut SessionLog, content: String) {
     log.appends.push(Attempt {
         content,
         result: r.map_err(|e| e.to_string()),
+        started,
+        latency: started.elapsed(),
     });
 }
 
@@ -823,19 +729,6 @@ async fn task(store: Arc<Store>, t: usize) -> Vec<SessionLog> {
         append(&store, &mut logs[k], content).await;
     }
     logs
-}
-
-/// Breaker transitions as seen by a 2 ms poll.
-async fn sample(store: Arc<Store>, stop: Arc<AtomicBool>) -> Vec<(Instant, BreakerState)> {
-    let mut seen = vec![(Instant::now(), store.breaker_state())];
-    while !stop.load(Ordering::Relaxed) {
-        let s = store.breaker_state();
-        if seen.last().is_none_or(|(_, last)| *last != s) {
-            seen.push((Instant::now(), s));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    seen
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Instant {
