@@ -215,21 +215,14 @@ async fn cut_and_resume_waking(store: Arc<dyn SessionStore>, wake: Option<String
     if waking {
         f.open_gate();
     }
-    let mut final_result = None;
-    while let Some(ev) = r.next().await {
-        let v: Value = serde_json::from_str(&ev.data).unwrap();
-        if v.get("result").is_some() {
-            final_result = Some(v);
-            break;
-        }
-        got.push(v["params"]["progress"].as_u64().unwrap());
-    }
+    let run = read_progress(&mut r).await;
+    got.extend(run.progress);
     assert_eq!(
         got,
         (0..total).collect::<Vec<_>>(),
         "every event exactly once, in order"
     );
-    let v = final_result.expect("the result arrives after the resume");
+    let v = run.result.expect("the result arrives after the resume");
     assert_eq!(v["id"], "call-1");
     assert_eq!(v["result"]["content"][0]["text"], format!("done {total}"));
     // The stream ends after its response.
@@ -663,23 +656,20 @@ mod redis_takeover {
             .unwrap();
         assert_eq!(resp.status(), 200);
         let mut r = SseReader::new(resp);
-        let mut final_result = None;
+        let run = read_progress(&mut r).await;
+        let events = run.progress.len() + usize::from(run.result.is_some());
+        assert_eq!(run.ids.len(), events, "every event has an id");
         let mut ids = BTreeSet::new();
-        while let Some(ev) = r.next().await {
-            assert!(ids.insert(ev.id.clone().unwrap()), "an event id came twice");
-            let v: Value = serde_json::from_str(&ev.data).unwrap();
-            if v.get("result").is_some() {
-                final_result = Some(v);
-                break;
-            }
-            got.push(v["params"]["progress"].as_u64().unwrap());
+        for id in &run.ids {
+            assert!(ids.insert(id.clone()), "an event id came twice");
         }
+        got.extend(run.progress);
         assert_eq!(
             got,
             (0..total).collect::<Vec<_>>(),
             "every event exactly once, in order"
         );
-        let v = final_result.expect("the result arrives after the takeover");
+        let v = run.result.expect("the result arrives after the takeover");
         assert_eq!(v["id"], "call-1");
         assert_eq!(v["result"]["content"][0]["text"], format!("done {total}"));
         assert!(

@@ -686,6 +686,35 @@ impl SseReader {
     }
 }
 
+/// A progress stream read to its end: the `progress` value of every notification, the
+/// final response, and every event id seen (in order).
+pub struct ProgressRun {
+    pub progress: Vec<u64>,
+    pub result: Option<Value>,
+    pub ids: Vec<String>,
+}
+
+/// Reads `progress` notifications from `r` until the response arrives (or the stream ends).
+pub async fn read_progress(r: &mut SseReader) -> ProgressRun {
+    let mut run = ProgressRun {
+        progress: Vec::new(),
+        result: None,
+        ids: Vec::new(),
+    };
+    while let Some(ev) = r.next().await {
+        if let Some(id) = &ev.id {
+            run.ids.push(id.clone());
+        }
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        if v.get("result").is_some() {
+            run.result = Some(v);
+            break;
+        }
+        run.progress.push(v["params"]["progress"].as_u64().unwrap());
+    }
+    run
+}
+
 /// Waits (bounded by [`WAIT`]) until `cond` holds; panics otherwise. For effects the proxy
 /// completes just after answering (recording a JSON reply, settling pending requests).
 pub async fn wait_for_async<F, Fut>(cond: F)
