@@ -7,11 +7,10 @@ local t, r = load_live(now)
 if not t then
   return r
 end
--- Fails (WRONGTYPE) before anything is written if the frames key is not a list.
-redis.call('LLEN', KEYS[2])
 local k = #ARGV - 5
 local last = t[4]
 local out = {0}
+local n
 if k > 0 then
   last = last + k
   local prefix = ARGV[5]
@@ -21,10 +20,12 @@ if k > 0 then
     items[i] = prefix .. mp_uint(seq) .. ARGV[5 + i]
     out[i + 1] = seq
   end
-  rpush_all(items)
+  n = rpush_all(items)
 end
 local max = tonumber(ARGV[4])
-local n = redis.call('LLEN', KEYS[2])
+-- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything
+-- is written, if the key is not a list; with frames RPUSH does both).
+n = n or redis.call('LLEN', KEYS[2])
 if n > max then
   if max == 0 then
     redis.call('DEL', KEYS[2])
