@@ -81,24 +81,96 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
 }
 
 /// Decodes a value written by [`encode`].
+///
+/// The payload is read in place (strings and byte strings are borrowed from `bytes` while
+/// decoding, not copied through an intermediate buffer first): this runs on every session
+/// and frame read.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, payload) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
         ENVELOPE_MSGPACK_V1 => {
-            let mut de = rmp_serde::Deserializer::new(payload);
-            let value =
-                T::deserialize(&mut de).map_err(|e| CodecError::Malformed(e.to_string()))?;
-            let rest = de.into_inner();
-            if !rest.is_empty() {
+            // A value followed by more bytes is not what `encode` wrote. (A value cut short
+            // is left to the decoder, which names what is missing.)
+            if let Some(n) = msgpack_len(payload)
+                && n != payload.len()
+            {
                 return Err(CodecError::Malformed(format!(
                     "{} trailing bytes after the value",
-                    rest.len()
+                    payload.len() - n
                 )));
             }
-            Ok(value)
+            rmp_serde::from_read_ref(payload).map_err(|e| CodecError::Malformed(e.to_string()))
         }
         other => Err(CodecError::UnsupportedVersion(other)),
     }
+}
+
+/// The length in bytes of the one MessagePack value at the start of `buf`, or `None` if
+/// `buf` ends inside it (or holds the reserved marker). Walks the markers without decoding
+/// or allocating; every item takes at least one byte, so declared sizes larger than what is
+/// left end the walk early instead of looping.
+fn msgpack_len(buf: &[u8]) -> Option<usize> {
+    use rmp::Marker;
+    // A big-endian length of `k` bytes at `at`.
+    let be = |at: usize, k: usize| -> Option<u64> {
+        let b = buf.get(at..at.checked_add(k)?)?;
+        Some(b.iter().fold(0u64, |n, d| (n << 8) | u64::from(*d)))
+    };
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let marker = Marker::from_u8(*buf.get(pos)?);
+        pos += 1;
+        // (bytes of a length field, fixed bytes after it, items that follow, length unit)
+        let (len_bytes, fixed, items): (usize, u64, u64) = match marker {
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+                (0, 0, 0)
+            }
+            Marker::U8 | Marker::I8 => (0, 1, 0),
+            Marker::U16 | Marker::I16 | Marker::FixExt1 => (0, 2, 0),
+            Marker::FixExt2 => (0, 3, 0),
+            Marker::U32 | Marker::I32 | Marker::F32 => (0, 4, 0),
+            Marker::FixExt4 => (0, 5, 0),
+            Marker::U64 | Marker::I64 | Marker::F64 => (0, 8, 0),
+            Marker::FixExt8 => (0, 9, 0),
+            Marker::FixExt16 => (0, 17, 0),
+            Marker::FixStr(n) => (0, u64::from(n), 0),
+            Marker::FixArray(n) => (0, 0, u64::from(n)),
+            Marker::FixMap(n) => (0, 0, 2 * u64::from(n)),
+            Marker::Str8 | Marker::Bin8 => (1, 0, 0),
+            Marker::Str16 | Marker::Bin16 => (2, 0, 0),
+            Marker::Str32 | Marker::Bin32 => (4, 0, 0),
+            Marker::Ext8 => (1, 1, 0),
+            Marker::Ext16 => (2, 1, 0),
+            Marker::Ext32 => (4, 1, 0),
+            Marker::Array16 => (2, 0, 0),
+            Marker::Array32 => (4, 0, 0),
+            Marker::Map16 => (2, 0, 0),
+            Marker::Map32 => (4, 0, 0),
+            Marker::Reserved => return None,
+        };
+        let (skip, items) = if len_bytes == 0 {
+            (fixed, items)
+        } else {
+            let n = be(pos, len_bytes)?;
+            pos += len_bytes;
+            match marker {
+                Marker::Array16 | Marker::Array32 => (0, n),
+                Marker::Map16 | Marker::Map32 => (0, 2 * n),
+                _ => (fixed + n, 0),
+            }
+        };
+        pos = pos.checked_add(usize::try_from(skip).ok()?)?;
+        if pos > buf.len() {
+            return None;
+        }
+        pending += items;
+        if pending > (buf.len() - pos) as u64 {
+            return None;
+        }
+    }
+    Some(pos)
 }
 
 /// The stored form of a frame: everything but the session id, which the key already says.
@@ -249,6 +321,42 @@ mod tests {
             e.to_string().contains("unsupported envelope version 0x02"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn msgpack_len_is_the_encoded_length() {
+        let mut s = golden_session();
+        s.server_info = Some(json!({"a": [1, -2, 3.5, null, true, "x", {"n": u64::MAX}],
+            "long": "y".repeat(300), "big": vec![7u32; 70_000]}));
+        for bytes in [
+            encode(&s).unwrap(),
+            encode(&golden_frame()).unwrap(),
+            encode(&serde_bytes_like()).unwrap(),
+            encode(&(-1i64, i64::MIN, 1.5f32, 2.5f64, u16::MAX, u32::MAX)).unwrap(),
+        ] {
+            let payload = &bytes[1..];
+            assert_eq!(msgpack_len(payload), Some(payload.len()));
+            for cut in 0..payload.len().min(600) {
+                assert_eq!(msgpack_len(&payload[..cut]), None, "cut at {cut}");
+            }
+        }
+        // Ext values (which encode never writes) are measured too.
+        for (ext, len) in [
+            (&[0xd4u8, 1, 0][..], 3),
+            (&[0xd5, 1, 0, 0][..], 4),
+            (&[0xd6, 1, 0, 0, 0, 0][..], 6),
+            (&[0xd7, 1, 0, 0, 0, 0, 0, 0, 0, 0][..], 10),
+            (&[0xc7, 2, 1, 0, 0][..], 5),
+            (&[0xc8, 0, 1, 1, 9][..], 5),
+        ] {
+            assert_eq!(msgpack_len(ext), Some(len), "{ext:?}");
+        }
+        assert_eq!(msgpack_len(&[0xc1]), None, "reserved marker");
+        assert_eq!(msgpack_len(&[0xdf, 0xff, 0xff, 0xff, 0xff]), None, "huge map, no data");
+    }
+
+    fn serde_bytes_like() -> Vec<Vec<u8>> {
+        vec![vec![0u8; 10], vec![1u8; 300], vec![2u8; 70_000]]
     }
 
     #[test]

@@ -301,28 +301,50 @@ pub(crate) fn assemble(id: &SessionId, a: &[u8], blob: &[u8]) -> Result<Session>
     Ok(s)
 }
 
+/// The field/value pairs of an `HGETALL` reply (RESP2 flat array or RESP3 map), without
+/// collecting them: `None` if the reply is not a hash.
+fn for_each_pair<'v>(v: &'v Value, mut f: impl FnMut(&'v [u8], &'v [u8])) -> Option<bool> {
+    match v {
+        Value::Array(items) => {
+            if items.len() % 2 != 0 {
+                return None;
+            }
+            for kv in items.chunks_exact(2) {
+                f(bytes_of(&kv[0])?, bytes_of(&kv[1])?);
+            }
+            Some(!items.is_empty())
+        }
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                f(bytes_of(k)?, bytes_of(v)?);
+            }
+            Some(!pairs.is_empty())
+        }
+        Value::Nil => Some(false),
+        _ => None,
+    }
+}
+
 /// Parses an `HGETALL` of `id`'s meta. `Ok(None)` when the hash is empty (no session).
 pub(crate) fn parse_session(id: &SessionId, reply: &Value) -> Result<Option<Session>> {
-    let pairs = hash_pairs(reply).ok_or_else(|| {
+    let mut a = None;
+    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    let mut schema1 = false;
+    let any = for_each_pair(reply, |k, v| match k {
+        b"a" => a = Some(v),
+        b"d" => chunks[0] = Some(v),
+        [b'd', n @ b'1'..=b'7'] => chunks[usize::from(n - b'0')] = Some(v),
+        SCHEMA1_FIELD => schema1 = true,
+        _ => {}
+    })
+    .ok_or_else(|| {
         Error::corrupt(
             format!("session {:?} meta", id.as_str()),
             "the reply is not a hash",
         )
     })?;
-    if pairs.is_empty() {
+    if !any {
         return Ok(None);
-    }
-    let mut a = None;
-    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
-    let mut schema1 = false;
-    for (k, v) in &pairs {
-        match *k {
-            b"a" => a = Some(*v),
-            b"d" => chunks[0] = Some(*v),
-            [b'd', n @ b'1'..=b'7'] => chunks[usize::from(n - b'0')] = Some(*v),
-            SCHEMA1_FIELD => schema1 = true,
-            _ => {}
-        }
     }
     let Some(a) = a else {
         return Err(corrupt(
@@ -343,11 +365,10 @@ pub(crate) fn parse_session(id: &SessionId, reply: &Value) -> Result<Option<Sess
     let s = if n == 1 {
         assemble(id, a, first)?
     } else {
-        let blob: Vec<u8> = chunks
-            .iter()
-            .flatten()
-            .flat_map(|c| c.iter().copied())
-            .collect();
+        let mut blob = Vec::with_capacity(chunks.iter().flatten().map(|c| c.len()).sum());
+        for c in chunks.iter().flatten() {
+            blob.extend_from_slice(c);
+        }
         assemble(id, a, &blob)?
     };
     Ok(Some(s))
@@ -548,5 +569,74 @@ mod tests {
     fn request_fields_are_distinct() {
         assert_eq!(request_field(&RequestId::from(5)), b"n:5");
         assert_eq!(request_field(&RequestId::from("5")), b"s:5");
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// `cargo test --release -p shoal-redis --lib meta::timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a timing probe, not a check"]
+    fn parse_session_cost() {
+        let mut s = Session::new(
+            SessionId::new("bench-df17126b-s79").unwrap_or_else(|e| panic!("{e}")),
+            Transport::StreamableHttp,
+        );
+        s.protocol_version = Some("2025-11-25".into());
+        s.upstream_session_id = Some("up-stream-bench".into());
+        s.client_info = Some(serde_json::json!({"name": "shoal-bench", "version": "1.0.0"}));
+        let fields = all_fields(&s, 0).unwrap_or_else(|e| panic!("{e}"));
+        let reply = Value::Array(
+            fields
+                .iter()
+                .flat_map(|(k, v)| {
+                    [
+                        Value::BulkString(k.as_bytes().to_vec()),
+                        Value::BulkString(v.clone()),
+                    ]
+                })
+                .collect(),
+        );
+        let id = s.id.clone();
+        let n = 1_000_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let s = parse_session(&id, std::hint::black_box(&reply));
+            std::hint::black_box(s.ok());
+        }
+        println!("parse_session: {:?} per call", t.elapsed() / n);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(std::hint::black_box(&reply).clone());
+        }
+        println!("reply clone: {:?} per call", t.elapsed() / n);
+        let a = activity_value(&s, 0);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(parse_activity(&id, std::hint::black_box(&a)).ok());
+        }
+        println!("parse_activity: {:?} per call", t.elapsed() / n);
+        let blob = encode_desc(&s).unwrap_or_else(|e| panic!("{e}"));
+        println!("blob {} bytes", blob.len());
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(decode_desc(&id, std::hint::black_box(&blob)).ok());
+        }
+        println!("decode_desc: {:?} per call", t.elapsed() / n);
+        let ci = codec::encode(&s.client_info).unwrap_or_else(|e| panic!("{e}"));
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(
+                codec::decode::<Option<serde_json::Value>>(std::hint::black_box(&ci)).ok(),
+            );
+        }
+        println!("decode client_info alone: {:?} per call", t.elapsed() / n);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(std::hint::black_box(&s).clone());
+        }
+        println!("Session clone: {:?} per call", t.elapsed() / n);
     }
 }

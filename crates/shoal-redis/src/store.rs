@@ -665,34 +665,188 @@ impl Inner {
     ) -> Result<bool> {
         let max = u64::try_from(self.limits.max_sessions).unwrap_or(u64::MAX);
         for attempt in 0..2 {
-            let mut inv = self.scripts.reserve.prepare_invoke();
-            inv.key(self.keys.cap())
-                .arg(id.as_str())
-                .arg(expires.as_millis())
-                .arg(max.min(i64::MAX as u64));
-            let mut c = self.conn();
-            let v = self
-                .io("reserve", Some(id), inv.invoke_async::<Value>(&mut c))
-                .await?;
-            match int_of(&v) {
-                Some(1) => return Ok(true),
-                Some(2) => return Ok(false),
-                Some(0) if attempt == 0 => {
+            match self.reserve_script(id, expires, max).await? {
+                1 => return Ok(true),
+                2 => return Ok(false),
+                _ if attempt == 0 => {
                     // Expired sessions may still hold places; drop them and try once more.
                     store.sweep_expired().await?;
                 }
-                Some(0) => {}
-                other => {
-                    return Err(Error::backend(format!(
-                        "redis reserve: unexpected reply {other:?}"
-                    )));
-                }
+                _ => {}
             }
         }
         Err(Error::LimitExceeded {
             what: "sessions",
             limit: max,
         })
+    }
+
+    /// Create's three steps — reserve a place, run the create script, add the listing
+    /// entry — as one pipeline, so a create costs one round trip instead of three. Only on a
+    /// single server (standalone, Sentinel): the capacity set and the listing bucket live in
+    /// other cluster slots than the session.
+    ///
+    /// Returns the create script's reply and whether the place was newly reserved, or `None`
+    /// when the caller must take the step-by-step path: a script was not loaded yet
+    /// (`NOSCRIPT`), or the store is full — then the session this pipeline may have created is
+    /// removed again first, and the step-by-step path sweeps expired sessions and retries or
+    /// refuses. (While it exists, a concurrent `list` or `get` of that id may see it.)
+    async fn create_in_one_trip(
+        &self,
+        id: &SessionId,
+        expires: Timestamp,
+        args: &[Vec<u8>],
+    ) -> Result<Option<(Vec<Value>, bool)>> {
+        let max = u64::try_from(self.limits.max_sessions).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("EVALSHA")
+            .arg(self.scripts.reserve.get_hash())
+            .arg(1)
+            .arg(self.keys.cap())
+            .arg(id.as_str())
+            .arg(expires.as_millis())
+            .arg(max.min(i64::MAX as u64));
+        let create = pipe
+            .cmd("EVALSHA")
+            .arg(self.scripts.create.get_hash())
+            .arg(3);
+        for k in self.keys.session(id) {
+            create.arg(k);
+        }
+        for a in args {
+            create.arg(a);
+        }
+        pipe.cmd("ZADD")
+            .arg(self.keys.all(bucket_of(id.as_str())))
+            .arg(0)
+            .arg(id.as_str());
+        let mut c = self.conn();
+        let values: Vec<Value> = self
+            .io("create", Some(id), pipe.query_async(&mut c))
+            .await?;
+        let [reserve, created, listed] = <[Value; 3]>::try_from(values).map_err(|v| {
+            Error::backend(format!("redis create: {} replies for 3 commands", v.len()))
+        })?;
+        let noscript = |v: &Value| server_error(v).is_some_and(|e| e.code() == Some("NOSCRIPT"));
+        if noscript(&created) {
+            // Nothing was created; the step-by-step path loads the scripts (a place this
+            // pipeline reserved is found again as "already a member").
+            return Ok(None);
+        }
+        if let Some(e) = server_error(&created) {
+            return Err(errors::map(
+                e,
+                "create",
+                Some(id),
+                self.config.response_timeout,
+            ));
+        }
+        let reply = array(created)
+            .ok_or_else(|| Error::backend("redis create: the script gave a non-array reply"))?;
+        let created_now = reply.first().and_then(int_of) == Some(ST_OK);
+        let reserved = if noscript(&reserve) {
+            if !created_now {
+                return Ok(Some((reply, false)));
+            }
+            match self.reserve_script(id, expires, max).await? {
+                0 => None,
+                r => Some(r == 1),
+            }
+        } else if let Some(e) = server_error(&reserve) {
+            if created_now {
+                self.remove_created(id).await;
+            }
+            return Err(errors::map(
+                e,
+                "create",
+                Some(id),
+                self.config.response_timeout,
+            ));
+        } else {
+            match int_of(&reserve) {
+                Some(0) => None,
+                Some(1) => Some(true),
+                Some(2) => Some(false),
+                other => {
+                    if created_now {
+                        self.remove_created(id).await;
+                    }
+                    return Err(Error::backend(format!(
+                        "redis reserve: unexpected reply {other:?}"
+                    )));
+                }
+            }
+        };
+        let Some(reserved) = reserved else {
+            // Full. Whatever the script did to this id is undone only if it created it.
+            if created_now {
+                self.remove_created(id).await;
+                return Ok(None);
+            }
+            return Ok(Some((reply, false)));
+        };
+        if let Some(e) = server_error(&listed) {
+            // The session exists; only listing misses it until the index is written again.
+            tracing::warn!(session = %id, error = %e, "redis: created session could not be indexed");
+        }
+        Ok(Some((reply, reserved)))
+    }
+
+    /// One run of the reserve script: 1 reserved, 2 already a member, 0 full.
+    async fn reserve_script(&self, id: &SessionId, expires: Timestamp, max: u64) -> Result<i64> {
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.key(self.keys.cap())
+            .arg(id.as_str())
+            .arg(expires.as_millis())
+            .arg(max.min(i64::MAX as u64));
+        let mut c = self.conn();
+        let v = self
+            .io("reserve", Some(id), inv.invoke_async::<Value>(&mut c))
+            .await?;
+        match int_of(&v) {
+            Some(r @ 0..=2) => Ok(r),
+            other => Err(Error::backend(format!(
+                "redis reserve: unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Removes a session this instance has just created but may not keep (no place left):
+    /// its keys and its index entries. Counters are not touched: it was never counted.
+    async fn remove_created(&self, id: &SessionId) {
+        let res = self
+            .script(
+                "create",
+                id,
+                &self.scripts.delete,
+                vec![now_arg(self.now())],
+            )
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(session = %id, error = %e, "redis: a session created over the limit could not be removed");
+        }
+        self.unindex(&[id.as_str()]).await;
+    }
+
+    /// Maps the create script's status to the result; a place newly reserved for a session
+    /// that was not written is given back.
+    async fn created_status(&self, id: &SessionId, reply: &[Value], reserved: bool) -> Result<()> {
+        match reply.first().and_then(int_of) {
+            Some(ST_OK) => Ok(()),
+            Some(ST_EXISTS) => Err(Error::AlreadyExists {
+                what: format!("session {:?}", id.as_str()),
+            }),
+            Some(ST_CORRUPT) => {
+                if reserved {
+                    self.unreserve(id).await;
+                }
+                Err(self.corrupt_status(id, reply))
+            }
+            other => Err(Error::backend(format!(
+                "redis create: unexpected script status {other:?}"
+            ))),
+        }
     }
 
     /// Gives back a place reserved for a session that was definitely not written.
@@ -794,9 +948,6 @@ impl SessionStore for RedisStore {
         let inner = &self.inner;
         inner.check_metadata(&session)?;
         let now = inner.now();
-        let reserved = inner
-            .reserve(self, &session.id, inner.expiry_from(now))
-            .await?;
         session.created_at = now;
         session.last_activity = now;
         session.expires_at = inner.expiry_from(now);
@@ -813,28 +964,20 @@ impl SessionStore for RedisStore {
             args.push(v);
         }
         let id = session.id.clone();
+        if !inner.cluster
+            && let Some((reply, reserved)) = inner
+                .create_in_one_trip(&id, session.expires_at, &args)
+                .await?
+        {
+            inner.created_status(&id, &reply, reserved).await?;
+            self.bump(M_CREATED, 1);
+            return Ok(session);
+        }
+        let reserved = inner.reserve(self, &id, session.expires_at).await?;
         let reply = inner
             .script("create", &id, &inner.scripts.create, args)
             .await?;
-        match reply.first().and_then(int_of) {
-            Some(ST_EXISTS) => {
-                return Err(Error::AlreadyExists {
-                    what: format!("session {:?}", id.as_str()),
-                });
-            }
-            Some(ST_CORRUPT) => {
-                if reserved {
-                    inner.unreserve(&id).await;
-                }
-                return Err(inner.corrupt_status(&id, &reply));
-            }
-            Some(ST_OK) => {}
-            other => {
-                return Err(Error::backend(format!(
-                    "redis create: unexpected script status {other:?}"
-                )));
-            }
-        }
+        inner.created_status(&id, &reply, reserved).await?;
         if let Err(e) = inner.index(&[(id.as_str(), session.expires_at)]).await {
             // The session exists; only listing misses it until the index is written again.
             tracing::warn!(session = %id, error = %e, "redis: created session could not be indexed");

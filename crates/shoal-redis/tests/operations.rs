@@ -106,6 +106,60 @@ async fn seqs_survive_every_integer_width() {
     assert!(err.to_string().contains("2^53"), "{err}");
 }
 
+/// On a single server `create` sends reserve, the create script and the listing entry as one
+/// pipeline. After `SCRIPT FLUSH` (a restarted server) that pipeline meets `NOSCRIPT` and the
+/// step-by-step path loads the scripts; at the session limit a session the pipeline created
+/// is removed again. Either way the outcome is the contract's: created and listed, or
+/// `LimitExceeded` with nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trip_create_survives_a_script_flush_and_the_session_limit() {
+    let prefix = next_prefix();
+    let mut limits = Limits::default();
+    limits.max_sessions = 2;
+    let store = store_with(&prefix, limits, ManualClock::starting_now()).await;
+    let meta = |id: &str| format!("{prefix}:{{{id}}}:meta");
+    for (id, flush) in [("one-a", true), ("one-b", false)] {
+        if flush {
+            server().cli(&["SCRIPT", "FLUSH"]);
+        }
+        store
+            .create(Session::new(sid(id), Transport::StreamableHttp))
+            .await
+            .unwrap_or_else(|e| panic!("create {id}: {e}"));
+        assert_eq!(server().cli(&["EXISTS", &meta(id)]).trim(), "1");
+    }
+    for flush in [true, false] {
+        if flush {
+            server().cli(&["SCRIPT", "FLUSH"]);
+        }
+        match store
+            .create(Session::new(sid("one-c"), Transport::StreamableHttp))
+            .await
+        {
+            Err(shoal_core::Error::LimitExceeded { .. }) => {}
+            other => panic!("create over the limit (flush {flush}): {other:?}"),
+        }
+        assert_eq!(
+            server().cli(&["EXISTS", &meta("one-c")]).trim(),
+            "0",
+            "a refused create leaves no keys (flush {flush})"
+        );
+    }
+    let page = store
+        .list(&shoal_core::ListQuery::default())
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"));
+    let ids: Vec<&str> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["one-a", "one-b"]);
+    let dup = store
+        .create(Session::new(sid("one-a"), Transport::StreamableHttp))
+        .await;
+    assert!(
+        matches!(dup, Err(shoal_core::Error::AlreadyExists { .. })),
+        "{dup:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_sweeper_removes_expired_sessions() {
     let clock = ManualClock::starting_now();

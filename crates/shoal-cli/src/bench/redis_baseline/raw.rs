@@ -5,12 +5,12 @@
 //!
 //! What each op sends (see `crates/shoal-redis/src/store.rs` and `src/scripts/*.lua`):
 //!
-//! | op | round trips |
+//! | op | what is sent |
 //! |---|---|
 //! | get | `HGETALL <p>:{sid}:meta` (schema 2: fields `a`, `d` [+ `d1`…]) |
 //! | touch | `EVALSHA touch` (KEYS meta, frames, requests; ARGV now, expires_at, pexpire ms) |
 //! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, the encoded-frame prefix, the frame's encoding after its seq) |
-//! | create | `EVALSHA reserve` (KEYS cap set; ARGV sid, expires_at, max sessions), then `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), then one pipeline of `ZADD` to the bucket's listing set and the cap set (which is also the expiry index) |
+//! | create | one pipeline: `EVALSHA reserve` (KEYS cap set, which is also the expiry index; ARGV sid, expires_at, max sessions), `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), `ZADD` to the bucket's listing set (on a Cluster Shoal sends these as three round trips; the baseline runs on a single server) |
 //!
 //! The scripts are Shoal's own files (`include_str!`), so their SHA1 is the one Shoal loads.
 //! The raw side works on copies of the bench's pool sessions (`COPY`) under its own key prefix;
@@ -317,7 +317,8 @@ pub(crate) fn append(ctx: &Arc<RawCtx>) -> OpFn {
     })
 }
 
-/// `create`: reserve, create script, index pipeline; session ids `<tag><task>-<n>`.
+/// `create`: one pipeline of `EVALSHA reserve`, `EVALSHA create` and the listing `ZADD`
+/// (what Shoal sends on a single server); session ids `<tag><task>-<n>`.
 pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
     let ctx = Arc::clone(ctx);
     let tag: Arc<str> = Arc::from(tag);
@@ -330,47 +331,50 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
             let expires = now + ctx.ttl_ms;
             let mut conn = ctx.conn.clone();
             let cap = format!("{}:idx:{{cap}}:live", ctx.prefix);
-            let mut reserve = ctx.scripts.reserve.prepare_invoke();
-            reserve
-                .key(&cap)
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            pipe.cmd("EVALSHA")
+                .arg(ctx.scripts.reserve.get_hash())
+                .arg(1)
+                .arg(&cap)
                 .arg(&id)
                 .arg(expires)
                 .arg(ctx.max_sessions.min(i64::MAX as u64));
-            let v: Value = reserve.invoke_async(&mut conn).await.map_err(err)?;
-            if v != Value::Int(1) {
-                return Err(format!("reserve replied {v:?}"));
-            }
             let keys = session_keys(&ctx.prefix, &id);
             let p = &ctx.create_pairs;
             let now_s = now.to_string();
             let exp_s = expires.to_string();
-            let mut inv = ctx.scripts.create.prepare_invoke();
+            let create = pipe
+                .cmd("EVALSHA")
+                .arg(ctx.scripts.create.get_hash())
+                .arg(3);
             for k in &keys {
-                inv.key(k);
+                create.arg(k);
             }
-            inv.arg(&now_s).arg(ctx.pexpire_ms.to_string());
+            create.arg(&now_s).arg(ctx.pexpire_ms.to_string());
             for (j, (k, v)) in p.pairs.iter().enumerate() {
-                inv.arg(&k[..]);
+                create.arg(&k[..]);
                 if j == p.activity {
-                    inv.arg(p.activity_value(&now_s, &exp_s));
+                    create.arg(p.activity_value(&now_s, &exp_s));
                 } else {
-                    inv.arg(&v[..]);
+                    create.arg(&v[..]);
                 }
             }
-            let v: Value = inv.invoke_async(&mut conn).await.map_err(err)?;
-            script_ok(&v)?;
             let b = bucket_of(&id);
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
             pipe.cmd("ZADD")
                 .arg(format!("{}:idx:{{b{b:02}}}:all", ctx.prefix))
                 .arg(0)
                 .arg(&id);
-            pipe.cmd("ZADD").arg(&cap).arg(expires).arg(&id);
             let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(err)?;
-            match replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
-                Some(e) => Err(format!("index write failed: {e:?}")),
-                None => Ok(()),
+            let [reserve, created, listed] = <[Value; 3]>::try_from(replies)
+                .map_err(|v| format!("{} replies for 3 commands", v.len()))?;
+            if reserve != Value::Int(1) {
+                return Err(format!("reserve replied {reserve:?}"));
+            }
+            script_ok(&created)?;
+            match listed {
+                Value::ServerError(e) => Err(format!("index write failed: {e:?}")),
+                _ => Ok(()),
             }
         })
     })
