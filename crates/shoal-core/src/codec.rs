@@ -352,7 +352,11 @@ mod tests {
             assert_eq!(msgpack_len(ext), Some(len), "{ext:?}");
         }
         assert_eq!(msgpack_len(&[0xc1]), None, "reserved marker");
-        assert_eq!(msgpack_len(&[0xdf, 0xff, 0xff, 0xff, 0xff]), None, "huge map, no data");
+        assert_eq!(
+            msgpack_len(&[0xdf, 0xff, 0xff, 0xff, 0xff]),
+            None,
+            "huge map, no data"
+        );
     }
 
     fn serde_bytes_like() -> Vec<Vec<u8>> {
