@@ -99,7 +99,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
                     payload.len() - n
                 )));
             }
-            rmp_serde::from_read_ref(payload).map_err(|e| CodecError::Malformed(e.to_string()))
+            rmp_serde::from_slice(payload).map_err(|e| CodecError::Malformed(e.to_string()))
         }
         other => Err(CodecError::UnsupportedVersion(other)),
     }

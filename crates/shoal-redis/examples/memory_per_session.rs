@@ -120,10 +120,10 @@ async fn measure(url: &str, shape: &'static str, n: usize) -> Result<Measured> {
                 .await?;
         }
     }
-    // Schema 2: the capacity set (also the expiry index) and 16 listing buckets.
+    // Schema 2: the capacity set (also the expiry index) and 1,024 listing buckets.
     let mut index_keys = vec![format!("{prefix}:idx:{{cap}}:live")];
-    for b in 0..16 {
-        index_keys.push(format!("{prefix}:idx:{{b{b:02}}}:all"));
+    for b in 0..1024 {
+        index_keys.push(format!("{prefix}:idx:{{b{b:04}}}:all"));
     }
     let mut index_total = 0u64;
     for key in &index_keys {

@@ -199,7 +199,7 @@ fn not_found(id: &SessionId) -> Error {
 }
 
 fn cursor_of(bucket: u32, member: &str) -> String {
-    format!("{bucket:02}:{member}")
+    format!("{bucket:04}:{member}")
 }
 
 fn parse_cursor(cursor: Option<&str>) -> Result<(u32, Option<String>)> {
@@ -209,7 +209,7 @@ fn parse_cursor(cursor: Option<&str>) -> Result<(u32, Option<String>)> {
     let bad = || Error::invalid(format!("bad list cursor {c:?}"));
     let (b, member) = c.split_once(':').ok_or_else(bad)?;
     let bucket: u32 = b.parse().map_err(|_| bad())?;
-    if bucket >= BUCKETS || b.len() != 2 {
+    if bucket >= BUCKETS || b.len() != 4 {
         return Err(bad());
     }
     if member.is_empty() {
@@ -1111,66 +1111,99 @@ impl SessionStore for RedisStore {
         let mut page = ListPage::default();
         let mut last_pos: Option<(u32, String)> = None;
         let mut dangling: Vec<String> = Vec::new();
+        // Buckets read per round trip: one at first (a dense store fills a page from one
+        // bucket), four times more after each window that left the page short, so walking
+        // an empty store costs a handful of round trips, not one per bucket.
+        let mut window = 1u32;
         while bucket < BUCKETS {
-            let key = inner.keys.all(bucket);
-            let min = after
-                .as_deref()
-                .map_or_else(|| "-".to_string(), |a| format!("({a}"));
-            let mut c = redis::cmd("ZRANGEBYLEX");
-            c.arg(&key)
-                .arg(&min)
-                .arg("+")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(chunk);
-            let members = array(inner.cmd("list", None, c).await?)
-                .ok_or_else(|| Error::backend("redis list: ZRANGEBYLEX gave no array"))?;
-            let members: Vec<String> = members
+            let w = window.min(BUCKETS - bucket);
+            window = (window * 4).min(256);
+            let mut cmds = Vec::with_capacity(w as usize);
+            for i in 0..w {
+                let key = inner.keys.all(bucket + i);
+                let min = match (i, after.as_deref()) {
+                    (0, Some(a)) => format!("({a}"),
+                    _ => "-".to_string(),
+                };
+                let mut c = redis::cmd("ZRANGEBYLEX");
+                c.arg(&key)
+                    .arg(&min)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(chunk);
+                cmds.push((key, c));
+            }
+            let mut per_bucket = Vec::with_capacity(w as usize);
+            for v in inner.multi("list", cmds).await? {
+                if let Some(e) = server_error(&v) {
+                    return Err(errors::map(e, "list", None, inner.config.response_timeout));
+                }
+                let members = array(v)
+                    .ok_or_else(|| Error::backend("redis list: ZRANGEBYLEX gave no array"))?;
+                let members: Vec<String> = members
+                    .iter()
+                    .filter_map(|m| bytes_of(m).map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .collect();
+                let more = members.len() >= chunk;
+                per_bucket.push((members, more));
+                if more {
+                    // This bucket has more members than were read: buckets after it wait
+                    // until it is exhausted (the listing order is bucket, then member).
+                    break;
+                }
+            }
+            let ids: Vec<Vec<Option<SessionId>>> = per_bucket
                 .iter()
-                .filter_map(|m| bytes_of(m).map(|b| String::from_utf8_lossy(b).into_owned()))
+                .map(|(members, _)| members.iter().map(|m| SessionId::new(m).ok()).collect())
                 .collect();
-            let ids: Vec<Option<SessionId>> =
-                members.iter().map(|m| SessionId::new(m).ok()).collect();
-            let valid: Vec<SessionId> = ids.iter().flatten().cloned().collect();
+            let valid: Vec<SessionId> = ids.iter().flatten().flatten().cloned().collect();
             let replies = inner.hgetall_many(&valid).await?;
             let mut replies = replies.iter();
-            for (member, id) in members.iter().zip(&ids) {
-                let Some(id) = id else {
-                    // Not a session id at all: index garbage.
-                    dangling.push(member.clone());
-                    continue;
-                };
-                let reply = replies.next().unwrap_or(&Value::Nil);
-                let item = match inner.parse_meta_reply(id, reply) {
-                    Ok(None) => {
+            let first = bucket;
+            for (i, ((members, more), ids)) in per_bucket.iter().zip(&ids).enumerate() {
+                let b = first + i as u32;
+                for (member, id) in members.iter().zip(ids) {
+                    let Some(id) = id else {
+                        // Not a session id at all: index garbage.
                         dangling.push(member.clone());
-                        None
+                        continue;
+                    };
+                    let reply = replies.next().unwrap_or(&Value::Nil);
+                    let item = match inner.parse_meta_reply(id, reply) {
+                        Ok(None) => {
+                            dangling.push(member.clone());
+                            None
+                        }
+                        Ok(Some(s)) if s.is_expired_at(now) || !query.filter.matches(&s) => None,
+                        Ok(Some(s)) => Some(Ok(s)),
+                        Err(e @ Error::Corrupt { .. }) => Some(Err(e)),
+                        Err(e) => return Err(e),
+                    };
+                    if let Some(item) = item {
+                        if page.sessions.len() == query.limit {
+                            // One more item exists: there is a next page, starting after the
+                            // last position this page consumed.
+                            page.next_cursor = last_pos.map(|(b, m)| cursor_of(b, &m));
+                            inner.repair(&dangling).await;
+                            return Ok(page);
+                        }
+                        match item {
+                            Ok(s) => page.sessions.push(s),
+                            Err(e) => push_item_error(&mut page.errors, id, e),
+                        }
                     }
-                    Ok(Some(s)) if s.is_expired_at(now) || !query.filter.matches(&s) => None,
-                    Ok(Some(s)) => Some(Ok(s)),
-                    Err(e @ Error::Corrupt { .. }) => Some(Err(e)),
-                    Err(e) => return Err(e),
-                };
-                if let Some(item) = item {
-                    if page.sessions.len() == query.limit {
-                        // One more item exists: there is a next page, starting after the
-                        // last position this page consumed.
-                        page.next_cursor = last_pos.map(|(b, m)| cursor_of(b, &m));
-                        inner.repair(&dangling).await;
-                        return Ok(page);
-                    }
-                    match item {
-                        Ok(s) => page.sessions.push(s),
-                        Err(e) => push_item_error(&mut page.errors, id, e),
-                    }
+                    last_pos = Some((b, member.clone()));
                 }
-                last_pos = Some((bucket, member.clone()));
-            }
-            if members.len() < chunk {
-                bucket += 1;
-                after = None;
-            } else {
-                after = members.last().cloned();
+                if *more {
+                    bucket = b;
+                    after = members.last().cloned();
+                    // The page is still short; go on in this bucket, one bucket at a time.
+                    window = 1;
+                } else {
+                    bucket = b + 1;
+                    after = None;
+                }
             }
         }
         inner.repair(&dangling).await;

@@ -453,7 +453,7 @@ async fn dangling_index_entries_are_repaired() {
     // The reader removed b from the index.
     let members = server().cli(&[
         "ZRANGE",
-        &format!("{p}:idx:{{b{:02}}}:all", bucket(&b)),
+        &format!("{p}:idx:{{b{:04}}}:all", bucket(&b)),
         "0",
         "-1",
     ]);
@@ -474,7 +474,7 @@ fn bucket(id: &SessionId) -> u32 {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    h % 16
+    h % 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,7 +522,7 @@ async fn every_key_carries_a_hash_tag() {
             let (n, kind) = idx
                 .split_once("}:")
                 .unwrap_or_else(|| panic!("{key}: no closing tag"));
-            n.len() == 2 && n.parse::<u32>().is_ok_and(|n| n < 16) && kind == "all"
+            n.len() == 4 && n.parse::<u32>().is_ok_and(|n| n < 1024) && kind == "all"
         } else if let Some(m) = rest.strip_prefix("metrics:") {
             ["created", "completed", "failed", "deleted", "frames"].contains(&m)
         } else {

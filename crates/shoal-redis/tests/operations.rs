@@ -149,7 +149,8 @@ async fn one_trip_create_survives_a_script_flush_and_the_session_limit() {
         .list(&shoal_core::ListQuery::default())
         .await
         .unwrap_or_else(|e| panic!("list: {e}"));
-    let ids: Vec<&str> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+    let mut ids: Vec<&str> = page.sessions.iter().map(|s| s.id.as_str()).collect();
+    ids.sort_unstable();
     assert_eq!(ids, ["one-a", "one-b"]);
     let dup = store
         .create(Session::new(sid("one-a"), Transport::StreamableHttp))
@@ -158,6 +159,67 @@ async fn one_trip_create_survives_a_script_flush_and_the_session_limit() {
         matches!(dup, Err(shoal_core::Error::AlreadyExists { .. })),
         "{dup:?}"
     );
+}
+
+/// The listing bucket of an id (FNV-1a 32 modulo 1,024, as `shoal-redis` stores it).
+fn bucket(id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % 1024
+}
+
+/// `list` reads sparse listing buckets several per round trip and stays in a bucket that
+/// holds more than one read's worth: with crowded buckets (40 ids in one, 25 in the last)
+/// between nearly empty ones, pages of 5 (each read takes 16 per bucket) return every
+/// session exactly once, in (bucket, id) order, and the last page has no cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_walks_crowded_and_sparse_buckets_exactly_once() {
+    let prefix = next_prefix();
+    let store = store_with(&prefix, Limits::default(), ManualClock::starting_now()).await;
+    let mut ids = Vec::new();
+    let (mut crowded, mut last) = (0, 0);
+    for i in 0..200_000 {
+        let id = format!("lw-{i}");
+        let b = bucket(&id);
+        if b == 500 && crowded < 40 {
+            crowded += 1;
+        } else if b == 1023 && last < 25 {
+            last += 1;
+        } else if i % 9_000 != 0 {
+            continue;
+        }
+        ids.push((b, id));
+        if crowded == 40 && last == 25 && ids.len() >= 85 {
+            break;
+        }
+    }
+    assert!(crowded == 40 && last == 25, "ids found: {crowded} {last}");
+    for (_, id) in &ids {
+        store
+            .create(Session::new(sid(id), Transport::StreamableHttp))
+            .await
+            .unwrap_or_else(|e| panic!("create {id}: {e}"));
+    }
+    ids.sort();
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100 {
+        let page = store
+            .list(&shoal_core::ListQuery::first(5).with_cursor(cursor.take()))
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"));
+        assert!(page.sessions.len() <= 5);
+        listed.extend(page.sessions.iter().map(|s| s.id.as_str().to_owned()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(listed, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

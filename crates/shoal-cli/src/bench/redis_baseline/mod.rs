@@ -940,8 +940,8 @@ async fn forget_raw(
         }
     }
     keys.push(format!("{}:idx:{{cap}}:live", ctx.prefix));
-    for b in 0..16 {
-        keys.push(format!("{}:idx:{{b{b:02}}}:all", ctx.prefix));
+    for b in 0..1024 {
+        keys.push(format!("{}:idx:{{b{b:04}}}:all", ctx.prefix));
     }
     for chunk in keys.chunks(1000) {
         let _: u64 = redis::cmd("UNLINK").arg(chunk).query_async(conn).await?;

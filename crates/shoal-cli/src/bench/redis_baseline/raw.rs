@@ -33,9 +33,9 @@ const CREATE_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/creat
 const RESERVE_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/reserve.lua");
 
 /// Index buckets (`shoal-redis` keys.rs; part of the storage format).
-const BUCKETS: u32 = 16;
+const BUCKETS: u32 = 1024;
 
-/// Shoal's index bucket of a session id: FNV-1a 32 of its bytes, modulo 16.
+/// Shoal's index bucket of a session id: FNV-1a 32 of its bytes, modulo 1,024.
 pub(crate) fn bucket_of(id: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in id.bytes() {
@@ -362,7 +362,7 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
             }
             let b = bucket_of(&id);
             pipe.cmd("ZADD")
-                .arg(format!("{}:idx:{{b{b:02}}}:all", ctx.prefix))
+                .arg(format!("{}:idx:{{b{b:04}}}:all", ctx.prefix))
                 .arg(0)
                 .arg(&id);
             let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(err)?;
