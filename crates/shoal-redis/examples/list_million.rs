@@ -9,7 +9,7 @@
 //! Arguments: sessions (default 1,000,000), pages to time (default 200), and optionally the
 //! URL of an empty database to use instead of a server started for the run. Pages are timed
 //! one at a time: 10 walks of 20 consecutive pages, each walk starting at a different index
-//! bucket (cursor `NN:`), so the sample covers the whole keyspace. With a server started for
+//! bucket (cursor `NNNN:`), so the sample covers the whole keyspace. With a server started for
 //! the run nothing is cleaned up (the server dies); with a URL the sessions are deleted.
 
 use std::{
@@ -119,7 +119,7 @@ async fn main() -> Result<()> {
     let mut cursor: Option<String> = None;
     for i in 0..pages {
         if i % WALK == 0 {
-            cursor = Some(format!("{:02}:", (i / WALK) % 16));
+            cursor = Some(format!("{:04}:", (i / WALK) * 1024 / (pages / WALK).max(1) % 1024));
         }
         let q = ListQuery::first(PAGE).with_cursor(cursor.take());
         let t = Instant::now();
