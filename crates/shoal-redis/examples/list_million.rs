@@ -119,7 +119,10 @@ async fn main() -> Result<()> {
     let mut cursor: Option<String> = None;
     for i in 0..pages {
         if i % WALK == 0 {
-            cursor = Some(format!("{:04}:", (i / WALK) * 1024 / (pages / WALK).max(1) % 1024));
+            cursor = Some(format!(
+                "{:04}:",
+                (i / WALK) * 1024 / (pages / WALK).max(1) % 1024
+            ));
         }
         let q = ListQuery::first(PAGE).with_cursor(cursor.take());
         let t = Instant::now();
