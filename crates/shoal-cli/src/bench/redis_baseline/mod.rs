@@ -181,6 +181,25 @@ pub(crate) struct ToolReport {
     pub(crate) evalsha_append: ToolStats,
     /// Per round: `[hgetall rps, evalsha append rps]`.
     pub(crate) rounds: Vec<[f64; 2]>,
+    /// The latency floor at concurrency 16: `redis-benchmark -c 16 -P 1` of the commands
+    /// Shoal's get, touch and append send, medians. A C client on the same server; the p95
+    /// goals at c16 cannot be met by anything above what this meets.
+    pub(crate) floor_c16: FloorReport,
+}
+
+/// `redis-benchmark -c 16 -P 1` of `HGETALL`, `EVALSHA touch` and `EVALSHA append`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct FloorReport {
+    /// Clients.
+    pub(crate) clients: u32,
+    /// Requests per run.
+    pub(crate) requests: u64,
+    /// `HGETALL` of a copy of a pool session's meta hash (get).
+    pub(crate) hgetall: ToolStats,
+    /// `EVALSHA` of Shoal's touch script.
+    pub(crate) evalsha_touch: ToolStats,
+    /// `EVALSHA` of Shoal's append script.
+    pub(crate) evalsha_append: ToolStats,
 }
 
 /// One goal of the issue and whether this run met it.
@@ -307,7 +326,7 @@ struct Samples {
     /// `(level, op, side)` → per round, the median over its blocks of Shoal ÷ that side.
     ratios: BTreeMap<(usize, &'static str, usize), Vec<f64>>,
     /// Per round, `[hgetall, evalsha append]`.
-    tool: Vec<[ToolStats; 2]>,
+    tool: Vec<[ToolStats; 5]>,
     /// First error per measurement name.
     errors: BTreeMap<String, String>,
 }
@@ -445,6 +464,13 @@ pub(crate) async fn run(
             hgetall: med(0),
             evalsha_append: med(1),
             rounds: samples.tool.iter().map(|r| [r[0].rps, r[1].rps]).collect(),
+            floor_c16: FloorReport {
+                clients: tool::FLOOR_CLIENTS,
+                requests: floor_requests(rb.redis_benchmark_requests),
+                hgetall: med(2),
+                evalsha_touch: med(3),
+                evalsha_append: med(4),
+            },
         }
     });
     for (what, e) in &samples.errors {
@@ -519,8 +545,19 @@ fn goals(levels: &[Level], tool: Option<&ToolReport>) -> Vec<Goal> {
     if let Some(l) = levels.iter().find(|l| l.concurrency == 16) {
         for (op, target) in GOAL_P95_US {
             if let Some(o) = l.ops.iter().find(|o| o.op == op) {
+                let floor = tool.and_then(|t| match op {
+                    "get" => Some(("HGETALL", &t.floor_c16.hgetall)),
+                    "touch" => Some(("EVALSHA touch", &t.floor_c16.evalsha_touch)),
+                    "append" => Some(("EVALSHA append", &t.floor_c16.evalsha_append)),
+                    _ => None,
+                });
+                let floor = floor
+                    .and_then(|(what, s)| Some((what, s.p95_ms? * 1000.0)))
+                    .map_or_else(String::new, |(what, us)| {
+                        format!(" (redis-benchmark c16 P1 {what}: p95 {us:.0} µs)")
+                    });
                 out.push(Goal::at_most(
-                    format!("{op} p95 at c16 <= {target} µs"),
+                    format!("{op} p95 at c16 <= {target} µs{floor}"),
                     Some(o.shoal.p95_us),
                     target,
                 ));
@@ -852,12 +889,19 @@ impl Sides<'_> {
     }
 }
 
-/// One round of `redis-benchmark`: `[HGETALL, EVALSHA append]`, or `None` when it cannot run.
+/// Requests of each latency-floor run: a quarter of the throughput runs' (at least 1,000),
+/// since without pipelining the server answers several times fewer per second.
+fn floor_requests(requests: u64) -> u64 {
+    (requests / 4).max(1_000)
+}
+
+/// One round of `redis-benchmark`: `[HGETALL, EVALSHA append]` at c64 P16, then the latency
+/// floor `[HGETALL, EVALSHA touch, EVALSHA append]` at c16 P1; `None` when it cannot run.
 async fn tool_round(
     url: &str,
     requests: u64,
     ctx: &RawCtx,
-) -> anyhow::Result<Option<[ToolStats; 2]>> {
+) -> anyhow::Result<Option<[ToolStats; 5]>> {
     let Ok(target) = Target::of_url(url) else {
         return Ok(None);
     };
@@ -897,8 +941,43 @@ async fn tool_round(
         no_nul(&ctx.frame_prefix),
         no_nul(&ctx.suffixes[0]),
     ]);
-    let evalsha = tool::run(&target, requests, cmd).await?;
-    Ok(Some([hgetall, evalsha]))
+    let evalsha = tool::run(&target, requests, cmd.clone()).await?;
+    let _: String = ctx
+        .scripts
+        .touch
+        .prepare_invoke()
+        .load_async(&mut conn)
+        .await?;
+    let mut touch: Vec<OsString> = vec![
+        "EVALSHA".into(),
+        ctx.scripts.touch.get_hash().into(),
+        "3".into(),
+    ];
+    touch.extend(ctx.keys[0].iter().map(|k| OsString::from(k.clone())));
+    touch.extend([
+        OsString::from(now.to_string()),
+        OsString::from((now + ctx.ttl_ms).to_string()),
+        OsString::from(ctx.pexpire_ms.to_string()),
+    ]);
+    let floor = |command: Vec<OsString>| {
+        tool::run_with(
+            &target,
+            tool::FLOOR_CLIENTS,
+            1,
+            floor_requests(requests),
+            command,
+        )
+    };
+    let floor_get = floor(vec!["HGETALL".into(), ctx.keys[0][0].clone().into()]).await?;
+    let floor_touch = floor(touch).await?;
+    let floor_append = floor(cmd).await?;
+    Ok(Some([
+        hgetall,
+        evalsha,
+        floor_get,
+        floor_touch,
+        floor_append,
+    ]))
 }
 
 /// Places left under `max_sessions`.
@@ -1120,6 +1199,24 @@ pub(crate) fn render(r: &RedisBaselineReport) -> String {
                 fmt_rate(t.hgetall.rps),
                 fmt_rate(t.evalsha_append.rps)
             );
+            let f = &t.floor_c16;
+            let p95 = |s: &ToolStats| {
+                s.p95_ms
+                    .map_or_else(|| "-".into(), |ms| fmt_us(ms * 1000.0))
+            };
+            let _ = writeln!(
+                out,
+                "redis-benchmark latency floor (c{} P1, {} requests): HGETALL {} req/s p95 {} µs, \
+                 EVALSHA touch {} req/s p95 {} µs, EVALSHA append {} req/s p95 {} µs",
+                f.clients,
+                f.requests,
+                fmt_rate(f.hgetall.rps),
+                p95(&f.hgetall),
+                fmt_rate(f.evalsha_touch.rps),
+                p95(&f.evalsha_touch),
+                fmt_rate(f.evalsha_append.rps),
+                p95(&f.evalsha_append)
+            );
         }
         (None, Some(why)) => {
             let _ = writeln!(out, "redis-benchmark: skipped ({why})");
@@ -1206,6 +1303,12 @@ mod tests {
                 get_vs_blob: None,
             },
         ];
+        let stats = |p95_ms: Option<f64>| ToolStats {
+            rps: 1.0,
+            p50_ms: None,
+            p95_ms,
+            p99_ms: None,
+        };
         let tool = ToolReport {
             clients: 64,
             pipeline: 16,
@@ -1223,9 +1326,24 @@ mod tests {
                 p99_ms: None,
             },
             rounds: vec![],
+            floor_c16: FloorReport {
+                clients: 16,
+                requests: 10,
+                hgetall: stats(Some(0.25)),
+                evalsha_touch: stats(Some(0.6)),
+                evalsha_append: stats(None),
+            },
         };
         let g = goals(&levels, Some(&tool));
         let find = |needle: &str| g.iter().find(|g| g.name.contains(needle)).unwrap().clone();
+        // The p95 goals name the latency floor the same run measured, where it has one.
+        assert!(
+            find("get p95 at c16")
+                .name
+                .ends_with("(redis-benchmark c16 P1 HGETALL: p95 250 µs)"),
+            "{g:?}"
+        );
+        assert!(find("append p95 at c16").name.ends_with("500 µs"));
         assert_eq!(
             find("get ops/s >= 0.9x raw redis-rs at c16").met,
             Some(true)
@@ -1267,5 +1385,10 @@ mod tests {
         let v = serde_json::to_value(&report).unwrap();
         assert_eq!(v["levels"][0]["ops"][0]["ratio"], 0.95);
         assert_eq!(v["redis_benchmark"]["evalsha_append"]["rps"], 100.0);
+        assert_eq!(
+            v["redis_benchmark"]["floor_c16"]["evalsha_touch"]["p95_ms"],
+            0.6
+        );
+        assert!(text.contains("latency floor (c16 P1"), "{text}");
     }
 }

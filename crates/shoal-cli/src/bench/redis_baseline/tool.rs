@@ -1,5 +1,7 @@
 //! `redis-benchmark`, the server's own load generator, as the ceiling of what the server does:
-//! 64 clients, 16 commands pipelined per client, bounded by a request count and a timeout.
+//! 64 clients, 16 commands pipelined per client, bounded by a request count and a timeout —
+//! and, at 16 clients without pipelining, as the latency floor a client at the bench's
+//! concurrency meets on this server (what the p95 goals are compared with).
 
 use std::{ffi::OsString, process::Stdio, time::Duration};
 
@@ -10,6 +12,8 @@ use serde::Serialize;
 pub(crate) const CLIENTS: u32 = 64;
 /// Pipeline depth of every `redis-benchmark` run.
 pub(crate) const PIPELINE: u32 = 16;
+/// Clients of the latency-floor runs (the bench's p95 goals are at concurrency 16).
+pub(crate) const FLOOR_CLIENTS: u32 = 16;
 /// Bound on one `redis-benchmark` run.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -115,6 +119,17 @@ pub(crate) async fn run(
     requests: u64,
     command: Vec<OsString>,
 ) -> anyhow::Result<ToolStats> {
+    run_with(target, CLIENTS, PIPELINE, requests, command).await
+}
+
+/// Runs `redis-benchmark -c clients -P pipeline -n requests --csv <command…>` against `target`.
+pub(crate) async fn run_with(
+    target: &Target,
+    clients: u32,
+    pipeline: u32,
+    requests: u64,
+    command: Vec<OsString>,
+) -> anyhow::Result<ToolStats> {
     let mut cmd = tokio::process::Command::new("redis-benchmark");
     cmd.arg("-h")
         .arg(&target.host)
@@ -123,9 +138,9 @@ pub(crate) async fn run(
         .arg("--dbnum")
         .arg(target.db.to_string())
         .arg("-c")
-        .arg(CLIENTS.to_string())
+        .arg(clients.to_string())
         .arg("-P")
-        .arg(PIPELINE.to_string())
+        .arg(pipeline.to_string())
         .arg("-n")
         .arg(requests.to_string())
         .arg("--csv")
