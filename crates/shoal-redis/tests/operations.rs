@@ -222,6 +222,102 @@ async fn list_walks_crowded_and_sparse_buckets_exactly_once() {
     assert_eq!(listed, expected);
 }
 
+/// The TTL of every key of a session, in ms (-2 absent, -1 none).
+fn pttls(prefix: &str, id: &str) -> [i64; 3] {
+    ["meta", "frames", "requests"].map(|k| {
+        let v = server().cli(&["PTTL", &format!("{prefix}:{{{id}}}:{k}")]);
+        v.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("PTTL {k}: {v:?}: {e}"))
+    })
+}
+
+/// Sliding TTL: writes re-arm the TTL of all three keys only when meta's no longer covers the
+/// new expiry plus half the grace; keys a script creates get it at once; a key whose TTL ran
+/// short is re-armed (all three) by the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_keeps_a_ttl_covering_the_expiry() {
+    let prefix = next_prefix();
+    let mut limits = Limits::default();
+    limits.session_ttl = Duration::from_secs(3_600);
+    // The system clock: Redis counts TTLs in real time.
+    let store = RedisStore::connect(
+        RedisConfig::new(server().url()).with_key_prefix(&prefix),
+        limits,
+        Arc::new(shoal_core::SystemClock),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect: {e}"));
+    let id = sid("ttl-a");
+    store
+        .create(Session::new(id.clone(), Transport::StreamableHttp))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .append_frames(
+            &id,
+            vec![NewFrame::new(Direction::ClientToServer, b"{}".to_vec())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .add_pending(&id, shoal_core::PendingRequest::new(1, "tools/call"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // TTL + grace (60 s) at most, and at least the session TTL: the new keys got theirs.
+    let full = 3_660_000;
+    for t in pttls(&prefix, id.as_str()) {
+        assert!((3_600_000..=full).contains(&t), "{t}");
+    }
+    // Meta's TTL runs short (another writer's smaller grace, an old build...): the next
+    // touch re-arms all three keys.
+    for k in ["meta", "frames", "requests"] {
+        server().cli(&["PEXPIRE", &format!("{prefix}:{{{id}}}:{k}"), "5000"]);
+    }
+    store.touch(&id).await.unwrap_or_else(|e| panic!("{e}"));
+    for t in pttls(&prefix, id.as_str()) {
+        assert!(t >= 3_600_000, "re-armed: {t}");
+    }
+    // A TTL that still covers the new expiry (3,600 s) plus half the grace (30 s) is left
+    // alone by touch and append; one below that is re-armed, on all three keys.
+    let set_all = |ms: &str| {
+        for k in ["meta", "frames", "requests"] {
+            server().cli(&["PEXPIRE", &format!("{prefix}:{{{id}}}:{k}"), ms]);
+        }
+    };
+    set_all("3640000");
+    store.touch(&id).await.unwrap_or_else(|e| panic!("{e}"));
+    store
+        .append_frames(
+            &id,
+            vec![NewFrame::new(Direction::ServerToClient, b"{}".to_vec())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for t in pttls(&prefix, id.as_str()) {
+        assert!((3_600_000..=3_640_000).contains(&t), "left alone: {t}");
+    }
+    set_all("3620000");
+    store.touch(&id).await.unwrap_or_else(|e| panic!("{e}"));
+    for t in pttls(&prefix, id.as_str()) {
+        assert!(t > 3_640_000, "re-armed: {t}");
+    }
+    // The frames list dropped and made again by an append gets the TTL at once.
+    store
+        .delete_frames(&id, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pttls(&prefix, id.as_str())[1], -2);
+    store
+        .append_frames(
+            &id,
+            vec![NewFrame::new(Direction::ClientToServer, b"{}".to_vec())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(pttls(&prefix, id.as_str())[1] > 3_500_000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_sweeper_removes_expired_sessions() {
     let clock = ManualClock::starting_now();

@@ -26,6 +26,8 @@ local max = tonumber(ARGV[4])
 -- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything
 -- is written, if the key is not a list; with frames RPUSH does both).
 n = n or redis.call('LLEN', KEYS[2])
+-- RPUSH made the list (it has no TTL yet) when the list holds only this batch.
+local fresh = k > 0 and n == k
 if n > max then
   if max == 0 then
     redis.call('DEL', KEYS[2])
@@ -40,5 +42,5 @@ t[4] = last
 t[5] = last - n + 1
 t[6] = n
 redis.call('HSET', KEYS[1], 'a', pack_a(t))
-pexpire_all(ARGV[3])
+slide_ttl(fresh)
 return out

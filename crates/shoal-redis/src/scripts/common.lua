@@ -122,6 +122,22 @@ local function pexpire_all(ms)
   redis.call('PEXPIRE', KEYS[3], ms)
 end
 
+-- The sliding TTL of a write that moves the expiry to ARGV[2], with ARGV[3] = the PEXPIRE ms
+-- (time left until ARGV[2] plus the grace): every key of the session gets ARGV[3], unless
+-- meta's TTL already covers the time left plus half the grace — then nothing is written.
+-- The three keys always share one TTL (every script that sets one sets all three, and
+-- add_pending gives a new requests hash meta's), so meta's stands for all. `created` says
+-- this script created one of the keys (it has no TTL yet). A session written more often than
+-- every grace/2 re-arms its TTL once per grace/2 instead of three PEXPIREs per write.
+local function slide_ttl(created)
+  local ms = tonumber(ARGV[3])
+  local left = tonumber(ARGV[2]) - tonumber(ARGV[1])
+  if not created and redis.call('PTTL', KEYS[1]) >= left + (ms - left) / 2 then
+    return
+  end
+  pexpire_all(ms)
+end
+
 -- Pushes `items` onto the frames list in chunks (Lua's unpack has a stack limit). Returns
 -- the list's length after the push (nil if `items` is empty). RPUSH fails with WRONGTYPE
 -- before writing anything if the key is not a list.

@@ -16,5 +16,5 @@ if not rest or tonumber(e) > 9007199254740991 or tonumber(e) <= now then
   return {-9, 'a', 'unexpected layout'}
 end
 redis.call('HSET', KEYS[1], 'a', ARGV[1] .. ':' .. ARGV[2] .. ':' .. rest)
-pexpire_all(ARGV[3])
+slide_ttl(false)
 return {0}

@@ -26,5 +26,5 @@ local i = math.floor((#ARGV - 4) / 2)
 while redis.call('HDEL', KEYS[1], 'd' .. i) == 1 do
   i = i + 1
 end
-pexpire_all(ARGV[3])
+slide_ttl(false)
 return {0, table.concat(old), a}
