@@ -541,9 +541,11 @@ impl OpenedStore {
             }
         }
         if let Some(bus) = self.bus.get_mut().take() {
-            // Sent, then dropped with the store (its tasks end with the last handle).
-            // `close()` would also work but logs "bus down" as a warning at every exit.
-            if !bus.flush(Duration::from_secs(2)).await {
+            // Sent, then closed; if they cannot be sent, a warning says what that means and
+            // the bus is dropped with the store (its tasks end with the last handle).
+            if bus.flush(Duration::from_secs(2)).await {
+                bus.close().await;
+            } else {
                 tracing::warn!(
                     "some cache invalidations were not sent before exit; other instances' \
                      caches may serve their copy until its entry ttl passes"

@@ -343,7 +343,7 @@ impl RedisInvalidationBus {
         {
             t.abort();
         }
-        self.inner.set_up(false);
+        self.inner.set_state(false, true);
     }
 }
 
@@ -396,11 +396,19 @@ impl BusInner {
     }
 
     fn set_up(&self, up: bool) {
+        self.set_state(up, false);
+    }
+
+    /// Up or down; `closing` says the owner closed the bus (a down that is no failure, so
+    /// it is logged at info, not warn).
+    fn set_state(&self, up: bool, closing: bool) {
         let event = if up { BusEvent::Up } else { BusEvent::Down };
         if self.emit(event, || self.up.swap(up, Ordering::AcqRel) != up) {
             if up {
                 self.subscriptions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(channel = %self.channel, "redis invalidation bus up");
+            } else if closing {
+                tracing::info!(channel = %self.channel, "redis invalidation bus closed; caches off");
             } else {
                 tracing::warn!(channel = %self.channel, "redis invalidation bus down; caches off");
             }
