@@ -1675,7 +1675,9 @@ impl RedisStore {
 
     /// Examines the members of one expiry-scored set whose score is at or before now: removes
     /// expired sessions, drops members whose session is gone, and re-scores live ones (their
-    /// expiry moved on since they were indexed).
+    /// expiry moved on since they were indexed) — and puts live ones back into their listing
+    /// bucket if they are missing there (`ZADD NX`: a create whose listing write failed is
+    /// listed again at the latest one TTL later).
     async fn sweep_zset(&self, key: &str, report: &mut SweepReport) -> Result<()> {
         let inner = &self.inner;
         let mut skip = 0usize;
@@ -1712,6 +1714,7 @@ impl RedisStore {
             let mut rescore = redis::cmd("ZADD");
             rescore.arg(key).arg("XX");
             let mut any_rescore = false;
+            let mut relist: BTreeMap<u32, Vec<String>> = BTreeMap::new();
             for (m, outcome) in outcomes {
                 match outcome? {
                     ExpireOutcome::Gone => {
@@ -1723,8 +1726,9 @@ impl RedisStore {
                         gone.push(m);
                     }
                     ExpireOutcome::Live(e) => {
-                        rescore.arg(e).arg(m);
+                        rescore.arg(e).arg(&m);
                         any_rescore = true;
+                        relist.entry(bucket_of(&m)).or_default().push(m);
                     }
                     ExpireOutcome::Unreadable => skip += 1,
                 }
@@ -1732,6 +1736,23 @@ impl RedisStore {
             inner.repair(&gone).await;
             if any_rescore {
                 inner.cmd("sweep", None, rescore).await?;
+                let cmds = relist
+                    .into_iter()
+                    .map(|(b, members)| {
+                        let k = inner.keys.all(b);
+                        let mut c = redis::cmd("ZADD");
+                        c.arg(&k).arg("NX");
+                        for m in members {
+                            c.arg(0).arg(m);
+                        }
+                        (k, c)
+                    })
+                    .collect();
+                let relisted = inner.multi("sweep", cmds).await?;
+                if let Some(e) = relisted.iter().find_map(server_error) {
+                    return Err(errors::map(e, "sweep", None, inner.config.response_timeout));
+                }
+                report.repaired += relisted.iter().filter_map(u64_of).sum::<u64>();
             }
             if members.len() < SCAN_CHUNK {
                 break;
