@@ -1153,26 +1153,37 @@ impl SessionStore for RedisStore {
                     break;
                 }
             }
-            let ids: Vec<Vec<Option<SessionId>>> = per_bucket
-                .iter()
-                .map(|(members, _)| members.iter().map(|m| SessionId::new(m).ok()).collect())
-                .collect();
-            let valid: Vec<SessionId> = ids.iter().flatten().flatten().cloned().collect();
-            let replies = inner.hgetall_many(&valid).await?;
-            let mut replies = replies.iter();
+            // The window's members in listing order. Their metas are read a page's worth at a
+            // time, so a wide window over a sparse store does not read hundreds of sessions
+            // for the few the page still needs.
             let first = bucket;
-            for (i, ((members, more), ids)) in per_bucket.iter().zip(&ids).enumerate() {
-                let b = first + i as u32;
-                for (member, id) in members.iter().zip(ids) {
+            let entries: Vec<(u32, &String)> = per_bucket
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (members, _))| members.iter().map(move |m| (first + i as u32, m)))
+                .collect();
+            let mut at = 0;
+            while at < entries.len() {
+                let take = (query.limit + 1 - page.sessions.len()).max(16);
+                let chunk = &entries[at..entries.len().min(at + take)];
+                at += chunk.len();
+                let ids: Vec<Option<SessionId>> = chunk
+                    .iter()
+                    .map(|(_, m)| SessionId::new(m.as_str()).ok())
+                    .collect();
+                let valid: Vec<SessionId> = ids.iter().flatten().cloned().collect();
+                let replies = inner.hgetall_many(&valid).await?;
+                let mut replies = replies.iter();
+                for ((b, member), id) in chunk.iter().zip(&ids) {
                     let Some(id) = id else {
                         // Not a session id at all: index garbage.
-                        dangling.push(member.clone());
+                        dangling.push((*member).clone());
                         continue;
                     };
                     let reply = replies.next().unwrap_or(&Value::Nil);
                     let item = match inner.parse_meta_reply(id, reply) {
                         Ok(None) => {
-                            dangling.push(member.clone());
+                            dangling.push((*member).clone());
                             None
                         }
                         Ok(Some(s)) if s.is_expired_at(now) || !query.filter.matches(&s) => None,
@@ -1193,15 +1204,20 @@ impl SessionStore for RedisStore {
                             Err(e) => push_item_error(&mut page.errors, id, e),
                         }
                     }
-                    last_pos = Some((b, member.clone()));
+                    last_pos = Some((*b, (*member).clone()));
                 }
-                if *more {
-                    bucket = b;
+            }
+            // The window is consumed: go on after its last bucket, or inside it if that one
+            // has more members than were read.
+            match per_bucket.last() {
+                Some((members, true)) => {
+                    bucket = first + per_bucket.len() as u32 - 1;
                     after = members.last().cloned();
                     // The page is still short; go on in this bucket, one bucket at a time.
                     window = 1;
-                } else {
-                    bucket = b + 1;
+                }
+                _ => {
+                    bucket = first + per_bucket.len() as u32;
                     after = None;
                 }
             }
