@@ -249,17 +249,20 @@ async fn every_key_keeps_a_ttl_covering_the_expiry() {
     .await
     .unwrap_or_else(|e| panic!("connect: {e}"));
     let id = sid("ttl-a");
+    let append_one = || async {
+        store
+            .append_frames(
+                &id,
+                vec![NewFrame::new(Direction::ClientToServer, b"{}".to_vec())],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
     store
         .create(Session::new(id.clone(), Transport::StreamableHttp))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .append_frames(
-            &id,
-            vec![NewFrame::new(Direction::ClientToServer, b"{}".to_vec())],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    append_one().await;
     store
         .add_pending(&id, shoal_core::PendingRequest::new(1, "tools/call"))
         .await
@@ -269,31 +272,22 @@ async fn every_key_keeps_a_ttl_covering_the_expiry() {
     for t in pttls(&prefix, id.as_str()) {
         assert!((3_600_000..=full).contains(&t), "{t}");
     }
-    // Meta's TTL runs short (another writer's smaller grace, an old build...): the next
-    // touch re-arms all three keys.
-    for k in ["meta", "frames", "requests"] {
-        server().cli(&["PEXPIRE", &format!("{prefix}:{{{id}}}:{k}"), "5000"]);
-    }
-    store.touch(&id).await.unwrap_or_else(|e| panic!("{e}"));
-    for t in pttls(&prefix, id.as_str()) {
-        assert!(t >= 3_600_000, "re-armed: {t}");
-    }
-    // A TTL that still covers the new expiry (3,600 s) plus half the grace (30 s) is left
-    // alone by touch and append; one below that is re-armed, on all three keys.
+    // A TTL that no longer covers the new expiry (3,600 s) plus half the grace (30 s) is
+    // re-armed by the next write, on all three keys (another writer's smaller grace, an old
+    // build...); one that still covers it is left alone by touch and append.
     let set_all = |ms: &str| {
         for k in ["meta", "frames", "requests"] {
             server().cli(&["PEXPIRE", &format!("{prefix}:{{{id}}}:{k}"), ms]);
         }
     };
+    set_all("5000");
+    store.touch(&id).await.unwrap_or_else(|e| panic!("{e}"));
+    for t in pttls(&prefix, id.as_str()) {
+        assert!(t >= 3_600_000, "re-armed: {t}");
+    }
     set_all("3640000");
     store.touch(&id).await.unwrap_or_else(|e| panic!("{e}"));
-    store
-        .append_frames(
-            &id,
-            vec![NewFrame::new(Direction::ServerToClient, b"{}".to_vec())],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    append_one().await;
     for t in pttls(&prefix, id.as_str()) {
         assert!((3_600_000..=3_640_000).contains(&t), "left alone: {t}");
     }
@@ -308,13 +302,7 @@ async fn every_key_keeps_a_ttl_covering_the_expiry() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pttls(&prefix, id.as_str())[1], -2);
-    store
-        .append_frames(
-            &id,
-            vec![NewFrame::new(Direction::ClientToServer, b"{}".to_vec())],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    append_one().await;
     assert!(pttls(&prefix, id.as_str())[1] > 3_500_000);
 }
 
