@@ -1223,6 +1223,19 @@ mod tests {
         load(sources).expect_err("should fail").to_string()
     }
 
+    /// Loading `toml` as the config file fails with an error naming `key`, containing
+    /// `needle`, and naming the file.
+    fn assert_file_error(toml: &str, key: &str, needle: &str) {
+        let f = file(toml);
+        let err = load_err(&Sources {
+            file: Some(f.path().to_owned()),
+            ..Sources::default()
+        });
+        assert!(err.contains(key), "{toml}: {err}");
+        assert!(err.contains(needle), "{toml}: {err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
     #[test]
     fn defaults_apply_without_any_source() {
         let c = load(&Sources::default()).expect("defaults");
@@ -1500,14 +1513,7 @@ mod tests {
                 "ping_interval",
             ),
         ] {
-            let f = file(toml);
-            let err = load_err(&Sources {
-                file: Some(f.path().to_owned()),
-                ..Sources::default()
-            });
-            assert!(err.contains(key), "{toml}: {err}");
-            assert!(err.contains(needle), "{toml}: {err}");
-            assert!(err.contains(&f.path().display().to_string()), "{err}");
+            assert_file_error(toml, key, needle);
         }
         let err = load_err(&Sources {
             env: env(&[("SHOAL_RESILIENCE__BREAKER__COOLDOWN", "0s")]),
@@ -1615,14 +1621,7 @@ mod tests {
                 "10ms",
             ),
         ] {
-            let f = file(toml);
-            let err = load_err(&Sources {
-                file: Some(f.path().to_owned()),
-                ..Sources::default()
-            });
-            assert!(err.contains(key), "{toml}: {err}");
-            assert!(err.contains(needle), "{toml}: {err}");
-            assert!(err.contains(&f.path().display().to_string()), "{err}");
+            assert_file_error(toml, key, needle);
         }
         let err = load_err(&Sources {
             env: env(&[("SHOAL_REDIS_KEY_PREFIX", "x")]),

@@ -663,6 +663,23 @@ mod tests {
         Arc::new(AtomicBool::new(false))
     }
 
+    /// `execute` on `store` without Redis baselines, wrappers or progress output.
+    async fn run_plain(
+        a: &BenchArgs,
+        store: Arc<dyn SessionStore>,
+        stop: &Arc<AtomicBool>,
+    ) -> anyhow::Result<(Report, bool)> {
+        execute(
+            a,
+            store,
+            None,
+            &Wrappers::default(),
+            &Progress { enabled: false },
+            stop,
+        )
+        .await
+    }
+
     fn small(extra: &[&str]) -> BenchArgs {
         let mut v = vec![
             "--sessions",
@@ -721,16 +738,7 @@ mod tests {
         let store = MemoryStore::new();
         let dyn_store: Arc<dyn SessionStore> = Arc::new(store.clone());
         let a = small(&["--verify"]);
-        let (report, ok) = execute(
-            &a,
-            dyn_store,
-            None,
-            &Wrappers::default(),
-            &Progress { enabled: false },
-            &no_stop(),
-        )
-        .await
-        .unwrap();
+        let (report, ok) = run_plain(&a, dyn_store, &no_stop()).await.unwrap();
         assert!(ok);
         let v = report.verify.unwrap();
         assert_eq!(
@@ -773,16 +781,7 @@ mod tests {
         let store = MemoryStore::new();
         let dyn_store: Arc<dyn SessionStore> = Arc::new(store.clone());
         let a = small(&["--keep", "--no-baseline", "--mix", "get=1"]);
-        let (report, ok) = execute(
-            &a,
-            dyn_store,
-            None,
-            &Wrappers::default(),
-            &Progress { enabled: false },
-            &no_stop(),
-        )
-        .await
-        .unwrap();
+        let (report, ok) = run_plain(&a, dyn_store, &no_stop()).await.unwrap();
         assert!(ok);
         assert!(report.baseline.is_none() && report.ratios.is_none() && report.verify.is_none());
         assert_eq!(store.len(), 23);
@@ -796,16 +795,7 @@ mod tests {
         let mut limits = Limits::default();
         limits.max_sessions = 21;
         let tight: Arc<dyn SessionStore> = Arc::new(MemoryStore::builder().limits(limits).build());
-        let err = execute(
-            &small(&[]),
-            tight,
-            None,
-            &Wrappers::default(),
-            &Progress { enabled: false },
-            &no_stop(),
-        )
-        .await
-        .unwrap_err();
+        let err = run_plain(&small(&[]), tight, &no_stop()).await.unwrap_err();
         assert!(err.to_string().contains("max_sessions 21"), "{err}");
     }
 
@@ -815,16 +805,7 @@ mod tests {
         limits.max_frames_per_session = 8;
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::builder().limits(limits).build());
         let a = small(&["--verify", "--no-baseline", "--mix", "append=1"]);
-        let (report, ok) = execute(
-            &a,
-            store,
-            None,
-            &Wrappers::default(),
-            &Progress { enabled: false },
-            &no_stop(),
-        )
-        .await
-        .unwrap();
+        let (report, ok) = run_plain(&a, store, &no_stop()).await.unwrap();
         let v = report.verify.unwrap();
         assert!(ok, "{v:?}");
         assert!(v.trimmed > 0);
@@ -847,16 +828,7 @@ mod tests {
         });
         let a = args(&["--sessions", "50", "--frames", "5", "--duration", "60s"]);
         let started = Instant::now();
-        let err = execute(
-            &a,
-            dyn_store,
-            None,
-            &Wrappers::default(),
-            &Progress { enabled: false },
-            &stop,
-        )
-        .await
-        .unwrap_err();
+        let err = run_plain(&a, dyn_store, &stop).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(20));
         assert!(
             err.downcast_ref::<crate::error::Interrupted>().is_some(),
@@ -1041,16 +1013,7 @@ mod tests {
             appends: AtomicU64::new(0),
         });
         let a = small(&["--verify", "--no-baseline", "--mix", "append=3,get=1"]);
-        let (report, ok) = execute(
-            &a,
-            store,
-            None,
-            &Wrappers::default(),
-            &Progress { enabled: false },
-            &no_stop(),
-        )
-        .await
-        .unwrap();
+        let (report, ok) = run_plain(&a, store, &no_stop()).await.unwrap();
         assert!(!ok);
         let v = report.verify.unwrap();
         assert!(v.lost > 0, "{v:?}");
