@@ -63,11 +63,13 @@ use crate::{
 /// ```
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
-    inner: Arc<Inner>,
+    state: Arc<StoreState>,
 }
 
+/// What every clone of a [`MemoryStore`] shares: the session index, the live count, the limits
+/// and the clock.
 #[derive(Debug)]
-struct Inner {
+struct StoreState {
     /// Point lookups: id → slot, sharded. Decides whether an id is taken.
     shards: Box<[RwLock<Shard>]>,
     /// Picks the shard. Seeded apart from the shards' own hashers, so the keys of one shard
@@ -129,7 +131,7 @@ impl MemoryStoreBuilder {
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
         MemoryStore {
-            inner: Arc::new(Inner {
+            state: Arc::new(StoreState {
                 shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
                 shard_hasher: foldhash::fast::RandomState::default(),
                 order: SkipMap::new(),
@@ -186,7 +188,7 @@ impl MemoryStore {
     /// the store is gone.
     pub fn spawn_sweeper(&self, every: Duration) -> SweeperHandle {
         let cancel = CancellationToken::new();
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let weak: Weak<StoreState> = Arc::downgrade(&self.state);
         let token = cancel.clone();
         let every = every.max(Duration::from_millis(1));
         let task = tokio::spawn(async move {
@@ -198,8 +200,8 @@ impl MemoryStore {
                     () = token.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let Some(inner) = weak.upgrade() else { break };
-                let removed = inner.sweep();
+                let Some(state) = weak.upgrade() else { break };
+                let removed = state.sweep();
                 if removed > 0 {
                     tracing::debug!(removed, "memory store swept expired sessions");
                 }
@@ -213,7 +215,7 @@ impl MemoryStore {
 
     /// Number of sessions held, including expired ones not yet swept.
     pub fn len(&self) -> usize {
-        self.inner.live.load(Ordering::Relaxed)
+        self.state.live.load(Ordering::Relaxed)
     }
 
     /// Whether the store holds no sessions.
@@ -222,7 +224,7 @@ impl MemoryStore {
     }
 }
 
-impl Inner {
+impl StoreState {
     fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -250,7 +252,7 @@ impl Inner {
         self.read_shard(id).get(id).cloned()
     }
 
-    /// Marks a session dead, once. Called with its mutex held; follow with [`Inner::unlink`]
+    /// Marks a session dead, once. Called with its mutex held; follow with [`StoreState::unlink`]
     /// after releasing it.
     fn mark_dead(&self, data: &mut SlotData) {
         if !data.dead {
@@ -382,17 +384,6 @@ impl Inner {
         }
         removed
     }
-
-    fn check_metadata(&self, s: &Session) -> Result<()> {
-        let max = self.limits.max_metadata_bytes;
-        if s.metadata_bytes() > max {
-            return Err(Error::LimitExceeded {
-                what: "session metadata bytes",
-                limit: max as u64,
-            });
-        }
-        Ok(())
-    }
 }
 
 fn already_exists(id: &SessionId) -> Error {
@@ -434,28 +425,20 @@ impl SessionStore for MemoryStore {
     }
 
     fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.state.limits
     }
 
     async fn create(&self, mut session: Session) -> Result<Session> {
-        let inner = &self.inner;
-        inner.check_metadata(&session)?;
-        let now = inner.now();
-        session.created_at = now;
-        session.last_activity = now;
-        session.expires_at = inner.expiry_from(now);
-        session.frame_count = 0;
-        session.last_seq = 0;
-        session.first_seq = 1;
-        session.revision = 1;
-        inner.insert_new(SlotData::new(session.clone()))?;
+        let state = &self.state;
+        session.begin(state.now(), &state.limits)?;
+        state.insert_new(SlotData::new(session.clone()))?;
         Ok(session)
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         match self
-            .inner
-            .with_live(id, self.inner.now(), |d| Ok(d.session.clone()))
+            .state
+            .with_live(id, self.state.now(), |d| Ok(d.session.clone()))
         {
             Ok(s) => Ok(Some(s)),
             Err(Error::NotFound { .. }) => Ok(None),
@@ -467,8 +450,8 @@ impl SessionStore for MemoryStore {
         let mut out = GetMany::default();
         for id in ids {
             match self
-                .inner
-                .with_live(id, self.inner.now(), |d| Ok(d.session.clone()))
+                .state
+                .with_live(id, self.state.now(), |d| Ok(d.session.clone()))
             {
                 Ok(s) => out.found.push(s),
                 Err(Error::NotFound { .. }) => out.missing.push(id.clone()),
@@ -479,11 +462,11 @@ impl SessionStore for MemoryStore {
     }
 
     async fn update(&self, session: &Session) -> Result<Session> {
-        let inner = &self.inner;
-        inner.check_metadata(session)?;
-        let now = inner.now();
-        let expires = inner.expiry_from(now);
-        inner.with_live(&session.id, now, |d| {
+        let state = &self.state;
+        session.check_metadata(&state.limits)?;
+        let now = state.now();
+        let expires = state.expiry_from(now);
+        state.with_live(&session.id, now, |d| {
             if d.session.revision != session.revision {
                 return Err(Error::Conflict {
                     what: format!("session {:?}", session.id.as_str()),
@@ -499,33 +482,33 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
-        let inner = &self.inner;
-        let now = inner.now();
-        let expires = inner.expiry_from(now);
-        inner.with_live(id, now, |d| {
+        let state = &self.state;
+        let now = state.now();
+        let expires = state.expiry_from(now);
+        state.with_live(id, now, |d| {
             d.touch(now, expires);
             Ok(expires)
         })
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        let inner = &self.inner;
-        let Some(slot) = inner.slot(id) else {
+        let state = &self.state;
+        let Some(slot) = state.slot(id) else {
             return Ok(false);
         };
         let mut data = slot.lock();
-        let existed = !data.dead && !data.session.is_expired_at(inner.now());
-        inner.mark_dead(&mut data);
+        let existed = !data.dead && !data.session.is_expired_at(state.now());
+        state.mark_dead(&mut data);
         data.frames = VecDeque::new();
         data.pending = HashMap::new();
         drop(data);
-        inner.unlink(id, &slot);
+        state.unlink(id, &slot);
         Ok(existed)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         query.validate()?;
-        let inner = &self.inner;
+        let state = &self.state;
         let start = match &query.cursor {
             None => None,
             Some(c) => Some(
@@ -536,9 +519,9 @@ impl SessionStore for MemoryStore {
             Some(id) => Bound::Excluded(id.as_str()),
             None => Bound::Unbounded,
         };
-        let now = inner.now();
+        let now = state.now();
         let mut page = ListPage::default();
-        for entry in inner
+        for entry in state
             .order
             .range::<str, _>((lower, Bound::<&str>::Unbounded))
         {
@@ -564,9 +547,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn count(&self, filter: &SessionFilter) -> Result<u64> {
-        let now = self.inner.now();
+        let now = self.state.now();
         let mut n = 0;
-        for entry in self.inner.order.iter() {
+        for entry in self.state.order.iter() {
             let data = entry.value().lock();
             if !data.dead && !data.session.is_expired_at(now) && filter.matches(&data.session) {
                 n += 1;
@@ -576,18 +559,18 @@ impl SessionStore for MemoryStore {
     }
 
     async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
-        let inner = &self.inner;
-        let max_bytes = inner.limits.max_frame_bytes;
+        let state = &self.state;
+        let max_bytes = state.limits.max_frame_bytes;
         if frames.iter().any(|f| f.size() > max_bytes) {
             return Err(Error::LimitExceeded {
                 what: "frame bytes",
                 limit: max_bytes as u64,
             });
         }
-        let keep = inner.limits.max_frames_per_session;
-        let now = inner.now();
-        let expires = inner.expiry_from(now);
-        inner.with_live(id, now, |d| {
+        let keep = state.limits.max_frames_per_session;
+        let now = state.now();
+        let expires = state.expiry_from(now);
+        state.with_live(id, now, |d| {
             let mut seqs = Vec::with_capacity(frames.len());
             for f in frames {
                 d.session.last_seq += 1;
@@ -606,7 +589,7 @@ impl SessionStore for MemoryStore {
 
     async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
         query.validate()?;
-        self.inner.with_live(id, self.inner.now(), |d| {
+        self.state.with_live(id, self.state.now(), |d| {
             let first = d.session.first_seq;
             let last = d.session.last_seq;
             let mut page = FramePage {
@@ -634,12 +617,12 @@ impl SessionStore for MemoryStore {
     }
 
     async fn count_frames(&self, id: &SessionId) -> Result<u64> {
-        self.inner
-            .with_live(id, self.inner.now(), |d| Ok(d.frames.len() as u64))
+        self.state
+            .with_live(id, self.state.now(), |d| Ok(d.frames.len() as u64))
     }
 
     async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
-        self.inner.with_live(id, self.inner.now(), |d| {
+        self.state.with_live(id, self.state.now(), |d| {
             let before = d.frames.len();
             let keep = match through_seq {
                 None => 0,
@@ -657,8 +640,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
-        let max = self.inner.limits.max_pending_per_session;
-        self.inner.with_live(id, self.inner.now(), |d| {
+        let max = self.state.limits.max_pending_per_session;
+        self.state.with_live(id, self.state.now(), |d| {
             if d.pending.contains_key(&request.request_id) {
                 return Err(Error::AlreadyExists {
                     what: format!(
@@ -686,13 +669,13 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         request_id: &RequestId,
     ) -> Result<Option<PendingRequest>> {
-        self.inner.with_live(id, self.inner.now(), |d| {
+        self.state.with_live(id, self.state.now(), |d| {
             Ok(d.pending.remove(request_id).map(|(_, p)| p))
         })
     }
 
     async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
-        self.inner.with_live(id, self.inner.now(), |d| {
+        self.state.with_live(id, self.state.now(), |d| {
             let mut v: Vec<_> = d.pending.values().cloned().collect();
             v.sort_by_key(|(order, _)| *order);
             Ok(v.into_iter().map(|(_, p)| p).collect())
@@ -701,7 +684,7 @@ impl SessionStore for MemoryStore {
 
     async fn sweep_expired(&self) -> Result<SweepReport> {
         Ok(SweepReport {
-            removed: self.inner.sweep(),
+            removed: self.state.sweep(),
             repaired: 0,
         })
     }
@@ -711,12 +694,12 @@ impl SessionStore for MemoryStore {
         let sessions = self.len();
         Ok(Health::healthy("memory", started.elapsed())
             .with_detail("sessions", sessions)
-            .with_detail("max_sessions", self.inner.limits.max_sessions))
+            .with_detail("max_sessions", self.state.limits.max_sessions))
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {
-        let inner = &self.inner;
-        record.validate(&inner.limits)?;
+        let state = &self.state;
+        record.validate(&state.limits)?;
         let SessionRecord {
             session,
             frames,
@@ -729,6 +712,6 @@ impl SessionStore for MemoryStore {
             data.pending
                 .insert(p.request_id.clone(), (data.pending_order, p));
         }
-        inner.insert_new(data)
+        state.insert_new(data)
     }
 }

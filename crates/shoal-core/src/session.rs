@@ -10,7 +10,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Error, Result, SessionId};
+use crate::{Error, Limits, Result, SessionId};
 
 /// Milliseconds since the Unix epoch (UTC). Small, ordered, and the same in every backend.
 #[derive(
@@ -260,6 +260,43 @@ impl Session {
                 .sum::<usize>()
     }
 
+    /// Checks the caller-owned fields against
+    /// [`Limits::max_metadata_bytes`]; every store does this
+    /// before `create` and `update` write anything.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] when [`metadata_bytes`](Self::metadata_bytes) is over the limit.
+    pub fn check_metadata(&self, limits: &Limits) -> Result<()> {
+        let max = limits.max_metadata_bytes;
+        if self.metadata_bytes() > max {
+            return Err(Error::LimitExceeded {
+                what: "session metadata bytes",
+                limit: max as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Prepares a session for `create` at `now`, the same way in every store: checks its
+    /// metadata ([`check_metadata`](Self::check_metadata)), then sets the bookkeeping a new
+    /// session starts with — created and last active at `now`, expiring one
+    /// [`session_ttl`](Limits::session_ttl) later, no frames (`frame_count` 0,
+    /// `last_seq` 0, `first_seq` 1) and revision 1. Changes nothing when the check fails.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] when the metadata is over the limit.
+    pub fn begin(&mut self, now: Timestamp, limits: &Limits) -> Result<()> {
+        self.check_metadata(limits)?;
+        self.created_at = now;
+        self.last_activity = now;
+        self.expires_at = now.saturating_add(limits.session_ttl);
+        self.frame_count = 0;
+        self.last_seq = 0;
+        self.first_seq = 1;
+        self.revision = 1;
+        Ok(())
+    }
+
     /// Whether the session has expired at `now`.
     pub fn is_expired_at(&self, now: Timestamp) -> bool {
         self.expires_at <= now
@@ -312,6 +349,37 @@ mod tests {
             Timestamp(1_000).saturating_add(Duration::from_millis(5)),
             Timestamp(1_005)
         );
+    }
+
+    #[test]
+    fn begin_sets_the_bookkeeping_of_a_new_session() {
+        let mut limits = Limits::default();
+        limits.session_ttl = Duration::from_millis(500);
+        let mut s = Session::new(SessionId::new("b").unwrap(), Transport::Stdio);
+        s.frame_count = 9;
+        s.last_seq = 9;
+        s.first_seq = 4;
+        s.revision = 7;
+        s.begin(Timestamp(1_000), &limits).unwrap();
+        assert_eq!(
+            (s.created_at, s.last_activity),
+            (Timestamp(1_000), Timestamp(1_000))
+        );
+        assert_eq!(s.expires_at, Timestamp(1_500));
+        assert_eq!(
+            (s.frame_count, s.last_seq, s.first_seq, s.revision),
+            (0, 0, 1, 1)
+        );
+
+        limits.max_metadata_bytes = 2;
+        let mut big = Session::new(SessionId::new("c").unwrap(), Transport::Stdio);
+        big.principal = Some("abc".into());
+        let before = big.clone();
+        assert!(matches!(
+            big.begin(Timestamp(1_000), &limits),
+            Err(Error::LimitExceeded { .. })
+        ));
+        assert_eq!(big, before);
     }
 
     #[test]
