@@ -9,7 +9,9 @@
 //! - [`Limits`] and [`Clock`];
 //! - [`codec`]: the versioned MessagePack format backends persist;
 //! - [`MemoryStore`]: the in-memory backend, the embedded default;
-//! - [`transfer`]: JSON Lines export and import between any two stores.
+//! - [`transfer`]: JSON Lines export and import between any two stores;
+//! - [`notify`]: pub/sub between instances ([`NotifyBus`]: cache invalidations and stream
+//!   wake-ups), with the in-process [`LocalBus`].
 //!
 //! Redis lives in `shoal-redis`, so an embedded user compiles none of it.
 
@@ -21,6 +23,7 @@ pub mod frame;
 pub mod id;
 pub mod limits;
 pub mod memory;
+pub mod notify;
 pub mod resilient;
 pub mod session;
 pub mod store;
@@ -33,6 +36,7 @@ pub use frame::{Direction, Frame, NewFrame, PendingRequest, RequestId};
 pub use id::SessionId;
 pub use limits::Limits;
 pub use memory::{MemoryStore, MemoryStoreBuilder, SweeperHandle};
+pub use notify::{LocalBus, NotifyBus, Wakeup};
 pub use resilient::{FallbackMode, ResilienceConfig, Resilient};
 pub use session::{Session, SessionState, SessionStatus, Timestamp, Transport};
 pub use store::{
