@@ -102,6 +102,9 @@ pub(crate) struct GlobalArgs {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
+    /// Show the main job with zero set-up: two proxy instances share one store; one MCP session
+    /// moves between them (initialize, tool call, a progress stream cut and resumed, delete)
+    Demo(DemoArgs),
     /// Inspect and delete sessions
     #[command(subcommand)]
     Sessions(SessionsCommand),
@@ -139,6 +142,45 @@ pub(crate) struct ProxyArgs {
     /// Extra allowed Origin values, comma-separated (`*`: any)
     #[arg(long, value_name = "ORIGINS")]
     pub(crate) allowed_origins: Option<String>,
+}
+
+/// `shoal demo`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct DemoArgs {
+    /// Progress notifications the countdown tool sends (2–50)
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub(crate) steps: u64,
+    /// Pause between two progress notifications, in milliseconds (0–2000)
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub(crate) interval_ms: u64,
+    /// Progress notifications read on instance A before the client cuts the stream (1 to
+    /// steps − 1)
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub(crate) cut_after: u64,
+}
+
+impl DemoArgs {
+    /// Checks the ranges; the error names the flag.
+    pub(crate) fn validate(&self) -> Result<(), crate::error::UsageError> {
+        let fail = |m: String| Err(crate::error::UsageError(m));
+        if !(2..=50).contains(&self.steps) {
+            return fail(format!("--steps must be 2 to 50 (got {})", self.steps));
+        }
+        if self.interval_ms > 2_000 {
+            return fail(format!(
+                "--interval-ms must be 0 to 2000 (got {})",
+                self.interval_ms
+            ));
+        }
+        if self.cut_after == 0 || self.cut_after >= self.steps {
+            return fail(format!(
+                "--cut-after must be 1 to {} (one less than --steps; got {})",
+                self.steps - 1,
+                self.cut_after
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `shoal sessions …`.

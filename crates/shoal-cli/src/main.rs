@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod commands;
 mod config;
+mod demo;
 mod error;
 mod output;
 mod store;

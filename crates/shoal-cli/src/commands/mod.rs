@@ -82,6 +82,7 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> 
         Command::Health => interruptible(health::run(ctx)).await,
         Command::Stats => interruptible(stats::run(ctx)).await,
         Command::Proxy(a) => proxy::run(ctx, &a).await,
+        Command::Demo(a) => interruptible(crate::demo::run(ctx, &a)).await,
         Command::Config(crate::cli::ConfigCommand::Show) => config::show(ctx),
         Command::Config(crate::cli::ConfigCommand::Check(_)) => {
             // Handled before the configuration is loaded (see main).
