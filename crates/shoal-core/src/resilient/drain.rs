@@ -1,4 +1,4 @@
-//! Replaying the outage journal into the primary: in order, idempotently, under the same
+//! Draining the outage journal into the primary: in order, idempotently, under the same
 //! per-session locks the writers take.
 
 use std::{
@@ -15,21 +15,24 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    BreakerState, Call, Resilient,
+    breaker::BreakerState,
+    call::{Call, retryable},
     journal::{Entry, Journal, MarkKind, Op},
-    lock, metrics, retryable,
+    metrics,
+    state::lock,
+    wrapper::Resilient,
 };
 use crate::{
     Error, Frame, FrameQuery, NewFrame, Result, SessionId, SessionRecord, SessionStore,
     store::MAX_PAGE_LIMIT,
 };
 
-/// What one [`Resilient::replay`] did (or, in [`ResilienceStats::replay_totals`](super::ResilienceStats::replay_totals),
-/// every replay summed).
+/// What one [`Resilient::drain_journal`] did (or, in [`ResilienceStats::drain_totals`](super::ResilienceStats::drain_totals),
+/// every drain summed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ReplayReport {
-    /// Marked sessions settled (replayed, or dropped by a conflict rule).
+pub struct DrainReport {
+    /// Marked sessions settled (drained, or dropped by a conflict rule).
     pub sessions: u64,
     /// Local sessions copied into the primary.
     pub restored: u64,
@@ -49,17 +52,17 @@ pub struct ReplayReport {
     pub conflicts: u64,
     /// In-doubt writes found already applied (not written again).
     pub ambiguous_applied: u64,
-    /// Whether the journal was empty when the replay ended.
+    /// Whether the journal was empty when the drain ended.
     pub complete: bool,
     /// How long it took.
     pub duration: Duration,
-    /// Why it stopped early, if it did (the first failure, when sessions replayed
+    /// Why it stopped early, if it did (the first failure, when sessions drained
     /// concurrently failed).
     pub error: Option<String>,
 }
 
-impl ReplayReport {
-    /// Settled entries per second (0 when nothing was replayed).
+impl DrainReport {
+    /// Settled entries per second (0 when nothing was drained).
     pub fn entries_per_sec(&self) -> f64 {
         let s = self.duration.as_secs_f64();
         if s > 0.0 {
@@ -69,13 +72,13 @@ impl ReplayReport {
         }
     }
 
-    /// Frames written per second (0 when nothing was replayed).
+    /// Frames written per second (0 when nothing was drained).
     pub fn frames_per_sec(&self) -> f64 {
         let s = self.duration.as_secs_f64();
         if s > 0.0 { self.frames as f64 / s } else { 0.0 }
     }
 
-    fn add(&mut self, o: &ReplayReport) {
+    fn add(&mut self, o: &DrainReport) {
         self.add_counts(o);
         self.complete = o.complete;
         self.duration += o.duration;
@@ -84,8 +87,8 @@ impl ReplayReport {
         }
     }
 
-    /// Adds the counters of `o` (one session's part of a replay).
-    fn add_counts(&mut self, o: &ReplayReport) {
+    /// Adds the counters of `o` (one session's part of a drain).
+    fn add_counts(&mut self, o: &DrainReport) {
         self.sessions += o.sessions;
         self.restored += o.restored;
         self.entries += o.entries;
@@ -127,7 +130,7 @@ where
     .await
 }
 
-/// Why a session's replay stopped: the error, and whether it says the primary is failing
+/// Why a session's drain stopped: the error, and whether it says the primary is failing
 /// (then the breaker is tripped so live calls stop waiting for it).
 struct Stop {
     error: Error,
@@ -145,8 +148,8 @@ impl Stop {
     }
 }
 
-/// Entries taken out of the journal for one session's replay. Whatever is still here when
-/// this is dropped (an error, or the replay future was cancelled) goes back to the journal in
+/// Entries taken out of the journal for one session's drain. Whatever is still here when
+/// this is dropped (an error, or the drain future was cancelled) goes back to the journal in
 /// front of newer entries, so nothing is lost.
 struct Taken<'a> {
     journal: &'a Mutex<Journal>,
@@ -197,12 +200,12 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// Most frames one replayed append carries.
+/// Most frames one drained append carries.
 const MAX_BATCH_FRAMES: usize = 256;
-/// Most frame bytes one replayed append carries (a larger single entry still goes alone).
+/// Most frame bytes one drained append carries (a larger single entry still goes alone).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// Consecutive journaled appends at the front, replayed as one `append_frames` (one round
+/// Consecutive journaled appends at the front, drained as one `append_frames` (one round
 /// trip, one atomic script). An in-doubt batch is exactly the entries marked with the same
 /// `ambiguous_after`, so a retry looks for and re-sends the very same run of frames.
 struct Batch {
@@ -248,7 +251,7 @@ impl Batch {
     }
 }
 
-/// Whether a failed replay write may nevertheless have been applied. `Unavailable` and
+/// Whether a failed drain write may nevertheless have been applied. `Unavailable` and
 /// `Timeout` mean no answer; `Backend` means an answer that could not be read (e.g. a reply
 /// truncated by a lost connection parses as garbage), which says nothing either way. The
 /// other errors are definite answers: nothing was written.
@@ -256,8 +259,8 @@ fn outcome_unknown(e: &Error) -> bool {
     retryable(e) || matches!(e, Error::Backend(_))
 }
 
-/// How a replay stops after a write whose outcome is unknown: a lost answer says the primary
-/// is failing (the breaker trips); an unreadable one does not (the next replay, at the next
+/// How a drain stops after a write whose outcome is unknown: a lost answer says the primary
+/// is failing (the breaker trips); an unreadable one does not (the next drain, at the next
 /// monitor tick, reads the primary back first).
 fn in_doubt_stop(e: Error) -> Stop {
     if retryable(&e) {
@@ -277,21 +280,21 @@ fn same(stored: &Frame, sent: &NewFrame) -> bool {
 }
 
 impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
-    /// Replays the journal into the primary if the breaker is closed. Sessions are started
+    /// Drains the journal into the primary if the breaker is closed. Sessions are started
     /// in the order of their first journaled write, up to
     /// [`journal.replay_concurrency`](super::JournalConfig::replay_concurrency) at a time;
-    /// each session's writes are replayed in order, one after another, under the session's
+    /// each session's writes are drained in order, one after another, under the session's
     /// lock (writes to that session wait meanwhile). Order holds within a session, not across
     /// sessions. At the first failure, no further session is started; sessions in progress
     /// finish, or stop at their next call once the breaker refuses it. A failure that says
     /// the primary is failing opens the breaker (once). The rest stays journaled for the next
-    /// replay. The health monitor calls this; call it yourself when you run without one.
-    pub async fn replay(&self) -> ReplayReport {
-        let _one = self.inner.replay_lock.lock().await;
+    /// drain. The health monitor calls this; call it yourself when you run without one.
+    pub async fn drain_journal(&self) -> DrainReport {
+        let _one = self.state.drain_lock.lock().await;
         let started = Instant::now();
-        let width = self.inner.config.journal.replay_concurrency.max(1);
+        let width = self.state.config.journal.replay_concurrency.max(1);
         let stopped = AtomicBool::new(false);
-        let mut rep = ReplayReport::default();
+        let mut rep = DrainReport::default();
         let mut tripped = false;
         let mut after = None;
         let mut running = Vec::with_capacity(width);
@@ -306,7 +309,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 let next = self.journal().next_session(after);
                 let Some((order, id)) = next else { break };
                 after = Some(order);
-                running.push(Box::pin(self.replay_session(id, &stopped)));
+                running.push(Box::pin(self.drain_session(id, &stopped)));
             }
             if running.is_empty() {
                 break;
@@ -317,7 +320,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 stopped.store(true, Ordering::Release);
                 if stop.trip && !tripped {
                     tripped = true;
-                    self.on_transition(self.inner.breaker.trip());
+                    self.on_transition(self.state.breaker.trip());
                 }
                 tracing::warn!(
                     session = %id,
@@ -342,21 +345,21 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 took_ms = rep.duration.as_millis() as u64,
                 "resilient: journal replay"
             );
-            *lock(&self.inner.last_replay) = Some(rep.clone());
-            lock(&self.inner.totals).add(&rep);
+            *lock(&self.state.last_drain) = Some(rep.clone());
+            lock(&self.state.drain_totals).add(&rep);
         }
         rep
     }
 
-    /// Replays one marked session under its lock, into a report of its own. Does nothing
-    /// when the session was settled meanwhile, or when the replay stopped (or the breaker
+    /// Drains one marked session under its lock, into a report of its own. Does nothing
+    /// when the session was settled meanwhile, or when the drain stopped (or the breaker
     /// left Closed) while this waited for the lock.
-    async fn replay_session(
+    async fn drain_session(
         &self,
         id: SessionId,
         stopped: &AtomicBool,
-    ) -> (SessionId, ReplayReport, std::result::Result<(), Stop>) {
-        let mut rep = ReplayReport::default();
+    ) -> (SessionId, DrainReport, std::result::Result<(), Stop>) {
+        let mut rep = DrainReport::default();
         let found = self.journal().lookup(&id);
         let Some((_, session_lock)) = found else {
             return (id, rep, Ok(()));
@@ -371,8 +374,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             _ => return (id, rep, Ok(())),
         };
         let r = match kind {
-            MarkKind::Local { in_doubt } => self.replay_local(&id, in_doubt, &mut rep).await,
-            MarkKind::Shadow { .. } => self.replay_shadow(&id, &mut rep).await,
+            MarkKind::Local { in_doubt } => self.drain_local(&id, in_doubt, &mut rep).await,
+            MarkKind::Shadow { .. } => self.drain_shadow(&id, &mut rep).await,
         };
         drop(guard);
         (id, rep, r)
@@ -380,7 +383,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
 
     /// Reads a local session whole from the fallback. `None` when it is gone (expired).
     async fn local_snapshot(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
-        let fb = &self.inner.fallback;
+        let fb = &self.state.fallback;
         let Some(session) = self.on_fallback("replay_read", fb.get(id)).await? else {
             return Ok(None);
         };
@@ -406,13 +409,13 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         Ok(Some(SessionRecord::new(session, frames, pending)))
     }
 
-    /// The primary's copy of `id`, for replay decisions.
+    /// The primary's copy of `id`, for drain decisions.
     async fn primary_get(
         &self,
         id: &SessionId,
     ) -> std::result::Result<Option<crate::Session>, Stop> {
         match self
-            .retrying("replay_get", self.point(), || self.inner.primary.get(id))
+            .retrying("replay_get", self.point(), || self.state.primary.get(id))
             .await
         {
             Call::Done(Ok(s)) => Ok(s),
@@ -422,18 +425,18 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     }
 
     /// Copies a local session into the primary with `restore` (keeping its seqs).
-    async fn replay_local(
+    async fn drain_local(
         &self,
         id: &SessionId,
         in_doubt: bool,
-        rep: &mut ReplayReport,
+        rep: &mut DrainReport,
     ) -> std::result::Result<(), Stop> {
-        let mut taken = Taken::new(&self.inner.journal, id);
+        let mut taken = Taken::new(&self.state.journal, id);
         let record = match self.local_snapshot(id).await {
             Ok(Some(r)) => r,
             Ok(None) => {
-                // Expired (or removed) in the fallback before it could be replayed.
-                ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "expired").increment(1);
+                // Expired (or removed) in the fallback before it could be drained.
+                ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "expired").increment(1);
                 rep.dropped_sessions += 1;
                 taken.complete_all();
                 return self.settle(id, taken, rep);
@@ -446,14 +449,14 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         let ours = if in_doubt {
             match self.primary_get(id).await? {
                 Some(p) if self.is_our_copy(id, &p, &record).await? => {
-                    ::metrics::counter!(metrics::REPLAY_AMBIGUOUS, "outcome" => "already_applied")
+                    ::metrics::counter!(metrics::DRAIN_AMBIGUOUS, "outcome" => "already_applied")
                         .increment(1);
                     rep.ambiguous_applied += 1;
                     return self.local_done(id, taken, n, rep).await;
                 }
                 Some(_) => return self.local_conflict(id, taken, n, rep).await,
                 None => {
-                    ::metrics::counter!(metrics::REPLAY_AMBIGUOUS, "outcome" => "not_applied")
+                    ::metrics::counter!(metrics::DRAIN_AMBIGUOUS, "outcome" => "not_applied")
                         .increment(1);
                     Some(record.clone())
                 }
@@ -463,7 +466,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         };
         match self
             .once("replay_restore", self.bulk(), || {
-                self.inner.primary.restore(record)
+                self.state.primary.restore(record)
             })
             .await
         {
@@ -483,12 +486,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     self.local_conflict(id, taken, n, rep).await
                 }
             }
-            // The restore may or may not have been applied: settle it at the next replay.
+            // The restore may or may not have been applied: settle it at the next drain.
             // When this one was already in doubt, the primary was just read back without our
             // copy; a second unreadable answer is then taken as a refusal (below), so a
             // primary that keeps failing this one session cannot hold the journal forever.
             Call::Done(Err(e)) if retryable(&e) || (outcome_unknown(&e) && !in_doubt) => {
-                lock(&self.inner.journal).set_kind(id, MarkKind::Local { in_doubt: true });
+                lock(&self.state.journal).set_kind(id, MarkKind::Local { in_doubt: true });
                 Err(in_doubt_stop(e))
             }
             Call::Done(Err(e)) => {
@@ -499,10 +502,10 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     "resilient: the primary refused a session created during the outage; \
                      it is dropped"
                 );
-                ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "refused").increment(1);
+                ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "refused").increment(1);
                 rep.dropped_sessions += 1;
                 rep.dropped_frames += n;
-                let _ = self.inner.fallback.delete(id).await;
+                let _ = self.state.fallback.delete(id).await;
                 taken.complete_all();
                 self.settle(id, taken, rep)
             }
@@ -530,7 +533,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         let q = FrameQuery::after(s.first_seq.saturating_sub(1), want);
         match self
             .retrying("replay_check", self.bulk(), || {
-                self.inner.primary.frames(id, &q)
+                self.state.primary.frames(id, &q)
             })
             .await
         {
@@ -546,16 +549,16 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         id: &SessionId,
         mut taken: Taken<'_>,
         frames: u64,
-        rep: &mut ReplayReport,
+        rep: &mut DrainReport,
     ) -> std::result::Result<(), Stop> {
-        ::metrics::counter!(metrics::REPLAYED, "kind" => "session").increment(1);
-        ::metrics::counter!(metrics::REPLAYED, "kind" => "frames").increment(frames);
+        ::metrics::counter!(metrics::DRAINED, "kind" => "session").increment(1);
+        ::metrics::counter!(metrics::DRAINED, "kind" => "frames").increment(frames);
         rep.restored += 1;
         rep.frames += frames;
         // The primary holds it now; the fallback copy goes. A failure here only leaves an
         // unreachable copy that expires with its TTL.
         let _ = self
-            .on_fallback("replay_cleanup", self.inner.fallback.delete(id))
+            .on_fallback("replay_cleanup", self.state.fallback.delete(id))
             .await;
         taken.complete_all();
         self.settle(id, taken, rep)
@@ -566,7 +569,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         id: &SessionId,
         mut taken: Taken<'_>,
         frames: u64,
-        rep: &mut ReplayReport,
+        rep: &mut DrainReport,
     ) -> std::result::Result<(), Stop> {
         tracing::error!(
             session = %id,
@@ -575,23 +578,23 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
              holds for another session; the primary's session wins and the local copy is \
              dropped"
         );
-        ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "conflict").increment(1);
+        ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "conflict").increment(1);
         rep.conflicts += 1;
         rep.dropped_sessions += 1;
         rep.dropped_frames += frames;
         let _ = self
-            .on_fallback("replay_cleanup", self.inner.fallback.delete(id))
+            .on_fallback("replay_cleanup", self.state.fallback.delete(id))
             .await;
         taken.complete_all();
         self.settle(id, taken, rep)
     }
 
-    /// The session is fully replayed: unmark it.
+    /// The session is fully drained: unmark it.
     fn settle(
         &self,
         id: &SessionId,
         taken: Taken<'_>,
-        rep: &mut ReplayReport,
+        rep: &mut DrainReport,
     ) -> std::result::Result<(), Stop> {
         rep.entries += taken.done;
         rep.sessions += 1;
@@ -601,13 +604,13 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     }
 
     /// Applies the journaled writes of a session held by the primary.
-    async fn replay_shadow(
+    async fn drain_shadow(
         &self,
         id: &SessionId,
-        rep: &mut ReplayReport,
+        rep: &mut DrainReport,
     ) -> std::result::Result<(), Stop> {
-        let mut taken = Taken::new(&self.inner.journal, id);
-        let r = self.replay_shadow_entries(id, &mut taken, rep).await;
+        let mut taken = Taken::new(&self.state.journal, id);
+        let r = self.drain_shadow_entries(id, &mut taken, rep).await;
         rep.entries += taken.done;
         taken.done = 0;
         r?;
@@ -617,11 +620,11 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         Ok(())
     }
 
-    async fn replay_shadow_entries(
+    async fn drain_shadow_entries(
         &self,
         id: &SessionId,
         taken: &mut Taken<'_>,
-        rep: &mut ReplayReport,
+        rep: &mut DrainReport,
     ) -> std::result::Result<(), Stop> {
         let mut gone = false;
         let mut last: u64 = 0;
@@ -652,7 +655,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                         match self.find_applied(id, after, &batch.frames).await {
                             Ok(Some(seqs)) => {
                                 ::metrics::counter!(
-                                    metrics::REPLAY_AMBIGUOUS,
+                                    metrics::DRAIN_AMBIGUOUS,
                                     "outcome" => "already_applied"
                                 )
                                 .increment(1);
@@ -665,7 +668,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                             }
                             Ok(None) => {
                                 ::metrics::counter!(
-                                    metrics::REPLAY_AMBIGUOUS,
+                                    metrics::DRAIN_AMBIGUOUS,
                                     "outcome" => "not_applied"
                                 )
                                 .increment(1);
@@ -687,12 +690,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     let frames = batch.frames;
                     match self
                         .once("replay_append", self.point(), || {
-                            self.inner.primary.append_frames(id, frames)
+                            self.state.primary.append_frames(id, frames)
                         })
                         .await
                     {
                         Call::Done(Ok(seqs)) => {
-                            ::metrics::counter!(metrics::REPLAYED, "kind" => "frames").increment(n);
+                            ::metrics::counter!(metrics::DRAINED, "kind" => "frames").increment(n);
                             rep.frames += n;
                             last = seqs.last().copied().unwrap_or(last);
                             self.map_seqs(id, &batch.provisional, &seqs);
@@ -725,7 +728,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                                 "resilient: the primary refused frames journaled during the \
                                  outage; they are dropped"
                             );
-                            ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "refused")
+                            ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "refused")
                                 .increment(n);
                             rep.dropped_frames += n;
                             taken.complete(batch.entries);
@@ -740,12 +743,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     }
                     match self
                         .retrying("replay_touch", self.point(), || {
-                            self.inner.primary.touch(id)
+                            self.state.primary.touch(id)
                         })
                         .await
                     {
                         Call::Done(Ok(_)) => {
-                            ::metrics::counter!(metrics::REPLAYED, "kind" => "touch").increment(1);
+                            ::metrics::counter!(metrics::DRAINED, "kind" => "touch").increment(1);
                             rep.touches += 1;
                             taken.complete_front();
                         }
@@ -762,18 +765,18 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     }
                 }
                 Op::Delete => {
-                    // Deleting is idempotent in effect, so replay may retry it.
+                    // Deleting is idempotent in effect, so drain may retry it.
                     match self
                         .retrying("replay_delete", self.point(), || {
-                            self.inner.primary.delete(id)
+                            self.state.primary.delete(id)
                         })
                         .await
                     {
                         Call::Done(Ok(_)) => {
-                            ::metrics::counter!(metrics::REPLAYED, "kind" => "delete").increment(1);
+                            ::metrics::counter!(metrics::DRAINED, "kind" => "delete").increment(1);
                             rep.deletes += 1;
                             gone = true;
-                            lock(&self.inner.seqs).forget_session(id);
+                            lock(&self.state.seqs).forget_session(id);
                             taken.complete_front();
                         }
                         Call::Done(Err(e)) if retryable(&e) => return Err(Stop::primary(e)),
@@ -789,19 +792,19 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         }
     }
 
-    fn drop_frames(&self, id: &SessionId, n: u64, rep: &mut ReplayReport) {
+    fn drop_frames(&self, id: &SessionId, n: u64, rep: &mut DrainReport) {
         tracing::warn!(
             session = %id,
             frames = n,
             "resilient: frames journaled during the outage are dropped: the session no longer \
              exists in the primary (deleted or expired elsewhere)"
         );
-        ::metrics::counter!(metrics::REPLAY_DROPPED, "reason" => "session_gone").increment(n);
+        ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "session_gone").increment(n);
         rep.dropped_frames += n;
     }
 
     fn map_seqs(&self, id: &SessionId, provisional: &[u64], finals: &[u64]) {
-        let mut m = lock(&self.inner.seqs);
+        let mut m = lock(&self.state.seqs);
         for (p, f) in provisional.iter().zip(finals) {
             m.insert(id, *p, *f);
         }
@@ -819,14 +822,14 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         if n == 0 {
             return Ok(Some(Vec::new()));
         }
-        let cap = self.inner.primary.limits().max_frames_per_session + n;
+        let cap = self.state.primary.limits().max_frames_per_session + n;
         let mut window: Vec<Frame> = Vec::new();
         let mut cursor = after;
         loop {
             let q = FrameQuery::after(cursor, MAX_PAGE_LIMIT);
             let page = match self
                 .retrying("replay_check", self.bulk(), || {
-                    self.inner.primary.frames(id, &q)
+                    self.state.primary.frames(id, &q)
                 })
                 .await
             {
@@ -882,7 +885,7 @@ mod tests {
     /// A memory primary whose appends and restores can come back as `Error::Backend`.
     #[derive(Clone, Debug, Default)]
     struct Garbled {
-        inner: MemoryStore,
+        memory: MemoryStore,
         mode: Arc<AtomicU8>,
     }
 
@@ -912,65 +915,65 @@ mod tests {
             "garbled"
         }
         fn limits(&self) -> &crate::Limits {
-            self.inner.limits()
+            self.memory.limits()
         }
         async fn create(&self, session: Session) -> Result<Session> {
-            self.inner.create(session).await
+            self.memory.create(session).await
         }
         async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-            self.inner.get(id).await
+            self.memory.get(id).await
         }
         async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
-            self.inner.get_many(ids).await
+            self.memory.get_many(ids).await
         }
         async fn update(&self, session: &Session) -> Result<Session> {
-            self.inner.update(session).await
+            self.memory.update(session).await
         }
         async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
-            self.inner.touch(id).await
+            self.memory.touch(id).await
         }
         async fn delete(&self, id: &SessionId) -> Result<bool> {
-            self.inner.delete(id).await
+            self.memory.delete(id).await
         }
         async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-            self.inner.list(query).await
+            self.memory.list(query).await
         }
         async fn count(&self, filter: &SessionFilter) -> Result<u64> {
-            self.inner.count(filter).await
+            self.memory.count(filter).await
         }
         async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
-            self.write(self.inner.append_frames(id, frames)).await
+            self.write(self.memory.append_frames(id, frames)).await
         }
         async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<crate::FramePage> {
-            self.inner.frames(id, query).await
+            self.memory.frames(id, query).await
         }
         async fn count_frames(&self, id: &SessionId) -> Result<u64> {
-            self.inner.count_frames(id).await
+            self.memory.count_frames(id).await
         }
         async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
-            self.inner.delete_frames(id, through_seq).await
+            self.memory.delete_frames(id, through_seq).await
         }
         async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
-            self.inner.add_pending(id, request).await
+            self.memory.add_pending(id, request).await
         }
         async fn take_pending(
             &self,
             id: &SessionId,
             request_id: &RequestId,
         ) -> Result<Option<PendingRequest>> {
-            self.inner.take_pending(id, request_id).await
+            self.memory.take_pending(id, request_id).await
         }
         async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
-            self.inner.list_pending(id).await
+            self.memory.list_pending(id).await
         }
         async fn sweep_expired(&self) -> Result<SweepReport> {
-            self.inner.sweep_expired().await
+            self.memory.sweep_expired().await
         }
         async fn health(&self) -> Result<Health> {
-            self.inner.health().await
+            self.memory.health().await
         }
         async fn restore(&self, record: SessionRecord) -> Result<()> {
-            self.write(self.inner.restore(record)).await
+            self.write(self.memory.restore(record)).await
         }
     }
 
@@ -990,9 +993,9 @@ mod tests {
         NewFrame::new(Direction::ServerToClient, content.to_owned())
     }
 
-    /// Opens the breaker (as a failed replay would), so writes are journaled.
+    /// Opens the breaker (as a failed drain would), so writes are journaled.
     fn open(store: &Store) {
-        store.on_transition(store.inner.breaker.trip());
+        store.on_transition(store.state.breaker.trip());
         assert_eq!(store.breaker_state(), BreakerState::Open);
     }
 
@@ -1005,7 +1008,7 @@ mod tests {
 
     async fn contents(primary: &Garbled, id: &SessionId) -> Vec<(u64, String)> {
         let page = primary
-            .inner
+            .memory
             .frames(id, &FrameQuery::after(0, 1_000))
             .await
             .unwrap_or_else(|e| panic!("frames: {e}"));
@@ -1040,7 +1043,7 @@ mod tests {
         close(&store).await;
 
         primary.set(APPLY_THEN_GARBLE);
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(!rep.complete, "in doubt, not dropped: {rep:?}");
         assert_eq!((rep.dropped_frames, rep.frames), (0, 0), "{rep:?}");
         assert!(rep.error.is_some());
@@ -1048,7 +1051,7 @@ mod tests {
         assert_eq!(store.breaker_state(), BreakerState::Closed);
         assert_eq!(store.stats().journal_entries, 1);
 
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(rep.complete, "{rep:?}");
         assert_eq!((rep.ambiguous_applied, rep.dropped_frames), (1, 0));
         let held = contents(&primary, &id).await;
@@ -1073,10 +1076,10 @@ mod tests {
         close(&store).await;
 
         primary.set(GARBLE);
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(!rep.complete, "first failure: in doubt: {rep:?}");
         // Read back (absent), sent again, failed again: a refusal, so the journal drains.
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(rep.complete, "{rep:?}");
         assert_eq!((rep.ambiguous_applied, rep.dropped_frames), (0, 1));
         assert_eq!(store.stats().marked_sessions, 0);
@@ -1100,15 +1103,15 @@ mod tests {
         close(&store).await;
 
         primary.set(APPLY_THEN_GARBLE);
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(!rep.complete, "in doubt, not dropped: {rep:?}");
         assert_eq!((rep.dropped_sessions, rep.restored), (0, 0), "{rep:?}");
         assert!(
-            store.inner.fallback.get(&id).await.ok().flatten().is_some(),
+            store.state.fallback.get(&id).await.ok().flatten().is_some(),
             "the local copy is kept"
         );
 
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(rep.complete, "{rep:?}");
         assert_eq!((rep.ambiguous_applied, rep.conflicts), (1, 0), "{rep:?}");
         assert_eq!(contents(&primary, &id).await, [(1, "a".into())]);
