@@ -13,17 +13,51 @@ use shoal_core::SessionId;
 /// 100,000 22-byte ids: 29.5 B vs 128.5 B per entry). Larger stores still work; their
 /// buckets turn into skiplists one by one. `list` reads sparse buckets several per round
 /// trip, so a mostly empty store does not cost a round trip per bucket.
-pub(crate) const BUCKETS: u32 = 1024;
+pub const BUCKETS: u32 = 1024;
 
 /// The bucket of a session id: FNV-1a (32 bit) of its bytes, modulo [`BUCKETS`]. Stable across
 /// versions and processes (it is part of the storage format).
-pub(crate) fn bucket_of(id: &str) -> u32 {
+pub fn bucket_of(id: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in id.bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
     h % BUCKETS
+}
+
+/// `<prefix>:{<sid>}:<kind>`, built without `format!` (it is on every request's path).
+fn session_key(prefix: &str, id: &str, kind: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + id.len() + kind.len() + 4);
+    k.push_str(prefix);
+    k.push_str(":{");
+    k.push_str(id);
+    k.push_str("}:");
+    k.push_str(kind);
+    k
+}
+
+/// `[<prefix>:{<sid>}:meta, <prefix>:{<sid>}:frames, <prefix>:{<sid>}:requests]`, the keys
+/// every per-session script receives, in that order.
+pub fn session_keys(prefix: &str, id: &str) -> [String; 3] {
+    [
+        session_key(prefix, id, "meta"),
+        session_key(prefix, id, "frames"),
+        session_key(prefix, id, "requests"),
+    ]
+}
+
+/// `<prefix>:idx:{bNNNN}:all`, the listing bucket `bucket` (see [`bucket_of`]): score 0,
+/// member = sid; walked in lexicographic order by `list`.
+pub fn listing_key(prefix: &str, bucket: u32) -> String {
+    format!("{prefix}:idx:{{b{bucket:04}}}:all")
+}
+
+/// `<prefix>:idx:{cap}:live`: every session (member = sid, score = expires_at when indexed),
+/// in one key so `max_sessions` can be checked and reserved atomically; also the index the
+/// sweeper and `count` read expiries from.
+pub fn capacity_key(prefix: &str) -> String {
+    format!("{prefix}:idx:{{cap}}:live")
 }
 
 /// Builds key names under one prefix.
@@ -43,43 +77,24 @@ impl Keys {
         &self.prefix
     }
 
-    /// `<prefix>:{<sid>}:<kind>`, built without `format!` (it is on every request's path).
-    fn session_key(&self, id: &SessionId, kind: &str) -> String {
-        let id = id.as_str();
-        let mut k = String::with_capacity(self.prefix.len() + id.len() + kind.len() + 4);
-        k.push_str(&self.prefix);
-        k.push_str(":{");
-        k.push_str(id);
-        k.push_str("}:");
-        k.push_str(kind);
-        k
-    }
-
     /// `<prefix>:{<sid>}:meta`.
     pub(crate) fn meta(&self, id: &SessionId) -> String {
-        self.session_key(id, "meta")
+        session_key(&self.prefix, id.as_str(), "meta")
     }
 
-    /// `[meta, frames, requests]`, the keys every per-session script receives.
+    /// `[meta, frames, requests]` of `id`: [`session_keys`].
     pub(crate) fn session(&self, id: &SessionId) -> [String; 3] {
-        [
-            self.session_key(id, "meta"),
-            self.session_key(id, "frames"),
-            self.session_key(id, "requests"),
-        ]
+        session_keys(&self.prefix, id.as_str())
     }
 
-    /// `<prefix>:idx:{bNNNN}:all`: score 0, member = sid; walked in lexicographic order by
-    /// `list`.
+    /// The listing bucket `bucket`: [`listing_key`].
     pub(crate) fn all(&self, bucket: u32) -> String {
-        format!("{}:idx:{{b{bucket:04}}}:all", self.prefix)
+        listing_key(&self.prefix, bucket)
     }
 
-    /// `<prefix>:idx:{cap}:live`: every session (member = sid, score = expires_at when
-    /// indexed), in one key so `max_sessions` can be checked and reserved atomically; also the
-    /// index the sweeper and `count` read expiries from.
+    /// The capacity (and expiry) set: [`capacity_key`].
     pub(crate) fn cap(&self) -> String {
-        format!("{}:idx:{{cap}}:live", self.prefix)
+        capacity_key(&self.prefix)
     }
 
     /// `<prefix>:metrics:<name>`.

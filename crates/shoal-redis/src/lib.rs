@@ -5,6 +5,8 @@ mod conn;
 mod errors;
 pub mod invalidation;
 mod keys;
+#[doc(hidden)]
+pub mod layout;
 mod meta;
 mod scripts;
 mod sentinel;

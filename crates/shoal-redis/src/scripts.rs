@@ -4,18 +4,50 @@
 //! Every per-session script gets exactly the session's three keys (`meta`, `frames`,
 //! `requests`), all under the `{<sid>}` hash tag, and never touches another key: index
 //! and metric keys live in other cluster slots and are written by separate commands.
+//!
+//! A per-session script's source is `common.lua`, a newline, then its own file; the constants
+//! below are those full sources, the text whose SHA1 `EVALSHA` names.
 
 use redis::Script;
 
-macro_rules! session_script {
+/// The full source of a per-session script: `common.lua`, a newline, then the script's file.
+macro_rules! session_source {
     ($file:literal) => {
-        Script::new(concat!(
+        concat!(
             include_str!("scripts/common.lua"),
             "\n",
             include_str!(concat!("scripts/", $file))
-        ))
+        )
     };
 }
+
+/// `common.lua` + `create.lua`: writes a new session's meta hash unless it exists.
+pub const CREATE_SOURCE: &str = session_source!("create.lua");
+/// `common.lua` + `append.lua`: appends frames, trims to the retention bound, slides the TTL.
+pub const APPEND_SOURCE: &str = session_source!("append.lua");
+/// `common.lua` + `touch.lua`: slides a live session's TTL.
+pub const TOUCH_SOURCE: &str = session_source!("touch.lua");
+/// `common.lua` + `update.lua`.
+const UPDATE_SOURCE: &str = session_source!("update.lua");
+/// `common.lua` + `delete.lua`.
+const DELETE_SOURCE: &str = session_source!("delete.lua");
+/// `common.lua` + `expire.lua`.
+const EXPIRE_SOURCE: &str = session_source!("expire.lua");
+/// `common.lua` + `frames.lua`.
+const FRAMES_SOURCE: &str = session_source!("frames.lua");
+/// `common.lua` + `delete_frames.lua`.
+const DELETE_FRAMES_SOURCE: &str = session_source!("delete_frames.lua");
+/// `common.lua` + `add_pending.lua`.
+const ADD_PENDING_SOURCE: &str = session_source!("add_pending.lua");
+/// `common.lua` + `take_pending.lua`.
+const TAKE_PENDING_SOURCE: &str = session_source!("take_pending.lua");
+/// `common.lua` + `restore.lua`.
+const RESTORE_SOURCE: &str = session_source!("restore.lua");
+/// `release_lease.lua` (not a per-session script: no `common.lua`).
+const RELEASE_LEASE_SOURCE: &str = include_str!("scripts/release_lease.lua");
+/// `reserve.lua` (not a per-session script: no `common.lua`): reserves a place under
+/// `max_sessions` in the capacity set.
+pub const RESERVE_SOURCE: &str = include_str!("scripts/reserve.lua");
 
 /// Every script, hashed once.
 pub(crate) struct Scripts {
@@ -37,19 +69,19 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
-            create: session_script!("create.lua"),
-            append: session_script!("append.lua"),
-            touch: session_script!("touch.lua"),
-            update: session_script!("update.lua"),
-            delete: session_script!("delete.lua"),
-            expire: session_script!("expire.lua"),
-            frames: session_script!("frames.lua"),
-            delete_frames: session_script!("delete_frames.lua"),
-            add_pending: session_script!("add_pending.lua"),
-            take_pending: session_script!("take_pending.lua"),
-            restore: session_script!("restore.lua"),
-            release_lease: Script::new(include_str!("scripts/release_lease.lua")),
-            reserve: Script::new(include_str!("scripts/reserve.lua")),
+            create: Script::new(CREATE_SOURCE),
+            append: Script::new(APPEND_SOURCE),
+            touch: Script::new(TOUCH_SOURCE),
+            update: Script::new(UPDATE_SOURCE),
+            delete: Script::new(DELETE_SOURCE),
+            expire: Script::new(EXPIRE_SOURCE),
+            frames: Script::new(FRAMES_SOURCE),
+            delete_frames: Script::new(DELETE_FRAMES_SOURCE),
+            add_pending: Script::new(ADD_PENDING_SOURCE),
+            take_pending: Script::new(TAKE_PENDING_SOURCE),
+            restore: Script::new(RESTORE_SOURCE),
+            release_lease: Script::new(RELEASE_LEASE_SOURCE),
+            reserve: Script::new(RESERVE_SOURCE),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! code in between — plus `GET` of one blob the size of a session hash, the usual design of
 //! session stores.
 //!
-//! What each op sends (see `crates/shoal-redis/src/store.rs` and `src/scripts/*.lua`):
+//! What each op sends (see `crates/shoal-redis/src/store/` and `src/scripts/*.lua`):
 //!
 //! | op | what is sent |
 //! |---|---|
@@ -12,7 +12,8 @@
 //! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, the encoded-frame prefix, the frame's encoding after its seq) |
 //! | create | one pipeline: `EVALSHA reserve` (KEYS cap set, which is also the expiry index; ARGV sid, expires_at, max sessions), `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), `ZADD` to the bucket's listing set (on a Cluster Shoal sends these as three round trips; the baseline runs on a single server) |
 //!
-//! The scripts are Shoal's own files (`include_str!`), so their SHA1 is the one Shoal loads.
+//! The scripts, key names and listing bucket come from `shoal_redis::layout` (Shoal's own
+//! sources and functions), so the SHA1s and keys are the ones Shoal uses.
 //! The raw side works on copies of the bench's pool sessions (`COPY`) under its own key prefix;
 //! its frame encodings, keys and meta pairs are prepared before timing, so only building and
 //! sending the commands and reading the replies is timed.
@@ -22,28 +23,9 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context as _, bail};
 use redis::{Script, Value, aio::ConnectionManager};
 use shoal_core::{Direction, NewFrame, SessionId, Timestamp, codec};
+use shoal_redis::layout;
 
 use super::driver::{OpFn, OpFuture};
-
-/// Shoal's Lua helpers, prepended to every per-session script (as `shoal-redis` does).
-const COMMON_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/common.lua");
-const TOUCH_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/touch.lua");
-const APPEND_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/append.lua");
-const CREATE_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/create.lua");
-const RESERVE_LUA: &str = include_str!("../../../../shoal-redis/src/scripts/reserve.lua");
-
-/// Index buckets (`shoal-redis` keys.rs; part of the storage format).
-const BUCKETS: u32 = 1024;
-
-/// Shoal's index bucket of a session id: FNV-1a 32 of its bytes, modulo 1,024.
-pub(crate) fn bucket_of(id: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in id.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h % BUCKETS
-}
 
 /// Shoal's scripts, hashed once.
 #[derive(Debug)]
@@ -61,12 +43,11 @@ pub(crate) struct Scripts {
 impl Scripts {
     /// The scripts exactly as `shoal-redis` builds them.
     pub(crate) fn new() -> Self {
-        let session = |body: &str| Script::new(&format!("{COMMON_LUA}\n{body}"));
         Scripts {
-            touch: session(TOUCH_LUA),
-            append: session(APPEND_LUA),
-            create: session(CREATE_LUA),
-            reserve: Script::new(RESERVE_LUA),
+            touch: Script::new(layout::TOUCH_SOURCE),
+            append: Script::new(layout::APPEND_SOURCE),
+            create: Script::new(layout::CREATE_SOURCE),
+            reserve: Script::new(layout::RESERVE_SOURCE),
         }
     }
 
@@ -82,14 +63,7 @@ impl Scripts {
 }
 
 /// Keys of one session under `prefix`: `[meta, frames, requests]`.
-pub(crate) fn session_keys(prefix: &str, id: &str) -> [String; 3] {
-    let tag = format!("{prefix}:{{{id}}}");
-    [
-        format!("{tag}:meta"),
-        format!("{tag}:frames"),
-        format!("{tag}:requests"),
-    ]
-}
+pub(crate) use layout::session_keys;
 
 /// The field/value pairs of an `HGETALL` reply (RESP2 array or RESP3 map).
 pub(crate) fn hash_pairs(v: Value) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -165,8 +139,8 @@ impl CreatePairs {
     pub(crate) fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> anyhow::Result<Self> {
         let activity = pairs
             .iter()
-            .position(|(k, _)| k == b"a")
-            .context("the meta hash of a new session has no \"a\" field")?;
+            .position(|(k, _)| k == layout::ACTIVITY_FIELD.as_bytes())
+            .context("the meta hash of a new session has no activity field")?;
         let a = &pairs[activity].1;
         let third = a
             .iter()
@@ -199,11 +173,10 @@ impl CreatePairs {
 /// the seq value and the bytes after it.
 pub(crate) fn split_frame(id: &SessionId, frame: NewFrame) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let bytes = codec::encode_frame(&frame.into_frame(id.clone(), 0))?;
-    // envelope, map header, "seq" as a 3-byte fixstr, then the value 0 (one byte).
-    if bytes.len() < 7 || &bytes[2..6] != b"\xa3seq" || bytes[6] != 0 {
+    let Some((prefix, suffix)) = layout::split_frame(&bytes) else {
         bail!("the frame codec no longer starts with the seq field; update the raw baseline");
-    }
-    Ok((bytes[..6].to_vec(), bytes[7..].to_vec()))
+    };
+    Ok((prefix.to_vec(), suffix.to_vec()))
 }
 
 /// A frame as the bench appends it (`content` of the bench's frame size).
@@ -330,7 +303,7 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
             let now = now_ms();
             let expires = now + ctx.ttl_ms;
             let mut conn = ctx.conn.clone();
-            let cap = format!("{}:idx:{{cap}}:live", ctx.prefix);
+            let cap = layout::capacity_key(&ctx.prefix);
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             pipe.cmd("EVALSHA")
@@ -360,9 +333,8 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
                     create.arg(&v[..]);
                 }
             }
-            let b = bucket_of(&id);
             pipe.cmd("ZADD")
-                .arg(format!("{}:idx:{{b{b:04}}}:all", ctx.prefix))
+                .arg(layout::listing_key(&ctx.prefix, layout::bucket_of(&id)))
                 .arg(0)
                 .arg(&id);
             let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(err)?;
@@ -452,13 +424,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_match_shoal_redis() {
-        // The values shoal-redis pins in its own tests.
-        assert_eq!(bucket_of(""), 0x811c_9dc5 % 1024);
-        assert_eq!(bucket_of("a"), 0xe40c_292c % 1024);
-    }
-
-    #[test]
     fn frames_split_around_the_seq() {
         let id = SessionId::new("abc").unwrap();
         let (prefix, suffix) = split_frame(&id, bench_frame(vec![b'x'; 256])).unwrap();
@@ -487,8 +452,8 @@ mod tests {
     #[test]
     fn scripts_are_shoal_redis_files() {
         let s = Scripts::new();
-        assert!(COMMON_LUA.contains("local function load_live"));
-        assert!(APPEND_LUA.contains("pack_a(t)"));
+        assert!(layout::APPEND_SOURCE.contains("local function load_live"));
+        assert!(layout::APPEND_SOURCE.contains("pack_a(t)"));
         let hashes = s.hashes();
         assert!(hashes.iter().all(|(_, h)| h.len() == 40));
     }

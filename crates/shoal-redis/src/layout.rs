@@ -1,0 +1,64 @@
+//! Shoal's Redis layout — key names, the listing bucket hash, the meta field names and the
+//! script sources — exposed for Shoal's own benchmark, whose raw redis-rs baseline must issue
+//! exactly the commands [`RedisStore`](crate::RedisStore) issues (same keys, same script
+//! SHA1s) without going through it.
+//!
+//! **Not a stable API.** It is hidden from the docs and may change in any release, together
+//! with the storage format it describes; nothing outside Shoal should use it.
+
+pub use crate::{
+    keys::{BUCKETS, bucket_of, capacity_key, listing_key, session_keys},
+    scripts::{APPEND_SOURCE, CREATE_SOURCE, RESERVE_SOURCE, TOUCH_SOURCE},
+};
+
+/// The meta hash field holding activity and counters,
+/// `<last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>`
+/// (decimal); the other fields hold the caller-owned blob.
+pub const ACTIVITY_FIELD: &str = crate::meta::F_ACTIVITY;
+
+/// Splits the encoding of a frame whose seq is 0 the way the append script receives it: the
+/// bytes before the seq value (the same for every frame) and the bytes after it. `None` when
+/// the codec no longer puts the seq first, which the append script relies on.
+pub fn split_frame(encoded: &[u8]) -> Option<(&[u8], &[u8])> {
+    // envelope, map header, "seq" as a 3-byte fixstr, then the value 0 (one byte).
+    if encoded.len() < 7 || &encoded[2..6] != b"\xa3seq" || encoded[6] != 0 {
+        return None;
+    }
+    Some((&encoded[..6], &encoded[7..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::{Direction, NewFrame, SessionId, codec};
+
+    use super::*;
+
+    #[test]
+    fn frames_split_around_the_seq() {
+        let id = SessionId::new("abc").unwrap_or_else(|e| panic!("{e}"));
+        let frame =
+            NewFrame::new(Direction::ClientToServer, vec![b'x'; 100]).into_frame(id.clone(), 0);
+        let bytes = codec::encode_frame(&frame).unwrap_or_else(|e| panic!("{e}"));
+        let (prefix, suffix) = split_frame(&bytes).unwrap_or_else(|| panic!("no seq first"));
+        let mut whole = prefix.to_vec();
+        whole.push(7);
+        whole.extend_from_slice(suffix);
+        let back = codec::decode_frame(&id, &whole).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.seq, 7);
+        assert_eq!(back.content.len(), 100);
+        assert_eq!(split_frame(&bytes[..6]), None);
+    }
+
+    #[test]
+    fn scripts_are_the_sources_shoal_loads() {
+        for source in [TOUCH_SOURCE, APPEND_SOURCE, CREATE_SOURCE] {
+            assert!(source.starts_with(include_str!("scripts/common.lua")));
+        }
+        assert_eq!(RESERVE_SOURCE, include_str!("scripts/reserve.lua"));
+        let scripts = crate::scripts::Scripts::new();
+        assert_eq!(
+            redis::Script::new(APPEND_SOURCE).get_hash(),
+            scripts.append.get_hash()
+        );
+    }
+}

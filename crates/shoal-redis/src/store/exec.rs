@@ -1,0 +1,232 @@
+//! Running commands: one call under the deadline, a per-session script, a batch of commands
+//! spread over cluster slots — and reading what comes back (script statuses, reply values).
+
+use std::{collections::HashMap, future::Future};
+
+use futures_util::{StreamExt, stream};
+use redis::{Cmd, RedisError, Script, Value, cluster_routing::Slot};
+use shoal_core::{Error, Result, SessionId, Timestamp};
+
+use super::handle::StoreState;
+use crate::{
+    errors,
+    meta::{self, bytes_of},
+};
+
+/// Concurrent commands when one operation fans out over many cluster slots.
+const FAN_OUT: usize = 32;
+
+/// Script reply statuses (see `scripts/common.lua`).
+pub(super) const ST_OK: i64 = 0;
+pub(super) const ST_NOT_FOUND: i64 = -1;
+pub(super) const ST_EXISTS: i64 = -2;
+pub(super) const ST_CONFLICT: i64 = -3;
+pub(super) const ST_PENDING_LIMIT: i64 = -4;
+pub(super) const ST_CORRUPT: i64 = -9;
+
+pub(super) fn int_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
+    }
+}
+
+pub(super) fn u64_of(v: &Value) -> Option<u64> {
+    int_of(v).and_then(|n| u64::try_from(n).ok())
+}
+
+pub(super) fn array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+pub(super) fn server_error(v: &Value) -> Option<RedisError> {
+    match v {
+        Value::ServerError(e) => Some(RedisError::from(e.clone())),
+        _ => None,
+    }
+}
+
+pub(super) fn not_found(id: &SessionId) -> Error {
+    Error::session_not_found(id)
+}
+
+/// A script argument: the time in milliseconds, in decimal.
+pub(super) fn now_arg(now: Timestamp) -> Vec<u8> {
+    now.as_millis().to_string().into_bytes()
+}
+
+/// A script argument: a number in decimal.
+pub(super) fn num_arg(n: u64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+impl StoreState {
+    /// Runs one Redis call under the deadline and maps its error.
+    pub(super) async fn io<T>(
+        &self,
+        op: &'static str,
+        id: Option<&SessionId>,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.deadline, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.map_error(e, op, id)),
+            Err(_) => Err(Error::Timeout {
+                op,
+                after: self.deadline,
+            }),
+        }
+    }
+
+    /// Maps a Redis error of `op` (on `id`, if it concerns one session).
+    pub(super) fn map_error(
+        &self,
+        e: RedisError,
+        op: &'static str,
+        id: Option<&SessionId>,
+    ) -> Error {
+        errors::map(e, op, id, self.config.response_timeout)
+    }
+
+    pub(super) async fn cmd(
+        &self,
+        op: &'static str,
+        id: Option<&SessionId>,
+        cmd: Cmd,
+    ) -> Result<Value> {
+        let mut c = self.conn();
+        self.io(op, id, cmd.query_async::<Value>(&mut c)).await
+    }
+
+    /// Runs a per-session script with the session's three keys and returns its reply array.
+    pub(super) async fn script(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        script: &Script,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Vec<Value>> {
+        let mut inv = script.prepare_invoke();
+        for k in self.keys.session(id) {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        let mut c = self.conn();
+        let reply = self
+            .io(op, Some(id), inv.invoke_async::<Value>(&mut c))
+            .await?;
+        array(reply)
+            .ok_or_else(|| Error::backend(format!("redis {op}: the script gave a non-array reply")))
+    }
+
+    /// Handles the statuses every live-session script shares; returns the reply on `ok`.
+    pub(super) async fn live(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        reply: Vec<Value>,
+    ) -> Result<Vec<Value>> {
+        match reply.first().and_then(int_of) {
+            Some(ST_OK) => Ok(reply),
+            Some(ST_NOT_FOUND) => {
+                if reply.get(1).and_then(int_of) == Some(1) {
+                    self.unindex(&[id.as_str()]).await;
+                }
+                Err(not_found(id))
+            }
+            Some(ST_CORRUPT) => Err(self.corrupt_status(id, &reply)),
+            other => Err(Error::backend(format!(
+                "redis {op}: unexpected script status {other:?}"
+            ))),
+        }
+    }
+
+    /// The error of a script's `corrupt` status: `{-9, field, reason}`.
+    pub(super) fn corrupt_status(&self, id: &SessionId, reply: &[Value]) -> Error {
+        let text = |i: usize| {
+            reply
+                .get(i)
+                .and_then(bytes_of)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        let field = text(1).unwrap_or_default();
+        let reason = match text(2).as_deref() {
+            Some("schema1") => meta::SCHEMA1.to_owned(),
+            Some(r) => r.to_owned(),
+            None => "not valid".to_owned(),
+        };
+        meta::corrupt(id, &field, reason)
+    }
+
+    /// Runs commands that may live in different slots: one pipeline on a single server; on a
+    /// cluster one pipeline per slot, concurrently. Each command comes with the key that routes
+    /// it. Per-command server errors stay in place as `Value::ServerError`.
+    pub(super) async fn multi(
+        &self,
+        op: &'static str,
+        cmds: Vec<(String, Cmd)>,
+    ) -> Result<Vec<Value>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.cluster {
+            let n = cmds.len();
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (_, c) in cmds {
+                pipe.add_command(c);
+            }
+            let mut c = self.conn();
+            let values: Vec<Value> = self.io(op, None, pipe.query_async(&mut c)).await?;
+            if values.len() != n {
+                return Err(Error::backend(format!(
+                    "redis {op}: {} replies for {n} commands",
+                    values.len(),
+                )));
+            }
+            return Ok(values);
+        }
+        let mut groups: HashMap<Slot, Vec<(usize, Cmd)>> = HashMap::new();
+        let n = cmds.len();
+        for (i, (key, c)) in cmds.into_iter().enumerate() {
+            groups
+                .entry(Slot::for_key(key.as_bytes()))
+                .or_default()
+                .push((i, c));
+        }
+        let results: Vec<Result<Vec<(usize, Value)>>> = stream::iter(groups.into_values())
+            .map(|group| async move {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for (_, c) in &group {
+                    pipe.add_command(c.clone());
+                }
+                let mut c = self.conn();
+                let values: Vec<Value> = self.io(op, None, pipe.query_async(&mut c)).await?;
+                if values.len() != group.len() {
+                    return Err(Error::backend(format!(
+                        "redis {op}: {} replies for {} commands",
+                        values.len(),
+                        group.len()
+                    )));
+                }
+                Ok(group.into_iter().map(|(i, _)| i).zip(values).collect())
+            })
+            .buffer_unordered(FAN_OUT)
+            .collect()
+            .await;
+        let mut out = vec![Value::Nil; n];
+        for r in results {
+            for (i, v) in r? {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+}

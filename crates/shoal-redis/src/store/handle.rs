@@ -1,0 +1,179 @@
+//! The [`RedisStore`] handle, how it connects, and the state its clones share.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use shoal_core::{
+    Clock, Direction, Error, Limits, NewFrame, Result, SessionId, SystemClock, Timestamp, codec,
+};
+
+use super::metrics::PendingMetrics;
+use crate::{
+    config::{RedisConfig, Topology},
+    conn::{self, Conn},
+    keys::Keys,
+    layout,
+    scripts::Scripts,
+};
+
+/// The Redis [`SessionStore`](shoal_core::SessionStore): standalone, Cluster or Sentinel,
+/// chosen by the URL.
+///
+/// Cloning shares the connections. See the crate docs for the key schema and the consistency
+/// model.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use shoal_core::{Limits, Session, SessionId, SessionStore, SystemClock, Transport};
+/// use shoal_redis::{RedisConfig, RedisStore};
+///
+/// # async fn demo() -> shoal_core::Result<()> {
+/// let store = RedisStore::connect(
+///     RedisConfig::new("redis://127.0.0.1:6379"),
+///     Limits::default(),
+///     Arc::new(SystemClock),
+/// )
+/// .await?;
+/// let s = store.create(Session::new(SessionId::generate(), Transport::StreamableHttp)).await?;
+/// assert_eq!(s.revision, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(super) state: Arc<StoreState>,
+}
+
+/// What every clone of a [`RedisStore`] shares — connections, key names, limits, clock,
+/// scripts and the counter increments not yet written — and what its operations run on.
+pub(super) struct StoreState {
+    conns: Vec<Conn>,
+    next: AtomicUsize,
+    clock: Arc<dyn Clock>,
+    pub(super) keys: Keys,
+    pub(super) limits: Limits,
+    pub(super) config: RedisConfig,
+    pub(super) topology: &'static str,
+    pub(super) cluster: bool,
+    pub(super) scripts: Scripts,
+    pub(super) metrics: PendingMetrics,
+    /// The encoded-frame bytes before the seq value (see `append.lua`).
+    pub(super) frame_prefix: Vec<u8>,
+    /// Bound on one Redis call, reconnection included.
+    pub(super) deadline: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.state.config)
+            .field("topology", &self.state.topology)
+            .field("limits", &self.state.limits)
+            .finish()
+    }
+}
+
+/// The encoded-frame prefix up to the seq value, derived from the codec itself, so a codec
+/// change that moves the seq is caught instead of silently writing bad frames.
+fn frame_prefix() -> Result<Vec<u8>> {
+    let probe = NewFrame::new(Direction::ClientToServer, Vec::new()).into_frame(
+        SessionId::new("p").map_err(|e| Error::backend(e.to_string()))?,
+        0,
+    );
+    let bytes = codec::encode_frame(&probe).map_err(|e| Error::backend(e.to_string()))?;
+    let (prefix, _) = layout::split_frame(&bytes).ok_or_else(|| {
+        Error::backend(
+            "the frame codec no longer starts with the seq field; the redis append script \
+             needs updating",
+        )
+    })?;
+    Ok(prefix.to_vec())
+}
+
+impl RedisStore {
+    /// Connects with `config`, enforcing `limits` and reading time from `clock`.
+    ///
+    /// Fails within `config.connect_timeout` with [`Error::Unavailable`] if Redis cannot be
+    /// reached, [`Error::Backend`] if it refuses the credentials, [`Error::InvalidInput`] for
+    /// a bad configuration.
+    pub async fn connect(
+        config: RedisConfig,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let topology = Topology::parse(&config.url)?;
+        let conns = conn::connect(&config, &topology).await?;
+        let store = RedisStore {
+            state: Arc::new(StoreState {
+                conns,
+                next: AtomicUsize::new(0),
+                keys: Keys::new(&config.key_prefix),
+                limits,
+                clock,
+                deadline: config.connect_timeout + config.response_timeout,
+                topology: topology.name(),
+                cluster: matches!(topology, Topology::Cluster { .. }),
+                config,
+                scripts: Scripts::new(),
+                metrics: PendingMetrics::default(),
+                frame_prefix: frame_prefix()?,
+            }),
+        };
+        // Prove the connection (and the credentials) now, not at the first request.
+        store.state.cmd("connect", None, redis::cmd("PING")).await?;
+        Ok(store)
+    }
+
+    /// Connects with default limits and the system clock.
+    pub async fn connect_default(config: RedisConfig) -> Result<Self> {
+        RedisStore::connect(config, Limits::default(), Arc::new(SystemClock)).await
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        self.state.keys.prefix()
+    }
+
+    /// `standalone`, `cluster` or `sentinel`.
+    pub fn topology(&self) -> &'static str {
+        self.state.topology
+    }
+}
+
+impl StoreState {
+    /// The next connection, round robin.
+    pub(super) fn conn(&self) -> Conn {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len().max(1);
+        // `connect` always opens at least one connection.
+        self.conns[i].clone()
+    }
+
+    pub(super) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// When a session active at `now` expires.
+    pub(super) fn expiry_from(&self, now: Timestamp) -> Timestamp {
+        now.saturating_add(self.limits.session_ttl)
+    }
+
+    /// Server-side TTL for keys whose logical expiry is `expires_at`: the remaining time plus
+    /// the grace, at least one second.
+    pub(super) fn pexpire_ms(&self, expires_at: Timestamp, now: Timestamp) -> u64 {
+        let remaining = expires_at.as_millis().saturating_sub(now.as_millis());
+        let grace = u64::try_from(self.config.expiry_grace.as_millis()).unwrap_or(u64::MAX);
+        remaining
+            .saturating_add(grace)
+            .clamp(1_000, i64::MAX as u64 / 2)
+    }
+
+    /// The place limit as the scripts take it.
+    pub(super) fn max_sessions(&self) -> u64 {
+        u64::try_from(self.limits.max_sessions).unwrap_or(u64::MAX)
+    }
+}

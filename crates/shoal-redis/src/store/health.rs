@@ -1,0 +1,39 @@
+//! `health`: a `PING` timed, the server version, and how full the store is.
+
+use std::time::Instant;
+
+use shoal_core::{Health, HealthStatus, Result};
+
+use super::handle::StoreState;
+use crate::meta::bytes_of;
+
+impl StoreState {
+    pub(super) async fn health(&self) -> Result<Health> {
+        let started = Instant::now();
+        let ping = self.cmd("health", None, redis::cmd("PING")).await;
+        let latency = started.elapsed();
+        let mut health = Health::healthy("redis", latency)
+            .with_detail("topology", self.topology)
+            .with_detail("key_prefix", self.keys.prefix());
+        if let Err(e) = ping {
+            health.status = HealthStatus::Unhealthy;
+            return Ok(health.with_detail("error", e.to_string()));
+        }
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        if let Ok(v) = self.cmd("health", None, info).await
+            && let Some(text) = bytes_of(&v).map(String::from_utf8_lossy)
+            && let Some(version) = text.lines().find_map(|l| l.strip_prefix("redis_version:"))
+        {
+            health = health.with_detail("server_version", version.trim());
+        }
+        match self.indexed().await {
+            Ok(n) => health = health.with_detail("indexed_sessions", n),
+            Err(e) => {
+                health.status = HealthStatus::Degraded;
+                health = health.with_detail("error", e.to_string());
+            }
+        }
+        Ok(health.with_detail("max_sessions", self.limits.max_sessions))
+    }
+}

@@ -1,0 +1,25 @@
+//! [`RedisStore`]: the [`SessionStore`](shoal_core::SessionStore) on Redis.
+//!
+//! The handle and the state its clones share are in `handle`; the trait impl in
+//! `session_store` runs each operation on that state, and the operations live by what they
+//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `create`, `restore`,
+//! `list` (listing and counting), `index` (keeping the index sets), `sweep`, `health`,
+//! `metrics`. `exec` runs the commands and reads their replies.
+
+mod create;
+mod exec;
+mod frames;
+mod handle;
+mod health;
+mod index;
+mod list;
+mod metrics;
+mod pending;
+mod restore;
+mod session_ops;
+mod session_store;
+mod sweep;
+
+pub use handle::RedisStore;
+pub use metrics::RedisMetrics;
+pub use sweep::RedisSweeper;

@@ -1,0 +1,99 @@
+//! `impl SessionStore for RedisStore`: each method runs the operation of the same name on the
+//! shared [`StoreState`](super::handle::StoreState); the operations live in the files named
+//! after what they touch.
+
+use async_trait::async_trait;
+use shoal_core::{
+    FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery, NewFrame, PendingRequest,
+    RequestId, Result, Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport,
+    Timestamp,
+};
+
+use super::handle::RedisStore;
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.state.limits
+    }
+
+    async fn create(&self, session: Session) -> Result<Session> {
+        self.state.create(session).await
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        self.state.get(id).await
+    }
+
+    async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
+        self.state.get_many(ids).await
+    }
+
+    async fn update(&self, session: &Session) -> Result<Session> {
+        self.state.update(session).await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
+        self.state.touch(id).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.state.delete(id).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.state.list(query).await
+    }
+
+    async fn count(&self, filter: &SessionFilter) -> Result<u64> {
+        self.state.count(filter).await
+    }
+
+    async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+        self.state.append_frames(id, frames).await
+    }
+
+    async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
+        self.state.frames(id, query).await
+    }
+
+    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
+        self.state.count_frames(id).await
+    }
+
+    async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
+        self.state.delete_frames(id, through_seq).await
+    }
+
+    async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
+        self.state.add_pending(id, request).await
+    }
+
+    async fn take_pending(
+        &self,
+        id: &SessionId,
+        request_id: &RequestId,
+    ) -> Result<Option<PendingRequest>> {
+        self.state.take_pending(id, request_id).await
+    }
+
+    async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
+        self.state.list_pending(id).await
+    }
+
+    async fn sweep_expired(&self) -> Result<SweepReport> {
+        self.state.sweep_expired().await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        self.state.health().await
+    }
+
+    async fn restore(&self, record: SessionRecord) -> Result<()> {
+        self.state.restore(record).await
+    }
+}
