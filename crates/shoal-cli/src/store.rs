@@ -534,7 +534,7 @@ impl OpenedStore {
                     break;
                 }
                 if st.breaker == BreakerState::Closed {
-                    res.replay().await;
+                    res.drain_journal().await;
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

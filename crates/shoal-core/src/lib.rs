@@ -13,8 +13,19 @@
 //! - [`notify`]: pub/sub between instances ([`NotifyBus`]: cache invalidations and stream
 //!   wake-ups), with the in-process [`LocalBus`].
 //!
-//! Redis lives in `shoal-redis`, so an embedded user compiles none of it.
+//! Redis lives in `shoal-redis`, so an embedded user compiles none of it. The two wrappers are
+//! behind features, off by default:
+//!
+//! - `cache`: the module `cached`, the hot-session cache `Cached` (pulls in `moka`);
+//! - `resilience`: the module `resilient`, the breaker-and-fallback wrapper `Resilient` (pulls
+//!   in `backon`).
+//!
+//! [`serde_util`] holds the humantime duration helper every crate's config types use.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cached;
 pub mod clock;
 pub mod codec;
@@ -24,11 +35,15 @@ pub mod id;
 pub mod limits;
 pub mod memory;
 pub mod notify;
+#[cfg(feature = "resilience")]
+#[cfg_attr(docsrs, doc(cfg(feature = "resilience")))]
 pub mod resilient;
+pub mod serde_util;
 pub mod session;
 pub mod store;
 pub mod transfer;
 
+#[cfg(feature = "cache")]
 pub use cached::{CacheConfig, Cached, CachedBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Error, Result};
@@ -37,6 +52,7 @@ pub use id::SessionId;
 pub use limits::Limits;
 pub use memory::{MemoryStore, MemoryStoreBuilder, SweeperHandle};
 pub use notify::{LocalBus, NotifyBus, Wakeup};
+#[cfg(feature = "resilience")]
 pub use resilient::{FallbackMode, ResilienceConfig, Resilient};
 pub use session::{Session, SessionState, SessionStatus, Timestamp, Transport};
 pub use store::{

@@ -29,7 +29,7 @@ pub struct Limits {
     /// Most sessions a store holds at once. Default 100,000.
     pub max_sessions: usize,
     /// Sliding time to live: a session expires this long after its last activity. Default 24 h.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::serde_util::duration")]
     pub session_ttl: Duration,
     /// Largest [`Session::metadata_bytes`](crate::Session::metadata_bytes). Default 64 KiB.
     pub max_metadata_bytes: usize,
@@ -50,18 +50,3 @@ impl Default for Limits {
     }
 }
 
-/// Durations as humantime strings (`"24h"`, `"30s"`) in config files.
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}

@@ -222,8 +222,8 @@ async fn open(store: &Store) {
     assert_eq!(store.breaker_state(), BreakerState::Open, "breaker opens");
 }
 
-/// Lets the cooldown pass and probes until closed, then replays.
-async fn recover(store: &Store) -> shoal_core::resilient::ReplayReport {
+/// Lets the cooldown pass and probes until closed, then drains.
+async fn recover(store: &Store) -> shoal_core::resilient::DrainReport {
     tokio::time::advance(Duration::from_secs(1)).await;
     for _ in 0..2 {
         let p = store.probe().await;
@@ -234,7 +234,7 @@ async fn recover(store: &Store) -> shoal_core::resilient::ReplayReport {
         BreakerState::Closed,
         "closed after probes"
     );
-    store.replay().await
+    store.drain_journal().await
 }
 
 /// Every frame content of `id` in the primary's own store, in seq order, with seqs.
@@ -394,7 +394,7 @@ async fn read_only_mode_serves_reads_the_fallback_holds_and_refuses_writes() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn memory_mode_outage_then_replay_keeps_every_acknowledged_frame_once_in_order() {
+async fn memory_mode_outage_then_drain_keeps_every_acknowledged_frame_once_in_order() {
     let (store, primary) = setup(FallbackMode::Memory);
     let old = create(&store, "old").await;
     assert_eq!(store.append_frame(&old, frame("o1")).await.ok(), Some(1));
@@ -511,7 +511,7 @@ async fn writes_after_recovery_wait_behind_the_journal() {
     store.probe().await;
     store.probe().await;
     assert_eq!(store.breaker_state(), BreakerState::Closed);
-    // Not replayed yet: this write is journaled behind the first one, not sent ahead of it.
+    // Not drained yet: this write is journaled behind the first one, not sent ahead of it.
     let seq = store
         .append_frame(&id, frame("after"))
         .await
@@ -520,14 +520,14 @@ async fn writes_after_recovery_wait_behind_the_journal() {
     assert!(is_unavailable(
         &store.frames(&id, &FrameQuery::after(0, 10)).await
     ));
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     assert!(rep.complete);
     assert_eq!(contents(&stored(&primary, &id).await), ["during", "after"]);
     assert_eq!(store.append_frame(&id, frame("direct")).await.ok(), Some(3));
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_monitor_closes_the_breaker_and_replays() {
+async fn the_monitor_closes_the_breaker_and_drains() {
     let mut c = config(FallbackMode::Memory);
     c.health.interval = Duration::from_millis(100);
     let (store, primary) = setup_with(c);
@@ -678,7 +678,7 @@ async fn deletes_during_the_outage() {
     let held = create(&store, "held").await;
     primary.set(Mode::Down);
     open(&store).await;
-    // A local session deleted before replay never reaches the primary.
+    // A local session deleted before the drain never reaches the primary.
     let local = create(&store, "local").await;
     assert_eq!(store.delete(&local).await.ok(), Some(true));
     assert!(!store.is_local(&local));
@@ -702,11 +702,11 @@ async fn deletes_during_the_outage() {
 }
 
 // ----------------------------------------------------------------------------------------
-// Ambiguous replay: a write applied whose answer was lost
+// Ambiguous drain: a write applied whose answer was lost
 // ----------------------------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
-async fn an_append_applied_during_a_failed_replay_is_not_applied_twice() {
+async fn an_append_applied_during_a_failed_drain_is_not_applied_twice() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
     primary.set(Mode::Down);
@@ -723,14 +723,14 @@ async fn an_append_applied_during_a_failed_replay_is_not_applied_twice() {
     tokio::time::advance(Duration::from_secs(1)).await;
     store.probe().await;
     store.probe().await;
-    // The replay's `get` succeeds, its first append is applied but the answer is lost.
+    // The drain's `get` succeeds, its first append is applied but the answer is lost.
     primary.set(Mode::LoseWriteReplies);
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     assert!(!rep.complete);
     assert_eq!(
         store.breaker_state(),
         BreakerState::Open,
-        "a failed replay opens"
+        "a failed drain opens"
     );
     primary.set(Mode::Up);
     let rep = recover(&store).await;
@@ -742,7 +742,7 @@ async fn an_append_applied_during_a_failed_replay_is_not_applied_twice() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_restore_applied_during_a_failed_replay_is_settled_once() {
+async fn a_restore_applied_during_a_failed_drain_is_settled_once() {
     let (store, primary) = setup(FallbackMode::Memory);
     primary.set(Mode::Down);
     open(&store).await;
@@ -756,9 +756,9 @@ async fn a_restore_applied_during_a_failed_replay_is_settled_once() {
     store.probe().await;
     store.probe().await;
     primary.set(Mode::ApplyThenFail);
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     assert!(!rep.complete);
-    // In doubt: reads are served, writes wait for the next replay.
+    // In doubt: reads are served, writes wait for the next drain.
     assert!(matches!(store.get(&id).await, Ok(Some(_))));
     let e = store
         .append_frame(&id, frame("b"))
@@ -774,7 +774,7 @@ async fn a_restore_applied_during_a_failed_replay_is_settled_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn replay_survives_being_cancelled() {
+async fn drain_survives_being_cancelled() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
     primary.set(Mode::Down);
@@ -788,12 +788,12 @@ async fn replay_survives_being_cancelled() {
     store.probe().await;
     store.probe().await;
     primary.set(Mode::Hang);
-    // Abandon the replay while its call hangs: the entry goes back to the journal.
-    let r = tokio::time::timeout(Duration::from_millis(10), store.replay()).await;
+    // Abandon the drain while its call hangs: the entry goes back to the journal.
+    let r = tokio::time::timeout(Duration::from_millis(10), store.drain_journal()).await;
     assert!(r.is_err());
     assert_eq!(store.stats().journal_entries, 1);
     primary.set(Mode::Up);
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     assert!(rep.complete);
     assert_eq!(contents(&stored(&primary, &id).await), ["a"]);
 }

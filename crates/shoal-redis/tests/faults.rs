@@ -368,7 +368,7 @@ async fn scenario(kind: Kind) {
     let calls_open = while_open.len();
     let p99_open = percentile(while_open.clone(), 0.99);
     let max_open = percentile(while_open, 1.0);
-    let totals = &stats.replay_totals;
+    let totals = &stats.drain_totals;
     let attempts: usize = logs
         .iter()
         .flat_map(|l| l.sessions.iter())

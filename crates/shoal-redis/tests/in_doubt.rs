@@ -557,7 +557,7 @@ async fn by_hand(aim: Aim, prefix: &str, journaled: usize) {
     rig.proxy.heal();
     let to_close = close_by_probing(store).await;
     rig.trap.arm(aim);
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     let sprung = rig.trap.sprung();
     assert_eq!(sprung.len(), 1, "the trap fired once: {sprung:?}");
     let cut = &sprung[0];
@@ -604,7 +604,7 @@ async fn by_hand(aim: Aim, prefix: &str, journaled: usize) {
     // Recovery: the next replay reads the primary back before appending.
     let started = Instant::now();
     close_by_probing(store).await;
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     let recovery = started.elapsed();
     assert!(rep.complete, "{rep:?}");
     assert_eq!(rep.error, None);
@@ -790,7 +790,7 @@ async fn concurrent() {
     let sprung = rig.trap.sprung();
     let v = verify(&rig, &logs).await;
     let stats = store.stats();
-    let totals = &stats.replay_totals;
+    let totals = &stats.drain_totals;
     let opened: Vec<Duration> = transitions
         .iter()
         .filter(|(at, s)| *at >= fault_start && *s == BreakerState::Open)

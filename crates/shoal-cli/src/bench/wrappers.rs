@@ -33,7 +33,7 @@ use serde::Serialize;
 use shoal_core::{
     SessionStore,
     cached::CacheStats,
-    resilient::{BreakerState, ReplayReport, is_provisional},
+    resilient::{BreakerState, DrainReport, is_provisional},
 };
 
 use super::{
@@ -360,7 +360,7 @@ pub(crate) async fn settle(
             break;
         }
         if st.breaker == BreakerState::Closed {
-            resilient.replay().await;
+            resilient.drain_journal().await;
         } else {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -421,7 +421,7 @@ pub(crate) struct ResilienceReport {
 impl ResilienceReport {
     pub(crate) fn new(r: &ResilientRedis, settle: Option<Settle>) -> Self {
         let st = r.stats();
-        let t: &ReplayReport = &st.replay_totals;
+        let t: &DrainReport = &st.drain_totals;
         ResilienceReport {
             fallback: r.config().fallback.to_string(),
             breaker: st.breaker.to_string(),

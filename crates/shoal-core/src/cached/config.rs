@@ -105,7 +105,7 @@ pub struct CacheConfig {
     /// Per-entry time to live, on the store's clock: an entry older than this is loaded
     /// again. It bounds staleness when an invalidation is lost or late (bus down, publish
     /// failed). Default 5 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub ttl: Duration,
     /// Cross-instance consistency. Default `invalidate`.
     pub consistency: Consistency,
@@ -114,14 +114,14 @@ pub struct CacheConfig {
     /// Touch coalescing: a session's `last_activity` is written to the backend at most once
     /// per this interval; touches in between are answered from the cache, and the last one
     /// is written when the interval has passed. `"0s"` writes every touch. Default 1 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub touch_interval: Duration,
     /// A touch is written at once, whatever the interval, when the backend's expiry of the
     /// session is closer than this, so a session in use never lapses. Default 30 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub touch_margin: Duration,
     /// Write-behind: how often queued updates are written. Default 100 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub flush_interval: Duration,
     /// Write-behind: most queued updates; beyond it writes go through synchronously.
     /// Default 10,000.
@@ -133,7 +133,7 @@ pub struct CacheConfig {
     pub tail_bytes: usize,
     /// How long [`Cached::shutdown`](super::Cached::shutdown) keeps retrying queued writes
     /// while the backend fails. Default 10 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub shutdown_timeout: Duration,
 }
 
@@ -261,22 +261,6 @@ impl CacheConfig {
         u32::try_from(self.max_bytes / self.max_entries.max(1))
             .unwrap_or(u32::MAX)
             .max(1)
-    }
-}
-
-/// Durations as humantime strings in config files.
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -89,8 +89,10 @@ enum Phase {
     HalfOpen { in_flight: u32, successes: u32 },
 }
 
+/// The phase, when it began and how many times the breaker has opened: what changes only
+/// under the breaker's lock.
 #[derive(Debug)]
-struct Inner {
+struct PhaseRecord {
     phase: Phase,
     since: Instant,
     opened: u64,
@@ -116,7 +118,8 @@ pub(crate) struct Breaker {
     epoch: AtomicU64,
     consecutive_failures: AtomicU32,
     buckets: [Bucket; BUCKETS],
-    inner: Mutex<Inner>,
+    /// The phase and its history (the lock every transition takes).
+    phase_record: Mutex<PhaseRecord>,
 }
 
 /// Permission to call the primary, returned by [`Breaker::admit`]. Report the outcome with
@@ -160,7 +163,7 @@ impl Breaker {
             epoch: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             buckets: Default::default(),
-            inner: Mutex::new(Inner {
+            phase_record: Mutex::new(PhaseRecord {
                 phase: Phase::Closed,
                 since: now,
                 opened: 0,
@@ -168,9 +171,9 @@ impl Breaker {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, PhaseRecord> {
         // Nothing panics while holding the lock; a poisoned guard carries no broken invariant.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.phase_record.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn tick(&self, now: Instant) -> u64 {
@@ -318,7 +321,7 @@ impl Breaker {
         }
     }
 
-    /// Opens the breaker now (e.g. when a journal replay fails). No-op when already open.
+    /// Opens the breaker now (e.g. when a journal drain fails). No-op when already open.
     pub(crate) fn trip(&self) -> Option<Transition> {
         let now = Instant::now();
         let mut g = self.lock();
@@ -329,7 +332,7 @@ impl Breaker {
         Some(self.set_phase(&mut g, Phase::Open { until }, now))
     }
 
-    fn apply(&self, g: &mut Inner, outcome: Outcome, now: Instant) -> Option<Transition> {
+    fn apply(&self, g: &mut PhaseRecord, outcome: Outcome, now: Instant) -> Option<Transition> {
         match outcome {
             Outcome::Neutral => None,
             Outcome::Success => match &mut g.phase {
@@ -417,7 +420,7 @@ impl Breaker {
             && (failures as f64) / (calls as f64) >= self.config.failure_ratio
     }
 
-    fn set_phase(&self, g: &mut Inner, phase: Phase, now: Instant) -> Transition {
+    fn set_phase(&self, g: &mut PhaseRecord, phase: Phase, now: Instant) -> Transition {
         let from = phase_state(&g.phase);
         let to = phase_state(&phase);
         if to == BreakerState::Open {

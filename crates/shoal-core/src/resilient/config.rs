@@ -17,7 +17,7 @@ use crate::{Error, Result};
 pub enum FallbackMode {
     /// Fail fast: every call is [`Error::Unavailable`] while the breaker is open.
     None,
-    /// Writes go to the fallback store and to a bounded journal that is replayed into the
+    /// Writes go to the fallback store and to a bounded journal that is drained into the
     /// primary when it recovers; reads are served for sessions the fallback holds.
     #[default]
     Memory,
@@ -80,11 +80,11 @@ pub struct ResilienceConfig {
     pub fallback: FallbackMode,
     /// Deadline of one attempt of a point operation on the primary (get, create, update,
     /// touch, delete, append, count_frames, delete_frames, pending). Default 1 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub op_timeout: Duration,
     /// Deadline of one attempt of an operation whose size depends on the data (get_many,
     /// list, count, frames, sweep_expired, restore). Default 10 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub bulk_timeout: Duration,
     /// Retries of idempotent operations.
     pub retry: RetryConfig,
@@ -92,7 +92,7 @@ pub struct ResilienceConfig {
     pub breaker: BreakerConfig,
     /// The health monitor's probe.
     pub health: HealthConfig,
-    /// Bounds of the outage journal and width of its replay (fallback mode `memory`).
+    /// Bounds of the outage journal and width of its drain (fallback mode `memory`).
     pub journal: JournalConfig,
 }
 
@@ -179,10 +179,10 @@ pub struct RetryConfig {
     /// Retries after the first attempt (0 disables retrying). Default 2.
     pub max_retries: usize,
     /// First backoff delay. Default 10 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub min_delay: Duration,
     /// Largest backoff delay. Default 100 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub max_delay: Duration,
 }
 
@@ -213,10 +213,10 @@ pub struct BreakerConfig {
     /// Calls the window needs before the ratio is considered. Default 20.
     pub min_calls: u32,
     /// Length of the sliding window (ten buckets). Default 10 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub window: Duration,
     /// How long the breaker stays open before probing. Default 2 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub cooldown: Duration,
     /// Live calls let through at a time while half-open. Default 2.
     pub half_open_probes: u32,
@@ -240,17 +240,17 @@ impl Default for BreakerConfig {
 
 /// The health monitor ([`Resilient::spawn_monitor`](super::Resilient::spawn_monitor)): every
 /// `interval` it calls the primary's `health()` (for Redis: `PING` and two small reads) under
-/// `timeout`. Its results count as breaker probes, and once the breaker is closed it replays
+/// `timeout`. Its results count as breaker probes, and once the breaker is closed it drains
 /// the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HealthConfig {
     /// Time between probes. Default 500 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub interval: Duration,
     /// Deadline of one probe. Default 1 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::serde_util::duration")]
     pub timeout: Duration,
 }
 
@@ -263,7 +263,7 @@ impl Default for HealthConfig {
     }
 }
 
-/// Bounds of the outage journal, and how many sessions its replay works on at once. Every
+/// Bounds of the outage journal, and how many sessions its drain works on at once. Every
 /// write accepted while the primary is out is one entry; a write that would exceed either
 /// bound is refused with [`Error::Unavailable`] ("journal full") and counted in
 /// `shoal_resilient_journal_full_total`.
@@ -276,14 +276,14 @@ pub struct JournalConfig {
     /// Most bytes of frame content (and other payload) held by the journal, including the
     /// frames of sessions created during the outage. Default 64 MiB.
     pub max_bytes: usize,
-    /// Provisional-to-final seq mappings kept after replay, so event ids issued during an
+    /// Provisional-to-final seq mappings kept after the drain, so event ids issued during an
     /// outage can still be resumed from (see [`Resilient::resolve_seq`](super::Resilient::resolve_seq)).
     /// Default 100,000.
     pub seq_map_capacity: usize,
-    /// Sessions a replay works on at once. Each session's writes are still replayed one
+    /// Sessions a drain works on at once. Each session's writes are still drained one
     /// after another, in order, under its lock; this bounds how many sessions do that
     /// concurrently (each in flight holds one primary call at a time; a local session in
-    /// flight is held in memory as one snapshot while it is copied). 1 replays one session
+    /// flight is held in memory as one snapshot while it is copied). 1 drains one session
     /// at a time. Default 16.
     pub replay_concurrency: usize,
 }
@@ -296,22 +296,6 @@ impl Default for JournalConfig {
             seq_map_capacity: 100_000,
             replay_concurrency: 16,
         }
-    }
-}
-
-/// Durations as humantime strings in config files.
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,14 +1,14 @@
 //! The outage journal: which sessions were written while the primary was out, and what to
-//! replay for each, in order, within fixed bounds.
+//! drain for each, in order, within fixed bounds.
 //!
 //! Sessions are *marked* when the first write during an outage touches them:
 //! - **local**: created (or restored) during the outage; the fallback store holds the whole
-//!   session, and replay copies it into the primary in one `restore`;
+//!   session, and the drain copies it into the primary in one `restore`;
 //! - **shadow**: held by the primary (or unknown); the journal holds the writes themselves
-//!   (appends with their frames, touches, deletes) and replay applies them.
+//!   (appends with their frames, touches, deletes) and the drain applies them.
 //!
 //! Every write accepted during the outage is one entry. Entries are kept per session, in the
-//! order they were accepted, and replayed in that order; sessions are started in the order
+//! order they were accepted, and drained in that order; sessions are started in the order
 //! of their first entry (several at a time, so they may finish in any order). The
 //! bounds (`max_entries`, `max_bytes`) are reserved before a write happens, so a full journal
 //! refuses the write and nothing is written anywhere.
@@ -23,8 +23,8 @@ use crate::{Error, NewFrame, SessionId};
 /// What kind of marked session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MarkKind {
-    /// Created during the outage; lives in the fallback until replayed. `in_doubt`: a replay
-    /// `restore` failed without an answer, so writes wait until the next replay settles it.
+    /// Created during the outage; lives in the fallback until drained. `in_doubt`: a drain
+    /// `restore` failed without an answer, so writes wait until the next drain settles it.
     Local { in_doubt: bool },
     /// Held by the primary; writes are journaled. `deleted`: a delete is journaled.
     Shadow { deleted: bool },
@@ -35,13 +35,13 @@ pub(crate) enum MarkKind {
 pub(crate) enum Op {
     /// The local session was created (or restored) in the fallback.
     Created,
-    /// A write to a local session (already in the fallback; replay copies the session whole).
+    /// A write to a local session (already in the fallback; the drain copies the session whole).
     LocalWrite,
     /// Frames appended to a shadow session, with the provisional seqs handed out for them.
     Append {
         frames: Vec<NewFrame>,
         provisional: Vec<u64>,
-        /// Set when a replay attempt of this append failed without an answer: the primary's
+        /// Set when a drain attempt of this append failed without an answer: the primary's
         /// `last_seq` before that attempt, so the next attempt can look for the frames after it
         /// instead of appending them twice.
         ambiguous_after: Option<u64>,
@@ -65,7 +65,7 @@ struct SessionLog {
     lock: Arc<tokio::sync::Mutex<()>>,
     order: u64,
     entries: Vec<Entry>,
-    /// Entries taken out by a replay in progress (still counted against the bounds).
+    /// Entries taken out by a drain in progress (still counted against the bounds).
     taken: usize,
     taken_bytes: usize,
 }
@@ -114,7 +114,7 @@ impl Journal {
         }
     }
 
-    /// Entries held (including those a replay has taken out but not finished).
+    /// Entries held (including those a drain has taken out but not finished).
     pub(crate) fn len(&self) -> usize {
         self.entries
     }
@@ -213,7 +213,7 @@ impl Journal {
     }
 
     /// Drops a marked session with all its entries (a local session deleted before it was
-    /// replayed, or a session whose replay is complete).
+    /// drained, or a session whose drain is complete).
     pub(crate) fn unmark(&mut self, id: &SessionId) {
         if let Some(s) = self.sessions.remove(id) {
             self.order.remove(&s.order);
@@ -253,7 +253,7 @@ impl Journal {
         range.map(|(o, id)| (*o, id.clone())).next()
     }
 
-    /// Takes the pending entries of `id` out for replay. They stay counted until
+    /// Takes the pending entries of `id` out for draining. They stay counted until
     /// [`Journal::finish`] or [`Journal::put_back`].
     pub(crate) fn take(&mut self, id: &SessionId) -> Vec<Entry> {
         let Some(s) = self.sessions.get_mut(id) else {
@@ -265,7 +265,7 @@ impl Journal {
         entries
     }
 
-    /// Replay is done with `done` taken entries of `bytes` bytes.
+    /// The drain is done with `done` taken entries of `bytes` bytes.
     pub(crate) fn finish(&mut self, id: &SessionId, done: usize, bytes: usize) {
         if let Some(s) = self.sessions.get_mut(id) {
             s.taken = s.taken.saturating_sub(done);
@@ -275,7 +275,7 @@ impl Journal {
         self.bytes = self.bytes.saturating_sub(bytes);
     }
 
-    /// Puts taken entries that were not replayed back in front of any newer ones.
+    /// Puts taken entries that were not drained back in front of any newer ones.
     pub(crate) fn put_back(&mut self, id: &SessionId, mut rest: Vec<Entry>) {
         let Some(s) = self.sessions.get_mut(id) else {
             return;
@@ -360,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn sessions_replay_in_marking_order_and_entries_keep_theirs() {
+    fn sessions_drain_in_marking_order_and_entries_keep_theirs() {
         let mut j = Journal::new(100, 1_000);
         let (a, b, c) = (sid("a"), sid("b"), sid("c"));
         for id in [&b, &a, &c] {
@@ -387,7 +387,7 @@ mod tests {
         assert_eq!(taken.len(), 3);
         assert!(!j.has_pending(&a));
         assert_eq!(j.len(), 3, "taken entries still count");
-        // A write arrives meanwhile, then replay finishes one entry and puts two back.
+        // A write arrives meanwhile, then the drain finishes one entry and puts two back.
         assert!(j.reserve(1).is_ok());
         j.push(&a, Op::Delete, 1);
         j.finish(&a, 1, 1);

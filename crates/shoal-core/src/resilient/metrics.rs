@@ -35,9 +35,9 @@ pub(crate) const MARKED_SESSIONS: &str = "shoal_resilient_marked_sessions";
 pub(crate) const JOURNAL_FULL: &str = "shoal_resilient_journal_full_total";
 pub(crate) const HEALTH_LATENCY: &str = "shoal_resilient_health_probe_seconds";
 pub(crate) const HEALTH_PROBES: &str = "shoal_resilient_health_probes_total";
-pub(crate) const REPLAYED: &str = "shoal_resilient_replayed_total";
-pub(crate) const REPLAY_DROPPED: &str = "shoal_resilient_replay_dropped_total";
-pub(crate) const REPLAY_AMBIGUOUS: &str = "shoal_resilient_replay_ambiguous_total";
+pub(crate) const DRAINED: &str = "shoal_resilient_replayed_total";
+pub(crate) const DRAIN_DROPPED: &str = "shoal_resilient_replay_dropped_total";
+pub(crate) const DRAIN_AMBIGUOUS: &str = "shoal_resilient_replay_ambiguous_total";
 
 /// The `result` label of an outcome.
 pub(crate) fn result_label<T>(r: &crate::Result<T>) -> &'static str {

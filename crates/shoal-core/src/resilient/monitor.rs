@@ -1,11 +1,11 @@
-//! The health monitor: probes the primary, feeds the breaker, replays the journal.
+//! The health monitor: probes the primary, feeds the breaker, drains the journal.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BreakerState, Resilient, lock, metrics};
+use super::{breaker::BreakerState, metrics, state::lock, wrapper::Resilient};
 use crate::{HealthStatus, SessionStore, Timestamp};
 
 /// The outcome of one health probe of the primary.
@@ -23,7 +23,7 @@ pub struct ProbeReport {
 }
 
 /// Stops the health monitor when dropped (or when [`MonitorHandle::stop`] is called). A probe
-/// or replay in progress finishes first; the journal is never left half-replayed.
+/// or drain in progress finishes first; the journal is never left half-drained.
 #[derive(Debug)]
 pub struct MonitorHandle {
     cancel: CancellationToken,
@@ -49,17 +49,17 @@ impl Drop for MonitorHandle {
 impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     /// Starts the health monitor on the current Tokio runtime: every
     /// [`health.interval`](super::HealthConfig::interval) it runs [`Resilient::probe`], and
-    /// whenever the breaker is closed and sessions are marked, [`Resilient::replay`].
+    /// whenever the breaker is closed and sessions are marked, [`Resilient::drain_journal`].
     /// The task holds no strong reference to the store between steps; it ends when the
     /// handle is dropped or the store is gone.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn spawn_monitor(&self) -> MonitorHandle {
-        let weak = Arc::downgrade(&self.inner);
+        let weak = Arc::downgrade(&self.state);
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
-        let every = self.inner.config.health.interval;
+        let every = self.state.config.health.interval;
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -68,16 +68,16 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                     () = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let Some(inner) = weak.upgrade() else { break };
-                let store = Resilient { inner };
-                // Not raced against `stop`: a replay step is finished, never abandoned.
+                let Some(state) = weak.upgrade() else { break };
+                let store = Resilient { state };
+                // Not raced against `stop`: a drain step is finished, never abandoned.
                 store.probe().await;
                 let pending = {
                     let j = store.journal();
                     j.len() > 0 || j.marked() > 0
                 };
                 if store.breaker_state() == BreakerState::Closed && pending {
-                    store.replay().await;
+                    store.drain_journal().await;
                 }
             }
         });
@@ -94,8 +94,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     pub async fn probe(&self) -> ProbeReport {
         let at = Timestamp::now();
         let started = Instant::now();
-        let timeout = self.inner.config.health.timeout;
-        let (ok, error) = match tokio::time::timeout(timeout, self.inner.primary.health()).await {
+        let timeout = self.state.config.health.timeout;
+        let (ok, error) = match tokio::time::timeout(timeout, self.state.primary.health()).await {
             Ok(Ok(h)) if h.status != HealthStatus::Unhealthy => (true, None),
             Ok(Ok(h)) => (
                 false,
@@ -116,14 +116,14 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             "result" => if ok { "ok" } else { "failed" }
         )
         .increment(1);
-        self.on_transition(self.inner.breaker.record_probe(ok));
+        self.on_transition(self.state.breaker.record_probe(ok));
         let report = ProbeReport {
             at,
             ok,
             latency,
             error,
         };
-        *lock(&self.inner.probe) = Some(report.clone());
+        *lock(&self.state.probe) = Some(report.clone());
         report
     }
 }

@@ -1,6 +1,6 @@
 //! Provisional seqs: what [`Resilient`](super::Resilient) hands out for frames appended to a
 //! session held only by the primary while the primary is out, and their final seqs once the
-//! journal is replayed.
+//! journal is drained.
 
 use std::collections::{HashMap, VecDeque};
 

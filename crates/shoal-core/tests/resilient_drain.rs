@@ -1,13 +1,13 @@
-//! Journal replay against a primary with per-call latency: sessions are replayed
+//! Journal drain against a primary with per-call latency: sessions are drained
 //! concurrently (bounded by `journal.replay_concurrency`), each session's writes in order,
-//! with exact report totals; a trip mid-replay keeps the rest for a later replay that loses
+//! with exact report totals; a trip mid-drain keeps the rest for a later drain that loses
 //! and duplicates nothing. The correctness tests run on Tokio's paused clock, so the latency
 //! is virtual and the timings exact.
 //!
 //! The rate measurement is ignored by default (it takes real time):
 //!
 //! ```text
-//! cargo test -p shoal-core --release --test resilient_replay -- --ignored --nocapture
+//! cargo test -p shoal-core --release --test resilient_drain -- --ignored --nocapture
 //! # SHOAL_REPLAY_LATENCY_US (default 100), SHOAL_REPLAY_CONCURRENCY (default: the config's)
 //! ```
 
@@ -191,7 +191,7 @@ impl SessionStore for Slow {
         self.call(None, self.inner.sweep_expired()).await
     }
     async fn health(&self) -> Result<Health> {
-        // Probes are not slowed down or counted: they are not replay calls.
+        // Probes are not slowed down or counted: they are not drain calls.
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::unavailable("injected: connection refused"));
         }
@@ -254,7 +254,7 @@ async fn outage(store: &Store, primary: &Slow) {
     assert_eq!(store.breaker_state(), BreakerState::Open);
 }
 
-/// Brings the primary back and closes the breaker (no replay).
+/// Brings the primary back and closes the breaker (no drain).
 async fn heal(store: &Store, primary: &Slow) {
     primary.set_down(false);
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -357,7 +357,7 @@ async fn assert_exact(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: takes real time; run with --ignored --nocapture"]
-async fn replay_rate_with_per_call_latency() {
+async fn drain_rate_with_per_call_latency() {
     let latency_us: u64 = std::env::var("SHOAL_REPLAY_LATENCY_US")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -374,7 +374,7 @@ async fn replay_rate_with_per_call_latency() {
         heal(&store, &primary).await;
         primary.set_latency(Duration::from_micros(latency_us), true);
         primary.reset_counters();
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(rep.complete, "{rep:?}");
         assert_eq!(rep.entries as usize, entries);
         let calls = primary.calls.load(Ordering::SeqCst);
@@ -394,7 +394,7 @@ async fn replay_rate_with_per_call_latency() {
     }
     rates.sort_by(f64::total_cmp);
     eprintln!(
-        "replay rate, {latency_us} µs per primary call, replay_concurrency {}: median {:.0} \
+        "drain rate, {latency_us} µs per primary call, replay_concurrency {}: median {:.0} \
          entries/s (min {:.0}, max {:.0})",
         concurrency.map_or_else(|| "default".to_owned(), |n| n.to_string()),
         rates[1],
@@ -410,7 +410,7 @@ async fn replay_rate_with_per_call_latency() {
 const LATENCY: Duration = Duration::from_millis(10);
 
 #[tokio::test(start_paused = true)]
-async fn sessions_replay_concurrently_each_in_order_with_exact_totals() {
+async fn sessions_drain_concurrently_each_in_order_with_exact_totals() {
     let (store, primary) = setup(Some(16));
     let (shadows, locals, entries) = journal_workload(&store, &primary, 8, 3, 4).await;
     assert_eq!(entries, 8 * 6 + 4 * 4);
@@ -419,7 +419,7 @@ async fn sessions_replay_concurrently_each_in_order_with_exact_totals() {
     primary.reset_counters();
 
     let t0 = tokio::time::Instant::now();
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     let took = t0.elapsed();
 
     // A held session is 7 calls (get, 3 appends, 3 touches), a local one 1 (restore): all
@@ -444,12 +444,12 @@ async fn sessions_replay_concurrently_each_in_order_with_exact_totals() {
         ),
         (0, 0, 0)
     );
-    assert_eq!(store.stats().replay_totals.entries as usize, entries);
+    assert_eq!(store.stats().drain_totals.entries as usize, entries);
     assert_exact(&store, &primary, &shadows, &locals).await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn replay_concurrency_bounds_the_sessions_in_flight() {
+async fn drain_concurrency_bounds_the_sessions_in_flight() {
     for (width, waves) in [(1_u32, 8_u32), (3, 3), (8, 1)] {
         let (store, primary) = setup(Some(width as usize));
         let (shadows, locals, entries) = journal_workload(&store, &primary, 8, 3, 0).await;
@@ -457,7 +457,7 @@ async fn replay_concurrency_bounds_the_sessions_in_flight() {
         primary.set_latency(LATENCY, false);
         primary.reset_counters();
         let t0 = tokio::time::Instant::now();
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         let took = t0.elapsed();
         // Eight sessions of 7 calls each, `width` at a time.
         let want = waves * 7 * LATENCY;
@@ -500,7 +500,7 @@ async fn consecutive_journaled_appends_go_as_one_batch() {
         .for_each(|s| seqs.push(s));
     heal(&store, &primary).await;
     primary.reset_counters();
-    let rep = store.replay().await;
+    let rep = store.drain_journal().await;
     assert!(rep.complete, "{rep:?}");
     assert_eq!((rep.entries, rep.frames), (6, 7));
     // The session's `last_seq`, then one `append_frames` with the six entries' seven frames.
@@ -508,12 +508,12 @@ async fn consecutive_journaled_appends_go_as_one_batch() {
     assert_exact(&store, &primary, &[(id, seqs)], &[]).await;
 }
 
-/// For every call of the replay at which the primary could fail: the call is applied, its
-/// reply lost, and every later call refused. The replay stops starting sessions, opens the
-/// breaker once, keeps what it did not settle, and the next replay completes with every
+/// For every call of the drain at which the primary could fail: the call is applied, its
+/// reply lost, and every later call refused. The drain stops starting sessions, opens the
+/// breaker once, keeps what it did not settle, and the next drain completes with every
 /// frame once, in order, and totals that add up.
 #[tokio::test(start_paused = true)]
-async fn a_trip_mid_replay_keeps_the_rest_and_a_later_replay_completes() {
+async fn a_trip_mid_drain_keeps_the_rest_and_a_later_drain_completes() {
     const WIDTH: usize = 4;
     const CALLS: i64 = 10 * 7 + 2;
     let (mut found_applied, mut split) = (0, 0);
@@ -526,7 +526,7 @@ async fn a_trip_mid_replay_keeps_the_rest_and_a_later_replay_completes() {
         primary.countdown.store(trip_at, Ordering::SeqCst);
         let opened = store.stats().breaker_opened;
 
-        let first = store.replay().await;
+        let first = store.drain_journal().await;
         let stats = store.stats();
         assert!(
             !first.complete && first.error.is_some(),
@@ -556,7 +556,7 @@ async fn a_trip_mid_replay_keeps_the_rest_and_a_later_replay_completes() {
         primary.countdown.store(-1, Ordering::SeqCst);
         primary.set_latency(Duration::ZERO, false);
         heal(&store, &primary).await;
-        let second = store.replay().await;
+        let second = store.drain_journal().await;
         assert!(
             second.complete && second.error.is_none(),
             "{trip_at}: {second:?}"
@@ -578,7 +578,7 @@ async fn a_trip_mid_replay_keeps_the_rest_and_a_later_replay_completes() {
             0,
             "{trip_at}"
         );
-        let totals = store.stats().replay_totals;
+        let totals = store.stats().drain_totals;
         assert_eq!(totals.entries as usize, entries, "{trip_at}");
         assert_exact(&store, &primary, &shadows, &locals).await;
         found_applied += second.ambiguous_applied;
@@ -589,10 +589,10 @@ async fn a_trip_mid_replay_keeps_the_rest_and_a_later_replay_completes() {
     assert!(found_applied > 0 && split > 0, "{found_applied} {split}");
 }
 
-/// Writes arriving while a concurrent replay runs land after the journaled ones of their
+/// Writes arriving while a concurrent drain runs land after the journaled ones of their
 /// session: journaled behind them while the session is marked, sent directly once it is not.
 #[tokio::test(start_paused = true)]
-async fn writes_during_a_concurrent_replay_land_after_the_journaled_ones() {
+async fn writes_during_a_concurrent_drain_land_after_the_journaled_ones() {
     let (store, primary) = setup(Some(4));
     let (shadows, _, _) = journal_workload(&store, &primary, 12, 3, 0).await;
     heal(&store, &primary).await;
@@ -600,7 +600,7 @@ async fn writes_during_a_concurrent_replay_land_after_the_journaled_ones() {
     let writers = async {
         for round in 0..3 {
             // Last first: sessions not started yet journal them, the others wait for their
-            // session's replay.
+            // session's drain.
             for (id, _) in shadows.iter().rev() {
                 store
                     .append_frame(id, frame(&format!("{id}/late{round}")))
@@ -610,13 +610,13 @@ async fn writes_during_a_concurrent_replay_land_after_the_journaled_ones() {
             tokio::time::sleep(LATENCY * 5).await;
         }
     };
-    let (rep, ()) = tokio::join!(store.replay(), writers);
+    let (rep, ()) = tokio::join!(store.drain_journal(), writers);
     assert!(rep.error.is_none(), "{rep:?}");
-    // Some late writes were journaled behind a replay in progress or waiting.
+    // Some late writes were journaled behind a drain in progress or waiting.
     assert!(rep.entries > 12 * 6 || !rep.complete, "{rep:?}");
-    // Whatever was journaled behind a session's replay goes at the next one.
+    // Whatever was journaled behind a session's drain goes at the next one.
     if !rep.complete {
-        let rep = store.replay().await;
+        let rep = store.drain_journal().await;
         assert!(rep.complete, "{rep:?}");
     }
     for (id, _) in &shadows {
