@@ -85,7 +85,7 @@ use shoal_core::{
         BreakerConfig, FallbackMode, HealthConfig, JournalConfig, ResilienceConfig, RetryConfig,
     },
 };
-use shoal_redis::{RedisConfig, invalidation::BusConfig};
+use shoal_redis::{BusConfig, RedisConfig};
 
 use crate::{
     error::UsageError,

@@ -29,10 +29,7 @@ use shoal_core::{
     resilient::{BreakerState, MonitorHandle, Resilient},
     transfer,
 };
-use shoal_redis::{
-    RedisConfig, RedisStore, RedisSweeper,
-    invalidation::{BusStats, RedisInvalidationBus},
-};
+use shoal_redis::{BusConfig, BusStats, RedisConfig, RedisPubSub, RedisStore, RedisSweeper};
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
 
 use crate::{config::Config, error::UsageError};
@@ -157,10 +154,10 @@ pub(crate) struct OpenedStore {
     monitor: Option<MonitorHandle>,
     drain_timeout: Duration,
     cache: Option<Arc<dyn CacheControl>>,
-    /// The invalidation bus: the cache's, or one opened for announcing writes.
-    bus: tokio::sync::Mutex<Option<RedisInvalidationBus>>,
-    /// How to open a bus for announcements (Redis stores).
-    bus_config: Option<(RedisConfig, shoal_redis::invalidation::BusConfig)>,
+    /// The pub/sub bus: the cache's, or one opened for announcing writes or for the proxy.
+    bus: tokio::sync::Mutex<Option<RedisPubSub>>,
+    /// How to open a bus (Redis stores).
+    bus_config: Option<(RedisConfig, BusConfig)>,
 }
 
 /// What the CLI needs of a [`Cached`] store, whatever it wraps.
@@ -248,7 +245,7 @@ fn build_cache<S: SessionStore>(
     b: shoal_core::CachedBuilder<S>,
     cc: &CacheConfig,
     clock: &Arc<dyn Clock>,
-    bus: &Option<RedisInvalidationBus>,
+    bus: &Option<RedisPubSub>,
 ) -> Result<Cached<S>, UsageError> {
     let mut b = b.config(cc.clone()).clock(Arc::clone(clock));
     if let Some(bus) = bus {
@@ -388,7 +385,7 @@ impl OpenedStore {
                 None
             }
             (Some(r), Consistency::Invalidate | Consistency::Strict) => Some(
-                RedisInvalidationBus::connect(&r.config, config.cache.bus.clone())
+                RedisPubSub::connect(&r.config, config.cache.bus.clone())
                     .await
                     .context("starting the cache's invalidation bus")?,
             ),
@@ -449,11 +446,7 @@ impl OpenedStore {
 
     /// The invalidation bus's counters, when one is open.
     pub(crate) async fn bus_stats(&self) -> Option<BusStats> {
-        self.bus
-            .lock()
-            .await
-            .as_ref()
-            .map(RedisInvalidationBus::stats)
+        self.bus.lock().await.as_ref().map(RedisPubSub::stats)
     }
 
     /// Tells other instances' caches that `ids` changed (a Redis store only). Through a cache
@@ -470,33 +463,39 @@ impl OpenedStore {
     }
 
     async fn announce_inner(&self, ids: Option<&[SessionId]>) {
-        let Some((rc, bc)) = &self.bus_config else {
-            return;
-        };
-        let mut bus = self.bus.lock().await;
-        if bus.is_some() && self.cache.is_some() && ids.is_some() {
+        if self.cache.is_some() && ids.is_some() && self.bus.lock().await.is_some() {
             // The cache published the ids of its own writes.
             return;
         }
+        let bus = match self.bus().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "could not announce the change to other instances' caches; they may \
+                     serve their copy until its entry ttl passes"
+                );
+                return;
+            }
+        };
+        match ids {
+            Some(ids) => bus.publish(ids),
+            None => bus.publish_all(),
+        }
+    }
+
+    /// The pub/sub bus between instances (a Redis store only, any topology): the cache's, or
+    /// one opened now and kept (closed with the store). `Ok(None)` for other stores.
+    pub(crate) async fn bus(&self) -> shoal_core::Result<Option<RedisPubSub>> {
+        let Some((rc, bc)) = &self.bus_config else {
+            return Ok(None);
+        };
+        let mut bus = self.bus.lock().await;
         if bus.is_none() {
-            match RedisInvalidationBus::connect(rc, bc.clone()).await {
-                Ok(b) => *bus = Some(b),
-                Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        "could not announce the change to other instances' caches; they may \
-                         serve their copy until its entry ttl passes"
-                    );
-                    return;
-                }
-            }
+            *bus = Some(RedisPubSub::connect(rc, bc.clone()).await?);
         }
-        if let Some(b) = bus.as_ref() {
-            match ids {
-                Some(ids) => b.publish(ids),
-                None => b.publish_all(),
-            }
-        }
+        Ok(bus.clone())
     }
 
     /// Ends the command's use of the store: writes the cache's deferred writes, waits (up to
@@ -534,7 +533,7 @@ impl OpenedStore {
                     break;
                 }
                 if st.breaker == BreakerState::Closed {
-                    res.drain_journal().await;
+                    res.replay().await;
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

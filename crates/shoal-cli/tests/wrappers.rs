@@ -17,10 +17,7 @@ use serde_json::Value;
 use shoal_core::{
     Limits, Session, SessionId, SessionStore, SystemClock, Transport, cached::CacheConfig,
 };
-use shoal_redis::{
-    RedisConfig, RedisStore,
-    invalidation::{self, BusConfig, RedisInvalidationBus},
-};
+use shoal_redis::{BusConfig, RedisConfig, RedisPubSub, RedisStore, cache_builder};
 use shoal_testkit::{fault, redis_server::RedisServer};
 
 /// The binary with no SHOAL_* or RUST_LOG variables from the test environment.
@@ -275,10 +272,10 @@ fn cli_writes_invalidate_another_instances_cache() {
         let store = RedisStore::connect(config.clone(), Limits::default(), Arc::new(SystemClock))
             .await
             .unwrap();
-        let bus = RedisInvalidationBus::connect(&config, BusConfig::default())
+        let bus = RedisPubSub::connect(&config, BusConfig::default())
             .await
             .unwrap();
-        let cached = invalidation::cache_builder(store.clone(), Some(bus.clone()))
+        let cached = cache_builder(store.clone(), Some(bus.clone()))
             .config(CacheConfig::default().with_ttl(Duration::from_secs(60)))
             .build()
             .unwrap();

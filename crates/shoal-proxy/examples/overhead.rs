@@ -276,9 +276,9 @@ async fn main() {
                 Some(consistency) => {
                     let b = match consistency {
                         Consistency::Invalidate => Some(
-                            shoal_redis::invalidation::RedisInvalidationBus::connect(
+                            shoal_redis::RedisPubSub::connect(
                                 &cfg,
-                                shoal_redis::invalidation::BusConfig::default(),
+                                shoal_redis::BusConfig::default(),
                             )
                             .await
                             .expect("bus"),
@@ -286,7 +286,7 @@ async fn main() {
                         _ => None,
                     };
                     bus.clone_from(&b);
-                    let cached = shoal_redis::invalidation::cache_builder(store, b)
+                    let cached = shoal_redis::cache_builder(store, b)
                         .config(CacheConfig::default().with_consistency(consistency))
                         .build()
                         .expect("cache");

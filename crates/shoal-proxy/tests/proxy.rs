@@ -699,10 +699,7 @@ mod redis_takeover {
 /// `invalidate`, the Redis invalidation bus), as `shoal proxy` runs with a `[cache]` section.
 mod redis_cached {
     use shoal_core::cached::{CacheConfig, Cached, Consistency};
-    use shoal_redis::{
-        RedisConfig, RedisStore,
-        invalidation::{BusConfig, RedisInvalidationBus, cache_builder},
-    };
+    use shoal_redis::{BusConfig, RedisConfig, RedisPubSub, RedisStore, cache_builder};
 
     use super::*;
 
@@ -710,7 +707,7 @@ mod redis_cached {
         let store = RedisStore::connect_default(cfg.clone()).await.unwrap();
         let bus = match consistency {
             Consistency::Invalidate => Some(
-                RedisInvalidationBus::connect(cfg, BusConfig::default())
+                RedisPubSub::connect(cfg, BusConfig::default())
                     .await
                     .unwrap(),
             ),

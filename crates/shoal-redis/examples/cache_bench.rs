@@ -27,10 +27,7 @@ use shoal_core::{
     Result, Session, SessionId, SessionStore, Transport,
     cached::{CacheConfig, Cached},
 };
-use shoal_redis::{
-    RedisConfig, RedisStore,
-    invalidation::{self, BusConfig, RedisInvalidationBus},
-};
+use shoal_redis::{BusConfig, RedisConfig, RedisPubSub, RedisStore, cache_builder};
 use shoal_testkit::redis_server::RedisServer;
 
 const CONCURRENCY: usize = 16;
@@ -136,9 +133,9 @@ async fn main() -> Result<()> {
         ids.push(plain.create(session(i)).await?.id);
     }
     let ids = Arc::new(ids);
-    let bus = RedisInvalidationBus::connect(&config, BusConfig::default()).await?;
+    let bus = RedisPubSub::connect(&config, BusConfig::default()).await?;
     let cached = Arc::new(
-        invalidation::cache_builder((*plain).clone(), Some(bus.clone()))
+        cache_builder((*plain).clone(), Some(bus.clone()))
             .config(CacheConfig::default())
             .build()?,
     );

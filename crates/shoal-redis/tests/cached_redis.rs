@@ -18,10 +18,7 @@ use shoal_core::{
     Transport,
     cached::{BusEvent, CacheConfig, Cached, Consistency, InvalidationBus, WriteMode},
 };
-use shoal_redis::{
-    RedisConfig, RedisStore,
-    invalidation::{self, BusConfig, RedisInvalidationBus},
-};
+use shoal_redis::{BusConfig, RedisConfig, RedisPubSub, RedisStore, cache_builder};
 use shoal_testkit::{Harness, redis_server::RedisServer};
 
 fn server() -> &'static RedisServer {
@@ -50,12 +47,9 @@ async fn cached_on_redis(h: Harness, config: CacheConfig) -> Arc<dyn SessionStor
         RedisStore::connect(rc.clone(), h.limits, clock.clone()).await,
         "connect",
     );
-    let bus = ok(
-        RedisInvalidationBus::connect(&rc, BusConfig::default()).await,
-        "bus",
-    );
+    let bus = ok(RedisPubSub::connect(&rc, BusConfig::default()).await, "bus");
     Arc::new(ok(
-        invalidation::cache_builder(store, Some(bus))
+        cache_builder(store, Some(bus))
             .config(config)
             .clock(clock)
             .build(),
@@ -138,7 +132,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 struct Instance {
     cache: Cached<RedisStore>,
-    bus: RedisInvalidationBus,
+    bus: RedisPubSub,
 }
 
 async fn instance(url: &str, prefix: &str, config: CacheConfig) -> Instance {
@@ -149,9 +143,9 @@ async fn instance(url: &str, prefix: &str, config: CacheConfig) -> Instance {
     );
     let mut bus_config = BusConfig::default();
     bus_config.ping_interval = Duration::from_millis(200);
-    let bus = ok(RedisInvalidationBus::connect(&rc, bus_config).await, "bus");
+    let bus = ok(RedisPubSub::connect(&rc, bus_config).await, "bus");
     let cache = ok(
-        invalidation::cache_builder(store, Some(bus.clone()))
+        cache_builder(store, Some(bus.clone()))
             .config(config)
             .build(),
         "build",
@@ -268,9 +262,7 @@ async fn strict_instances_see_writes_at_once() {
     for _ in 0..2 {
         let store = ok(RedisStore::connect_default(rc.clone()).await, "connect");
         caches.push(ok(
-            invalidation::cache_builder(store, None)
-                .config(config.clone())
-                .build(),
+            cache_builder(store, None).config(config.clone()).build(),
             "build",
         ));
     }
@@ -365,12 +357,9 @@ async fn write_behind_shutdown_loses_nothing_on_redis() {
         RedisStore::connect(rc.clone(), Limits::default(), Arc::new(clock.clone())).await,
         "connect",
     );
-    let bus = ok(
-        RedisInvalidationBus::connect(&rc, BusConfig::default()).await,
-        "bus",
-    );
+    let bus = ok(RedisPubSub::connect(&rc, BusConfig::default()).await, "bus");
     let cache = ok(
-        invalidation::cache_builder(store, Some(bus.clone()))
+        cache_builder(store, Some(bus.clone()))
             .config(
                 CacheConfig::default()
                     .with_write_mode(WriteMode::WriteBehind)
