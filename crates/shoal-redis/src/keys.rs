@@ -139,5 +139,8 @@ mod tests {
         assert_eq!(k.cap(), "p:idx:{cap}:live");
         assert_eq!(k.all(15), "p:idx:{b0015}:all");
         assert_eq!(k.all(1023), "p:idx:{b1023}:all");
+        assert_eq!(session_keys("p", "abc"), k.session(&id));
+        assert_eq!(listing_key("p", 7), "p:idx:{b0007}:all");
+        assert_eq!(capacity_key("p"), k.cap());
     }
 }

@@ -26,8 +26,8 @@ pub(super) fn push_item_error(errors: &mut Vec<ItemError>, id: &SessionId, error
 }
 
 impl RedisStore {
-    /// One `HMGET` of `fields` on the session's meta hash (the cache's cheap version check,
-    /// see `invalidation.rs`); one value per field, `Nil` where absent.
+    /// One `HMGET` of `fields` on the session's meta hash (the cheap version check a `strict`
+    /// cache makes); one value per field, `Nil` where absent.
     pub(crate) async fn meta_fields(&self, id: &SessionId, fields: &[&str]) -> Result<Vec<Value>> {
         let mut c = redis::cmd("HMGET");
         c.arg(self.state.keys.meta(id)).arg(fields);
