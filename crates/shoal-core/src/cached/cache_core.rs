@@ -80,27 +80,33 @@ impl<S: SessionStore> Drop for CacheCore<S> {
     }
 }
 
+/// `d` in whole milliseconds (saturating).
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<S: SessionStore> CacheCore<S> {
+    /// Whether the cache serves hits now (off while the invalidation bus is down).
     pub(super) fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Acquire)
     }
 
+    /// Now on the store's clock.
     pub(super) fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
+    /// Monotonic nanoseconds since the cache was built (touch intervals).
     pub(super) fn now_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Whether every hit is version-checked first (`consistency = strict`).
     pub(super) fn strict(&self) -> bool {
         self.config.consistency == Consistency::Strict
     }
 
+    /// Whether entries keep a frame tail.
     pub(super) fn tail_on(&self) -> bool {
         self.config.tail_frames > 0
     }
@@ -110,18 +116,21 @@ impl<S: SessionStore> CacheCore<S> {
         self.config.write_mode != WriteMode::ReadThrough && self.enabled()
     }
 
+    /// Whether touches are coalesced now (not while off or shutting down).
     pub(super) fn coalescing(&self) -> bool {
         !self.config.touch_interval.is_zero()
             && self.enabled()
             && !self.closing.load(Ordering::Acquire)
     }
 
+    /// Whether updates are queued now (write-behind, not while off or shutting down).
     pub(super) fn defers_updates(&self) -> bool {
         self.config.write_mode == WriteMode::WriteBehind
             && self.enabled()
             && !self.closing.load(Ordering::Acquire)
     }
 
+    /// Announces a change of `id` to other instances (when there is a bus).
     pub(super) fn publish(&self, id: &SessionId) {
         if let Some(bus) = &self.bus {
             bus.publish(std::slice::from_ref(id));
@@ -149,6 +158,7 @@ impl<S: SessionStore> CacheCore<S> {
         }
     }
 
+    /// Drops the entry of `id` only if it is still `e` (a newer one stays).
     pub(super) async fn remove_if_same(&self, id: &SessionId, e: &Arc<Entry>) {
         self.entries
             .entry_by_ref(id)
@@ -161,6 +171,7 @@ impl<S: SessionStore> CacheCore<S> {
             .await;
     }
 
+    /// `LimitExceeded` when `s`'s metadata is larger than the store allows.
     pub(super) fn check_metadata(&self, s: &Session) -> Result<()> {
         let max = self.store.limits().max_metadata_bytes;
         if s.metadata_bytes() > max {

@@ -46,6 +46,7 @@ where
 }
 
 impl<S: SessionStore> CacheCore<S> {
+    /// Writes the queued updates, then the deferred touches (all with `force`).
     pub(super) async fn flush_everything(
         self: &Arc<Self>,
         force: bool,

@@ -5,13 +5,11 @@ use std::sync::{Arc, Weak, atomic::Ordering};
 
 use tokio::sync::broadcast;
 
-use super::{
-    BusEvent, BusHook, Invalidation, unix_micros,
-    cache_core::CacheCore,
-};
+use super::{BusEvent, BusHook, Invalidation, cache_core::CacheCore, unix_micros};
 use crate::{SessionId, SessionStore};
 
 impl<S: SessionStore> CacheCore<S> {
+    /// Turns the cache on (after emptying it) or off (then empties it); counted and logged.
     pub(super) fn set_enabled(&self, on: bool) {
         let mut changes = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *changes += 1;

@@ -148,6 +148,7 @@ impl<S: SessionStore> CacheCore<S> {
         (e.usable(self.now(), self.ttl_ms) && !self.fences.crossed_entry(id, e.ticket)).then_some(e)
     }
 
+    /// A `get` that is not a plain hit: bypass while off, a checked hit, or a load.
     pub(super) async fn get_slow(self: &Arc<Self>, id: &SessionId) -> Result<Option<Session>> {
         if !self.enabled() {
             self.stats.bypassed.inc();

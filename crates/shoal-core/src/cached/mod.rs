@@ -1,5 +1,6 @@
-//! [`Cached<S>`]: a hot-session cache in front of any [`SessionStore`], itself a
-//! `SessionStore`, that stays correct when several instances share the backend.
+//! [`Cached<S>`]: a hot-session cache in front of any
+//! [`SessionStore`](crate::SessionStore), itself a `SessionStore`, that stays correct when
+//! several instances share the backend.
 //!
 //! # What is cached
 //! - **Sessions**, in a [`moka`] cache (TinyLFU admission, LRU eviction), bounded by entries and

@@ -85,6 +85,7 @@ impl<S: SessionStore> CacheCore<S> {
         }
     }
 
+    /// Writes the deferred touch of `id` if it is due (or `force`).
     async fn flush_touch(&self, id: &SessionId, force: bool) -> TouchFlush {
         let Some(st) = self.touches.get(id) else {
             return TouchFlush::Gone;
@@ -164,6 +165,7 @@ impl<S: SessionStore> CacheCore<S> {
         })
     }
 
+    /// Forgets touch states that are clean and idle for two intervals, or stale.
     pub(super) fn prune_touches(&self) {
         let now_ns = self.now_ns();
         let keep = u64::try_from(self.config.touch_interval.as_nanos().saturating_mul(2))

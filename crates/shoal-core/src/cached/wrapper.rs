@@ -16,10 +16,11 @@ use crate::{Error, Result, SessionId, SessionStore};
 
 /// A caching [`SessionStore`] wrapper. Cloning shares the cache.
 ///
-/// Build it with [`Cached::builder`]; give it the same [`Clock`] as the wrapped store. For
-/// several instances on one backend, give it an [`InvalidationBus`] (`shoal-redis` has one
-/// on Redis pub/sub) or use `consistency = strict`. Call [`Cached::shutdown`] before exit
-/// when deferred writes are on (write-behind, touch coalescing).
+/// Build it with [`Cached::builder`]; give it the same [`Clock`](crate::Clock) as the
+/// wrapped store. For several instances on one backend, give it an
+/// [`InvalidationBus`](super::InvalidationBus) (`shoal-redis` has one on Redis pub/sub) or
+/// use `consistency = strict`. Call [`Cached::shutdown`] before exit when deferred writes are
+/// on (write-behind, touch coalescing).
 ///
 /// ```
 /// use shoal_core::cached::{CacheConfig, Cached, WriteMode};

@@ -17,18 +17,15 @@ use tokio::time::Instant;
 use super::{
     breaker::BreakerState,
     call::{Call, retryable},
-    journal::{Entry, Journal, MarkKind, Op},
-    metrics,
+    journal::{Entry, Journal, MarkKind},
     state::lock,
     wrapper::Resilient,
 };
-use crate::{
-    Error, Frame, FrameQuery, NewFrame, Result, SessionId, SessionRecord, SessionStore,
-    store::MAX_PAGE_LIMIT,
-};
+use crate::{Error, SessionId, SessionStore};
 
-/// What one [`Resilient::drain_journal`] did (or, in [`ResilienceStats::drain_totals`](super::ResilienceStats::drain_totals),
-/// every drain summed).
+/// What one [`Resilient::drain_journal`] did (or, in
+/// [`ResilienceStats::drain_totals`](super::ResilienceStats::drain_totals), every drain
+/// summed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DrainReport {
@@ -132,18 +129,18 @@ where
 
 /// Why a session's drain stopped: the error, and whether it says the primary is failing
 /// (then the breaker is tripped so live calls stop waiting for it).
-struct Stop {
-    error: Error,
-    trip: bool,
+pub(super) struct Stop {
+    pub(super) error: Error,
+    pub(super) trip: bool,
 }
 
 impl Stop {
-    fn primary(error: Error) -> Self {
+    pub(super) fn primary(error: Error) -> Self {
         let trip = retryable(&error);
         Stop { error, trip }
     }
 
-    fn other(error: Error) -> Self {
+    pub(super) fn other(error: Error) -> Self {
         Stop { error, trip: false }
     }
 }
@@ -151,15 +148,15 @@ impl Stop {
 /// Entries taken out of the journal for one session's drain. Whatever is still here when
 /// this is dropped (an error, or the drain future was cancelled) goes back to the journal in
 /// front of newer entries, so nothing is lost.
-struct Taken<'a> {
+pub(super) struct Taken<'a> {
     journal: &'a Mutex<Journal>,
     id: SessionId,
-    entries: VecDeque<Entry>,
-    done: u64,
+    pub(super) entries: VecDeque<Entry>,
+    pub(super) done: u64,
 }
 
 impl<'a> Taken<'a> {
-    fn new(journal: &'a Mutex<Journal>, id: &SessionId) -> Self {
+    pub(super) fn new(journal: &'a Mutex<Journal>, id: &SessionId) -> Self {
         let entries = lock(journal).take(id);
         Taken {
             journal,
@@ -169,20 +166,20 @@ impl<'a> Taken<'a> {
         }
     }
 
-    fn complete_front(&mut self) {
+    pub(super) fn complete_front(&mut self) {
         if let Some(e) = self.entries.pop_front() {
             lock(self.journal).finish(&self.id, 1, e.bytes);
             self.done += 1;
         }
     }
 
-    fn complete(&mut self, n: usize) {
+    pub(super) fn complete(&mut self, n: usize) {
         for _ in 0..n {
             self.complete_front();
         }
     }
 
-    fn complete_all(&mut self) {
+    pub(super) fn complete_all(&mut self) {
         let n = self.entries.len();
         let bytes: usize = self.entries.iter().map(|e| e.bytes).sum();
         self.entries.clear();
@@ -200,83 +197,23 @@ impl Drop for Taken<'_> {
     }
 }
 
-/// Most frames one drained append carries.
-const MAX_BATCH_FRAMES: usize = 256;
-/// Most frame bytes one drained append carries (a larger single entry still goes alone).
-const MAX_BATCH_BYTES: usize = 1 << 20;
-
-/// Consecutive journaled appends at the front, drained as one `append_frames` (one round
-/// trip, one atomic script). An in-doubt batch is exactly the entries marked with the same
-/// `ambiguous_after`, so a retry looks for and re-sends the very same run of frames.
-struct Batch {
-    entries: usize,
-    frames: Vec<NewFrame>,
-    provisional: Vec<u64>,
-    ambiguous_after: Option<u64>,
-}
-
-impl Batch {
-    fn from_front(entries: &VecDeque<Entry>) -> Self {
-        let mut b = Batch {
-            entries: 0,
-            frames: Vec::new(),
-            provisional: Vec::new(),
-            ambiguous_after: None,
-        };
-        let mut bytes = 0;
-        for (i, e) in entries.iter().enumerate() {
-            let Op::Append {
-                frames,
-                provisional,
-                ambiguous_after,
-            } = &e.op
-            else {
-                break;
-            };
-            if i == 0 {
-                b.ambiguous_after = *ambiguous_after;
-            } else if *ambiguous_after != b.ambiguous_after
-                || (b.ambiguous_after.is_none()
-                    && (b.frames.len() + frames.len() > MAX_BATCH_FRAMES
-                        || bytes + e.bytes > MAX_BATCH_BYTES))
-            {
-                break;
-            }
-            b.entries += 1;
-            bytes += e.bytes;
-            b.frames.extend(frames.iter().cloned());
-            b.provisional.extend(provisional.iter().copied());
-        }
-        b
-    }
-}
-
 /// Whether a failed drain write may nevertheless have been applied. `Unavailable` and
 /// `Timeout` mean no answer; `Backend` means an answer that could not be read (e.g. a reply
 /// truncated by a lost connection parses as garbage), which says nothing either way. The
 /// other errors are definite answers: nothing was written.
-fn outcome_unknown(e: &Error) -> bool {
+pub(super) fn outcome_unknown(e: &Error) -> bool {
     retryable(e) || matches!(e, Error::Backend(_))
 }
 
 /// How a drain stops after a write whose outcome is unknown: a lost answer says the primary
 /// is failing (the breaker trips); an unreadable one does not (the next drain, at the next
 /// monitor tick, reads the primary back first).
-fn in_doubt_stop(e: Error) -> Stop {
+pub(super) fn in_doubt_stop(e: Error) -> Stop {
     if retryable(&e) {
         Stop::primary(e)
     } else {
         Stop::other(e)
     }
-}
-
-fn same(stored: &Frame, sent: &NewFrame) -> bool {
-    stored.content == sent.content
-        && stored.direction == sent.direction
-        && stored.timestamp == sent.timestamp
-        && stored.stream_id == sent.stream_id
-        && stored.content_type == sent.content_type
-        && stored.headers == sent.headers
 }
 
 impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
@@ -381,36 +318,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         (id, rep, r)
     }
 
-    /// Reads a local session whole from the fallback. `None` when it is gone (expired).
-    async fn local_snapshot(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
-        let fb = &self.state.fallback;
-        let Some(session) = self.on_fallback("replay_read", fb.get(id)).await? else {
-            return Ok(None);
-        };
-        let mut frames = Vec::new();
-        let mut after = 0;
-        loop {
-            let q = FrameQuery::after(after, MAX_PAGE_LIMIT);
-            let page = match self.on_fallback("replay_read", fb.frames(id, &q)).await {
-                Err(Error::NotFound { .. }) => return Ok(None),
-                r => r?,
-            };
-            after = page.next_after(after);
-            let more = page.has_more && !page.frames.is_empty();
-            frames.extend(page.frames);
-            if !more {
-                break;
-            }
-        }
-        let pending = match self.on_fallback("replay_read", fb.list_pending(id)).await {
-            Err(Error::NotFound { .. }) => return Ok(None),
-            r => r?,
-        };
-        Ok(Some(SessionRecord::new(session, frames, pending)))
-    }
-
     /// The primary's copy of `id`, for drain decisions.
-    async fn primary_get(
+    pub(super) async fn primary_get(
         &self,
         id: &SessionId,
     ) -> std::result::Result<Option<crate::Session>, Stop> {
@@ -424,173 +333,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         }
     }
 
-    /// Copies a local session into the primary with `restore` (keeping its seqs).
-    async fn drain_local(
-        &self,
-        id: &SessionId,
-        in_doubt: bool,
-        rep: &mut DrainReport,
-    ) -> std::result::Result<(), Stop> {
-        let mut taken = Taken::new(&self.state.journal, id);
-        let record = match self.local_snapshot(id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                // Expired (or removed) in the fallback before it could be drained.
-                ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "expired").increment(1);
-                rep.dropped_sessions += 1;
-                taken.complete_all();
-                return self.settle(id, taken, rep);
-            }
-            Err(e) => return Err(Stop::other(e)),
-        };
-        let n = record.frames.len() as u64;
-        // Only a restore that failed without an answer can have left our copy in the
-        // primary; for any other session an existing id is someone else's.
-        let ours = if in_doubt {
-            match self.primary_get(id).await? {
-                Some(p) if self.is_our_copy(id, &p, &record).await? => {
-                    ::metrics::counter!(metrics::DRAIN_AMBIGUOUS, "outcome" => "already_applied")
-                        .increment(1);
-                    rep.ambiguous_applied += 1;
-                    return self.local_done(id, taken, n, rep).await;
-                }
-                Some(_) => return self.local_conflict(id, taken, n, rep).await,
-                None => {
-                    ::metrics::counter!(metrics::DRAIN_AMBIGUOUS, "outcome" => "not_applied")
-                        .increment(1);
-                    Some(record.clone())
-                }
-            }
-        } else {
-            None
-        };
-        match self
-            .once("replay_restore", self.bulk(), || {
-                self.state.primary.restore(record)
-            })
-            .await
-        {
-            Call::Done(Ok(())) => self.local_done(id, taken, n, rep).await,
-            Call::Done(Err(Error::AlreadyExists { .. })) => {
-                // Our earlier restore may have landed between the check and this one.
-                let landed = match &ours {
-                    Some(copy) => match self.primary_get(id).await? {
-                        Some(p) => self.is_our_copy(id, &p, copy).await?,
-                        None => false,
-                    },
-                    None => false,
-                };
-                if landed {
-                    self.local_done(id, taken, n, rep).await
-                } else {
-                    self.local_conflict(id, taken, n, rep).await
-                }
-            }
-            // The restore may or may not have been applied: settle it at the next drain.
-            // When this one was already in doubt, the primary was just read back without our
-            // copy; a second unreadable answer is then taken as a refusal (below), so a
-            // primary that keeps failing this one session cannot hold the journal forever.
-            Call::Done(Err(e)) if retryable(&e) || (outcome_unknown(&e) && !in_doubt) => {
-                lock(&self.state.journal).set_kind(id, MarkKind::Local { in_doubt: true });
-                Err(in_doubt_stop(e))
-            }
-            Call::Done(Err(e)) => {
-                tracing::error!(
-                    session = %id,
-                    frames = n,
-                    error = %e,
-                    "resilient: the primary refused a session created during the outage; \
-                     it is dropped"
-                );
-                ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "refused").increment(1);
-                rep.dropped_sessions += 1;
-                rep.dropped_frames += n;
-                let _ = self.state.fallback.delete(id).await;
-                taken.complete_all();
-                self.settle(id, taken, rep)
-            }
-            Call::Rejected => Err(Stop::other(self.refused("replay"))),
-        }
-    }
-
-    /// Whether the primary's session `p` is the copy an earlier, unanswered restore of
-    /// `record` wrote: same creation time and transport, at least as far in seqs, and the
-    /// restored frames at the start of its retained frames.
-    async fn is_our_copy(
-        &self,
-        id: &SessionId,
-        p: &crate::Session,
-        record: &SessionRecord,
-    ) -> std::result::Result<bool, Stop> {
-        let s = &record.session;
-        if p.created_at != s.created_at || p.transport != s.transport || p.last_seq < s.last_seq {
-            return Ok(false);
-        }
-        let want = record.frames.len().min(MAX_PAGE_LIMIT);
-        if want == 0 {
-            return Ok(true);
-        }
-        let q = FrameQuery::after(s.first_seq.saturating_sub(1), want);
-        match self
-            .retrying("replay_check", self.bulk(), || {
-                self.state.primary.frames(id, &q)
-            })
-            .await
-        {
-            Call::Done(Ok(page)) => Ok(page.frames.len() == want
-                && page.frames.iter().zip(&record.frames).all(|(a, b)| a == b)),
-            Call::Done(Err(e)) => Err(Stop::primary(e)),
-            Call::Rejected => Err(Stop::other(self.refused("replay"))),
-        }
-    }
-
-    async fn local_done(
-        &self,
-        id: &SessionId,
-        mut taken: Taken<'_>,
-        frames: u64,
-        rep: &mut DrainReport,
-    ) -> std::result::Result<(), Stop> {
-        ::metrics::counter!(metrics::DRAINED, "kind" => "session").increment(1);
-        ::metrics::counter!(metrics::DRAINED, "kind" => "frames").increment(frames);
-        rep.restored += 1;
-        rep.frames += frames;
-        // The primary holds it now; the fallback copy goes. A failure here only leaves an
-        // unreachable copy that expires with its TTL.
-        let _ = self
-            .on_fallback("replay_cleanup", self.state.fallback.delete(id))
-            .await;
-        taken.complete_all();
-        self.settle(id, taken, rep)
-    }
-
-    async fn local_conflict(
-        &self,
-        id: &SessionId,
-        mut taken: Taken<'_>,
-        frames: u64,
-        rep: &mut DrainReport,
-    ) -> std::result::Result<(), Stop> {
-        tracing::error!(
-            session = %id,
-            frames,
-            "resilient: a session created during the outage has an id the primary already \
-             holds for another session; the primary's session wins and the local copy is \
-             dropped"
-        );
-        ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "conflict").increment(1);
-        rep.conflicts += 1;
-        rep.dropped_sessions += 1;
-        rep.dropped_frames += frames;
-        let _ = self
-            .on_fallback("replay_cleanup", self.state.fallback.delete(id))
-            .await;
-        taken.complete_all();
-        self.settle(id, taken, rep)
-    }
-
     /// The session is fully drained: unmark it.
-    fn settle(
+    pub(super) fn settle(
         &self,
         id: &SessionId,
         taken: Taken<'_>,
@@ -601,260 +345,6 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         drop(taken);
         self.with_journal(|j| j.unmark(id));
         Ok(())
-    }
-
-    /// Applies the journaled writes of a session held by the primary.
-    async fn drain_shadow(
-        &self,
-        id: &SessionId,
-        rep: &mut DrainReport,
-    ) -> std::result::Result<(), Stop> {
-        let mut taken = Taken::new(&self.state.journal, id);
-        let r = self.drain_shadow_entries(id, &mut taken, rep).await;
-        rep.entries += taken.done;
-        taken.done = 0;
-        r?;
-        rep.sessions += 1;
-        drop(taken);
-        self.with_journal(|j| j.unmark(id));
-        Ok(())
-    }
-
-    async fn drain_shadow_entries(
-        &self,
-        id: &SessionId,
-        taken: &mut Taken<'_>,
-        rep: &mut DrainReport,
-    ) -> std::result::Result<(), Stop> {
-        let mut gone = false;
-        let mut last: u64 = 0;
-        if taken
-            .entries
-            .iter()
-            .any(|e| matches!(e.op, Op::Append { .. }))
-        {
-            match self.primary_get(id).await? {
-                Some(s) => last = s.last_seq,
-                None => gone = true,
-            }
-        }
-        loop {
-            let Some(front) = taken.entries.front() else {
-                return Ok(());
-            };
-            match &front.op {
-                Op::Append { .. } => {
-                    let batch = Batch::from_front(&taken.entries);
-                    let n = batch.frames.len() as u64;
-                    if gone {
-                        self.drop_frames(id, n, rep);
-                        taken.complete(batch.entries);
-                        continue;
-                    }
-                    if let Some(after) = batch.ambiguous_after {
-                        match self.find_applied(id, after, &batch.frames).await {
-                            Ok(Some(seqs)) => {
-                                ::metrics::counter!(
-                                    metrics::DRAIN_AMBIGUOUS,
-                                    "outcome" => "already_applied"
-                                )
-                                .increment(1);
-                                rep.ambiguous_applied += 1;
-                                rep.frames += n;
-                                last = last.max(seqs.last().copied().unwrap_or(last));
-                                self.map_seqs(id, &batch.provisional, &seqs);
-                                taken.complete(batch.entries);
-                                continue;
-                            }
-                            Ok(None) => {
-                                ::metrics::counter!(
-                                    metrics::DRAIN_AMBIGUOUS,
-                                    "outcome" => "not_applied"
-                                )
-                                .increment(1);
-                            }
-                            Err(Stop {
-                                error: Error::NotFound { .. },
-                                ..
-                            }) => {
-                                gone = true;
-                                continue;
-                            }
-                            Err(stop) => return Err(stop),
-                        }
-                    }
-                    // Reaching here with a marked batch means the primary was just read back
-                    // without it.
-                    let verified_absent = batch.ambiguous_after.is_some();
-                    let before = last;
-                    let frames = batch.frames;
-                    match self
-                        .once("replay_append", self.point(), || {
-                            self.state.primary.append_frames(id, frames)
-                        })
-                        .await
-                    {
-                        Call::Done(Ok(seqs)) => {
-                            ::metrics::counter!(metrics::DRAINED, "kind" => "frames").increment(n);
-                            rep.frames += n;
-                            last = seqs.last().copied().unwrap_or(last);
-                            self.map_seqs(id, &batch.provisional, &seqs);
-                            taken.complete(batch.entries);
-                        }
-                        Call::Done(Err(Error::NotFound { .. })) => gone = true,
-                        // Applied or not: the next attempt looks for exactly this batch after
-                        // `before` before appending it again. An unreadable answer (`Backend`)
-                        // is as unknown as a lost one, unless the batch was just found absent:
-                        // a second failure is then taken as a refusal (below), so one batch
-                        // the primary keeps failing cannot hold the journal forever.
-                        Call::Done(Err(e))
-                            if retryable(&e) || (outcome_unknown(&e) && !verified_absent) =>
-                        {
-                            for entry in taken.entries.iter_mut().take(batch.entries) {
-                                if let Op::Append {
-                                    ambiguous_after, ..
-                                } = &mut entry.op
-                                {
-                                    *ambiguous_after = Some(before);
-                                }
-                            }
-                            return Err(in_doubt_stop(e));
-                        }
-                        Call::Done(Err(e)) => {
-                            tracing::error!(
-                                session = %id,
-                                frames = n,
-                                error = %e,
-                                "resilient: the primary refused frames journaled during the \
-                                 outage; they are dropped"
-                            );
-                            ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "refused")
-                                .increment(n);
-                            rep.dropped_frames += n;
-                            taken.complete(batch.entries);
-                        }
-                        Call::Rejected => return Err(Stop::other(self.refused("replay"))),
-                    }
-                }
-                Op::Touch => {
-                    if gone {
-                        taken.complete_front();
-                        continue;
-                    }
-                    match self
-                        .retrying("replay_touch", self.point(), || {
-                            self.state.primary.touch(id)
-                        })
-                        .await
-                    {
-                        Call::Done(Ok(_)) => {
-                            ::metrics::counter!(metrics::DRAINED, "kind" => "touch").increment(1);
-                            rep.touches += 1;
-                            taken.complete_front();
-                        }
-                        Call::Done(Err(Error::NotFound { .. })) => {
-                            gone = true;
-                            taken.complete_front();
-                        }
-                        Call::Done(Err(e)) if retryable(&e) => return Err(Stop::primary(e)),
-                        Call::Done(Err(e)) => {
-                            tracing::warn!(session = %id, error = %e, "resilient: journaled touch refused");
-                            taken.complete_front();
-                        }
-                        Call::Rejected => return Err(Stop::other(self.refused("replay"))),
-                    }
-                }
-                Op::Delete => {
-                    // Deleting is idempotent in effect, so drain may retry it.
-                    match self
-                        .retrying("replay_delete", self.point(), || {
-                            self.state.primary.delete(id)
-                        })
-                        .await
-                    {
-                        Call::Done(Ok(_)) => {
-                            ::metrics::counter!(metrics::DRAINED, "kind" => "delete").increment(1);
-                            rep.deletes += 1;
-                            gone = true;
-                            lock(&self.state.seqs).forget_session(id);
-                            taken.complete_front();
-                        }
-                        Call::Done(Err(e)) if retryable(&e) => return Err(Stop::primary(e)),
-                        Call::Done(Err(e)) => {
-                            tracing::warn!(session = %id, error = %e, "resilient: journaled delete refused");
-                            taken.complete_front();
-                        }
-                        Call::Rejected => return Err(Stop::other(self.refused("replay"))),
-                    }
-                }
-                Op::Created | Op::LocalWrite => taken.complete_front(),
-            }
-        }
-    }
-
-    fn drop_frames(&self, id: &SessionId, n: u64, rep: &mut DrainReport) {
-        tracing::warn!(
-            session = %id,
-            frames = n,
-            "resilient: frames journaled during the outage are dropped: the session no longer \
-             exists in the primary (deleted or expired elsewhere)"
-        );
-        ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "session_gone").increment(n);
-        rep.dropped_frames += n;
-    }
-
-    fn map_seqs(&self, id: &SessionId, provisional: &[u64], finals: &[u64]) {
-        let mut m = lock(&self.state.seqs);
-        for (p, f) in provisional.iter().zip(finals) {
-            m.insert(id, *p, *f);
-        }
-    }
-
-    /// Looks for `frames` as one contiguous run among the primary's frames after `after`;
-    /// returns their seqs when found.
-    async fn find_applied(
-        &self,
-        id: &SessionId,
-        after: u64,
-        frames: &[NewFrame],
-    ) -> std::result::Result<Option<Vec<u64>>, Stop> {
-        let n = frames.len();
-        if n == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let cap = self.state.primary.limits().max_frames_per_session + n;
-        let mut window: Vec<Frame> = Vec::new();
-        let mut cursor = after;
-        loop {
-            let q = FrameQuery::after(cursor, MAX_PAGE_LIMIT);
-            let page = match self
-                .retrying("replay_check", self.bulk(), || {
-                    self.state.primary.frames(id, &q)
-                })
-                .await
-            {
-                Call::Done(Ok(p)) => p,
-                Call::Done(Err(e)) => return Err(Stop::primary(e)),
-                Call::Rejected => return Err(Stop::other(self.refused("replay"))),
-            };
-            cursor = page.next_after(cursor);
-            let more = page.has_more && !page.frames.is_empty();
-            window.extend(page.frames);
-            if !more || window.len() >= cap {
-                break;
-            }
-        }
-        if window.len() < n {
-            return Ok(None);
-        }
-        for start in 0..=window.len() - n {
-            if (0..n).all(|k| same(&window[start + k], &frames[k])) {
-                return Ok(Some(
-                    window[start..start + n].iter().map(|f| f.seq).collect(),
-                ));
-            }
-        }
-        Ok(None)
     }
 }
 
@@ -869,8 +359,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        Direction, GetMany, Health, ListPage, ListQuery, MemoryStore, PendingRequest, RequestId,
-        Session, SessionFilter, SessionStore, SweepReport, Timestamp, Transport,
+        Direction, FrameQuery, GetMany, Health, ListPage, ListQuery, MemoryStore, NewFrame,
+        PendingRequest, RequestId, Result, Session, SessionFilter, SessionRecord, SessionStore,
+        SweepReport, Timestamp, Transport,
         resilient::{FallbackMode, ResilienceConfig},
     };
 
@@ -1116,53 +607,5 @@ mod tests {
         assert_eq!((rep.ambiguous_applied, rep.conflicts), (1, 0), "{rep:?}");
         assert_eq!(contents(&primary, &id).await, [(1, "a".into())]);
         assert!(!store.is_local(&id));
-    }
-
-    fn append(n: usize, marker: Option<u64>) -> Entry {
-        Entry {
-            op: Op::Append {
-                frames: (0..n)
-                    .map(|i| NewFrame::new(Direction::ClientToServer, format!("f{i}")))
-                    .collect(),
-                provisional: (0..n as u64).collect(),
-                ambiguous_after: marker,
-            },
-            bytes: 2 * n,
-        }
-    }
-
-    #[test]
-    fn batches_join_consecutive_appends_with_the_same_marker_within_caps() {
-        let q: VecDeque<Entry> = vec![
-            append(2, None),
-            append(3, None),
-            Entry {
-                op: Op::Touch,
-                bytes: 0,
-            },
-            append(1, None),
-        ]
-        .into();
-        let b = Batch::from_front(&q);
-        assert_eq!((b.entries, b.frames.len(), b.provisional.len()), (2, 5, 5));
-        assert_eq!(b.ambiguous_after, None);
-
-        // An in-doubt batch is exactly the marked run, never extended by newer entries.
-        let q: VecDeque<Entry> =
-            vec![append(2, Some(7)), append(1, Some(7)), append(4, None)].into();
-        let b = Batch::from_front(&q);
-        assert_eq!(
-            (b.entries, b.frames.len(), b.ambiguous_after),
-            (2, 3, Some(7))
-        );
-
-        let q: VecDeque<Entry> = vec![append(200, None), append(100, None)].into();
-        assert_eq!(Batch::from_front(&q).entries, 1, "frame cap");
-        let q: VecDeque<Entry> = vec![append(300, None)].into();
-        assert_eq!(
-            Batch::from_front(&q).frames.len(),
-            300,
-            "one entry always goes"
-        );
     }
 }

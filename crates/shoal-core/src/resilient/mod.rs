@@ -1,12 +1,13 @@
-//! The resilience wrapper [`Resilient<P, F>`]: a [`SessionStore`] over a *primary* store (usually
-//! Redis) and a *fallback* store (usually [`MemoryStore`](crate::MemoryStore)) that keeps the
-//! proxy serving while the primary is in trouble.
+//! The resilience wrapper [`Resilient<P, F>`]: a [`SessionStore`](crate::SessionStore) over
+//! a *primary* store (usually Redis) and a *fallback* store (usually
+//! [`MemoryStore`](crate::MemoryStore)) that keeps the proxy serving while the primary is in
+//! trouble.
 //!
 //! # What it does to every call
 //! - **Deadline.** Every attempt on the primary is bounded by
 //!   [`op_timeout`](ResilienceConfig::op_timeout) (point operations) or
 //!   [`bulk_timeout`](ResilienceConfig::bulk_timeout) (get_many, list, count, frames,
-//!   sweep_expired, restore); a late answer is [`Error::Timeout`].
+//!   sweep_expired, restore); a late answer is [`Error::Timeout`](crate::Error::Timeout).
 //! - **Retries** (backoff with jitter, [`RetryConfig`]) only for idempotent operations — the
 //!   reads, `touch` and `sweep_expired` — after `Unavailable` or `Timeout`, and only while the
 //!   breaker lets calls through. `create`, `update`, `delete`, `append_frames`,
@@ -24,7 +25,7 @@
 //!   the breaker is closed drains the journal.
 //!
 //! # The fallback path (breaker open), per [`FallbackMode`]
-//! - **`none`**: every call is [`Error::Unavailable`].
+//! - **`none`**: every call is [`Error::Unavailable`](crate::Error::Unavailable).
 //! - **`read-only`**: reads (`get`, `get_many`, `frames`, `count_frames`, `list_pending`) are
 //!   served from the fallback store when it holds the session — point it at a replica or a
 //!   snapshot; a session it does not hold is `Unavailable`, never `NotFound`. `list`, `count`
@@ -130,6 +131,8 @@ mod breaker;
 mod call;
 mod config;
 mod drain;
+mod drain_local;
+mod drain_shadow;
 mod fallback;
 mod journal;
 mod metrics;

@@ -7,10 +7,11 @@ use std::sync::{Arc, atomic::Ordering};
 use super::{journal::MarkKind, seqmap::is_provisional, state::lock, wrapper::Resilient};
 use crate::{Error, Result, SessionId, SessionStore};
 
+/// Where a call on a session goes.
 pub(super) enum Route {
     /// The session has nothing journaled: the call goes to the primary.
     Direct,
-    /// The session is marked; the guard serialises it with drain and other marked writes.
+    /// The session is marked; the guard serialises it with the drain and other marked writes.
     Marked(MarkKind, tokio::sync::OwnedMutexGuard<()>),
 }
 

@@ -18,7 +18,7 @@ use super::{
 use crate::{Result, SessionId, SessionStore};
 
 /// A [`SessionStore`] that bounds, retries and breaks calls to a primary store and falls back
-/// to a second store while the primary is out. See the [module docs](self) for the exact
+/// to a second store while the primary is out. See the [module docs](super) for the exact
 /// guarantees. Cloning shares the same state.
 ///
 /// ```
