@@ -65,22 +65,22 @@ async fn main() {
     if let Some(ms) = lease_ms {
         cfg.stream_lease = Duration::from_millis(ms);
     }
-    if store_url.starts_with("redis://") || store_url.starts_with("rediss://") {
-        // Cross-instance wake-ups over the store's own server.
-        cfg.wakeup_redis_url = Some(store_url.clone());
-    }
     let store: Arc<dyn SessionStore> = if store_url.starts_with("memory:") {
         Arc::new(MemoryStore::new())
     } else {
-        match shoal_redis::RedisStore::connect_default(shoal_redis::RedisConfig::new(&store_url))
+        let redis = shoal_redis::RedisConfig::new(&store_url);
+        let store = shoal_redis::RedisStore::connect_default(redis.clone())
             .await
-        {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
+            .unwrap_or_else(|e| {
                 eprintln!("store {store_url}: {e}");
                 std::process::exit(1)
-            }
+            });
+        // Cross-instance wake-ups over pub/sub on the store's own servers (any topology).
+        match shoal_redis::RedisPubSub::connect(&redis, shoal_redis::BusConfig::default()).await {
+            Ok(bus) => cfg = cfg.with_bus(Arc::new(bus)),
+            Err(e) => eprintln!("no wake-ups (followers poll the store): {e}"),
         }
+        Arc::new(store)
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -1,8 +1,9 @@
 //! Proxy configuration.
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
+use shoal_core::NotifyBus;
 
 /// Where the proxy sends MCP traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,11 +192,14 @@ pub struct ProxyConfig {
     pub instance_id: String,
     /// Working directory for stdio upstream processes.
     pub stdio_cwd: Option<PathBuf>,
-    /// A standalone Redis (`redis://` or `rediss://`) for cross-instance wake-ups over pub/sub;
-    /// usually the store's own server. Without it, followers only poll the store.
-    pub wakeup_redis_url: Option<String>,
-    /// The channel prefix of wake-ups (`<prefix>:<session id>`). Default `shoal:wake`.
-    pub wakeup_channel_prefix: String,
+    /// The pub/sub between instances for wake-ups (e.g. `shoal_redis::RedisPubSub`, any
+    /// topology; the same bus a cache uses): the instance recording a stream's events
+    /// announces each append, and followers of that stream on other instances read the store
+    /// at once instead of at their next poll. While it is connected followers poll only every
+    /// third of `stream_lease` (a fallback); without it, or while it is down, every
+    /// `poll_interval`. One bus per instance: instances sharing a bus object do not hear each
+    /// other.
+    pub bus: Option<Arc<dyn NotifyBus>>,
     /// Requests are recorded off the response path. One answered with a complete (JSON)
     /// reply within this time is recorded together with its reply in one store write and is
     /// never listed as pending; one still unanswered after it is recorded as pending then.
@@ -226,8 +230,7 @@ impl ProxyConfig {
             principal_header: None,
             instance_id,
             stdio_cwd: None,
-            wakeup_redis_url: None,
-            wakeup_channel_prefix: "shoal:wake".into(),
+            bus: None,
             pending_after: Duration::from_millis(50),
         }
     }
@@ -241,6 +244,12 @@ impl ProxyConfig {
     /// Sets the instance name.
     pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = id.into();
+        self
+    }
+
+    /// Sets the pub/sub bus for cross-instance wake-ups (see [`ProxyConfig::bus`]).
+    pub fn with_bus(mut self, bus: Arc<dyn NotifyBus>) -> Self {
+        self.bus = Some(bus);
         self
     }
 }

@@ -58,7 +58,7 @@ pub mod sse;
 mod state;
 mod streams;
 mod upstream;
-mod wakeup;
+mod wake_fanout;
 
 pub use config::{EventIdKey, ProxyConfig, UpstreamConfig};
 pub use metrics::Metrics;
@@ -93,10 +93,10 @@ impl ProxyHandle {
         &self.metrics
     }
 
-    /// Whether the pub/sub wake-up connection is up (always false without
-    /// [`ProxyConfig::wakeup_redis_url`]).
+    /// Whether cross-instance wake-ups flow: a bus that carries them is attached
+    /// ([`ProxyConfig::bus`]) and up.
     pub fn wakeups_connected(&self) -> bool {
-        self.inner.wakeups.get().is_some()
+        self.inner.wakeups.as_ref().is_some_and(|w| w.is_up())
     }
 }
 
@@ -133,7 +133,18 @@ where
 {
     let metrics = Arc::new(Metrics::default());
     let token = CancellationToken::new();
-    let inner = state::Inner::new(config, store, metrics.clone(), token.clone())
+    let fanout = config
+        .bus
+        .clone()
+        .and_then(|bus| wake_fanout::WakeupFanout::new(bus, metrics.clone()));
+    if config.bus.is_some() && fanout.is_none() {
+        tracing::warn!("the bus carries no wake-ups; followers poll the store");
+    }
+    let (fanout, feed) = match fanout {
+        Some((f, feed)) => (Some(Arc::new(f)), Some(feed)),
+        None => (None, None),
+    };
+    let inner = state::Inner::new(config, store, metrics.clone(), token.clone(), fanout)
         .map_err(std::io::Error::other)?;
     let inner = Arc::new(inner);
     let app = handlers::router(inner.clone());
@@ -150,21 +161,9 @@ where
     let wake_inner = inner.clone();
     let handle_inner = inner.clone();
     let fut = async move {
-        if let Some(url) = wake_inner.cfg.wakeup_redis_url.clone() {
-            let prefix = wake_inner.cfg.wakeup_channel_prefix.clone();
-            let token = wake_inner.shutdown.clone();
-            let metrics = wake_inner.metrics.clone();
-            tokio::spawn(async move {
-                match wakeup::Wakeups::connect(&url, &prefix, metrics, token).await {
-                    Ok(w) => {
-                        let _ = wake_inner.wakeups.set(w);
-                        tracing::info!("cross-instance wake-ups over Redis pub/sub");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no pub/sub wake-ups; followers poll the store")
-                    }
-                }
-            });
+        if let (Some(fanout), Some(feed)) = (wake_inner.wakeups.clone(), feed) {
+            tracing::info!("cross-instance wake-ups over the bus");
+            tokio::spawn(fanout.run(feed, wake_inner.shutdown.clone()));
         }
         let reaper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));

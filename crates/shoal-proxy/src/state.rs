@@ -20,6 +20,7 @@ use crate::{
     metrics::Metrics,
     protocol::{MessageKind, Revision, classify},
     upstream::{Reply, http::HttpUpstream, stdio::StdioProc},
+    wake_fanout::WakeupFanout,
 };
 
 /// The metadata key prefix of stream holder leases.
@@ -57,7 +58,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) http: Option<HttpUpstream>,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) wakeups: std::sync::OnceLock<Arc<crate::wakeup::Wakeups>>,
+    /// Cross-instance wake-ups, when the config has a bus that carries them.
+    pub(crate) wakeups: Option<Arc<WakeupFanout>>,
     sessions: Mutex<HashMap<SessionId, Cell>>,
     pumps: Mutex<HashMap<(SessionId, String), broadcast::Sender<u64>>>,
 }
@@ -77,6 +79,7 @@ impl Inner {
         store: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        wakeups: Option<Arc<WakeupFanout>>,
     ) -> Result<Self, String> {
         let max_message = cfg.max_body_bytes.max(store.limits().max_frame_bytes);
         let http = match &cfg.upstream {
@@ -92,7 +95,7 @@ impl Inner {
             metrics,
             http,
             shutdown,
-            wakeups: std::sync::OnceLock::new(),
+            wakeups,
             sessions: Mutex::new(HashMap::new()),
             pumps: Mutex::new(HashMap::new()),
         })

@@ -270,8 +270,8 @@ async fn pump(
                 };
                 if let Some(seq) = seq {
                     let _ = btx.send(seq);
-                    if let Some(w) = inner.wakeups.get() {
-                        w.publish(live.id.as_str(), &stream);
+                    if let Some(w) = &inner.wakeups {
+                        w.publish(&live.id, &stream);
                     }
                 }
                 if let Kind::Post { awaiting } = &mut kind {
@@ -353,12 +353,10 @@ pub(crate) async fn follow(
 ) {
     let is_post = stream.starts_with('p');
     let mut sub = inner.subscribe_pump(&live.id, &stream);
-    // Wake-ups from the instance holding the stream, when pub/sub is on; the store is polled
-    // every `poll_interval` without them, every lease check with them (a fallback).
-    let mut wake = inner
-        .wakeups
-        .get()
-        .and_then(|w| w.subscribe(live.id.as_str(), &stream));
+    // Wake-ups from the instance holding the stream, when a bus is on; the store is polled
+    // every `poll_interval` without them (or while the bus is down), every lease check with
+    // them (a fallback).
+    let mut wake = inner.wakeups.as_ref().map(|w| w.follow(&live.id, &stream));
     let mut awaiting: Option<HashSet<RequestId>> = if is_post {
         match inner.store.list_pending(&live.id).await {
             Ok(p) => Some(
@@ -440,7 +438,7 @@ pub(crate) async fn follow(
             sub = inner.subscribe_pump(&live.id, &stream);
         }
         // Wait for news.
-        let nap = if wake.is_some() {
+        let nap = if wake.is_some() && inner.wakeups.as_ref().is_some_and(|w| w.is_up()) {
             check_every.max(inner.cfg.poll_interval)
         } else {
             inner.cfg.poll_interval

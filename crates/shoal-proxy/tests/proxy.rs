@@ -1,6 +1,8 @@
 //! The proxy against an in-process MCP Streamable HTTP server: two instances sharing one store
 //! (memory, then a real Redis), requests alternating between them, an instance shut down
-//! mid-session, an SSE stream cut on one instance and resumed on the other.
+//! mid-session, an SSE stream cut on one instance and resumed on the other; followers woken
+//! across instances over a pub/sub bus (in-process, and Redis standalone, Cluster and
+//! Sentinel).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -10,7 +12,8 @@ use std::{collections::BTreeSet, sync::Arc};
 use common::*;
 use serde_json::{Value, json};
 use shoal_core::{
-    Direction, FrameQuery, MemoryStore, RequestId, SessionId, SessionStore, store::MAX_PAGE_LIMIT,
+    Direction, FrameQuery, MemoryStore, NotifyBus, RequestId, SessionId, SessionStore,
+    store::MAX_PAGE_LIMIT,
 };
 use shoal_proxy::UpstreamConfig;
 
@@ -22,32 +25,31 @@ async fn two_proxies(f: &Fake, store: Arc<dyn SessionStore>) -> (Proxy, Proxy) {
     two_proxies_waking(f, store, None).await
 }
 
-/// With `wake = Some(redis URL)`: pub/sub wake-ups on, and the fallback poll so slow (a third
-/// of a 60 s lease) that live delivery across instances within the test's bounds shows the
-/// wake-ups work.
+/// One pub/sub bus per instance (A's, B's).
+type Buses = Option<(Arc<dyn NotifyBus>, Arc<dyn NotifyBus>)>;
+
+/// With `buses`: wake-ups on, and both the fallback poll and the lease so slow (60 s) that
+/// live delivery across instances within the test's bounds shows the wake-ups work — without
+/// them the follower would not read the store again before the test gives up.
 async fn two_proxies_waking(
     f: &Fake,
     store: Arc<dyn SessionStore>,
-    wake: Option<String>,
+    buses: Buses,
 ) -> (Proxy, Proxy) {
-    let mut prefix = [0u8; 4];
-    getrandom::fill(&mut prefix).unwrap();
-    let prefix = format!(
-        "wake{:02x}{:02x}{:02x}{:02x}",
-        prefix[0], prefix[1], prefix[2], prefix[3]
-    );
-    let cfg = |name: &str| {
+    let waking = buses.is_some();
+    let cfg = |name: &str, bus: Option<Arc<dyn NotifyBus>>| {
         let mut c = config(http(f), name);
-        if let Some(url) = &wake {
-            c.wakeup_redis_url = Some(url.clone());
-            c.wakeup_channel_prefix.clone_from(&prefix);
+        if let Some(bus) = bus {
+            c = c.with_bus(bus);
+            c.poll_interval = std::time::Duration::from_secs(60);
             c.stream_lease = std::time::Duration::from_secs(60);
         }
         c
     };
-    let a = start_proxy(cfg("a"), store.clone()).await;
-    let b = start_proxy(cfg("b"), store).await;
-    if wake.is_some() {
+    let (bus_a, bus_b) = buses.unzip();
+    let a = start_proxy(cfg("a", bus_a), store.clone()).await;
+    let b = start_proxy(cfg("b", bus_b), store).await;
+    if waking {
         wait_for(|| a.handle.wakeups_connected() && b.handle.wakeups_connected()).await;
     }
     (a, b)
@@ -160,10 +162,10 @@ async fn cut_and_resume(store: Arc<dyn SessionStore>) {
     cut_and_resume_waking(store, None).await;
 }
 
-async fn cut_and_resume_waking(store: Arc<dyn SessionStore>, wake: Option<String>) -> Proxy {
-    let waking = wake.is_some();
+async fn cut_and_resume_waking(store: Arc<dyn SessionStore>, buses: Buses) -> Proxy {
+    let waking = buses.is_some();
     let f = fake_upstream().await;
-    let (a, b) = two_proxies_waking(&f, store.clone(), wake).await;
+    let (a, b) = two_proxies_waking(&f, store.clone(), buses).await;
     let c = Client::new("2025-11-25");
     let sid = c.initialize(&a.url()).await;
     let total = 8u64;
@@ -303,9 +305,9 @@ async fn get_stream_followed_across_instances(store: Arc<dyn SessionStore>) {
     get_stream_followed_waking(store, None).await;
 }
 
-async fn get_stream_followed_waking(store: Arc<dyn SessionStore>, wake: Option<String>) -> Proxy {
+async fn get_stream_followed_waking(store: Arc<dyn SessionStore>, buses: Buses) -> Proxy {
     let f = fake_upstream().await;
-    let (a, b) = two_proxies_waking(&f, store, wake).await;
+    let (a, b) = two_proxies_waking(&f, store, buses).await;
     let c = Client::new("2025-06-18");
     let sid = c.initialize(&a.url()).await;
     let resp = c
@@ -541,56 +543,116 @@ scenarios!(memory_store, memory());
 mod redis {
     use std::sync::OnceLock;
 
-    use shoal_redis::{RedisConfig, RedisStore};
+    use shoal_redis::{BusConfig, RedisConfig, RedisPubSub, RedisStore};
     use shoal_testkit::redis_server::RedisServer;
 
     use super::*;
 
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
 
-    pub(super) fn url() -> String {
-        SERVER.get_or_init(RedisServer::start).url()
-    }
-
     /// A fresh key prefix on the shared test server.
     pub(super) fn config() -> RedisConfig {
         let server = SERVER.get_or_init(RedisServer::start);
+        RedisConfig::new(server.url()).with_key_prefix(fresh_prefix())
+    }
+
+    /// A random key prefix, so tests sharing a server never meet.
+    pub(super) fn fresh_prefix() -> String {
         let mut prefix = [0u8; 4];
         getrandom::fill(&mut prefix).unwrap();
-        let prefix = format!(
+        format!(
             "t{}",
             prefix
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
-        );
-        RedisConfig::new(server.url()).with_key_prefix(prefix)
+        )
     }
 
     pub(super) async fn store() -> Arc<dyn SessionStore> {
         Arc::new(RedisStore::connect_default(config()).await.unwrap())
     }
+
+    /// A store on `config` and one bus per instance on the same servers and key prefix.
+    pub(super) async fn store_and_buses(config: RedisConfig) -> (Arc<dyn SessionStore>, Buses) {
+        let store = Arc::new(RedisStore::connect_default(config.clone()).await.unwrap());
+        let a = RedisPubSub::connect(&config, BusConfig::default())
+            .await
+            .unwrap();
+        let b = RedisPubSub::connect(&config, BusConfig::default())
+            .await
+            .unwrap();
+        (store, Some((Arc::new(a), Arc::new(b))))
+    }
 }
 
 scenarios!(redis_store, redis::store().await);
 
-mod redis_wakeups {
-    use std::sync::atomic::Ordering::Relaxed;
+/// Followers on instance B of streams instance A records get A's events long before their
+/// 60 s poll: woken over the bus. Without wake-ups these would time out.
+macro_rules! woken_across_instances {
+    ($mod:ident, $store_and_buses:expr) => {
+        mod $mod {
+            use std::sync::atomic::Ordering::Relaxed;
 
-    use super::*;
+            use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sse_resumed_on_the_other_instance_is_woken_by_pub_sub() {
-        let b = cut_and_resume_waking(redis::store().await, Some(redis::url())).await;
-        assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sse_resumed_on_the_other_instance_is_woken_by_pub_sub() {
+                let (store, buses) = $store_and_buses;
+                let b = cut_and_resume_waking(store, buses).await;
+                assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn get_stream_followed_on_the_other_instance_is_woken_by_pub_sub() {
+                let (store, buses) = $store_and_buses;
+                let b = get_stream_followed_waking(store, buses).await;
+                assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+            }
+        }
+    };
+}
+
+/// Two instances in one process on one memory store, each with its endpoint of one
+/// in-process bus.
+fn memory_and_local_buses() -> (Arc<dyn SessionStore>, Buses) {
+    let a = shoal_core::LocalBus::new();
+    let b = a.endpoint();
+    (memory(), Some((Arc::new(a), Arc::new(b))))
+}
+
+woken_across_instances!(memory_wakeups, memory_and_local_buses());
+woken_across_instances!(redis_wakeups, redis::store_and_buses(redis::config()).await);
+
+/// A 6-node Cluster (sharded pub/sub) and a Sentinel set, one of each for this binary.
+mod topologies {
+    use std::sync::OnceLock;
+
+    use shoal_redis::RedisConfig;
+    use shoal_testkit::redis_server::{RedisCluster, RedisSentinel};
+
+    pub(super) fn cluster() -> RedisConfig {
+        static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+        let url = CLUSTER.get_or_init(RedisCluster::start).url();
+        RedisConfig::new(url).with_key_prefix(super::redis::fresh_prefix())
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn get_stream_followed_on_the_other_instance_is_woken_by_pub_sub() {
-        let b = get_stream_followed_waking(redis::store().await, Some(redis::url())).await;
-        assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+    pub(super) fn sentinel() -> RedisConfig {
+        static SENTINEL: OnceLock<RedisSentinel> = OnceLock::new();
+        let url = SENTINEL.get_or_init(RedisSentinel::start).url();
+        RedisConfig::new(url).with_key_prefix(super::redis::fresh_prefix())
     }
 }
+
+woken_across_instances!(
+    cluster_wakeups,
+    redis::store_and_buses(topologies::cluster()).await
+);
+woken_across_instances!(
+    sentinel_wakeups,
+    redis::store_and_buses(topologies::sentinel()).await
+);
 
 /// The instance holding an SSE POST response stream dies mid-stream (its runtime is dropped:
 /// no graceful shutdown, no lease released); the client resumes on the other instance with

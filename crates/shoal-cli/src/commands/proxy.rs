@@ -1,5 +1,7 @@
 //! `shoal proxy`: the MCP Streamable HTTP reverse proxy on the configured store.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use shoal_proxy::{EventIdKey, ProxyConfig, UpstreamConfig};
 
@@ -54,16 +56,20 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
              instance (set --event-id-key-file or proxy.event_id_key_file on every instance)"
         ),
     }
-    let store = &ctx.config.store;
-    if store.starts_with("redis://") || store.starts_with("rediss://") {
-        // Cross-instance SSE wake-ups over the store's own (standalone) server; followers
-        // still poll the store as a fallback. Cluster and Sentinel stores only poll.
-        cfg.wakeup_redis_url = Some(store.clone());
-        cfg.wakeup_channel_prefix = format!("{}:wake", ctx.config.redis.key_prefix);
-    }
     let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
 
     let opened = ctx.open().await?;
+    // Cross-instance SSE wake-ups over pub/sub on the store's own servers, for every Redis URL
+    // form (standalone, rediss, Sentinel, Cluster) — the cache's bus when there is one;
+    // followers still poll the store as a fallback. Other stores have no other instances.
+    match opened.bus().await {
+        Ok(Some(bus)) => cfg = cfg.with_bus(Arc::new(bus)),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "no pub/sub wake-ups between instances; followers poll the store"
+        ),
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
