@@ -319,7 +319,8 @@ mod tests {
 
     #[test]
     fn lists_both_tools() {
-        let names: Vec<_> = tools()["tools"]
+        let list = tools();
+        let names: Vec<_> = list["tools"]
             .as_array()
             .map(|t| t.iter().filter_map(|x| x["name"].as_str()).collect())
             .unwrap_or_default();
