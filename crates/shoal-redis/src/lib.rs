@@ -5,6 +5,8 @@ mod config;
 mod conn;
 mod errors;
 mod keys;
+#[doc(hidden)]
+pub mod layout;
 mod meta;
 pub mod pubsub;
 mod scripts;
