@@ -353,8 +353,10 @@ mod tests {
 
     #[test]
     fn begin_sets_the_bookkeeping_of_a_new_session() {
-        let mut limits = Limits::default();
-        limits.session_ttl = Duration::from_millis(500);
+        let mut limits = Limits {
+            session_ttl: Duration::from_millis(500),
+            ..Limits::default()
+        };
         let mut s = Session::new(SessionId::new("b").unwrap(), Transport::Stdio);
         s.frame_count = 9;
         s.last_seq = 9;

@@ -318,12 +318,7 @@ impl SessionRecord {
     /// sizes are within limits, pending ids are unique.
     pub fn validate(&self, limits: &crate::Limits) -> Result<()> {
         let s = &self.session;
-        if s.metadata_bytes() > limits.max_metadata_bytes {
-            return Err(Error::LimitExceeded {
-                what: "session metadata bytes",
-                limit: limits.max_metadata_bytes as u64,
-            });
-        }
+        s.check_metadata(limits)?;
         if self.frames.len() > limits.max_frames_per_session {
             return Err(Error::LimitExceeded {
                 what: "frames per session",

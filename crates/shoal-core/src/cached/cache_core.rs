@@ -24,7 +24,7 @@ use super::{
     stats::Stats,
     validate::Revalidate,
 };
-use crate::{Clock, Error, Result, Session, SessionId, SessionStore, Timestamp};
+use crate::{Clock, Result, Session, SessionId, SessionStore, Timestamp};
 
 /// Stripes of the write-behind per-session update lock.
 pub(super) const UPDATE_LOCKS: usize = 64;
@@ -173,13 +173,6 @@ impl<S: SessionStore> CacheCore<S> {
 
     /// `LimitExceeded` when `s`'s metadata is larger than the store allows.
     pub(super) fn check_metadata(&self, s: &Session) -> Result<()> {
-        let max = self.store.limits().max_metadata_bytes;
-        if s.metadata_bytes() > max {
-            return Err(Error::LimitExceeded {
-                what: "session metadata bytes",
-                limit: max as u64,
-            });
-        }
-        Ok(())
+        s.check_metadata(self.store.limits())
     }
 }
