@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use shoal_core::SessionStore;
+use shoal_core::{SessionStore, notify::NotifyBus};
 use shoal_proxy::{EventIdKey, ProxyConfig, ProxyHandle, UpstreamConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,18 +39,21 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// Starts both instances on free loopback ports in front of `upstream`.
+    /// Starts both instances on free loopback ports in front of `upstream`, each with its own
+    /// end of the wake-up bus when there is one (without, followers poll the store).
     pub(crate) async fn start(
         upstream: &str,
         store: Arc<dyn SessionStore>,
+        buses: [Option<Arc<dyn NotifyBus>>; 2],
     ) -> anyhow::Result<Fleet> {
         let upstream =
             UpstreamConfig::parse(upstream).map_err(|e| anyhow::anyhow!("demo upstream: {e}"))?;
         // One key for the fleet, so an event id minted by A is accepted by B.
         let key = EventIdKey::random();
         let stop = CancellationToken::new();
-        let a = start_one("A", &upstream, &key, Arc::clone(&store), &stop).await?;
-        let b = start_one("B", &upstream, &key, store, &stop).await?;
+        let [bus_a, bus_b] = buses;
+        let a = start_one("A", &upstream, &key, Arc::clone(&store), bus_a, &stop).await?;
+        let b = start_one("B", &upstream, &key, store, bus_b, &stop).await?;
         Ok(Fleet { a, b, stop })
     }
 
@@ -73,15 +76,19 @@ async fn start_one(
     upstream: &UpstreamConfig,
     key: &EventIdKey,
     store: Arc<dyn SessionStore>,
+    bus: Option<Arc<dyn NotifyBus>>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Instance> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding a loopback port for a demo proxy")?;
     let addr = listener.local_addr()?;
-    let config = ProxyConfig::new(upstream.clone())
+    let mut config = ProxyConfig::new(upstream.clone())
         .with_event_id_key(key.clone())
         .with_instance_id(format!("demo-{}", name.to_ascii_lowercase()));
+    if let Some(bus) = bus {
+        config = config.with_bus(bus);
+    }
     let token = stop.clone();
     let (serve, handle) = shoal_proxy::prepare(listener, config, store, async move {
         token.cancelled().await;

@@ -15,7 +15,10 @@ use std::{collections::BTreeMap, sync::Arc};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
-use shoal_core::{SessionId, SessionStore};
+use shoal_core::{
+    SessionId, SessionStore,
+    notify::{LocalBus, NotifyBus},
+};
 
 use super::{
     client::{DemoClient, PostReply, SseStream, first_response},
@@ -62,7 +65,16 @@ pub(crate) async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
     let server = DemoServer::start()
         .await
         .context("starting the demo MCP server")?;
-    let fleet = Fleet::start(&server.url(), Arc::clone(&store)).await?;
+    // Two instances in one process on an in-process store wake each other through an
+    // in-process bus; on a shared store they follow it by polling.
+    let (buses, wakeups): ([Option<Arc<dyn NotifyBus>>; 2], &str) = if opened.redis().is_none() {
+        let a = LocalBus::new();
+        let b = a.endpoint();
+        ([Some(Arc::new(a)), Some(Arc::new(b))], "an in-process bus")
+    } else {
+        ([None, None], "polling the store")
+    };
+    let fleet = Fleet::start(&server.url(), Arc::clone(&store), buses).await?;
 
     out.line(
         "Shoal demo: two proxy instances share one store in front of one MCP server \
@@ -75,7 +87,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
     out.line(format!("  proxy A     {}", fleet.a.url()));
     out.line(format!("  proxy B     {}", fleet.b.url()));
     out.line(format!(
-        "  store       {} ({})",
+        "  store       {} ({}); wake-ups between A and B over {wakeups}",
         opened.url(),
         store.backend_name()
     ));
@@ -355,10 +367,11 @@ fn print_metrics(out: &Printer, instance: &Instance) {
     let requests: u64 = m.requests.iter().map(|r| r.load(Relaxed)).sum();
     out.line(format!(
         "   proxy {}: {requests} requests, {} session(s) created, {} loaded from the store, {} \
-         SSE event(s) replayed from the store",
+         SSE event(s) replayed from the store, {} wake-up(s) received",
         instance.name,
         m.sessions_created.load(Relaxed),
         m.sessions_loaded.load(Relaxed),
         m.sse_replayed.load(Relaxed),
+        m.wakeups_received.load(Relaxed),
     ));
 }
