@@ -81,9 +81,9 @@ impl<S: SessionStore> CachedBuilder<S> {
         config.validate()?;
         if config.consistency == Consistency::Invalidate && self.bus.is_none() {
             return Err(Error::invalid(
-                "cache consistency `invalidate` needs an invalidation bus (e.g. \
-                 shoal_redis::invalidation::RedisInvalidationBus); use `local` for a store no \
-                 other instance writes, or `strict`",
+                "cache consistency `invalidate` needs a notify bus (e.g. \
+                 shoal_redis::RedisPubSub); use `local` for a store no other instance writes, \
+                 or `strict`",
             ));
         }
         let deferring =
