@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{Error, Result};
+
 /// Limits on what a store accepts. Exceeding one returns
 /// [`Error::LimitExceeded`](crate::Error::LimitExceeded) and writes nothing — except
 /// `max_frames_per_session`, which is a retention bound: the oldest frames are trimmed and
@@ -50,3 +52,63 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks that every count is at least 1 and the session TTL at least one second. The
+    /// message of a bad setting starts with its key (`limits.max_sessions must be …`).
+    ///
+    /// ```
+    /// let mut limits = shoal_core::Limits::default();
+    /// assert!(limits.validate().is_ok());
+    /// limits.max_sessions = 0;
+    /// assert!(limits.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        for (key, value) in [
+            ("limits.max_frame_bytes", self.max_frame_bytes),
+            ("limits.max_frames_per_session", self.max_frames_per_session),
+            ("limits.max_sessions", self.max_sessions),
+            (
+                "limits.max_pending_per_session",
+                self.max_pending_per_session,
+            ),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if self.session_ttl < Duration::from_secs(1) {
+            return Err(Error::invalid("limits.session_ttl must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_limits_name_their_key() {
+        assert!(Limits::default().validate().is_ok());
+        let l = Limits {
+            max_pending_per_session: 0,
+            ..Limits::default()
+        };
+        let e = l
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("limits.max_pending_per_session"), "{e}");
+        let l = Limits {
+            session_ttl: Duration::from_millis(999),
+            ..Limits::default()
+        };
+        let e = l
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("limits.session_ttl"), "{e}");
+    }
+}

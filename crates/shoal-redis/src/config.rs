@@ -39,32 +39,35 @@ pub struct RedisConfig {
     /// Where Redis is (see the table above). Default `redis://127.0.0.1:6379`.
     pub url: String,
     /// First part of every key (`<prefix>:{<sid>}:meta`, …). Visible ASCII without `{`, `}`,
-    /// `*`, `?`, `[`, `]`, `\`. Default `shoal`.
+    /// `*`, `?`, `[`, `]`, `\`. Default `shoal`. Read from a number too (`2024`), as an
+    /// environment layer may have parsed it.
+    #[serde(deserialize_with = "lenient_string")]
     pub key_prefix: String,
     /// Bound on establishing a connection (also the whole of [`RedisStore::connect`]).
     /// Default 5 s.
     ///
     /// [`RedisStore::connect`]: crate::RedisStore::connect
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "shoal_core::serde_util::duration")]
     pub connect_timeout: Duration,
     /// Bound on one Redis round trip; a reply that takes longer is [`Error::Timeout`].
     /// Default 2 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "shoal_core::serde_util::duration")]
     pub response_timeout: Duration,
     /// Multiplexed connections to spread commands over (round robin). Default 1, which is
     /// usually best: one multiplexed connection pipelines every concurrent request.
     pub connections: usize,
     /// A PEM file with the CA certificate(s) that sign the server's certificate, for
     /// `rediss://` servers whose certificate is not signed by a public root.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
     /// Extra time Redis keeps a session's keys (server-side `PEXPIRE`) beyond its logical
     /// expiry. Expiry is decided by the store's clock; the server TTL only collects garbage,
     /// so the grace absorbs clock differences between instances. Default 60 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "shoal_core::serde_util::duration")]
     pub expiry_grace: Duration,
     /// How long one instance may hold the sweep lease (`<prefix>:sweep:lease`) before
     /// another may take over. Default 30 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "shoal_core::serde_util::duration")]
     pub sweep_lease: Duration,
     /// Reconnection attempts of a standalone connection before a command fails. Default 2.
     pub reconnect_retries: usize,
@@ -147,12 +150,13 @@ impl RedisConfig {
         self
     }
 
-    /// Checks the prefix, counts and timeouts, and that the URL has a known scheme.
+    /// Checks the prefix, counts and timeouts, and that the URL has a known scheme. The
+    /// message of a bad setting starts with its key (`redis.connections must be …`).
     pub fn validate(&self) -> Result<()> {
         let p = &self.key_prefix;
         if p.is_empty() || p.len() > 64 {
             return Err(Error::invalid(format!(
-                "redis key prefix must be 1 to 64 characters, got {}",
+                "redis.key_prefix must be 1 to 64 characters, got {}",
                 p.len()
             )));
         }
@@ -161,21 +165,30 @@ impl RedisConfig {
             .find(|b| !(0x21..=0x7e).contains(b) || b"{}*?[]\\".contains(b))
         {
             return Err(Error::invalid(format!(
-                "redis key prefix {p:?} contains the reserved or invisible character {:?}",
+                "redis.key_prefix {p:?} contains the reserved or invisible character {:?}",
                 b as char
             )));
         }
         if self.connections == 0 || self.connections > 64 {
             return Err(Error::invalid(format!(
-                "redis connections must be 1 to 64, got {}",
+                "redis.connections must be 1 to 64, got {}",
                 self.connections
             )));
         }
-        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
-            return Err(Error::invalid("redis timeouts must be greater than zero"));
+        if self.connect_timeout.is_zero() {
+            return Err(Error::invalid(
+                "redis.connect_timeout must be greater than zero",
+            ));
+        }
+        if self.response_timeout.is_zero() {
+            return Err(Error::invalid(
+                "redis.response_timeout must be greater than zero",
+            ));
         }
         if self.sweep_lease.is_zero() {
-            return Err(Error::invalid("the sweep lease must be greater than zero"));
+            return Err(Error::invalid(
+                "redis.sweep_lease must be greater than zero",
+            ));
         }
         Topology::parse(&self.url).map(|_| ())
     }
@@ -341,38 +354,62 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The URL with any password replaced by `***`, for messages and logs.
-pub(crate) fn redact_url(url: &str) -> String {
+/// `url` with any password replaced by `***`, safe for messages and logs: the one redaction
+/// every Shoal crate uses, for any URL (`redis://user:secret@host` → `redis://user:***@host`;
+/// a lone userinfo of a Redis URL is a password: `redis://secret@host` → `redis://***@host`).
+/// Only the authority is looked at, so an `@` in a path (`file:///a/b@c`) is kept.
+///
+/// ```
+/// use shoal_redis::redact_url;
+/// assert_eq!(redact_url("rediss://app:pw@h:6380/0"), "rediss://app:***@h:6380/0");
+/// assert_eq!(
+///     redact_url("redis+sentinel://pw@s1,s2/mymaster"),
+///     "redis+sentinel://***@s1,s2/mymaster"
+/// );
+/// assert_eq!(redact_url("file:///a/b@c"), "file:///a/b@c");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return url.to_owned();
     };
-    match rest.rsplit_once('@') {
-        Some((auth, hosts)) => {
-            let user = auth.split_once(':').map_or("", |(u, _)| u);
-            if auth.contains(':') {
-                format!("{scheme}://{user}:***@{hosts}")
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else if scheme.to_ascii_lowercase().starts_with("redis") && !userinfo.is_empty() {
+                // redis://PASSWORD@host: a lone userinfo is the password.
+                "***".to_owned()
             } else {
-                format!("{scheme}://***@{hosts}")
-            }
+                user.to_owned()
+            };
+            format!("{scheme}://{hidden}@{host}{tail}")
         }
-        None => url.to_string(),
+        None => url.to_owned(),
     }
 }
 
-/// Durations as humantime strings (`"2s"`, `"500ms"`) in config files.
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+/// A string, also when the value was parsed as a number or boolean (an environment layer
+/// reads `SHOAL_REDIS__PREFIX=2024` as a number).
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
     }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::U(n) => n.to_string(),
+        Scalar::I(n) => n.to_string(),
+        Scalar::F(n) => n.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -414,10 +451,42 @@ mod tests {
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact_url("redis://u:secret@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact_url("redis://secret@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(redact_url("file:///a/b@c"), "file:///a/b@c");
+        assert_eq!(redact_url("no scheme"), "no scheme");
         let dbg = format!("{:?}", RedisConfig::new("redis://u:secret@h:1"));
         assert!(!dbg.contains("secret"), "{dbg}");
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let base = RedisConfig::new("redis://h");
+        for (config, key) in [
+            (base.clone().with_key_prefix(""), "redis.key_prefix"),
+            (base.clone().with_key_prefix("a{b"), "redis.key_prefix"),
+            (base.clone().with_connections(65), "redis.connections"),
+            (
+                base.clone().with_connect_timeout(Duration::ZERO),
+                "redis.connect_timeout",
+            ),
+            (
+                base.clone().with_response_timeout(Duration::ZERO),
+                "redis.response_timeout",
+            ),
+        ] {
+            let e = config.validate().err().map(|e| e.to_string());
+            assert!(e.as_deref().is_some_and(|e| e.contains(key)), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_numeric_prefix_reads_as_text() {
+        let c: RedisConfig = serde_json::from_str(r#"{"key_prefix": 2024}"#).unwrap();
+        assert_eq!(c.key_prefix, "2024");
+        let json = serde_json::to_string(&RedisConfig::default()).unwrap();
+        assert!(!json.contains("tls_ca_file"), "{json}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod config;
@@ -11,9 +12,14 @@ mod meta;
 pub mod pubsub;
 mod scripts;
 mod sentinel;
+#[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
+pub mod stack;
 mod store;
 
 pub use cache::cache_builder;
-pub use config::RedisConfig;
+pub use config::{RedisConfig, redact_url};
 pub use pubsub::{BusConfig, BusStats, RedisPubSub};
+#[cfg(feature = "stack")]
+pub use stack::{Stack, StackConfig, StackError};
 pub use store::{RedisMetrics, RedisStore, RedisSweeper};

@@ -226,7 +226,8 @@ impl CacheConfig {
     }
 
     /// Checks the bounds: entries, bytes, ttl, intervals and the queue must be non-zero
-    /// where zero makes no sense.
+    /// where zero makes no sense. The message of a bad setting starts with its key
+    /// (`cache.ttl must be …`).
     pub fn validate(&self) -> Result<()> {
         if self.max_entries == 0 {
             return Err(Error::invalid("cache.max_entries must be at least 1"));

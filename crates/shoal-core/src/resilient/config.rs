@@ -123,7 +123,8 @@ impl ResilienceConfig {
         self
     }
 
-    /// Checks every field; the error names the field.
+    /// Checks every field. The message of a bad setting starts with its key
+    /// (`resilience.breaker.cooldown must be …`).
     pub fn validate(&self) -> Result<()> {
         fn positive(name: &str, d: Duration) -> Result<()> {
             if d.is_zero() {

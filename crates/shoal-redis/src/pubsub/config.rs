@@ -21,13 +21,13 @@ use shoal_core::{Error, Result};
 pub struct BusConfig {
     /// How often the subscription is pinged (on a Cluster: every master); no answer within
     /// the store's `response_timeout` counts as a lost connection. Default 1 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "shoal_core::serde_util::duration")]
     pub ping_interval: Duration,
     /// First delay before reconnecting (doubles up to `reconnect_max`). Default 50 ms.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "shoal_core::serde_util::duration")]
     pub reconnect_min: Duration,
     /// Longest delay between reconnection attempts. Default 2 s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "shoal_core::serde_util::duration")]
     pub reconnect_max: Duration,
     /// Most session ids in one invalidation message. Default 256.
     pub max_ids_per_message: usize,
@@ -45,20 +45,28 @@ impl Default for BusConfig {
 }
 
 impl BusConfig {
-    /// Checks that intervals are non-zero and the batch size is at least 1.
+    /// Checks that intervals are non-zero and the batch size is at least 1. The message of a
+    /// bad setting starts with its key (`cache.bus.ping_interval must be …`).
     pub fn validate(&self) -> Result<()> {
-        if self.ping_interval.is_zero() || self.reconnect_min.is_zero() {
+        if self.ping_interval.is_zero() {
             return Err(Error::invalid(
-                "bus ping_interval and reconnect_min must be greater than zero",
+                "cache.bus.ping_interval must be greater than zero",
+            ));
+        }
+        if self.reconnect_min.is_zero() {
+            return Err(Error::invalid(
+                "cache.bus.reconnect_min must be greater than zero",
             ));
         }
         if self.reconnect_max < self.reconnect_min {
             return Err(Error::invalid(
-                "bus reconnect_max must be at least reconnect_min",
+                "cache.bus.reconnect_max must be at least cache.bus.reconnect_min",
             ));
         }
         if self.max_ids_per_message == 0 {
-            return Err(Error::invalid("bus max_ids_per_message must be at least 1"));
+            return Err(Error::invalid(
+                "cache.bus.max_ids_per_message must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -68,22 +76,6 @@ impl BusConfig {
         self.reconnect_min
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.reconnect_max)
-    }
-}
-
-/// Durations as humantime strings in config files.
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,0 +1,166 @@
+//! [`CacheSettings`]: the `[cache]` section of a stack.
+
+use std::fmt;
+
+use serde::{
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{MapAccess, Visitor},
+};
+use shoal_core::cached::CacheConfig;
+
+use super::{errors::InvalidSetting, section_serde::read_section};
+use crate::BusConfig;
+
+/// Whether and how a stack caches hot sessions in front of the store (`[cache]` in a config
+/// file): [`Cached`](shoal_core::Cached) with the keys of [`CacheConfig`], plus `enabled`
+/// and the pub/sub bus (`[cache.bus]`, a [`BusConfig`]) that carries invalidations between
+/// instances on Redis.
+///
+/// ```
+/// use shoal_core::cached::Consistency;
+/// use shoal_redis::stack::CacheSettings;
+/// let s: CacheSettings = serde_json::from_str(
+///     r#"{"enabled": true, "ttl": "2s", "consistency": "strict",
+///         "bus": {"ping_interval": "300ms"}}"#,
+/// ).unwrap();
+/// assert!(s.enabled);
+/// assert_eq!(s.config.consistency, Consistency::Strict);
+/// assert_eq!(s.bus.ping_interval, std::time::Duration::from_millis(300));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheSettings {
+    /// Whether the cache is on. Default false.
+    pub enabled: bool,
+    /// The cache. Its `consistency` `invalidate` (the default) becomes `local` on a
+    /// `memory://` store, which no other instance writes.
+    pub config: CacheConfig,
+    /// The bus between instances (Redis stores; `consistency` `invalidate` or `strict`, and
+    /// the proxy's wake-ups).
+    pub bus: BusConfig,
+}
+
+/// Every key of `[cache]`.
+const KEYS: &[&str] = &[
+    "enabled",
+    "max_entries",
+    "max_bytes",
+    "ttl",
+    "consistency",
+    "write_mode",
+    "touch_interval",
+    "touch_margin",
+    "flush_interval",
+    "max_queued_writes",
+    "tail_frames",
+    "tail_bytes",
+    "shutdown_timeout",
+    "bus",
+];
+
+impl CacheSettings {
+    /// Checks every setting with the cache's and the bus's own rules (also while the cache
+    /// is off); the error names the key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.config
+            .validate()
+            .map_err(|e| InvalidSetting::from_validation("cache", e))?;
+        self.bus
+            .validate()
+            .map_err(|e| InvalidSetting::from_validation("cache.bus", e))
+    }
+}
+
+impl Serialize for CacheSettings {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            enabled: bool,
+            #[serde(flatten)]
+            config: &'a CacheConfig,
+            bus: &'a BusConfig,
+        }
+        View {
+            enabled: self.enabled,
+            config: &self.config,
+            bus: &self.bus,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheSettings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SectionVisitor;
+        impl<'de> Visitor<'de> for SectionVisitor {
+            type Value = CacheSettings;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the [cache] settings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CacheSettings, A::Error> {
+                let mut settings = CacheSettings::default();
+                let config = read_section(map, KEYS, |key, map: &mut A| match key {
+                    "enabled" => {
+                        settings.enabled = map.next_value()?;
+                        Ok(true)
+                    }
+                    "bus" => {
+                        settings.bus = map.next_value()?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                })?;
+                settings.config = config;
+                Ok(settings)
+            }
+        }
+        d.deserialize_map(SectionVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_written_ones() {
+        let json = serde_json::to_value(CacheSettings::default()).unwrap();
+        let written: Vec<&str> = json
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut expected = KEYS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn reads_back_what_it_writes_and_names_bad_keys() {
+        let mut s = CacheSettings {
+            enabled: true,
+            ..CacheSettings::default()
+        };
+        s.bus.max_ids_per_message = 16;
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.starts_with(r#"{"enabled":true,"max_entries":"#),
+            "{text}"
+        );
+        let back: CacheSettings = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        let e = serde_json::from_str::<CacheSettings>(r#"{"ttl_ms": 5}"#).unwrap_err();
+        assert!(e.to_string().contains("`ttl_ms`"), "{e}");
+        let e = serde_json::from_str::<CacheSettings>(r#"{"bus": {"ping": "1s"}}"#).unwrap_err();
+        assert!(e.to_string().contains("ping_interval"), "{e}");
+        s.bus.max_ids_per_message = 0;
+        assert_eq!(
+            s.validate().unwrap_err().key,
+            "cache.bus.max_ids_per_message"
+        );
+        let mut s = CacheSettings::default();
+        s.config.ttl = std::time::Duration::ZERO;
+        assert_eq!(s.validate().unwrap_err().key, "cache.ttl");
+    }
+}

@@ -1,0 +1,115 @@
+//! [`StackConfig`]: everything a [`Stack`](super::Stack) is opened with, and its
+//! `[memory]` section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::Limits;
+
+use super::{
+    cache_settings::CacheSettings, errors::InvalidSetting, redis_settings::RedisSettings,
+    resilience_settings::ResilienceSettings,
+};
+
+/// The configuration of a [`Stack`](super::Stack): the sections of a Shoal config file that
+/// are about the store (`[limits]`, `[memory]`, `[redis]`, `[resilience]`, `[cache]`), with
+/// the same keys, values and defaults. Unknown keys are refused; durations are humantime
+/// text (`"30s"`, `"1h 30m"`).
+///
+/// ```
+/// use shoal_redis::stack::StackConfig;
+/// let config: StackConfig = serde_json::from_str(
+///     r#"{"limits": {"max_sessions": 1000}, "cache": {"enabled": true, "ttl": "2s"}}"#,
+/// ).unwrap();
+/// assert_eq!(config.limits.max_sessions, 1000);
+/// assert!(config.cache.enabled);
+/// assert!(config.resilience.fallback.is_none(), "off unless a fallback is set");
+/// assert!(config.validate().is_ok());
+/// assert!(serde_json::from_str::<StackConfig>(r#"{"limit": {}}"#).is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StackConfig {
+    /// Limits every backend enforces.
+    pub limits: Limits,
+    /// The in-memory backend (also under a store the caller loaded, such as a file).
+    pub memory: MemorySettings,
+    /// The Redis backend.
+    pub redis: RedisSettings,
+    /// The resilience wrapper around a Redis store (off unless a fallback is set).
+    pub resilience: ResilienceSettings,
+    /// The hot-session cache (off unless enabled).
+    pub cache: CacheSettings,
+}
+
+impl StackConfig {
+    /// Checks every setting (also of the parts that are off); the error names the key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.limits
+            .validate()
+            .map_err(|e| InvalidSetting::from_validation("limits", e))?;
+        self.memory.validate()?;
+        self.redis.validate()?;
+        self.resilience.validate()?;
+        self.cache.validate()
+    }
+}
+
+/// The in-memory backend of a stack (`[memory]` in a config file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MemorySettings {
+    /// How often the background sweeper removes expired sessions. At least 10 ms.
+    /// Default 30 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl MemorySettings {
+    /// Checks the sweep interval; the error names the key.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.sweep_interval < Duration::from_millis(10) {
+            return Err(InvalidSetting::new(
+                "memory.sweep_interval",
+                "memory.sweep_interval must be at least 10ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = StackConfig::default();
+        assert!(c.validate().is_ok());
+        let back: StackConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn the_first_bad_setting_is_named() {
+        let mut c = StackConfig::default();
+        c.limits.max_sessions = 0;
+        assert_eq!(c.validate().unwrap_err().key, "limits.max_sessions");
+        let mut c = StackConfig::default();
+        c.memory.sweep_interval = Duration::from_millis(1);
+        assert_eq!(c.validate().unwrap_err().key, "memory.sweep_interval");
+        let e = serde_json::from_str::<StackConfig>(r#"{"memory": {"sweep_interval": "often"}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("\"often\" is not a duration"), "{e}");
+    }
+}
