@@ -1,7 +1,5 @@
 //! `shoal proxy`: the MCP Streamable HTTP reverse proxy on the configured store.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use shoal_proxy::{EventIdKey, ProxyConfig, UpstreamConfig};
 
@@ -59,11 +57,12 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
 
     let opened = ctx.open().await?;
-    // Cross-instance SSE wake-ups over pub/sub on the store's own servers, for every Redis URL
-    // form (standalone, rediss, Sentinel, Cluster) — the cache's bus when there is one;
-    // followers still poll the store as a fallback. Other stores have no other instances.
-    match opened.bus().await {
-        Ok(Some(bus)) => cfg = cfg.with_bus(Arc::new(bus)),
+    // Cross-instance SSE wake-ups over the stack's pub/sub on the store's own servers, for
+    // every Redis URL form (standalone, rediss, Sentinel, Cluster) — one subscription with the
+    // cache's invalidations; followers still poll the store as a fallback. Other stores have
+    // no other instances.
+    match opened.notify_bus().await {
+        Ok(Some(bus)) => cfg = cfg.with_bus(bus),
         Ok(None) => {}
         Err(e) => tracing::warn!(
             error = %e,

@@ -1,0 +1,188 @@
+//! [`Config`]: the effective configuration of one `shoal` run, and the command's own sections
+//! (`[log]`, `[proxy]`).
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use shoal_core::Limits;
+use shoal_redis::{
+    StackConfig, redact_url,
+    stack::{CacheSettings, MemorySettings, RedisSettings, ResilienceSettings},
+};
+
+/// Top-level keys, in the order `config show` prints them.
+pub(crate) const SECTIONS: &[&str] = &[
+    "store",
+    "limits",
+    "memory",
+    "redis",
+    "log",
+    "proxy",
+    "resilience",
+    "cache",
+];
+
+/// The effective configuration of one `shoal` run.
+///
+/// `Debug` and [`Config::redacted`] hide any password in the store URL.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// The store URL (`memory://`, `file://PATH`, `redis://…`).
+    pub(crate) store: String,
+    /// Limits every backend enforces.
+    pub(crate) limits: Limits,
+    /// Settings of the in-memory backend.
+    pub(crate) memory: MemorySettings,
+    /// Settings of the Redis backend.
+    pub(crate) redis: RedisSettings,
+    /// Logging.
+    pub(crate) log: LogConfig,
+    /// `shoal proxy`.
+    pub(crate) proxy: ProxySection,
+    /// The resilience wrapper (breaker and fallback) around a Redis store.
+    pub(crate) resilience: ResilienceSettings,
+    /// The hot-session cache.
+    pub(crate) cache: CacheSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: "memory://".into(),
+            limits: Limits::default(),
+            memory: MemorySettings::default(),
+            redis: RedisSettings::default(),
+            log: LogConfig::default(),
+            proxy: ProxySection::default(),
+            resilience: ResilienceSettings::default(),
+            cache: CacheSettings::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("store", &redact_url(&self.store))
+            .field("limits", &self.limits)
+            .field("memory", &self.memory)
+            .field("redis", &self.redis)
+            .field("log", &self.log)
+            .field("proxy", &self.proxy)
+            .field("resilience", &self.resilience)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl Config {
+    /// A copy safe to print: the store URL's password replaced by `***`.
+    pub(crate) fn redacted(&self) -> Config {
+        Config {
+            store: redact_url(&self.store),
+            ..self.clone()
+        }
+    }
+
+    /// The store's sections, as the library opens a [`shoal_redis::Stack`] with them.
+    pub(crate) fn stack(&self) -> StackConfig {
+        let mut stack = StackConfig::default();
+        stack.limits.clone_from(&self.limits);
+        stack.memory.clone_from(&self.memory);
+        stack.redis.clone_from(&self.redis);
+        stack.resilience.clone_from(&self.resilience);
+        stack.cache.clone_from(&self.cache);
+        stack
+    }
+}
+
+/// `[proxy]`: `shoal proxy` (its flags override these).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ProxySection {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub(crate) listen: String,
+    /// `http(s)://…/mcp` or `stdio:CMD ARGS`. No default.
+    pub(crate) upstream: String,
+    /// The MCP endpoint path. Default `/mcp`.
+    pub(crate) path: String,
+    /// Extra allowed `Origin`s, comma-separated (`*`: any); loopback origins always pass.
+    pub(crate) allowed_origins: String,
+    /// File holding the event-id MAC key (≥ 16 bytes), the same on every instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) event_id_key_file: Option<PathBuf>,
+    /// Largest request body. Default 4 MiB.
+    pub(crate) max_body_bytes: usize,
+    /// Open SSE streams per session and instance. Default 16.
+    pub(crate) max_streams_per_session: usize,
+    /// How often a follower polls the store for another instance's stream. Default 50 ms.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) poll_interval: Duration,
+    /// Stream holder lease. Default 6 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) stream_lease: Duration,
+    /// SSE `retry` sent to 2025-11-25 clients. Default 1 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) sse_retry: Duration,
+    /// Longest wait for the upstream to start answering. Default 60 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) upstream_timeout: Duration,
+    /// Header carrying the authenticated principal (set by a trusted gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) principal_header: Option<String>,
+    /// A request answered within this time is recorded with its reply in one store write and
+    /// never listed as pending; `0s` records every request as pending at once. Default 50 ms.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) pending_after: Duration,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            listen: "127.0.0.1:8080".into(),
+            upstream: String::new(),
+            path: "/mcp".into(),
+            allowed_origins: String::new(),
+            event_id_key_file: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_streams_per_session: 16,
+            poll_interval: Duration::from_millis(50),
+            stream_lease: Duration::from_secs(6),
+            sse_retry: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(60),
+            principal_header: None,
+            pending_after: Duration::from_millis(50),
+        }
+    }
+}
+
+/// `[log]`: diagnostics on stderr.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LogConfig {
+    /// A `tracing` filter directive (`warn`, `info,shoal_core=debug`). Default `warn`.
+    /// `RUST_LOG` replaces it when set; `-v`/`-vv` replace both.
+    pub(crate) level: String,
+    /// `text` or `json`. Default `text`.
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "warn".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
