@@ -132,15 +132,20 @@ async fn two_stacks_on_one_server_invalidate_each_others_caches() {
     })
     .await;
 
-    // A write around A's cache reaches B once A announces it.
-    let mut s = a.uncached_store().get(&id).await.unwrap().unwrap();
+    // A stack without a cache (a one-off admin command) writes, then announces: B hears it
+    // on the bus that stack opens for the announcement.
+    let mut plain = config.clone();
+    plain.cache.enabled = false;
+    let c = Stack::open(&server().url(), &plain).await.unwrap();
+    let mut s = c.store().get(&id).await.unwrap().unwrap();
     s.metadata.insert("step".into(), "3".into());
-    a.uncached_store().update(&s).await.unwrap();
-    a.announce(std::slice::from_ref(&id)).await;
+    c.store().update(&s).await.unwrap();
+    c.announce(std::slice::from_ref(&id)).await;
     eventually("B sees the announced write", async || {
         b.store().get(&id).await.unwrap().map(|s| s.revision) == Some(3)
     })
     .await;
+    c.close().await.unwrap();
 
     // The bus the proxy takes its wake-ups from is the cache's.
     let bus = a

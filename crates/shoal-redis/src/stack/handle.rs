@@ -121,10 +121,10 @@ impl Stack {
         self.bus.lock().await.as_ref().map(RedisPubSub::stats)
     }
 
-    /// Tells other instances' caches that `ids` changed, after writes that did not go
-    /// through this stack's cache (Redis stores only). Through a cache with a bus this
-    /// already happened; otherwise a bus is opened for it (best effort: if it cannot be, a
-    /// warning says that other caches may serve the old copy for up to their entry ttl).
+    /// Tells other instances' caches that `ids` changed by writes through
+    /// [`Stack::store`] (Redis stores only). A cache with a bus has published them already;
+    /// otherwise a bus is opened for it (best effort: if it cannot be, a warning says that
+    /// other caches may serve the old copy for up to their entry ttl).
     pub async fn announce(&self, ids: &[SessionId]) {
         if self.cache_publishes {
             return;
