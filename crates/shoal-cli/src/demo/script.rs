@@ -26,6 +26,8 @@ use super::{
     store_view::{StoreView, what},
     upstream::DemoServer,
 };
+use shoal_redis::RedisPubSub;
+
 use crate::{cli::DemoArgs, commands::Ctx, error::Outcome, output};
 
 /// What `--json` prints.
@@ -65,14 +67,21 @@ pub(crate) async fn run(ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Outcome> {
     let server = DemoServer::start()
         .await
         .context("starting the demo MCP server")?;
-    // Two instances in one process on an in-process store wake each other through an
-    // in-process bus; on a shared store they follow it by polling.
-    let (buses, wakeups): ([Option<Arc<dyn NotifyBus>>; 2], &str) = if opened.redis().is_none() {
-        let a = LocalBus::new();
-        let b = a.endpoint();
-        ([Some(Arc::new(a)), Some(Arc::new(b))], "an in-process bus")
-    } else {
-        ([None, None], "polling the store")
+    // Each instance gets its own end of a bus: an in-process one on an in-process store, two
+    // connections to the store's own pub/sub on Redis (any topology).
+    let (buses, wakeups): ([Option<Arc<dyn NotifyBus>>; 2], &str) = match opened.redis() {
+        None => {
+            let a = LocalBus::new();
+            let b = a.endpoint();
+            ([Some(Arc::new(a)), Some(Arc::new(b))], "an in-process bus")
+        }
+        Some(redis) => {
+            let a = opened.notify_bus().await?;
+            let b = RedisPubSub::connect(&redis.config, ctx.config.cache.bus.clone())
+                .await
+                .context("connecting instance B's pub/sub")?;
+            ([a, Some(Arc::new(b))], "the store's Redis pub/sub")
+        }
     };
     let fleet = Fleet::start(&server.url(), Arc::clone(&store), buses).await?;
 
