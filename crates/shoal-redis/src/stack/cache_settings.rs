@@ -1,14 +1,12 @@
 //! [`CacheSettings`]: the `[cache]` section of a stack.
 
-use std::fmt;
-
-use serde::{
-    Deserialize, Deserializer, Serialize, Serializer,
-    de::{MapAccess, Visitor},
-};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::MapAccess};
 use shoal_core::cached::CacheConfig;
 
-use super::{errors::InvalidSetting, section_serde::read_section};
+use super::{
+    errors::InvalidSetting,
+    section_serde::{Section, deserialize_section},
+};
 use crate::BusConfig;
 
 /// Whether and how a stack caches hot sessions in front of the store (`[cache]` in a config
@@ -89,34 +87,32 @@ impl Serialize for CacheSettings {
     }
 }
 
+impl Section for CacheSettings {
+    const EXPECTING: &'static str = "the [cache] settings";
+    const KEYS: &'static [&'static str] = KEYS;
+    type Library = CacheConfig;
+
+    fn read_own<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "enabled" => self.enabled = map.next_value()?,
+            "bus" => self.bus = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn set_library(&mut self, library: CacheConfig) {
+        self.config = library;
+    }
+}
+
 impl<'de> Deserialize<'de> for CacheSettings {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct SectionVisitor;
-        impl<'de> Visitor<'de> for SectionVisitor {
-            type Value = CacheSettings;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("the [cache] settings")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CacheSettings, A::Error> {
-                let mut settings = CacheSettings::default();
-                let config = read_section(map, KEYS, |key, map: &mut A| match key {
-                    "enabled" => {
-                        settings.enabled = map.next_value()?;
-                        Ok(true)
-                    }
-                    "bus" => {
-                        settings.bus = map.next_value()?;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                })?;
-                settings.config = config;
-                Ok(settings)
-            }
-        }
-        d.deserialize_map(SectionVisitor)
+        deserialize_section(d)
     }
 }
 

@@ -1,15 +1,12 @@
 //! [`RedisSettings`]: the `[redis]` section of a stack.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
-use serde::{
-    Deserialize, Deserializer, Serialize, Serializer,
-    de::{MapAccess, Visitor},
-};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::MapAccess};
 
 use super::{
     errors::InvalidSetting,
-    section_serde::{DurationText, FieldsExcept, read_section},
+    section_serde::{DurationText, FieldsExcept, Section, deserialize_section},
 };
 use crate::RedisConfig;
 
@@ -107,30 +104,31 @@ impl Serialize for RedisSettings {
     }
 }
 
+impl Section for RedisSettings {
+    const EXPECTING: &'static str = "the [redis] settings";
+    const KEYS: &'static [&'static str] = KEYS;
+    type Library = RedisConfig;
+
+    fn read_own<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "sweep_interval" => self.sweep_interval = map.next_value::<DurationText>()?.0,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn set_library(&mut self, library: RedisConfig) {
+        self.connection = library;
+    }
+}
+
 impl<'de> Deserialize<'de> for RedisSettings {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct SectionVisitor;
-        impl<'de> Visitor<'de> for SectionVisitor {
-            type Value = RedisSettings;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("the [redis] settings")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RedisSettings, A::Error> {
-                let mut settings = RedisSettings::default();
-                let connection = read_section(map, KEYS, |key, map: &mut A| match key {
-                    "sweep_interval" => {
-                        settings.sweep_interval = map.next_value::<DurationText>()?.0;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                })?;
-                settings.connection = connection;
-                Ok(settings)
-            }
-        }
-        d.deserialize_map(SectionVisitor)
+        deserialize_section(d)
     }
 }
 

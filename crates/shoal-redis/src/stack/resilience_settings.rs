@@ -1,16 +1,13 @@
 //! [`ResilienceSettings`]: the `[resilience]` section of a stack.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
-use serde::{
-    Deserialize, Deserializer, Serialize, Serializer,
-    de::{MapAccess, Visitor},
-};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::MapAccess};
 use shoal_core::resilient::{FallbackMode, ResilienceConfig};
 
 use super::{
     errors::InvalidSetting,
-    section_serde::{DurationText, FieldsExcept, read_section},
+    section_serde::{DurationText, FieldsExcept, Section, deserialize_section},
 };
 
 /// Whether and how a stack on Redis wraps the store in
@@ -114,34 +111,32 @@ impl Serialize for ResilienceSettings {
     }
 }
 
+impl Section for ResilienceSettings {
+    const EXPECTING: &'static str = "the [resilience] settings";
+    const KEYS: &'static [&'static str] = KEYS;
+    type Library = ResilienceConfig;
+
+    fn read_own<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "fallback" => self.fallback = Some(map.next_value()?),
+            "drain_timeout" => self.drain_timeout = map.next_value::<DurationText>()?.0,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn set_library(&mut self, library: ResilienceConfig) {
+        self.config = library;
+    }
+}
+
 impl<'de> Deserialize<'de> for ResilienceSettings {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct SectionVisitor;
-        impl<'de> Visitor<'de> for SectionVisitor {
-            type Value = ResilienceSettings;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("the [resilience] settings")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ResilienceSettings, A::Error> {
-                let mut settings = ResilienceSettings::default();
-                let config = read_section(map, KEYS, |key, map: &mut A| match key {
-                    "fallback" => {
-                        settings.fallback = Some(map.next_value()?);
-                        Ok(true)
-                    }
-                    "drain_timeout" => {
-                        settings.drain_timeout = map.next_value::<DurationText>()?.0;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                })?;
-                settings.config = config;
-                Ok(settings)
-            }
-        }
-        d.deserialize_map(SectionVisitor)
+        deserialize_section(d)
     }
 }
 

@@ -10,11 +10,61 @@
 //! Writing uses `#[serde(flatten)]` (which is fine for serializing) through
 //! [`FieldsExcept`], which leaves out the library type's fields the section does not show.
 
+use std::{fmt, marker::PhantomData};
+
 use serde::{
-    Deserialize, Serialize, Serializer,
-    de::{self, DeserializeSeed, IntoDeserializer, MapAccess, value::MapAccessDeserializer},
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{
+        self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor,
+        value::MapAccessDeserializer,
+    },
     ser::SerializeStruct,
 };
+
+/// A config section made of a library config type plus keys of its own.
+pub(super) trait Section: Default {
+    /// What the section is, for serde's "invalid type" messages (`the [cache] settings`).
+    const EXPECTING: &'static str;
+    /// Every key the section accepts: its own and the library type's.
+    const KEYS: &'static [&'static str];
+    /// The library config type that reads every key not the section's own.
+    type Library: DeserializeOwned;
+
+    /// Reads the value of `key` from `map` if `key` is one of the section's own and returns
+    /// `true`; returns `false` to leave the key to [`Section::Library`].
+    fn read_own<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error>;
+
+    /// Puts the library config read from the other keys in place.
+    fn set_library(&mut self, library: Self::Library);
+}
+
+/// Deserializes a [`Section`]: its own keys by [`Section::read_own`], the rest by the library
+/// type's derive (see [`read_section`]).
+pub(super) fn deserialize_section<'de, T: Section, D: Deserializer<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
+    struct SectionVisitor<T>(PhantomData<T>);
+    impl<'de, T: Section> Visitor<'de> for SectionVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(T::EXPECTING)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            let mut section = T::default();
+            let library =
+                read_section(map, T::KEYS, |key, map: &mut A| section.read_own(key, map))?;
+            section.set_library(library);
+            Ok(section)
+        }
+    }
+    d.deserialize_map(SectionVisitor(PhantomData))
+}
 
 /// Reads `T` from `map` after taking out the section's own keys: `own(key, map)` reads the
 /// value of a key of its own (with `map.next_value()`) and returns `true`, or returns `false`
