@@ -5,7 +5,9 @@
 //! - [`conformance`]: the whole [`SessionStore`] contract as one
 //!   macro, [`conformance_suite!`], that a backend's test file invokes with a factory;
 //! - [`model`]: a proptest state machine that checks a store against a `BTreeMap` reference,
-//!   run with [`model_test!`] or [`model::run`].
+//!   run with [`model_test!`] or [`model::run`];
+//! - [`forwarding`]: a store that forwards every call to another and runs a test's hooks
+//!   around each (count, delay, refuse, hang, or apply and then lose the reply).
 //!
 //! A factory is an `async fn(Harness) -> Arc<dyn SessionStore>` that returns a fresh, empty
 //! store using exactly the harness's limits and clock:
@@ -25,6 +27,7 @@ use shoal_core::{Limits, ManualClock, SessionStore};
 
 pub mod conformance;
 pub mod fault;
+pub mod forwarding;
 pub mod model;
 pub mod redis_server;
 
