@@ -3,8 +3,8 @@
 //! coalescing, write-behind and its shutdown, the frame tail.
 //!
 //! The conformance suite and the reference model for `Cached<MemoryStore>` run in
-//! `crates/shoal-redis/tests/cached_memory.rs` (shoal-core has no dev-dependency on the
-//! test kit). Every wait here is bounded; nothing asserts on time.
+//! `crates/shoal-redis/tests/cached_memory.rs`. Every wait here is bounded; nothing asserts
+//! on time.
 
 use std::{
     sync::{
@@ -16,11 +16,11 @@ use std::{
 
 use async_trait::async_trait;
 use shoal_core::{
-    Clock, Direction, Error, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery,
-    ManualClock, MemoryStore, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter,
-    SessionId, SessionRecord, SessionStatus, SessionStore, SweepReport, Timestamp, Transport,
+    Clock, Direction, Error, FrameQuery, Limits, ManualClock, MemoryStore, NewFrame, Result,
+    Session, SessionFilter, SessionId, SessionStatus, SessionStore, Transport,
     cached::{CacheConfig, Cached, Consistency, InvalidationBus, LocalBus, WriteMode},
 };
+use shoal_testkit::forwarding::{Call, ForwardingStore, Hooks, Op, Outcome};
 use tokio::sync::Notify;
 
 fn sid(s: &str) -> SessionId {
@@ -41,9 +41,11 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
 }
 
 /// A memory store that counts calls and can hold a `get` after it has read.
-#[derive(Debug)]
-struct Probe {
-    inner: MemoryStore,
+type Probe = ForwardingStore<MemoryStore, ProbeHooks>;
+
+/// What [`Probe`] counts and how it holds a `get`.
+#[derive(Debug, Default)]
+struct ProbeHooks {
     gets: AtomicU64,
     touches: AtomicU64,
     updates: AtomicU64,
@@ -52,96 +54,35 @@ struct Probe {
     release: Notify,
 }
 
-impl Probe {
-    fn new(clock: &ManualClock, limits: Limits) -> Arc<Self> {
-        Arc::new(Probe {
-            inner: MemoryStore::builder()
-                .limits(limits)
-                .clock(Arc::new(clock.clone()))
-                .build(),
-            gets: AtomicU64::new(0),
-            touches: AtomicU64::new(0),
-            updates: AtomicU64::new(0),
-            hold_gets: AtomicBool::new(false),
-            read_done: Notify::new(),
-            release: Notify::new(),
-        })
-    }
+fn probe(clock: &ManualClock, limits: Limits) -> Arc<Probe> {
+    let memory = MemoryStore::builder()
+        .limits(limits)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    Arc::new(ForwardingStore::new(memory, ProbeHooks::default()).with_backend_name("probe"))
 }
 
 #[async_trait]
-impl SessionStore for Probe {
-    fn backend_name(&self) -> &'static str {
-        "probe"
+impl Hooks for ProbeHooks {
+    type Ticket = ();
+
+    async fn before(&self, call: Call<'_>) -> Result<()> {
+        let counter = match call.op() {
+            Op::Get => &self.gets,
+            Op::Update => &self.updates,
+            Op::Touch => &self.touches,
+            _ => return Ok(()),
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
-    fn limits(&self) -> &Limits {
-        self.inner.limits()
-    }
-    async fn create(&self, session: Session) -> Result<Session> {
-        self.inner.create(session).await
-    }
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        let r = self.inner.get(id).await;
-        if self.hold_gets.load(Ordering::SeqCst) {
+
+    async fn after(&self, op: Op, _: (), _: Outcome<'_>) -> Option<Error> {
+        if op == Op::Get && self.hold_gets.load(Ordering::SeqCst) {
             self.read_done.notify_one();
             self.release.notified().await;
         }
-        r
-    }
-    async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
-        self.inner.get_many(ids).await
-    }
-    async fn update(&self, session: &Session) -> Result<Session> {
-        self.updates.fetch_add(1, Ordering::SeqCst);
-        self.inner.update(session).await
-    }
-    async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
-        self.touches.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(id).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.inner.delete(id).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        self.inner.list(query).await
-    }
-    async fn count(&self, filter: &SessionFilter) -> Result<u64> {
-        self.inner.count(filter).await
-    }
-    async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
-        self.inner.append_frames(id, frames).await
-    }
-    async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
-        self.inner.frames(id, query).await
-    }
-    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
-        self.inner.count_frames(id).await
-    }
-    async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
-        self.inner.delete_frames(id, through_seq).await
-    }
-    async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
-        self.inner.add_pending(id, request).await
-    }
-    async fn take_pending(
-        &self,
-        id: &SessionId,
-        request_id: &RequestId,
-    ) -> Result<Option<PendingRequest>> {
-        self.inner.take_pending(id, request_id).await
-    }
-    async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
-        self.inner.list_pending(id).await
-    }
-    async fn sweep_expired(&self) -> Result<SweepReport> {
-        self.inner.sweep_expired().await
-    }
-    async fn health(&self) -> Result<Health> {
-        self.inner.health().await
-    }
-    async fn restore(&self, record: SessionRecord) -> Result<()> {
-        self.inner.restore(record).await
+        None
     }
 }
 
@@ -173,7 +114,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_see_each_others_writes() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let bus_a = LocalBus::new();
     let bus_b = bus_a.endpoint();
     let config = CacheConfig::default().with_touch_interval(Duration::ZERO);
@@ -227,7 +168,7 @@ async fn two_instances_see_each_others_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_bus_turns_the_cache_off_until_it_is_back() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let bus_a = LocalBus::new();
     let bus_b = bus_a.endpoint();
     let config = CacheConfig::default().with_touch_interval(Duration::ZERO);
@@ -249,7 +190,7 @@ async fn a_lost_bus_turns_the_cache_off_until_it_is_back() {
         a.update(&change).await,
         "a update (b misses the announcement)",
     );
-    let gets = store.gets.load(Ordering::SeqCst);
+    let gets = store.hooks().gets.load(Ordering::SeqCst);
     assert_eq!(
         ok(b.get(&id).await, "b get while off"),
         Some(updated.clone())
@@ -259,7 +200,7 @@ async fn a_lost_bus_turns_the_cache_off_until_it_is_back() {
         Some(updated.clone())
     );
     assert_eq!(
-        store.gets.load(Ordering::SeqCst),
+        store.hooks().gets.load(Ordering::SeqCst),
         gets + 2,
         "every read reaches the store while the cache is off"
     );
@@ -272,10 +213,10 @@ async fn a_lost_bus_turns_the_cache_off_until_it_is_back() {
         ok(b.get(&id).await, "b get after up"),
         Some(updated.clone())
     );
-    let gets = store.gets.load(Ordering::SeqCst);
+    let gets = store.hooks().gets.load(Ordering::SeqCst);
     assert_eq!(ok(b.get(&id).await, "b hit"), Some(updated));
     assert_eq!(
-        store.gets.load(Ordering::SeqCst),
+        store.hooks().gets.load(Ordering::SeqCst),
         gets,
         "served from cache again"
     );
@@ -287,7 +228,7 @@ async fn a_lost_bus_turns_the_cache_off_until_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_racing_an_invalidation_is_not_cached() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let bus_a = LocalBus::new();
     let bus_b = bus_a.endpoint();
     let config = CacheConfig::default().with_touch_interval(Duration::ZERO);
@@ -299,13 +240,13 @@ async fn a_load_racing_an_invalidation_is_not_cached() {
         "create",
     );
 
-    store.hold_gets.store(true, Ordering::SeqCst);
+    store.hooks().hold_gets.store(true, Ordering::SeqCst);
     let slow = {
         let (b, id) = (b.clone(), id.clone());
         tokio::spawn(async move { b.get(&id).await })
     };
-    store.read_done.notified().await;
-    store.hold_gets.store(false, Ordering::SeqCst);
+    store.hooks().read_done.notified().await;
+    store.hooks().hold_gets.store(false, Ordering::SeqCst);
     let before = b.stats().invalidations_received;
     let mut change = s.clone();
     change.status = SessionStatus::Completed;
@@ -314,7 +255,7 @@ async fn a_load_racing_an_invalidation_is_not_cached() {
         b.stats().invalidations_received > before
     })
     .await;
-    store.release.notify_one();
+    store.hooks().release.notify_one();
     let old = ok(
         slow.await.unwrap_or_else(|e| panic!("join: {e}")),
         "slow get",
@@ -332,7 +273,7 @@ async fn a_load_racing_an_invalidation_is_not_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_mode_checks_every_hit() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let config = CacheConfig::default()
         .with_consistency(Consistency::Strict)
         .with_touch_interval(Duration::ZERO);
@@ -369,7 +310,7 @@ async fn touches_are_coalesced_and_the_last_one_is_written() {
     let clock = ManualClock::starting_now();
     let limits = Limits::default();
     let ttl = limits.session_ttl;
-    let store = Probe::new(&clock, limits);
+    let store = probe(&clock, limits);
     let interval = Duration::from_millis(50);
     let c = cached(
         Arc::clone(&store),
@@ -403,7 +344,7 @@ async fn touches_are_coalesced_and_the_last_one_is_written() {
         }
     }
     let elapsed = started.elapsed();
-    let writes = store.touches.load(Ordering::SeqCst);
+    let writes = store.hooks().touches.load(Ordering::SeqCst);
     let bound = ids.len() as u64 * (elapsed.as_millis() as u64 / interval.as_millis() as u64 + 2);
     eprintln!(
         "{touches} touches in {elapsed:?}: {writes} backend writes ({:.4} per touch)",
@@ -422,7 +363,7 @@ async fn touches_are_coalesced_and_the_last_one_is_written() {
     );
     eventually("the last touch reaches the store", async || {
         store
-            .inner
+            .inner()
             .get(&ids[0])
             .await
             .ok()
@@ -441,7 +382,7 @@ async fn touches_near_expiry_are_written_at_once() {
     let clock = ManualClock::starting_now();
     let mut limits = Limits::default();
     limits.session_ttl = Duration::from_secs(20);
-    let store = Probe::new(&clock, limits);
+    let store = probe(&clock, limits);
     let c = cached(
         Arc::clone(&store),
         &clock,
@@ -459,7 +400,7 @@ async fn touches_near_expiry_are_written_at_once() {
         clock.advance(Duration::from_millis(10));
         ok(c.touch(&id).await, "touch");
     }
-    assert_eq!(store.touches.load(Ordering::SeqCst), 100);
+    assert_eq!(store.hooks().touches.load(Ordering::SeqCst), 100);
     assert_eq!(c.stats().touches_coalesced, 0);
 }
 
@@ -468,7 +409,7 @@ async fn touches_near_expiry_are_written_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_elsewhere_stops_coalesced_touches() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let bus_a = LocalBus::new();
     let bus_b = bus_a.endpoint();
     let a = cached(
@@ -512,7 +453,7 @@ fn updated(mut s: Session, i: usize) -> Session {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_behind_shutdown_loses_no_acknowledged_write() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let c = cached(
         Arc::clone(&store),
         &clock,
@@ -537,12 +478,12 @@ async fn write_behind_shutdown_loses_no_acknowledged_write() {
         acked.push(s);
     }
     assert_eq!(
-        store.updates.load(Ordering::SeqCst),
+        store.hooks().updates.load(Ordering::SeqCst),
         0,
         "nothing written yet"
     );
     let stored =
-        ok(store.inner.get(&acked[0].id).await, "inner get").unwrap_or_else(|| panic!("exists"));
+        ok(store.inner().get(&acked[0].id).await, "inner get").unwrap_or_else(|| panic!("exists"));
     assert_eq!(
         stored.revision, 1,
         "the store still has the created session"
@@ -557,7 +498,7 @@ async fn write_behind_shutdown_loses_no_acknowledged_write() {
     assert_eq!(report.updates_dropped, 0, "{report:?}");
     assert_eq!(report.pending, 0, "{report:?}");
     for s in &acked {
-        let stored = ok(store.inner.get(&s.id).await, "inner get")
+        let stored = ok(store.inner().get(&s.id).await, "inner get")
             .unwrap_or_else(|| panic!("{} exists", s.id));
         assert_eq!(stored.revision, s.revision, "{}", s.id);
         assert_eq!(stored.metadata, s.metadata, "{}", s.id);
@@ -566,7 +507,7 @@ async fn write_behind_shutdown_loses_no_acknowledged_write() {
     // After shutdown writes go through.
     let s = ok(c.update(&acked[0]).await, "update after shutdown");
     assert_eq!(
-        ok(store.inner.get(&s.id).await, "inner").map(|x| x.revision),
+        ok(store.inner().get(&s.id).await, "inner").map(|x| x.revision),
         Some(7)
     );
 }
@@ -577,7 +518,7 @@ async fn write_behind_shutdown_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_behind_refused_updates_are_dropped_and_counted() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let c = cached(
         Arc::clone(&store),
         &clock,
@@ -602,7 +543,7 @@ async fn write_behind_refused_updates_are_dropped_and_counted() {
         other => panic!("stale revision against the cache: {other:?}"),
     }
     // Another writer changes the session in the store directly.
-    let theirs = ok(store.inner.update(&updated(s, 9)).await, "other writer");
+    let theirs = ok(store.inner().update(&updated(s, 9)).await, "other writer");
     let report = ok(c.flush().await, "flush");
     assert_eq!(report.updates_dropped, 1, "{report:?}");
     assert_eq!(c.stats().writes_dropped, 1);
@@ -615,7 +556,7 @@ async fn write_behind_refused_updates_are_dropped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_behind_flushes_before_listing_and_when_full() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let c = cached(
         Arc::clone(&store),
         &clock,
@@ -635,12 +576,12 @@ async fn write_behind_flushes_before_listing_and_when_full() {
         sessions.push(ok(c.update(&s2).await, "update"));
     }
     assert!(
-        store.updates.load(Ordering::SeqCst) >= 2,
+        store.hooks().updates.load(Ordering::SeqCst) >= 2,
         "beyond 3 queued the updates go through"
     );
     let done = SessionFilter::default().with_status(SessionStatus::Completed);
     assert_eq!(ok(c.count(&done).await, "count"), 5, "count flushes first");
-    assert_eq!(store.updates.load(Ordering::SeqCst), 5);
+    assert_eq!(store.hooks().updates.load(Ordering::SeqCst), 5);
     c.invalidate_all();
     for s in &sessions {
         assert_eq!(ok(c.get(&s.id).await, "get"), Some(s.clone()));
@@ -654,7 +595,7 @@ async fn the_frame_tail_serves_replays_and_follows_appends() {
     let clock = ManualClock::starting_now();
     let mut limits = Limits::default();
     limits.max_frames_per_session = 20;
-    let store = Probe::new(&clock, limits);
+    let store = probe(&clock, limits);
     let bus_a = LocalBus::new();
     let bus_b = bus_a.endpoint();
     let config = CacheConfig::default()
@@ -684,7 +625,7 @@ async fn the_frame_tail_serves_replays_and_follows_appends() {
     ];
     let hits = a.stats().hits;
     for q in &queries {
-        let want = ok(store.inner.frames(&id, q).await, "store frames");
+        let want = ok(store.inner().frames(&id, q).await, "store frames");
         assert_eq!(ok(a.frames(&id, q).await, "cached frames"), want, "{q:?}");
     }
     assert!(
@@ -714,7 +655,7 @@ async fn the_frame_tail_serves_replays_and_follows_appends() {
 #[tokio::test]
 async fn building_checks_the_configuration() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let err = Cached::builder(Arc::clone(&store))
         .config(CacheConfig::default())
         .build()
@@ -742,7 +683,7 @@ async fn building_checks_the_configuration() {
 #[test]
 fn building_outside_a_runtime_needs_no_tasks() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let plain = Cached::builder(Arc::clone(&store))
         .config(CacheConfig::local().with_touch_interval(Duration::ZERO))
         .build();
@@ -762,7 +703,7 @@ fn building_outside_a_runtime_needs_no_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_entry_ttl_bounds_staleness_when_announcements_are_lost() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let ttl = Duration::from_secs(5);
     let silent = cached(
         Arc::clone(&store),
@@ -803,7 +744,7 @@ async fn the_entry_ttl_bounds_staleness_when_announcements_are_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_share_one_load() {
     let clock = ManualClock::starting_now();
-    let store = Probe::new(&clock, Limits::default());
+    let store = probe(&clock, Limits::default());
     let c = cached(
         Arc::clone(&store),
         &clock,
@@ -813,31 +754,31 @@ async fn concurrent_misses_share_one_load() {
     let id = sid("popular");
     let s = ok(
         store
-            .inner
+            .inner()
             .create(Session::new(id.clone(), Transport::Http))
             .await,
         "create behind the cache's back",
     );
-    store.hold_gets.store(true, Ordering::SeqCst);
+    store.hooks().hold_gets.store(true, Ordering::SeqCst);
     let first = {
         let (c, id) = (c.clone(), id.clone());
         tokio::spawn(async move { c.get(&id).await })
     };
-    store.read_done.notified().await;
-    store.hold_gets.store(false, Ordering::SeqCst);
+    store.hooks().read_done.notified().await;
+    store.hooks().hold_gets.store(false, Ordering::SeqCst);
     let mut waiters = Vec::new();
     for _ in 0..16 {
         let (c, id) = (c.clone(), id.clone());
         waiters.push(tokio::spawn(async move { c.get(&id).await }));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    store.release.notify_one();
+    store.hooks().release.notify_one();
     for t in std::iter::once(first).chain(waiters) {
         let got = ok(t.await.unwrap_or_else(|e| panic!("join: {e}")), "get");
         assert_eq!(got, Some(s.clone()));
     }
     assert_eq!(
-        store.gets.load(Ordering::SeqCst),
+        store.hooks().gets.load(Ordering::SeqCst),
         1,
         "one read for 17 callers"
     );

@@ -1,11 +1,9 @@
 //! `Resilient<P, F>`: the failure model against a primary whose faults the test controls
 //! (down, hanging, applying a write and losing the reply), with Tokio's paused clock so
 //! nothing really waits. The conformance suite over `Resilient<Memory, Memory>` and
-//! `Resilient<Redis, Memory>` runs in `crates/shoal-redis/tests/resilience.rs` (which has the
-//! test kit as a dev-dependency).
+//! `Resilient<Redis, Memory>` runs in `crates/shoal-redis/tests/resilience.rs`.
 
 use std::{
-    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -15,14 +13,14 @@ use std::{
 
 use async_trait::async_trait;
 use shoal_core::{
-    Direction, Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, Limits, ListPage,
-    ListQuery, MemoryStore, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter,
-    SessionId, SessionRecord, SessionStore, SweepReport, Timestamp, Transport,
+    Direction, Error, FrameQuery, HealthStatus, ListQuery, MemoryStore, NewFrame, PendingRequest,
+    Result, Session, SessionId, SessionStore, Timestamp, Transport,
     resilient::{
         BreakerState, FallbackMode, PROVISIONAL_SEQ_BASE, ResilienceConfig, Resilient,
         is_provisional,
     },
 };
+use shoal_testkit::forwarding::{Call, ForwardingStore, Hooks, Op, Outcome};
 
 // ----------------------------------------------------------------------------------------
 // A primary with controllable faults
@@ -42,25 +40,19 @@ enum Mode {
     LoseWriteReplies,
 }
 
+/// A memory primary with the faults of [`Faults`].
+type Faulty = ForwardingStore<MemoryStore, Faults>;
+
+/// The primary's fault switches (shared by its clones).
 #[derive(Debug, Clone)]
-struct Faulty {
-    inner: MemoryStore,
+struct Faults {
     mode: Arc<Mutex<Mode>>,
     calls: Arc<AtomicU64>,
     /// Calls still to fail (with `Unavailable`) before `mode` applies.
     fail_next: Arc<AtomicU64>,
 }
 
-impl Faulty {
-    fn new() -> Self {
-        Faulty {
-            inner: MemoryStore::new(),
-            mode: Arc::new(Mutex::new(Mode::Up)),
-            calls: Arc::new(AtomicU64::new(0)),
-            fail_next: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
+impl Faults {
     fn set(&self, mode: Mode) {
         *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
     }
@@ -68,16 +60,23 @@ impl Faulty {
     fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
     }
+}
 
-    async fn read<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        self.gate(false, fut).await
-    }
+fn faulty() -> Faulty {
+    let faults = Faults {
+        mode: Arc::new(Mutex::new(Mode::Up)),
+        calls: Arc::new(AtomicU64::new(0)),
+        fail_next: Arc::new(AtomicU64::new(0)),
+    };
+    ForwardingStore::new(MemoryStore::new(), faults).with_backend_name("faulty")
+}
 
-    async fn write<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        self.gate(true, fut).await
-    }
+#[async_trait]
+impl Hooks for Faults {
+    /// Whether the reply is lost once the call is applied.
+    type Ticket = bool;
 
-    async fn gate<T>(&self, write: bool, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn before(&self, call: Call<'_>) -> Result<bool> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self
             .fail_next
@@ -88,83 +87,16 @@ impl Faulty {
         }
         let mode = *self.mode.lock().unwrap_or_else(|e| e.into_inner());
         match mode {
-            Mode::Up => fut.await,
+            Mode::Up => Ok(false),
             Mode::Down => Err(Error::unavailable("injected: connection refused")),
             Mode::Hang => std::future::pending().await,
-            Mode::LoseWriteReplies if !write => fut.await,
-            Mode::ApplyThenFail | Mode::LoseWriteReplies => {
-                let _ = fut.await;
-                Err(Error::unavailable("injected: connection lost mid-reply"))
-            }
+            Mode::LoseWriteReplies if !call.op().is_write() => Ok(false),
+            Mode::ApplyThenFail | Mode::LoseWriteReplies => Ok(true),
         }
     }
-}
 
-#[async_trait]
-impl SessionStore for Faulty {
-    fn backend_name(&self) -> &'static str {
-        "faulty"
-    }
-    fn limits(&self) -> &Limits {
-        self.inner.limits()
-    }
-    async fn create(&self, session: Session) -> Result<Session> {
-        self.write(self.inner.create(session)).await
-    }
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.read(self.inner.get(id)).await
-    }
-    async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
-        self.read(self.inner.get_many(ids)).await
-    }
-    async fn update(&self, session: &Session) -> Result<Session> {
-        self.write(self.inner.update(session)).await
-    }
-    async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
-        self.write(self.inner.touch(id)).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.write(self.inner.delete(id)).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        self.read(self.inner.list(query)).await
-    }
-    async fn count(&self, filter: &SessionFilter) -> Result<u64> {
-        self.read(self.inner.count(filter)).await
-    }
-    async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
-        self.write(self.inner.append_frames(id, frames)).await
-    }
-    async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
-        self.read(self.inner.frames(id, query)).await
-    }
-    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
-        self.read(self.inner.count_frames(id)).await
-    }
-    async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
-        self.write(self.inner.delete_frames(id, through_seq)).await
-    }
-    async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
-        self.write(self.inner.add_pending(id, request)).await
-    }
-    async fn take_pending(
-        &self,
-        id: &SessionId,
-        request_id: &RequestId,
-    ) -> Result<Option<PendingRequest>> {
-        self.write(self.inner.take_pending(id, request_id)).await
-    }
-    async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
-        self.read(self.inner.list_pending(id)).await
-    }
-    async fn sweep_expired(&self) -> Result<SweepReport> {
-        self.write(self.inner.sweep_expired()).await
-    }
-    async fn health(&self) -> Result<Health> {
-        self.read(self.inner.health()).await
-    }
-    async fn restore(&self, record: SessionRecord) -> Result<()> {
-        self.write(self.inner.restore(record)).await
+    async fn after(&self, _: Op, lose_reply: bool, _: Outcome<'_>) -> Option<Error> {
+        lose_reply.then(|| Error::unavailable("injected: connection lost mid-reply"))
     }
 }
 
@@ -187,7 +119,7 @@ fn setup(mode: FallbackMode) -> (Store, Faulty) {
 }
 
 fn setup_with(c: ResilienceConfig) -> (Store, Faulty) {
-    let primary = Faulty::new();
+    let primary = faulty();
     let store = Resilient::new(primary.clone(), MemoryStore::new(), c)
         .unwrap_or_else(|e| panic!("config: {e}"));
     (store, primary)
@@ -240,7 +172,7 @@ async fn recover(store: &Store) -> shoal_core::resilient::DrainReport {
 /// Every frame content of `id` in the primary's own store, in seq order, with seqs.
 async fn stored(primary: &Faulty, id: &SessionId) -> Vec<(u64, String)> {
     let page = primary
-        .inner
+        .inner()
         .frames(id, &FrameQuery::after(0, 10_000))
         .await
         .unwrap_or_else(|e| panic!("frames {id}: {e}"));
@@ -266,18 +198,18 @@ fn is_unavailable<T: std::fmt::Debug>(r: &Result<T>) -> bool {
 async fn a_hanging_primary_times_out_then_the_breaker_fails_fast() {
     let (store, primary) = setup(FallbackMode::None);
     let id = create(&store, "s1").await;
-    primary.set(Mode::Hang);
-    let before = primary.calls();
+    primary.hooks().set(Mode::Hang);
+    let before = primary.hooks().calls();
     let r = store.touch(&id).await;
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-    assert_eq!(primary.calls(), before + 2, "touch is retried once");
+    assert_eq!(primary.hooks().calls(), before + 2, "touch is retried once");
     open(&store).await;
-    let before = primary.calls();
+    let before = primary.hooks().calls();
     for _ in 0..100 {
         assert!(is_unavailable(&store.get(&id).await));
     }
     assert_eq!(
-        primary.calls(),
+        primary.hooks().calls(),
         before,
         "the open breaker fails fast: no call reached the primary"
     );
@@ -293,17 +225,17 @@ async fn a_hanging_primary_times_out_then_the_breaker_fails_fast() {
 async fn idempotent_calls_are_retried_and_others_are_not() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s1").await;
-    primary.fail_next.store(1, Ordering::SeqCst);
+    primary.hooks().fail_next.store(1, Ordering::SeqCst);
     let got = store.get(&id).await;
     assert!(matches!(got, Ok(Some(_))), "get retried: {got:?}");
-    primary.fail_next.store(1, Ordering::SeqCst);
+    primary.hooks().fail_next.store(1, Ordering::SeqCst);
     let r = store.append_frame(&id, frame("a")).await;
     assert!(is_unavailable(&r), "append not retried: {r:?}");
     // A lost reply is reported, never retried: the frame is stored at most once.
-    primary.set(Mode::ApplyThenFail);
+    primary.hooks().set(Mode::ApplyThenFail);
     let r = store.append_frame(&id, frame("b")).await;
     assert!(is_unavailable(&r));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     assert_eq!(contents(&stored(&primary, &id).await), ["b"]);
     assert_eq!(store.breaker_state(), BreakerState::Closed);
 }
@@ -311,7 +243,7 @@ async fn idempotent_calls_are_retried_and_others_are_not() {
 #[tokio::test(start_paused = true)]
 async fn half_open_probes_close_or_reopen() {
     let (store, primary) = setup(FallbackMode::None);
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(store.breaker_state(), BreakerState::HalfOpen);
@@ -322,7 +254,7 @@ async fn half_open_probes_close_or_reopen() {
         BreakerState::Open,
         "failed probe reopens"
     );
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     tokio::time::advance(Duration::from_secs(1)).await;
     // A live call is a probe too.
     assert!(matches!(store.get(&sid("x")).await, Ok(None)));
@@ -354,7 +286,7 @@ async fn read_only_mode_serves_reads_the_fallback_holds_and_refuses_writes() {
         .append_frame(&held, frame("replica"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     assert!(matches!(store.get(&held).await, Ok(Some(_))));
     let page = store.frames(&held, &FrameQuery::after(0, 10)).await;
@@ -399,7 +331,7 @@ async fn memory_mode_outage_then_drain_keeps_every_acknowledged_frame_once_in_or
     let old = create(&store, "old").await;
     assert_eq!(store.append_frame(&old, frame("o1")).await.ok(), Some(1));
 
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
 
     // A session the fallback does not hold: reads are Unavailable, never NotFound / None.
@@ -448,7 +380,7 @@ async fn memory_mode_outage_then_drain_keeps_every_acknowledged_frame_once_in_or
     assert_eq!(h.details["breaker_state"], "open");
     assert_eq!(h.details["local_sessions"], "1");
 
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete, "{rep:?}");
     assert_eq!(rep.restored, 1);
@@ -480,7 +412,12 @@ async fn memory_mode_outage_then_drain_keeps_every_acknowledged_frame_once_in_or
         [(1, "n1".to_owned()), (2, "n2".to_owned())]
     );
     assert_eq!(
-        primary.inner.list_pending(&new).await.map(|p| p.len()).ok(),
+        primary
+            .inner()
+            .list_pending(&new)
+            .await
+            .map(|p| p.len())
+            .ok(),
         Some(1)
     );
     assert!(!store.is_local(&new));
@@ -500,13 +437,13 @@ async fn memory_mode_outage_then_drain_keeps_every_acknowledged_frame_once_in_or
 async fn writes_after_recovery_wait_behind_the_journal() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     store
         .append_frame(&id, frame("during"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     tokio::time::advance(Duration::from_secs(1)).await;
     store.probe().await;
     store.probe().await;
@@ -532,7 +469,7 @@ async fn the_monitor_closes_the_breaker_and_drains() {
     c.health.interval = Duration::from_millis(100);
     let (store, primary) = setup_with(c);
     let id = create(&store, "s").await;
-    primary.set(Mode::Hang);
+    primary.hooks().set(Mode::Hang);
     let monitor = store.spawn_monitor();
     open(&store).await;
     for i in 0..5 {
@@ -541,7 +478,7 @@ async fn the_monitor_closes_the_breaker_and_drains() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let mut waited = Duration::ZERO;
     while store.stats().journal_entries > 0 || store.breaker_state() != BreakerState::Closed {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -564,7 +501,7 @@ async fn a_full_journal_is_a_clear_error() {
     c.journal.max_entries = 3;
     let (store, primary) = setup_with(c);
     let id = create(&store, "s").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     for i in 0..3 {
         store
@@ -590,7 +527,7 @@ async fn a_full_journal_is_a_clear_error() {
         "a refused create leaves no mark"
     );
     assert_eq!(store.stats().journal_full_rejections, 2);
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete);
     assert_eq!(contents(&stored(&primary, &id).await), ["f0", "f1", "f2"]);
@@ -604,15 +541,15 @@ async fn a_full_journal_is_a_clear_error() {
 async fn frames_of_a_session_deleted_elsewhere_are_dropped_and_counted() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     store
         .append_frames(&id, vec![frame("a"), frame("b")])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // Another instance deletes the session meanwhile.
-    assert!(primary.inner.delete(&id).await.unwrap_or(false));
-    primary.set(Mode::Up);
+    assert!(primary.inner().delete(&id).await.unwrap_or(false));
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete);
     assert_eq!(rep.dropped_frames, 2);
@@ -623,18 +560,18 @@ async fn frames_of_a_session_deleted_elsewhere_are_dropped_and_counted() {
 async fn frames_appended_elsewhere_meanwhile_come_first() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     let p = store
         .append_frame(&id, frame("ours"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     primary
-        .inner
+        .inner()
         .append_frame(&id, frame("theirs"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     recover(&store).await;
     assert_eq!(
         stored(&primary, &id).await,
@@ -646,7 +583,7 @@ async fn frames_appended_elsewhere_meanwhile_come_first() {
 #[tokio::test(start_paused = true)]
 async fn a_local_session_whose_id_the_primary_holds_loses_to_it() {
     let (store, primary) = setup(FallbackMode::Memory);
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     let id = create(&store, "dup").await;
     store
@@ -654,11 +591,11 @@ async fn a_local_session_whose_id_the_primary_holds_loses_to_it() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     primary
-        .inner
+        .inner()
         .create(Session::new(id.clone(), Transport::Stdio))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete);
     assert_eq!(
@@ -676,7 +613,7 @@ async fn a_local_session_whose_id_the_primary_holds_loses_to_it() {
 async fn deletes_during_the_outage() {
     let (store, primary) = setup(FallbackMode::Memory);
     let held = create(&store, "held").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     // A local session deleted before the drain never reaches the primary.
     let local = create(&store, "local").await;
@@ -693,12 +630,12 @@ async fn deletes_during_the_outage() {
         store.append_frame(&held, frame("y")).await,
         Err(Error::NotFound { .. })
     ));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete);
     assert_eq!(rep.deletes, 1);
-    assert!(matches!(primary.inner.get(&held).await, Ok(None)));
-    assert!(matches!(primary.inner.get(&local).await, Ok(None)));
+    assert!(matches!(primary.inner().get(&held).await, Ok(None)));
+    assert!(matches!(primary.inner().get(&local).await, Ok(None)));
 }
 
 // ----------------------------------------------------------------------------------------
@@ -709,7 +646,7 @@ async fn deletes_during_the_outage() {
 async fn an_append_applied_during_a_failed_drain_is_not_applied_twice() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     let p = store
         .append_frames(&id, vec![frame("a"), frame("b")])
@@ -719,12 +656,12 @@ async fn an_append_applied_during_a_failed_drain_is_not_applied_twice() {
         .append_frame(&id, frame("c"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     tokio::time::advance(Duration::from_secs(1)).await;
     store.probe().await;
     store.probe().await;
     // The drain's `get` succeeds, its first append is applied but the answer is lost.
-    primary.set(Mode::LoseWriteReplies);
+    primary.hooks().set(Mode::LoseWriteReplies);
     let rep = store.drain_journal().await;
     assert!(!rep.complete);
     assert_eq!(
@@ -732,7 +669,7 @@ async fn an_append_applied_during_a_failed_drain_is_not_applied_twice() {
         BreakerState::Open,
         "a failed drain opens"
     );
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete, "{rep:?}");
     assert_eq!(rep.ambiguous_applied, 1);
@@ -744,18 +681,18 @@ async fn an_append_applied_during_a_failed_drain_is_not_applied_twice() {
 #[tokio::test(start_paused = true)]
 async fn a_restore_applied_during_a_failed_drain_is_settled_once() {
     let (store, primary) = setup(FallbackMode::Memory);
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     let id = create(&store, "local").await;
     store
         .append_frame(&id, frame("a"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     tokio::time::advance(Duration::from_secs(1)).await;
     store.probe().await;
     store.probe().await;
-    primary.set(Mode::ApplyThenFail);
+    primary.hooks().set(Mode::ApplyThenFail);
     let rep = store.drain_journal().await;
     assert!(!rep.complete);
     // In doubt: reads are served, writes wait for the next drain.
@@ -765,7 +702,7 @@ async fn a_restore_applied_during_a_failed_drain_is_settled_once() {
         .await
         .expect_err("in doubt");
     assert!(e.to_string().contains("settles"), "{e}");
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete);
     assert_eq!((rep.ambiguous_applied, rep.conflicts), (1, 0));
@@ -777,22 +714,22 @@ async fn a_restore_applied_during_a_failed_drain_is_settled_once() {
 async fn drain_survives_being_cancelled() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     store
         .append_frame(&id, frame("a"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     tokio::time::advance(Duration::from_secs(1)).await;
     store.probe().await;
     store.probe().await;
-    primary.set(Mode::Hang);
+    primary.hooks().set(Mode::Hang);
     // Abandon the drain while its call hangs: the entry goes back to the journal.
     let r = tokio::time::timeout(Duration::from_millis(10), store.drain_journal()).await;
     assert!(r.is_err());
     assert_eq!(store.stats().journal_entries, 1);
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = store.drain_journal().await;
     assert!(rep.complete);
     assert_eq!(contents(&stored(&primary, &id).await), ["a"]);
@@ -801,7 +738,7 @@ async fn drain_survives_being_cancelled() {
 #[tokio::test(start_paused = true)]
 async fn none_mode_refuses_everything_while_open() {
     let (store, primary) = setup(FallbackMode::None);
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     let e = store
         .create(Session::new(sid("n"), Transport::Stdio))
@@ -818,14 +755,14 @@ async fn none_mode_refuses_everything_while_open() {
 async fn a_refused_write_during_the_outage_leaves_no_mark() {
     let (store, primary) = setup(FallbackMode::Memory);
     let id = create(&store, "s").await;
-    primary.set(Mode::Down);
+    primary.hooks().set(Mode::Down);
     open(&store).await;
     let big = "x".repeat(store.limits().max_frame_bytes + 1);
     let r = store.append_frame(&id, frame(&big)).await;
     assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
     let stats = store.stats();
     assert_eq!((stats.marked_sessions, stats.journal_entries), (0, 0));
-    primary.set(Mode::Up);
+    primary.hooks().set(Mode::Up);
     let rep = recover(&store).await;
     assert!(rep.complete);
     assert!(store.frames(&id, &FrameQuery::after(0, 10)).await.is_ok());
