@@ -13,7 +13,6 @@
 
 use std::{
     collections::HashSet,
-    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
@@ -23,19 +22,23 @@ use std::{
 
 use async_trait::async_trait;
 use shoal_core::{
-    Direction, Error, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery,
-    MemoryStore, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId,
-    SessionRecord, SessionStore, SweepReport, Timestamp, Transport,
+    Direction, Error, FrameQuery, MemoryStore, NewFrame, Result, Session, SessionId, SessionStore,
+    Timestamp, Transport,
     resilient::{BreakerState, ResilienceConfig, Resilient},
 };
+use shoal_testkit::forwarding::{Call, ForwardingStore, Hooks, Op, Outcome};
 
 // ----------------------------------------------------------------------------------------
 // A memory primary with per-call latency, an outage switch and a failure countdown
 // ----------------------------------------------------------------------------------------
 
+/// A memory primary with the latency, outage switch and countdown of [`Delays`].
+type Slow = ForwardingStore<MemoryStore, Delays>;
+
+/// The primary's latency, outage switch, failure countdown and counters (shared by its
+/// clones).
 #[derive(Debug, Clone, Default)]
-struct Slow {
-    inner: MemoryStore,
+struct Delays {
     /// Added to every call, in microseconds.
     latency_us: Arc<AtomicU64>,
     /// Sleep on a blocking thread (real sub-millisecond latency) instead of Tokio's timer.
@@ -52,13 +55,13 @@ struct Slow {
     touched: Arc<Mutex<HashSet<SessionId>>>,
 }
 
-impl Slow {
-    fn new() -> Self {
-        let s = Slow::default();
-        s.countdown.store(-1, Ordering::SeqCst);
-        s
-    }
+fn slow() -> Slow {
+    let delays = Delays::default();
+    delays.countdown.store(-1, Ordering::SeqCst);
+    ForwardingStore::new(MemoryStore::new(), delays).with_backend_name("slow")
+}
 
+impl Delays {
     fn set_latency(&self, d: Duration, thread_sleep: bool) {
         self.latency_us
             .store(d.as_micros() as u64, Ordering::SeqCst);
@@ -81,14 +84,23 @@ impl Slow {
     fn touched(&self) -> usize {
         self.touched.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
 
-    async fn call<T>(
-        &self,
-        id: Option<&SessionId>,
-        fut: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
+#[async_trait]
+impl Hooks for Delays {
+    /// Whether this call trips: applied, then its reply lost.
+    type Ticket = bool;
+
+    async fn before(&self, call: Call<'_>) -> Result<bool> {
+        if call.op() == Op::Health {
+            // Probes are not slowed down or counted: they are not drain calls.
+            if self.down.load(Ordering::SeqCst) {
+                return Err(Error::unavailable("injected: connection refused"));
+            }
+            return Ok(false);
+        }
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if let Some(id) = id {
+        if let Some(id) = call.session_id() {
             self.touched
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -117,89 +129,13 @@ impl Slow {
         if left == Ok(1) {
             // This call trips: applied, reply lost, and the primary is down from now on.
             self.set_down(true);
-            let _ = fut.await;
-            return Err(Error::unavailable("injected: connection lost mid-reply"));
+            return Ok(true);
         }
-        fut.await
+        Ok(false)
     }
-}
 
-#[async_trait]
-impl SessionStore for Slow {
-    fn backend_name(&self) -> &'static str {
-        "slow"
-    }
-    fn limits(&self) -> &Limits {
-        self.inner.limits()
-    }
-    async fn create(&self, session: Session) -> Result<Session> {
-        let id = session.id.clone();
-        self.call(Some(&id), self.inner.create(session)).await
-    }
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.call(Some(id), self.inner.get(id)).await
-    }
-    async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
-        self.call(None, self.inner.get_many(ids)).await
-    }
-    async fn update(&self, session: &Session) -> Result<Session> {
-        self.call(Some(&session.id), self.inner.update(session))
-            .await
-    }
-    async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
-        self.call(Some(id), self.inner.touch(id)).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.call(Some(id), self.inner.delete(id)).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        self.call(None, self.inner.list(query)).await
-    }
-    async fn count(&self, filter: &SessionFilter) -> Result<u64> {
-        self.call(None, self.inner.count(filter)).await
-    }
-    async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
-        self.call(Some(id), self.inner.append_frames(id, frames))
-            .await
-    }
-    async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
-        self.call(Some(id), self.inner.frames(id, query)).await
-    }
-    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
-        self.call(Some(id), self.inner.count_frames(id)).await
-    }
-    async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
-        self.call(Some(id), self.inner.delete_frames(id, through_seq))
-            .await
-    }
-    async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
-        self.call(Some(id), self.inner.add_pending(id, request))
-            .await
-    }
-    async fn take_pending(
-        &self,
-        id: &SessionId,
-        request_id: &RequestId,
-    ) -> Result<Option<PendingRequest>> {
-        self.call(Some(id), self.inner.take_pending(id, request_id))
-            .await
-    }
-    async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
-        self.call(Some(id), self.inner.list_pending(id)).await
-    }
-    async fn sweep_expired(&self) -> Result<SweepReport> {
-        self.call(None, self.inner.sweep_expired()).await
-    }
-    async fn health(&self) -> Result<Health> {
-        // Probes are not slowed down or counted: they are not drain calls.
-        if self.down.load(Ordering::SeqCst) {
-            return Err(Error::unavailable("injected: connection refused"));
-        }
-        self.inner.health().await
-    }
-    async fn restore(&self, record: SessionRecord) -> Result<()> {
-        let id = record.session.id.clone();
-        self.call(Some(&id), self.inner.restore(record)).await
+    async fn after(&self, _: Op, trips: bool, _: Outcome<'_>) -> Option<Error> {
+        trips.then(|| Error::unavailable("injected: connection lost mid-reply"))
     }
 }
 
@@ -223,7 +159,7 @@ fn config(concurrency: Option<usize>) -> ResilienceConfig {
 }
 
 fn setup(concurrency: Option<usize>) -> (Store, Slow) {
-    let primary = Slow::new();
+    let primary = slow();
     let store = Resilient::new(primary.clone(), MemoryStore::new(), config(concurrency))
         .unwrap_or_else(|e| panic!("config: {e}"));
     (store, primary)
@@ -249,14 +185,14 @@ async fn create(store: &Store, id: &str) -> SessionId {
 
 /// Takes the primary down and opens the breaker with one failing call.
 async fn outage(store: &Store, primary: &Slow) {
-    primary.set_down(true);
+    primary.hooks().set_down(true);
     let _ = store.get(&sid("probe")).await;
     assert_eq!(store.breaker_state(), BreakerState::Open);
 }
 
 /// Brings the primary back and closes the breaker (no drain).
 async fn heal(store: &Store, primary: &Slow) {
-    primary.set_down(false);
+    primary.hooks().set_down(false);
     tokio::time::sleep(Duration::from_millis(30)).await;
     let p = store.probe().await;
     assert!(p.ok, "probe: {:?}", p.error);
@@ -266,7 +202,7 @@ async fn heal(store: &Store, primary: &Slow) {
 /// Every frame content of `id` in the primary's own store, in seq order, with seqs.
 async fn stored(primary: &Slow, id: &SessionId) -> Vec<(u64, String)> {
     let page = primary
-        .inner
+        .inner()
         .frames(id, &FrameQuery::after(0, 10_000))
         .await
         .unwrap_or_else(|e| panic!("frames {id}: {e}"));
@@ -372,12 +308,14 @@ async fn drain_rate_with_per_call_latency() {
         let (shadows, locals, entries) =
             journal_workload(&store, &primary, shadow, rounds, local).await;
         heal(&store, &primary).await;
-        primary.set_latency(Duration::from_micros(latency_us), true);
-        primary.reset_counters();
+        primary
+            .hooks()
+            .set_latency(Duration::from_micros(latency_us), true);
+        primary.hooks().reset_counters();
         let rep = store.drain_journal().await;
         assert!(rep.complete, "{rep:?}");
         assert_eq!(rep.entries as usize, entries);
-        let calls = primary.calls.load(Ordering::SeqCst);
+        let calls = primary.hooks().calls.load(Ordering::SeqCst);
         eprintln!(
             "round {round}: {} entries ({} sessions) in {:?} = {:.0} entries/s; {calls} primary \
              calls ({:.0} µs each on average if sequential), max {} in flight",
@@ -386,10 +324,10 @@ async fn drain_rate_with_per_call_latency() {
             rep.duration,
             rep.entries_per_sec(),
             rep.duration.as_micros() as f64 / calls as f64,
-            primary.max_in_flight.load(Ordering::SeqCst),
+            primary.hooks().max_in_flight.load(Ordering::SeqCst),
         );
         rates.push(rep.entries_per_sec());
-        primary.set_latency(Duration::ZERO, false);
+        primary.hooks().set_latency(Duration::ZERO, false);
         assert_exact(&store, &primary, &shadows, &locals).await;
     }
     rates.sort_by(f64::total_cmp);
@@ -415,8 +353,8 @@ async fn sessions_drain_concurrently_each_in_order_with_exact_totals() {
     let (shadows, locals, entries) = journal_workload(&store, &primary, 8, 3, 4).await;
     assert_eq!(entries, 8 * 6 + 4 * 4);
     heal(&store, &primary).await;
-    primary.set_latency(LATENCY, false);
-    primary.reset_counters();
+    primary.hooks().set_latency(LATENCY, false);
+    primary.hooks().reset_counters();
 
     let t0 = tokio::time::Instant::now();
     let rep = store.drain_journal().await;
@@ -428,8 +366,8 @@ async fn sessions_drain_concurrently_each_in_order_with_exact_totals() {
         took >= 7 * LATENCY && took < 8 * LATENCY,
         "took {took:?}, sequential would be 600 ms"
     );
-    assert_eq!(primary.max_in_flight.load(Ordering::SeqCst), 12);
-    assert_eq!(primary.calls.load(Ordering::SeqCst), 8 * 7 + 4);
+    assert_eq!(primary.hooks().max_in_flight.load(Ordering::SeqCst), 12);
+    assert_eq!(primary.hooks().calls.load(Ordering::SeqCst), 8 * 7 + 4);
     assert!(rep.complete && rep.error.is_none(), "{rep:?}");
     assert_eq!(rep.sessions, 12);
     assert_eq!(rep.restored, 4);
@@ -454,8 +392,8 @@ async fn drain_concurrency_bounds_the_sessions_in_flight() {
         let (store, primary) = setup(Some(width as usize));
         let (shadows, locals, entries) = journal_workload(&store, &primary, 8, 3, 0).await;
         heal(&store, &primary).await;
-        primary.set_latency(LATENCY, false);
-        primary.reset_counters();
+        primary.hooks().set_latency(LATENCY, false);
+        primary.hooks().reset_counters();
         let t0 = tokio::time::Instant::now();
         let rep = store.drain_journal().await;
         let took = t0.elapsed();
@@ -466,7 +404,7 @@ async fn drain_concurrency_bounds_the_sessions_in_flight() {
             "width {width}: took {took:?}, want {want:?}"
         );
         assert_eq!(
-            primary.max_in_flight.load(Ordering::SeqCst),
+            primary.hooks().max_in_flight.load(Ordering::SeqCst),
             u64::from(width)
         );
         assert!(rep.complete, "{rep:?}");
@@ -499,12 +437,12 @@ async fn consecutive_journaled_appends_go_as_one_batch() {
         .into_iter()
         .for_each(|s| seqs.push(s));
     heal(&store, &primary).await;
-    primary.reset_counters();
+    primary.hooks().reset_counters();
     let rep = store.drain_journal().await;
     assert!(rep.complete, "{rep:?}");
     assert_eq!((rep.entries, rep.frames), (6, 7));
     // The session's `last_seq`, then one `append_frames` with the six entries' seven frames.
-    assert_eq!(primary.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(primary.hooks().calls.load(Ordering::SeqCst), 2);
     assert_exact(&store, &primary, &[(id, seqs)], &[]).await;
 }
 
@@ -521,9 +459,9 @@ async fn a_trip_mid_drain_keeps_the_rest_and_a_later_drain_completes() {
         let (store, primary) = setup(Some(WIDTH));
         let (shadows, locals, entries) = journal_workload(&store, &primary, 10, 3, 2).await;
         heal(&store, &primary).await;
-        primary.set_latency(LATENCY, false);
-        primary.reset_counters();
-        primary.countdown.store(trip_at, Ordering::SeqCst);
+        primary.hooks().set_latency(LATENCY, false);
+        primary.hooks().reset_counters();
+        primary.hooks().countdown.store(trip_at, Ordering::SeqCst);
         let opened = store.stats().breaker_opened;
 
         let first = store.drain_journal().await;
@@ -547,14 +485,14 @@ async fn a_trip_mid_drain_keeps_the_rest_and_a_later_drain_completes() {
         // No session started after the failure: those the primary saw are the ones settled
         // before it and at most WIDTH in progress.
         assert!(
-            primary.touched() <= first.sessions as usize + WIDTH,
+            primary.hooks().touched() <= first.sessions as usize + WIDTH,
             "{trip_at}: {} sessions reached the primary, {} settled",
-            primary.touched(),
+            primary.hooks().touched(),
             first.sessions
         );
 
-        primary.countdown.store(-1, Ordering::SeqCst);
-        primary.set_latency(Duration::ZERO, false);
+        primary.hooks().countdown.store(-1, Ordering::SeqCst);
+        primary.hooks().set_latency(Duration::ZERO, false);
         heal(&store, &primary).await;
         let second = store.drain_journal().await;
         assert!(
@@ -596,7 +534,7 @@ async fn writes_during_a_concurrent_drain_land_after_the_journaled_ones() {
     let (store, primary) = setup(Some(4));
     let (shadows, _, _) = journal_workload(&store, &primary, 12, 3, 0).await;
     heal(&store, &primary).await;
-    primary.set_latency(LATENCY, false);
+    primary.hooks().set_latency(LATENCY, false);
     let writers = async {
         for round in 0..3 {
             // Last first: sessions not started yet journal them, the others wait for their
