@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue #3 demo: `shoal bench --fallback memory --verify` while Redis is stopped (SIGSTOP for
+# The outage demo: `shoal-bench --fallback memory --verify` while Redis is stopped (SIGSTOP for
 # 3 s, then SIGCONT) and later killed with SIGKILL and restarted on the same port ~5 s later.
-# Bounded: about a minute. Needs redis-server and redis-cli, and a built shoal:
+# Bounded: about a minute. Needs redis-server and redis-cli, and a built shoal-bench:
 #
-#   cargo build --release -p shoal-cli && ./scripts/demo-fallback.sh
+#   cargo build --release -p shoal-bench && ./scripts/demo-fallback.sh
 #
-# Settings (environment): SHOAL (default target/release/shoal), DURATION (timed phase,
+# Settings (environment): SHOAL_BENCH (default target/release/shoal-bench), DURATION (timed phase,
 # default 30s), PORT (default: a free loopback port), BENCH_ARGS (extra bench flags; default
 # `--rate 1000 --no-baseline --scaling-appends 0`: a fixed offered load of 1,000 ops/s, as a
 # proxy sees it, instead of a closed loop that speeds up 30x when the open breaker answers
@@ -18,7 +18,7 @@
 # written before the kill as lost: no client-side wrapper can bring back a server's data.)
 set -euo pipefail
 
-SHOAL=${SHOAL:-target/release/shoal}
+SHOAL_BENCH=${SHOAL_BENCH:-target/release/shoal-bench}
 DURATION=${DURATION:-30s}
 PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 BENCH_ARGS=${BENCH_ARGS:---rate 1000 --no-baseline --scaling-appends 0}
@@ -51,10 +51,10 @@ stamp() { date -u +%H:%M:%S.%N | cut -c1-12; }
 start_redis
 echo "$(stamp) redis-server on 127.0.0.1:$PORT (pid $(redis_pid))"
 # shellcheck disable=SC2086
-"$SHOAL" --store "redis://127.0.0.1:$PORT" --fallback memory bench --verify \
+"$SHOAL_BENCH" --store "redis://127.0.0.1:$PORT" --fallback memory --verify \
   --duration "$DURATION" --timeline $BENCH_ARGS >"$dir/report.txt" 2>"$dir/bench.err" &
 bench=$!
-echo "$(stamp) shoal bench started (pid $bench); set-up and 1 s warm-up come first"
+echo "$(stamp) shoal-bench started (pid $bench); set-up and 1 s warm-up come first"
 
 # Wait (bounded: 60 s) until the bench's set-up (the default 1,000 sessions' frame lists) is in Redis, so the
 # faults hit the timed phase even on a loaded machine; then let the warm-up pass.

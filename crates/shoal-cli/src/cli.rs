@@ -39,7 +39,7 @@ SHOAL_CONFIG) < environment (SHOAL_STORE, SHOAL_LIMITS__MAX_SESSIONS, SHOAL_LOG_
 Exit codes:
   0    success
   1    error: store or I/O failure, session not found, import lines refused, export incomplete,
-       store unhealthy, bench verification failed
+       store unhealthy, demo checks failed
   2    usage error: unknown flag or subcommand, bad argument value, malformed session id,
        invalid configuration (file, environment or store URL)
   130  interrupted (Ctrl-C)";
@@ -121,8 +121,6 @@ pub(crate) enum Command {
     /// Check or show configuration
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Benchmark and verify the store
-    Bench(crate::bench::BenchArgs),
     /// Run the MCP Streamable HTTP reverse proxy (sessions in the store)
     Proxy(ProxyArgs),
 }
@@ -362,23 +360,13 @@ fn fallback_parser() -> impl clap::builder::TypedValueParser<Value = FallbackMod
 }
 
 fn consistency_parser() -> impl clap::builder::TypedValueParser<Value = Consistency> {
-    clap::builder::PossibleValuesParser::new(["local", "invalidate", "strict"]).map(|s| {
-        match s.as_str() {
-            "local" => Consistency::Local,
-            "strict" => Consistency::Strict,
-            _ => Consistency::Invalidate,
-        }
-    })
+    clap::builder::PossibleValuesParser::new(["local", "invalidate", "strict"])
+        .try_map(|s| s.parse::<Consistency>())
 }
 
 fn write_mode_parser() -> impl clap::builder::TypedValueParser<Value = WriteMode> {
-    clap::builder::PossibleValuesParser::new(["write_through", "write_behind", "read_through"]).map(
-        |s| match s.as_str() {
-            "write_behind" => WriteMode::WriteBehind,
-            "read_through" => WriteMode::ReadThrough,
-            _ => WriteMode::WriteThrough,
-        },
-    )
+    clap::builder::PossibleValuesParser::new(["write_through", "write_behind", "read_through"])
+        .try_map(|s| s.parse::<WriteMode>())
 }
 
 fn status_parser() -> impl clap::builder::TypedValueParser<Value = SessionStatus> {

@@ -2,11 +2,15 @@
 //!
 //! `shoal --help` lists the subcommands, store URLs, configuration sources and exit codes.
 
+// A command's future nests the whole stack's (cache → resilience → Redis → pub/sub); computing
+// the layout of `health::run`'s can pass rustc's default query depth of 128, depending on
+// which crates are linked.
+#![recursion_limit = "256"]
+
 use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
 
-mod bench;
 mod cli;
 mod commands;
 mod config;
@@ -19,7 +23,7 @@ use cli::{Cli, Command, ConfigCommand};
 
 /// mimalloc instead of the system allocator: every request allocates (commands, replies,
 /// decoded sessions) on one thread and often frees on another, where glibc's malloc spends
-/// ~16% of the client's CPU (measured with `perf` on `shoal bench --mix get=1`).
+/// ~16% of the client's CPU (measured with `perf` on `shoal-bench --mix get=1`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use config::{LogConfig, LogFormat, Overrides, Sources};

@@ -922,8 +922,3 @@ fn json_output_is_one_document_and_logs_stay_on_stderr() {
         .success()
         .stderr("");
 }
-
-#[test]
-fn bench_is_wired() {
-    shoal().args(["bench", "--help"]).assert().success();
-}

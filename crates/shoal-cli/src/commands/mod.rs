@@ -34,36 +34,11 @@ impl Ctx {
     }
 }
 
-/// Runs `command`. Every command but `bench` (which handles its own signals) ends cleanly on
+/// Runs `command`. Every command ends cleanly on
 /// Ctrl-C: nothing half-written is kept (exports go to a temporary file, file stores are only
 /// saved at the end).
 pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> {
     match command {
-        Command::Bench(args) => {
-            // The resilience wrapper registers its metric handles at first use: the bench's
-            // counting recorder goes in first.
-            if ctx.config.resilience.fallback.is_some() {
-                crate::bench::wrappers::CountingRecorder::install();
-            }
-            // The store's background sweeper runs for as long as the bench does.
-            let opened = ctx.open().await?;
-            let wrappers = crate::bench::wrappers::Wrappers {
-                resilient: opened.resilient().cloned(),
-                cache: opened.cache().cloned(),
-                uncached: opened.cache().map(|_| opened.uncached_store()),
-                redis: opened.redis().cloned(),
-            };
-            let ran =
-                crate::bench::run(&args, opened.store(), opened.redis(), &wrappers, ctx.json).await;
-            drop(wrappers);
-            // Deferred writes and the journal, also after a failed or interrupted run.
-            let saved = opened.save().await;
-            let closed = opened.close().await;
-            let ok = ran?;
-            saved?;
-            closed?;
-            Ok(Outcome::from_ok(ok))
-        }
         Command::Sessions(cmd) => {
             interruptible(async {
                 match cmd {

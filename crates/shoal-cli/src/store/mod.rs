@@ -18,9 +18,6 @@ mod opened;
 mod url;
 
 pub(crate) use file::AtomicFile;
-pub(crate) use opened::{OpenedStore, RedisBacking, open_store};
-pub(crate) use shoal_redis::{
-    redact_url as redact,
-    stack::{CacheControl, ResilientRedis},
-};
+pub(crate) use opened::{OpenedStore, open_store};
+pub(crate) use shoal_redis::redact_url as redact;
 pub(crate) use url::StoreUrl;

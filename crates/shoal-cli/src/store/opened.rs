@@ -9,8 +9,7 @@ use std::{
 use anyhow::Context as _;
 use shoal_core::{MemoryStore, NotifyBus, SessionId, SessionStore, SystemClock};
 use shoal_redis::{
-    BusStats, RedisConfig, RedisStore, Stack, StackError, redact_url,
-    stack::{CacheControl, ResilientRedis},
+    BusStats, RedisConfig, RedisStore, Stack, StackError, redact_url, stack::ResilientRedis,
 };
 
 use super::{
@@ -115,19 +114,9 @@ impl OpenedStore {
         self.stack.store()
     }
 
-    /// The store without the cache (the bench's uncached side).
-    pub(crate) fn uncached_store(&self) -> Arc<dyn SessionStore> {
-        self.stack.uncached_store()
-    }
-
     /// The resilience wrapper, when on.
     pub(crate) fn resilient(&self) -> Option<&ResilientRedis> {
         self.stack.resilient()
-    }
-
-    /// The cache, when on.
-    pub(crate) fn cache(&self) -> Option<&Arc<dyn CacheControl>> {
-        self.stack.cache()
     }
 
     /// The Redis store behind a `redis…://` URL.

@@ -37,6 +37,22 @@ impl Consistency {
     }
 }
 
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    /// `local`, `invalidate` or `strict`; the error names the accepted values.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [
+            Consistency::Local,
+            Consistency::Invalidate,
+            Consistency::Strict,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| format!("{s:?} is not a consistency (local, invalidate, strict)"))
+    }
+}
+
 /// When writes reach the backend, and whether they update the cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +84,24 @@ impl WriteMode {
             WriteMode::WriteBehind => "write_behind",
             WriteMode::ReadThrough => "read_through",
         }
+    }
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = String;
+
+    /// `write_through`, `write_behind` or `read_through`; the error names the accepted values.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [
+            WriteMode::WriteThrough,
+            WriteMode::WriteBehind,
+            WriteMode::ReadThrough,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| {
+            format!("{s:?} is not a write mode (write_through, write_behind, read_through)")
+        })
     }
 }
 
@@ -268,6 +302,31 @@ impl CacheConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_parse_from_their_names() {
+        for c in [
+            Consistency::Local,
+            Consistency::Invalidate,
+            Consistency::Strict,
+        ] {
+            assert_eq!(c.as_str().parse::<Consistency>(), Ok(c));
+        }
+        for m in [
+            WriteMode::WriteThrough,
+            WriteMode::WriteBehind,
+            WriteMode::ReadThrough,
+        ] {
+            assert_eq!(m.as_str().parse::<WriteMode>(), Ok(m));
+        }
+        assert!(
+            "Strict"
+                .parse::<Consistency>()
+                .unwrap_err()
+                .contains("local, invalidate")
+        );
+        assert!("behind".parse::<WriteMode>().is_err());
+    }
 
     #[test]
     fn defaults_are_valid_and_round_trip() {

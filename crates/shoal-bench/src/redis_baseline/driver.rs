@@ -14,7 +14,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 
-use super::super::workload::{Rng, new_hist};
+use crate::workload::{Rng, new_hist};
 
 /// The future of one call: `Err` carries a message (the first is reported).
 pub(crate) type OpFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;

@@ -122,8 +122,37 @@ pub(crate) async fn run(
     run_with(target, CLIENTS, PIPELINE, requests, command).await
 }
 
-/// Runs `redis-benchmark -c clients -P pipeline -n requests --csv <command…>` against `target`.
+/// Tries of one run: a run that fails or prints nothing usable (a starved machine can make
+/// redis-benchmark give up) is tried again before the round reports an error.
+const ATTEMPTS: u32 = 3;
+
+/// Runs `redis-benchmark -c clients -P pipeline -n requests --csv <command…>` against `target`,
+/// up to [`ATTEMPTS`] times until one run yields a result; the error is the last run's.
 pub(crate) async fn run_with(
+    target: &Target,
+    clients: u32,
+    pipeline: u32,
+    requests: u64,
+    command: Vec<OsString>,
+) -> anyhow::Result<ToolStats> {
+    let mut attempt = 1;
+    loop {
+        match run_once(target, clients, pipeline, requests, command.clone()).await {
+            Ok(stats) => return Ok(stats),
+            Err(e) if attempt >= ATTEMPTS => {
+                return Err(e.context(format!("redis-benchmark failed {ATTEMPTS} times")));
+            }
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), attempt, "redis-benchmark run failed; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// One `redis-benchmark` run.
+async fn run_once(
     target: &Target,
     clients: u32,
     pipeline: u32,

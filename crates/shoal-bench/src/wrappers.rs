@@ -1,4 +1,4 @@
-//! `shoal bench` with the cache (`--cache`) and the resilience wrapper (`--fallback`):
+//! `shoal-bench` with the cache (`--cache`) and the resilience wrapper (`--fallback`):
 //! what the report adds for them.
 //!
 //! - **Timeline** (`--timeline`, on by itself with `--fallback`): per second of the timed
@@ -36,11 +36,13 @@ use shoal_core::{
     resilient::{BreakerState, DrainReport, is_provisional},
 };
 
-use super::{
+use crate::{
     verify::Ack,
     workload::{self, Op, Plan},
 };
-use crate::store::{CacheControl, RedisBacking, ResilientRedis};
+use shoal_redis::stack::{CacheControl, ResilientRedis};
+
+use crate::open::RedisBacking;
 
 /// What the bench can see of the wrappers around the store under test.
 #[derive(Default, Clone)]
@@ -705,10 +707,10 @@ pub(crate) async fn compare_cache(
 // ---------------------------------------------------------------------------------------
 
 /// The text of the timeline, resilience, cache and compare sections (empty when absent).
-pub(crate) fn render(r: &super::report::Report) -> String {
+pub(crate) fn render(r: &crate::report::Report) -> String {
     use std::fmt::Write as _;
 
-    use super::report::fmt_rate;
+    use crate::report::fmt_rate;
 
     let mut out = String::new();
     if let Some(t) = &r.timeline {

@@ -1,4 +1,4 @@
-//! `shoal bench`: a bounded, mixed workload against any store, side by side with the original
+//! `shoal-bench`: a bounded, mixed workload against any store, side by side with the original
 //! design measured in the same run, plus an append-scaling measurement and `--verify`.
 //!
 //! # What a run does
@@ -30,13 +30,6 @@
 //! retention cap of 10,000); when they are (small caps, long runs), verify counts frames older
 //! than a capped session's `first_seq` as `trimmed`, not `lost`.
 
-mod baseline;
-mod redis_baseline;
-mod report;
-mod verify;
-mod workload;
-pub(crate) mod wrappers;
-
 use std::{
     collections::{BTreeMap, VecDeque},
     io::IsTerminal as _,
@@ -48,15 +41,19 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::json;
-use shoal_core::{SessionFilter, SessionId, SessionStore, store::MAX_PAGE_LIMIT};
+use shoal_core::{SessionFilter, SessionId, SessionStore};
 
-use crate::store::RedisBacking;
-
-use self::{
+use crate::{
+    args::BenchArgs,
+    baseline,
+    open::RedisBacking,
+    redis_baseline, report,
     report::{AppendScaling, OpStats, Report},
+    verify,
     verify::{Ack, VerifyReport},
-    workload::{Bound, Mix, Op, PhaseOutcome, Plan},
+    workload,
+    workload::{Bound, Op, PhaseOutcome, Plan},
+    wrappers,
     wrappers::{CacheReport, ResilienceReport, Sampler, Settle, Timeline, Wrappers},
 };
 
@@ -64,198 +61,12 @@ use self::{
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Default bound on the timed phase's duration when neither `--duration` nor `--ops` is given.
-const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(5);
 /// Default bound on the timed phase's operations when neither `--duration` nor `--ops` is given.
-const DEFAULT_OPS: u64 = 1_000_000;
-
-/// Arguments of `shoal bench`.
-#[derive(clap::Args, Debug, Clone)]
-pub(crate) struct BenchArgs {
-    /// Sessions created before timing; get, touch, append and frames act on them.
-    #[arg(long, default_value_t = 1_000)]
-    pub(crate) sessions: usize,
-
-    /// Frames appended to each session before timing.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) frames: usize,
-
-    /// Bytes of content per frame.
-    #[arg(long, default_value_t = 256)]
-    pub(crate) frame_bytes: usize,
-
-    /// Concurrent tasks issuing operations.
-    #[arg(long, default_value_t = 16)]
-    pub(crate) concurrency: usize,
-
-    /// Stop the timed phase after this long (e.g. `10s`). Without --duration and --ops:
-    /// 5s or 1,000,000 ops, whichever comes first.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub(crate) duration: Option<Duration>,
-
-    /// Stop the timed phase after this many operations (over all tasks).
-    #[arg(long)]
-    pub(crate) ops: Option<u64>,
-
-    /// Untimed warm-up before the timed phase (e.g. `1s`; `0s` for none).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub(crate) warmup: Duration,
-
-    /// Seed of the operation sequence (the same for the store and the baseline).
-    #[arg(long, default_value_t = 1)]
-    pub(crate) seed: u64,
-
-    /// Operation weights, `op=weight,...` with ops get, touch, append, frames, list, create
-    /// (unnamed ops get 0). The default models a proxy: get and touch per message, append per
-    /// frame, an occasional replay page, new sessions now and then, a rare admin listing.
-    #[arg(long, default_value_t = Mix::default())]
-    pub(crate) mix: Mix,
-
-    /// Page size of the `frames` and `list` operations.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) page: usize,
-
-    /// Appends timed per case of the append-scaling measurement (0 skips it).
-    #[arg(long, default_value_t = 20_000)]
-    pub(crate) scaling_appends: u64,
-
-    /// Skip the baseline (the original RwLock<HashMap> design, measured in the same run).
-    #[arg(long)]
-    pub(crate) no_baseline: bool,
-
-    /// After the run, read every frame back and report lost, duplicated and out-of-order
-    /// frames (exit status 1 if any).
-    #[arg(long)]
-    pub(crate) verify: bool,
-
-    /// Keep the sessions the bench created (ids start with `bench-<random>-`).
-    #[arg(long)]
-    pub(crate) keep: bool,
-
-    /// Cap the offered load at this many operations per second (over all tasks; each task
-    /// keeps its share on a fixed schedule). Without it tasks go as fast as the store answers,
-    /// so a store that fails fast (an open breaker) sees many more calls.
-    #[arg(long, value_name = "OPS_PER_SEC")]
-    pub(crate) rate: Option<f64>,
-
-    /// Print the timed phase second by second: ok/s, errors/s, p99, breaker state, journal
-    /// size, and every breaker transition (on by itself with --fallback)
-    #[arg(long)]
-    pub(crate) timeline: bool,
-
-    /// With --cache: after the run, N rounds of the timed workload against the store without
-    /// the cache and then with it (each as long as --duration/--ops); reports per-round and
-    /// median get ops/s of both sides, their ratio, and on Redis the server's commands per
-    /// touch
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub(crate) compare_cache: usize,
-
-    /// The Redis baselines.
-    #[command(flatten)]
-    pub(crate) redis: redis_baseline::RedisBaselineArgs,
-}
-
-impl BenchArgs {
-    /// The timed phase's bound: what was asked for, or the defaults when nothing was.
-    fn bound(&self) -> Bound {
-        if self.duration.is_none() && self.ops.is_none() {
-            Bound {
-                duration: Some(DEFAULT_DURATION),
-                ops: Some(DEFAULT_OPS),
-            }
-        } else {
-            Bound {
-                duration: self.duration,
-                ops: self.ops,
-            }
-        }
-    }
-
-    /// Rejects arguments that cannot make a meaningful run.
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.concurrency == 0 {
-            bail!("--concurrency must be at least 1");
-        }
-        if self.concurrency > 100_000 {
-            bail!("--concurrency {} is above 100000", self.concurrency);
-        }
-        if self.sessions == 0 {
-            bail!("--sessions must be at least 1 (get, touch, append and frames act on them)");
-        }
-        if u32::try_from(self.sessions).is_err() {
-            bail!("--sessions {} is too large", self.sessions);
-        }
-        if self.page == 0 || self.page > MAX_PAGE_LIMIT {
-            bail!("--page {} is out of range 1..={MAX_PAGE_LIMIT}", self.page);
-        }
-        if self.duration.is_some_and(|d| d.is_zero()) {
-            bail!("--duration must be positive");
-        }
-        if self.ops == Some(0) {
-            bail!("--ops must be positive");
-        }
-        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-            bail!("--rate must be a positive number of operations per second");
-        }
-        if self.compare_cache > 100 {
-            bail!("--compare-cache {} is above 100 rounds", self.compare_cache);
-        }
-        self.redis.validate()
-    }
-
-    /// The arguments (defaults filled in) as JSON.
-    fn to_json(&self) -> serde_json::Value {
-        let bound = self.bound();
-        json!({
-            "sessions": self.sessions,
-            "frames": self.frames,
-            "frame_bytes": self.frame_bytes,
-            "concurrency": self.concurrency,
-            "duration_s": bound.duration.map(|d| d.as_secs_f64()),
-            "ops": bound.ops,
-            "warmup_s": self.warmup.as_secs_f64(),
-            "seed": self.seed,
-            "mix": self.mix.to_json(),
-            "page": self.page,
-            "scaling_appends": self.scaling_appends,
-            "baseline": !self.no_baseline,
-            "verify": self.verify,
-            "keep": self.keep,
-            "rate": self.rate,
-            "timeline": self.timeline,
-            "compare_cache": self.compare_cache,
-            "redis": self.redis.to_json(),
-        })
-    }
-
-    /// One line describing the workload.
-    fn summary(&self) -> String {
-        let bound = self.bound();
-        let mut b = Vec::new();
-        if let Some(d) = bound.duration {
-            b.push(humantime::format_duration(d).to_string());
-        }
-        if let Some(o) = bound.ops {
-            b.push(format!("{o} ops"));
-        }
-        let rate = self
-            .rate
-            .map_or_else(String::new, |r| format!(", rate {r} ops/s"));
-        format!(
-            "{} sessions × {} frames of {} B, concurrency {}{rate}, bound {}, mix {}, page {}, seed {}",
-            self.sessions,
-            self.frames,
-            self.frame_bytes,
-            self.concurrency,
-            b.join(" or "),
-            self.mix,
-            self.page,
-            self.seed
-        )
-    }
-}
+pub(crate) const DEFAULT_OPS: u64 = 1_000_000;
 
 /// Progress lines on stderr: only for a terminal, never with `--json`.
-struct Progress {
+pub(crate) struct Progress {
     enabled: bool,
 }
 
@@ -266,9 +77,9 @@ impl Progress {
         }
     }
 
-    fn say(&self, msg: impl FnOnce() -> String) {
+    pub(crate) fn say(&self, msg: impl FnOnce() -> String) {
         if self.enabled {
-            eprintln!("shoal bench: {}", msg());
+            eprintln!("shoal-bench: {}", msg());
         }
     }
 }
@@ -301,7 +112,7 @@ pub(crate) async fn run(
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 stop.store(true, Ordering::Relaxed);
-                eprintln!("shoal bench: interrupted; cleaning up (Ctrl-C again to exit now)");
+                eprintln!("shoal-bench: interrupted; cleaning up (Ctrl-C again to exit now)");
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
                 }
@@ -646,6 +457,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::workload::Mix;
 
     #[derive(Parser, Debug)]
     struct Cli {

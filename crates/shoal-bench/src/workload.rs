@@ -23,7 +23,7 @@ use shoal_core::{
     Direction, FrameQuery, ListQuery, NewFrame, Session, SessionId, SessionStore, Transport,
 };
 
-use super::verify::{Ack, Fingerprint, frame_content};
+use crate::verify::{Ack, Fingerprint, frame_content};
 
 /// Highest latency a histogram tracks exactly, in nanoseconds (60 s); larger values saturate.
 const HIST_MAX_NS: u64 = 60_000_000_000;
@@ -272,7 +272,7 @@ pub(crate) struct Plan {
     /// Set on Ctrl-C: every phase stops at its next operation.
     pub(crate) stop: Arc<AtomicBool>,
     /// Per-second counters for `--timeline` (`None`: not kept, no cost per call).
-    pub(crate) live: Option<Arc<super::wrappers::Live>>,
+    pub(crate) live: Option<Arc<crate::wrappers::Live>>,
     /// `--rate`: operations per second over all workers (`None`: as fast as the store
     /// answers). Each worker issues its share on a fixed schedule, like a proxy whose
     /// offered load does not change when the store gets faster or slower.

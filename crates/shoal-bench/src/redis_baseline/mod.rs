@@ -42,24 +42,26 @@ use self::{
     raw::{CreatePairs, RawCtx, Scripts},
     tool::{Target, ToolStats},
 };
-use super::{
-    Progress,
+use crate::{
     report::{OpStats, fmt_rate, fmt_us, op_stats, ratio, table},
+    run::Progress,
     verify::{Fingerprint, frame_content},
     workload::{Plan, bench_session},
 };
-use crate::store::{RedisBacking, redact};
+use shoal_redis::redact_url as redact;
+
+use crate::open::RedisBacking;
 
 /// The ops compared with their raw equivalent, in report order.
 const OPS: [&str; 4] = ["get", "touch", "append", "create"];
 
-/// The issue's goal: every Shoal op at least this fraction of its raw redis-rs baseline.
+/// Goal: every Shoal op at least this fraction of its raw redis-rs baseline.
 const GOAL_VS_RAW: f64 = 0.9;
-/// The issue's goal: `get` at least this fraction of raw `GET` of one blob.
+/// Goal: `get` at least this fraction of raw `GET` of one blob.
 const GOAL_VS_BLOB: f64 = 0.9;
-/// The issue's goal: `append` at least this fraction of `redis-benchmark` EVALSHA append.
+/// Goal: `append` at least this fraction of `redis-benchmark` EVALSHA append.
 const GOAL_VS_TOOL: f64 = 0.6;
-/// The issue's p95 goals at concurrency 16, microseconds.
+/// The p95 goals at concurrency 16, microseconds.
 const GOAL_P95_US: [(&str, f64); 4] = [
     ("get", 300.0),
     ("touch", 300.0),
@@ -73,7 +75,7 @@ const WARMUP: Duration = Duration::from_millis(200);
 /// Writer id of the frames the comparison appends (outside the workload's ranges).
 const WRITER: u32 = 3_900_000_000;
 
-/// Options of the Redis baselines (`shoal bench --store redis://…`).
+/// Options of the Redis baselines (`shoal-bench --store redis://…`).
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "Redis baselines (redis:// and rediss:// stores)")]
 pub(crate) struct RedisBaselineArgs {
@@ -202,7 +204,7 @@ pub(crate) struct FloorReport {
     pub(crate) evalsha_append: ToolStats,
 }
 
-/// One goal of the issue and whether this run met it.
+/// One goal and whether this run met it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Goal {
     /// What is compared.
@@ -263,7 +265,7 @@ pub(crate) struct RedisBaselineReport {
     pub(crate) redis_benchmark: Option<ToolReport>,
     /// Why `redis-benchmark` did not run.
     pub(crate) redis_benchmark_skipped: Option<String>,
-    /// The issue's goals.
+    /// The goals.
     pub(crate) goals: Vec<Goal>,
     /// Anything worth knowing about how the figures were made.
     pub(crate) notes: Vec<String>,
@@ -340,7 +342,7 @@ struct Created {
 /// Runs the Redis baselines. The pool sessions of `plan` must exist (they are the ones the
 /// Shoal side reads and writes; the raw side works on copies of them).
 pub(crate) async fn run(
-    args: &super::BenchArgs,
+    args: &crate::args::BenchArgs,
     store: &Arc<dyn SessionStore>,
     redis: &RedisBacking,
     plan: &Plan,
@@ -401,7 +403,7 @@ pub(crate) async fn run(
             }
         }
     }
-    let cleanup_shoal = super::workload::delete_all(store, ids, 16).await;
+    let cleanup_shoal = crate::workload::delete_all(store, ids, 16).await;
     let cleanup_raw = raw::delete_prefix(&mut conn, &raw_prefix).await;
     let (samples, session_hash_bytes, tool_skipped, mut notes) = result?;
     cleanup_shoal.context("deleting the sessions the Redis baseline created")?;
@@ -500,7 +502,7 @@ pub(crate) async fn run(
     })
 }
 
-/// The goals of the issue, from the summarised figures.
+/// The goals, from the summarised figures.
 fn goals(levels: &[Level], tool: Option<&ToolReport>) -> Vec<Goal> {
     let mut out = Vec::new();
     for l in levels {
@@ -573,7 +575,7 @@ type Measured = (Samples, usize, Option<String>, Vec<String>);
 
 #[allow(clippy::too_many_arguments)]
 async fn measure(
-    args: &super::BenchArgs,
+    args: &crate::args::BenchArgs,
     store: &Arc<dyn SessionStore>,
     redis: &RedisBacking,
     plan: &Plan,
@@ -684,6 +686,14 @@ async fn measure(
     };
 
     let mut samples = Samples::default();
+    // Whether redis-benchmark can run against this store, decided once before the rounds.
+    let tool_target: Result<Target, String> = if rb.redis_benchmark_requests == 0 {
+        Err("--redis-benchmark-requests 0".to_owned())
+    } else if !tool::available().await {
+        Err("redis-benchmark is not on PATH".to_owned())
+    } else {
+        Target::of_url(&redis.config.url)
+    };
     // Blocks of at most BLOCK each, alternating sides block by block.
     let blocks = (rb.redis_duration.as_nanos() / BLOCK.as_nanos()).max(1) as u64;
     let block = Limit {
@@ -784,7 +794,7 @@ async fn measure(
             }
         }
         // The server's own limit.
-        if rb.redis_benchmark_requests > 0 {
+        if tool_target.is_ok() {
             match tool_round(&redis.config.url, rb.redis_benchmark_requests, &ctx).await {
                 Ok(Some(pair)) => samples.tool.push(pair),
                 Ok(None) => {}
@@ -797,12 +807,19 @@ async fn measure(
             }
         }
     }
-    let tool_skipped = if rb.redis_benchmark_requests == 0 {
-        Some("--redis-benchmark-requests 0".to_owned())
-    } else if !tool::available().await {
-        Some("redis-benchmark is not on PATH".to_owned())
-    } else {
-        Target::of_url(&redis.config.url).err()
+    // Rounds that ran but yielded nothing usable are said so, with the first error: the
+    // report never just lacks the figures.
+    let tool_skipped = match tool_target {
+        Err(why) => Some(why),
+        Ok(_) if samples.tool.is_empty() => Some(format!(
+            "redis-benchmark gave no usable result in {} round(s): {}",
+            rb.repeat,
+            samples
+                .errors
+                .get("redis-benchmark")
+                .map_or("no error reported", String::as_str)
+        )),
+        Ok(_) => None,
     };
     notes.push(
         "redis-benchmark's EVALSHA append runs against one session (its frames capped at \
@@ -905,9 +922,6 @@ async fn tool_round(
     let Ok(target) = Target::of_url(url) else {
         return Ok(None);
     };
-    if !tool::available().await {
-        return Ok(None);
-    }
     let hgetall = tool::run(
         &target,
         requests,
@@ -1000,7 +1014,7 @@ async fn forget_shoal(store: &Arc<dyn SessionStore>, created: &mut Created) -> a
             }
         }
     }
-    super::workload::delete_all(store, ids, 16).await?;
+    crate::workload::delete_all(store, ids, 16).await?;
     Ok(())
 }
 

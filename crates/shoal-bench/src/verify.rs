@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use shoal_core::{FrameQuery, SessionId, SessionStore};
 
-use super::workload::Plan;
+use crate::workload::Plan;
 
 /// Who wrote a frame: a writer (one task of one phase) and its running count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -13,7 +13,9 @@
 //! It keeps no retention cap and no session limit (the original had none). Pending requests,
 //! and `restore`, are not part of the original and answer `Unavailable`.
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use async_trait::async_trait;
 
 use shoal_core::{
     Error, Frame, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery, NewFrame,
@@ -21,9 +23,6 @@ use shoal_core::{
     SessionStore, SweepReport, Timestamp, store::MAX_PAGE_LIMIT,
 };
 use tokio::sync::RwLock;
-
-/// The boxed future every `SessionStore` method returns.
-type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 /// The original `RwLock<HashMap>` session store, as a [`SessionStore`].
 #[derive(Debug)]
@@ -337,8 +336,7 @@ impl BaselineStore {
     }
 }
 
-// `SessionStore` is an `async_trait`; this crate does not depend on the macro, so the impl
-// is written out as the macro would expand it: each method boxes the inherent `op_*` future.
+#[async_trait]
 impl SessionStore for BaselineStore {
     fn backend_name(&self) -> &'static str {
         "baseline"
@@ -348,214 +346,80 @@ impl SessionStore for BaselineStore {
         &self.limits
     }
 
-    fn create<'life0, 'async_trait>(&'life0 self, session: Session) -> BoxFut<'async_trait, Session>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_create(session))
+    async fn create(&self, session: Session) -> Result<Session> {
+        self.op_create(session).await
     }
 
-    fn get<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-    ) -> BoxFut<'async_trait, Option<Session>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_get(id))
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        self.op_get(id).await
     }
 
-    fn get_many<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        ids: &'life1 [SessionId],
-    ) -> BoxFut<'async_trait, GetMany>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_get_many(ids))
+    async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
+        self.op_get_many(ids).await
     }
 
-    fn update<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        session: &'life1 Session,
-    ) -> BoxFut<'async_trait, Session>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_update(session))
+    async fn update(&self, session: &Session) -> Result<Session> {
+        self.op_update(session).await
     }
 
-    fn touch<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-    ) -> BoxFut<'async_trait, Timestamp>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_touch(id))
+    async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
+        self.op_touch(id).await
     }
 
-    fn delete<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-    ) -> BoxFut<'async_trait, bool>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_delete(id))
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.op_delete(id).await
     }
 
-    fn list<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        query: &'life1 ListQuery,
-    ) -> BoxFut<'async_trait, ListPage>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_list(query))
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        self.op_list(query).await
     }
 
-    fn count<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        filter: &'life1 SessionFilter,
-    ) -> BoxFut<'async_trait, u64>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_count(filter))
+    async fn count(&self, filter: &SessionFilter) -> Result<u64> {
+        self.op_count(filter).await
     }
 
-    fn append_frames<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-        frames: Vec<NewFrame>,
-    ) -> BoxFut<'async_trait, Vec<u64>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_append_frames(id, frames))
+    async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+        self.op_append_frames(id, frames).await
     }
 
-    fn frames<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-        query: &'life2 FrameQuery,
-    ) -> BoxFut<'async_trait, FramePage>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_frames(id, query))
+    async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
+        self.op_frames(id, query).await
     }
 
-    fn count_frames<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-    ) -> BoxFut<'async_trait, u64>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_count_frames(id))
+    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
+        self.op_count_frames(id).await
     }
 
-    fn delete_frames<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-        through_seq: Option<u64>,
-    ) -> BoxFut<'async_trait, u64>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_delete_frames(id, through_seq))
+    async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
+        self.op_delete_frames(id, through_seq).await
     }
 
-    fn add_pending<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-        request: PendingRequest,
-    ) -> BoxFut<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_add_pending(id, request))
+    async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
+        self.op_add_pending(id, request).await
     }
 
-    fn take_pending<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-        request_id: &'life2 RequestId,
-    ) -> BoxFut<'async_trait, Option<PendingRequest>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_take_pending(id, request_id))
+    async fn take_pending(
+        &self,
+        id: &SessionId,
+        request_id: &RequestId,
+    ) -> Result<Option<PendingRequest>> {
+        self.op_take_pending(id, request_id).await
     }
 
-    fn list_pending<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-    ) -> BoxFut<'async_trait, Vec<PendingRequest>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_list_pending(id))
+    async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
+        self.op_list_pending(id).await
     }
 
-    fn sweep_expired<'life0, 'async_trait>(&'life0 self) -> BoxFut<'async_trait, SweepReport>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_sweep_expired())
+    async fn sweep_expired(&self) -> Result<SweepReport> {
+        self.op_sweep_expired().await
     }
 
-    fn health<'life0, 'async_trait>(&'life0 self) -> BoxFut<'async_trait, Health>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_health())
+    async fn health(&self) -> Result<Health> {
+        self.op_health().await
     }
 
-    fn restore<'life0, 'async_trait>(
-        &'life0 self,
-        record: SessionRecord,
-    ) -> BoxFut<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(self.op_restore(record))
+    async fn restore(&self, record: SessionRecord) -> Result<()> {
+        self.op_restore(record).await
     }
 }
 

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{
+use crate::{
     verify::VerifyReport,
     workload::{Scaling, paired_ratio},
 };
@@ -180,7 +180,7 @@ impl AppendScaling {
     }
 }
 
-/// Everything `shoal bench` reports: serialised as the one JSON object of `--json`, or
+/// Everything `shoal-bench` reports: serialised as the one JSON object of `--json`, or
 /// rendered by [`render_table`].
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -213,15 +213,15 @@ pub(crate) struct Report {
     /// Per op, the first error of the baseline.
     pub(crate) baseline_errors: BTreeMap<String, String>,
     /// The Redis baselines (`null` unless the store is Redis).
-    pub(crate) redis_baseline: Option<super::redis_baseline::RedisBaselineReport>,
+    pub(crate) redis_baseline: Option<crate::redis_baseline::RedisBaselineReport>,
     /// Second by second (`--timeline`, `--fallback`).
-    pub(crate) timeline: Option<super::wrappers::Timeline>,
+    pub(crate) timeline: Option<crate::wrappers::Timeline>,
     /// The resilience wrapper (`--fallback`).
-    pub(crate) resilience: Option<super::wrappers::ResilienceReport>,
+    pub(crate) resilience: Option<crate::wrappers::ResilienceReport>,
     /// The cache (`--cache`).
-    pub(crate) cache: Option<super::wrappers::CacheReport>,
+    pub(crate) cache: Option<crate::wrappers::CacheReport>,
     /// `--compare-cache`.
-    pub(crate) compare_cache: Option<super::wrappers::CompareReport>,
+    pub(crate) compare_cache: Option<crate::wrappers::CompareReport>,
     /// What was skipped and why.
     pub(crate) notes: Vec<String>,
 }
@@ -295,7 +295,7 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// The human-readable report.
 pub(crate) fn render_table(r: &Report, summary: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "shoal bench: store {} — {summary}", r.store);
+    let _ = writeln!(out, "shoal-bench: store {} — {summary}", r.store);
     let _ = writeln!(
         out,
         "timed phase {:.2} s (set-up {:.2} s)\n",
@@ -425,9 +425,9 @@ pub(crate) fn render_table(r: &Report, summary: &str) -> String {
         s
     };
     if let Some(rb) = &r.redis_baseline {
-        out.push_str(&super::redis_baseline::render(rb));
+        out.push_str(&crate::redis_baseline::render(rb));
     }
-    out.push_str(&super::wrappers::render(r));
+    out.push_str(&crate::wrappers::render(r));
     let errs = error_lines("errors: ", &r.results, &r.errors)
         + &error_lines("baseline errors: ", base, &r.baseline_errors);
     if !errs.is_empty() {
@@ -442,14 +442,14 @@ mod tests {
     use super::*;
 
     fn hist_of(values_ns: impl IntoIterator<Item = u64>) -> Histogram<u64> {
-        let mut h = super::super::workload::new_hist().unwrap();
+        let mut h = crate::workload::new_hist().unwrap();
         for v in values_ns {
             h.record(v).unwrap();
         }
         h
     }
 
-    use super::super::workload::ScalingCase;
+    use crate::workload::ScalingCase;
 
     #[test]
     fn percentiles_and_rates_come_from_the_histogram() {
