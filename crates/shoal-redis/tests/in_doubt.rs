@@ -12,10 +12,10 @@
 //! | `replayed_append_lost_before_redis_is_appended_once` | the same, but the connection is reset before the request reaches Redis (the other branch of the rule) |
 //! | `in_doubt_replay_under_a_concurrent_workload` | 4 tasks appending through an outage, the health monitor replaying, the first replayed append cut |
 //!
-//! The cut is aimed, not sprayed: [`Trap`] sits between `Resilient` and the `RedisStore`
-//! and, when armed, switches the proxy to [`Fault::CutReplies`] just before the next
-//! `append_frames` and back to [`Fault::None`] as soon as the proxy reports the cut. Redis
-//! is real; the trap only chooses the moment. Right after the cut the trap reads the session
+//! The cut is aimed, not sprayed: [`Trap`] (the hooks of a forwarding store between
+//! `Resilient` and the `RedisStore`), when armed, switches the proxy to
+//! [`Fault::CutReplies`] just before the next `append_frames` and back to [`Fault::None`] as
+//! soon as the proxy reports the cut. Redis is real; the trap only chooses the moment. Right after the cut the trap reads the session
 //! directly (not through the proxy) to record whether Redis had executed the append.
 //!
 //! Afterwards every frame is read back from Redis with a fresh `RedisStore` and compared
@@ -44,14 +44,14 @@ use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 use shoal_core::{
-    Direction, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery, MemoryStore,
-    NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
-    SessionStore, SweepReport, SystemClock, Timestamp, Transport,
+    Direction, Error, Limits, MemoryStore, NewFrame, Result, Session, SessionId, SessionStore,
+    SystemClock, Transport,
     resilient::{BreakerState, ResilienceConfig, Resilient, is_provisional},
 };
 use shoal_redis::{RedisConfig, RedisStore};
 use shoal_testkit::{
     fault::{Fault, FaultProxy},
+    forwarding::{Call, ForwardingStore, Hooks, Op, Outcome},
     redis_server::RedisServer,
 };
 use support::{Attempt, SessionLog, Verdict, sample, stored};
@@ -232,11 +232,14 @@ enum Aim {
     HalfClose,
 }
 
-/// A `SessionStore` in front of the primary that, when armed, loses the reply of the next
+/// The primary as `Resilient` sees it: the `RedisStore` (through the proxies) behind the
+/// [`Trap`].
+type Trapped = ForwardingStore<RedisStore, Trap>;
+
+/// The hooks in front of the primary that, when armed, lose the reply of the next
 /// `append_frames` with the proxy. Everything else passes through untouched.
 #[derive(Debug)]
 struct Trap {
-    inner: RedisStore,
     proxy: Arc<FaultProxy>,
     half_close: HalfClose,
     /// Reads Redis without the proxy.
@@ -244,6 +247,19 @@ struct Trap {
     armed: Mutex<Option<Aim>>,
     appends: AtomicUsize,
     sprung: Mutex<Vec<Sprung>>,
+}
+
+/// An aimed `append_frames` on its way through Redis: what [`Trap`] records once it answers.
+struct Aimed {
+    aim: Aim,
+    id: SessionId,
+    contents: Vec<String>,
+    /// Heals also if the caller's deadline drops the call mid-way.
+    _heal: HealOnDrop,
+    /// [`Aim::CutReply`]: heals the proxy the moment it has cut one reply.
+    healer: Option<tokio::task::JoinHandle<()>>,
+    /// The half-close proxy's cuts before the call.
+    half_close_cuts: usize,
 }
 
 impl Trap {
@@ -258,153 +274,124 @@ impl Trap {
             .clone()
     }
 
-    async fn spring(&self, aim: Aim, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+    /// Sets up the fault for an aimed append of `frames` to `id`.
+    fn spring(&self, aim: Aim, id: &SessionId, frames: &[NewFrame]) -> Aimed {
         let contents: Vec<String> = frames
             .iter()
             .map(|f| String::from_utf8_lossy(&f.content).into_owned())
             .collect();
         let before = self.proxy.stats();
-        // Heals also if the caller's deadline drops this future mid-way.
-        let _heal = HealOnDrop(Arc::clone(&self.proxy));
-        let r = match aim {
+        let heal = HealOnDrop(Arc::clone(&self.proxy));
+        let mut healer = None;
+        let half_close_cuts = self.half_close.cuts.load(Ordering::SeqCst);
+        match aim {
             Aim::CutReply => {
                 self.proxy.set(Fault::CutReplies);
                 // Heal the moment the proxy has cut one reply, so that the reconnection is
                 // served normally.
                 let proxy = Arc::clone(&self.proxy);
-                let healer = tokio::spawn(async move {
+                healer = Some(tokio::spawn(async move {
                     let until = Instant::now() + BOUND;
                     while proxy.stats().cuts == before.cuts && Instant::now() < until {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     proxy.heal();
-                });
-                let r = self.inner.append_frames(id, frames).await;
-                if r.is_ok() {
-                    // Nothing was cut (cannot happen with this test's traffic): stop waiting.
-                    healer.abort();
-                } else {
-                    let _ = tokio::time::timeout(BOUND, healer).await;
-                }
-                r
+                }));
             }
             Aim::ResetBefore => {
                 // Every open connection is reset before it forwards another byte; the
                 // reconnection is served normally.
                 self.proxy.reset_all();
-                self.inner.append_frames(id, frames).await
             }
+            Aim::HalfClose => self.half_close.armed.store(true, Ordering::SeqCst),
+        }
+        Aimed {
+            aim,
+            id: id.clone(),
+            contents,
+            _heal: heal,
+            healer,
+            half_close_cuts,
+        }
+    }
+
+    /// Ends an aimed append that answered `outcome`: heals, reads Redis directly, records.
+    async fn record(&self, aimed: Aimed, outcome: Outcome<'_>) {
+        match aimed.aim {
+            Aim::CutReply => {
+                if let Some(healer) = aimed.healer {
+                    if outcome.is_ok() {
+                        // Nothing was cut (cannot happen with this test's traffic): stop waiting.
+                        healer.abort();
+                    } else {
+                        let _ = tokio::time::timeout(BOUND, healer).await;
+                    }
+                }
+            }
+            Aim::ResetBefore => {}
             Aim::HalfClose => {
-                let cuts = self.half_close.cuts.load(Ordering::SeqCst);
-                self.half_close.armed.store(true, Ordering::SeqCst);
-                let r = self.inner.append_frames(id, frames).await;
                 self.half_close.armed.store(false, Ordering::SeqCst);
                 assert!(
-                    r.is_ok() || self.half_close.cuts.load(Ordering::SeqCst) == cuts + 1,
+                    outcome.is_ok()
+                        || self.half_close.cuts.load(Ordering::SeqCst) == aimed.half_close_cuts + 1,
                     "the half-close proxy cut the reply"
                 );
-                r
             }
-        };
+        }
         self.proxy.heal();
-        let held = stored(&self.direct, id).await;
+        let held = stored(&self.direct, &aimed.id).await;
         let count = |c: &str| held.iter().filter(|(_, s)| s == c).count();
-        let copies = contents.first().map_or(0, |c| count(c));
-        let executed = contents.iter().all(|c| count(c) == 1);
+        let copies = aimed.contents.first().map_or(0, |c| count(c));
+        let executed = aimed.contents.iter().all(|c| count(c) == 1);
+        let result = match outcome.error() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(outcome
+                .value::<Vec<u64>>()
+                .cloned()
+                .unwrap_or_else(|| panic!("append_frames answers seqs"))),
+        };
         self.sprung
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Sprung {
-                id: id.clone(),
-                contents,
-                result: r.as_ref().map(Clone::clone).map_err(ToString::to_string),
+                id: aimed.id,
+                contents: aimed.contents,
+                result,
                 executed,
                 copies,
                 at: Instant::now(),
             });
-        r
     }
 }
 
 #[async_trait]
-impl SessionStore for Trap {
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
-    }
-    fn limits(&self) -> &Limits {
-        self.inner.limits()
-    }
-    async fn create(&self, session: Session) -> Result<Session> {
-        self.inner.create(session).await
-    }
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.inner.get(id).await
-    }
-    async fn get_many(&self, ids: &[SessionId]) -> Result<GetMany> {
-        self.inner.get_many(ids).await
-    }
-    async fn update(&self, session: &Session) -> Result<Session> {
-        self.inner.update(session).await
-    }
-    async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
-        self.inner.touch(id).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.inner.delete(id).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        self.inner.list(query).await
-    }
-    async fn count(&self, filter: &SessionFilter) -> Result<u64> {
-        self.inner.count(filter).await
-    }
-    async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+impl Hooks for Trap {
+    /// The aimed append, if this call is one.
+    type Ticket = Option<Aimed>;
+
+    async fn before(&self, call: Call<'_>) -> Result<Option<Aimed>> {
+        let Call::AppendFrames(id, frames) = call else {
+            return Ok(None);
+        };
         self.appends.fetch_add(1, Ordering::Relaxed);
         let aim = self.armed.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match aim {
-            Some(aim) => self.spring(aim, id, frames).await,
-            None => self.inner.append_frames(id, frames).await,
+        Ok(aim.map(|aim| self.spring(aim, id, frames)))
+    }
+
+    async fn after(&self, _: Op, aimed: Option<Aimed>, outcome: Outcome<'_>) -> Option<Error> {
+        if let Some(aimed) = aimed {
+            self.record(aimed, outcome).await;
         }
-    }
-    async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
-        self.inner.frames(id, query).await
-    }
-    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
-        self.inner.count_frames(id).await
-    }
-    async fn delete_frames(&self, id: &SessionId, through_seq: Option<u64>) -> Result<u64> {
-        self.inner.delete_frames(id, through_seq).await
-    }
-    async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
-        self.inner.add_pending(id, request).await
-    }
-    async fn take_pending(
-        &self,
-        id: &SessionId,
-        request_id: &RequestId,
-    ) -> Result<Option<PendingRequest>> {
-        self.inner.take_pending(id, request_id).await
-    }
-    async fn list_pending(&self, id: &SessionId) -> Result<Vec<PendingRequest>> {
-        self.inner.list_pending(id).await
-    }
-    async fn sweep_expired(&self) -> Result<SweepReport> {
-        self.inner.sweep_expired().await
-    }
-    async fn health(&self) -> Result<Health> {
-        self.inner.health().await
-    }
-    async fn restore(&self, record: SessionRecord) -> Result<()> {
-        self.inner.restore(record).await
+        None
     }
 }
 
-type Store = Resilient<Arc<Trap>, MemoryStore>;
+type Store = Resilient<Arc<Trapped>, MemoryStore>;
 
 struct Rig {
     server: RedisServer,
     proxy: Arc<FaultProxy>,
-    trap: Arc<Trap>,
+    trap: Arc<Trapped>,
     store: Arc<Store>,
     prefix: String,
 }
@@ -413,15 +400,16 @@ async fn rig(prefix: &str) -> Rig {
     let server = RedisServer::start();
     let proxy = Arc::new(FaultProxy::start(server.port()).await);
     let half_close = HalfClose::start(proxy.port()).await;
-    let trap = Arc::new(Trap {
-        inner: redis(half_close.url(), prefix).await,
+    let primary = redis(half_close.url(), prefix).await;
+    let trap = Trap {
         proxy: Arc::clone(&proxy),
         half_close,
         direct: redis(server.url(), prefix).await,
         armed: Mutex::new(None),
         appends: AtomicUsize::new(0),
         sprung: Mutex::new(Vec::new()),
-    });
+    };
+    let trap = Arc::new(ForwardingStore::new(primary, trap));
     let store = Arc::new(
         Resilient::new(Arc::clone(&trap), MemoryStore::new(), config())
             .unwrap_or_else(|e| panic!("config: {e}")),
@@ -556,9 +544,9 @@ async fn by_hand(aim: Aim, prefix: &str, journaled: usize) {
     // The primary comes back; the first replayed append is lost on its way back.
     rig.proxy.heal();
     let to_close = close_by_probing(store).await;
-    rig.trap.arm(aim);
+    rig.trap.hooks().arm(aim);
     let rep = store.drain_journal().await;
-    let sprung = rig.trap.sprung();
+    let sprung = rig.trap.hooks().sprung();
     assert_eq!(sprung.len(), 1, "the trap fired once: {sprung:?}");
     let cut = &sprung[0];
     assert!(cut.result.is_err(), "the replay saw no answer: {cut:?}");
@@ -575,7 +563,7 @@ async fn by_hand(aim: Aim, prefix: &str, journaled: usize) {
         Aim::ResetBefore => assert_eq!(cut.copies, 0, "Redis never saw it: {cut:?}"),
         Aim::HalfClose => {
             assert!(cut.executed, "Redis executed the append: {cut:?}");
-            assert_eq!(rig.trap.half_close.cuts.load(Ordering::SeqCst), 1);
+            assert_eq!(rig.trap.hooks().half_close.cuts.load(Ordering::SeqCst), 1);
         }
     }
     assert!(!rep.complete, "{rep:?}");
@@ -761,10 +749,10 @@ async fn concurrent() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let journaled = store.stats().journal_entries;
     // The first append the monitor's replay sends is executed by Redis, its reply cut.
-    rig.trap.arm(Aim::CutReply);
+    rig.trap.hooks().arm(Aim::CutReply);
     rig.proxy.heal();
     let healed = Instant::now();
-    wait_for("the trap", || !rig.trap.sprung().is_empty()).await;
+    wait_for("the trap", || !rig.trap.hooks().sprung().is_empty()).await;
     let recovered = wait_for("recovery", || {
         let s = store.stats();
         s.breaker == BreakerState::Closed && s.journal_entries == 0
@@ -787,7 +775,7 @@ async fn concurrent() {
     let transitions = sampler.await.unwrap_or_else(|e| panic!("sampler: {e}"));
     monitor.stop().await;
 
-    let sprung = rig.trap.sprung();
+    let sprung = rig.trap.hooks().sprung();
     let v = verify(&rig, &logs).await;
     let stats = store.stats();
     let totals = &stats.drain_totals;
@@ -863,7 +851,7 @@ async fn concurrent() {
     assert_eq!(stats.journal_entries, 0);
     assert_eq!(stats.marked_sessions, 0);
     assert!(
-        rig.trap.appends.load(Ordering::Relaxed) > 0,
+        rig.trap.hooks().appends.load(Ordering::Relaxed) > 0,
         "the primary saw appends"
     );
 }
