@@ -5,7 +5,7 @@
 //! cargo run --release -p shoal-proxy --example overhead -- \
 //!     [--requests N] [--runs R] [--redis URL] [--cache invalidate|strict] [--profile]
 //! ```
-//! Prints p50/p95/p99 of each path and the added p50 per run (the issue's goal: ≤ 0.3 ms),
+//! Prints p50/p95/p99 of each path and the added p50 per run (the goal: ≤ 0.3 ms),
 //! then the median of the runs' added p50 and the load average before and after.
 //!
 //! - `--redis URL`: the proxy records into Redis instead of the in-memory store.
@@ -27,8 +27,6 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    future::Future,
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -36,15 +34,15 @@ use std::{
     time::Instant,
 };
 
+use async_trait::async_trait;
 use common::*;
 use serde_json::json;
 use shoal_core::{
-    FramePage, FrameQuery, GetMany, Health, ListPage, ListQuery, MemoryStore, NewFrame,
-    PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
-    SessionStore, SweepReport, Timestamp,
+    Error, MemoryStore, Result, SessionStore,
     cached::{CacheConfig, Consistency},
 };
 use shoal_proxy::UpstreamConfig;
+use shoal_testkit::forwarding::{self, ForwardingStore, Hooks, Op, Outcome};
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -68,89 +66,37 @@ struct Call {
     end: Instant,
 }
 
-/// A store wrapper that times every call while `on`.
-#[derive(Debug)]
-struct Timed {
-    inner: Arc<dyn SessionStore>,
+/// A store wrapper that times every call while its [`Timer`] is on.
+type Timed = ForwardingStore<Arc<dyn SessionStore>, Timer>;
+
+/// Times every store call while `on`.
+#[derive(Debug, Default)]
+struct Timer {
     on: AtomicBool,
     log: Mutex<Vec<Call>>,
 }
 
-impl Timed {
-    async fn time<T>(&self, op: &'static str, f: impl std::future::Future<Output = T>) -> T {
-        let start = Instant::now();
-        let r = f.await;
+#[async_trait]
+impl Hooks for Timer {
+    /// The call's label and when it was forwarded.
+    type Ticket = (&'static str, Instant);
+
+    async fn before(&self, call: forwarding::Call<'_>) -> Result<Self::Ticket> {
+        let op = match call {
+            forwarding::Call::AppendFrames(_, frames) if frames.len() == 1 => "append_frames(1)",
+            forwarding::Call::AppendFrames(..) => "append_frames(n>1)",
+            other => other.op().name(),
+        };
+        Ok((op, Instant::now()))
+    }
+
+    async fn after(&self, _: Op, (op, start): Self::Ticket, _: Outcome<'_>) -> Option<Error> {
         if self.on.load(Ordering::Relaxed) {
             let end = Instant::now();
             self.log.lock().unwrap().push(Call { op, start, end });
         }
-        r
+        None
     }
-}
-
-/// A boxed store future, as the `SessionStore` trait's methods return them.
-type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Forwards one `SessionStore` method to `inner`, timed under `name` (written out rather
-/// than with `#[async_trait]`, so the example needs no extra dependency).
-macro_rules! timed {
-    ($name:literal, $method:ident ( $($arg:ident : & $lt:lifetime $ty:ty),* ; $($own:ident : $oty:ty),* ) -> $ret:ty) => {
-        fn $method<'life0, $($lt,)* 'async_trait>(
-            &'life0 self,
-            $($arg: &$lt $ty,)*
-            $($own: $oty,)*
-        ) -> Fut<'async_trait, $ret>
-        where
-            'life0: 'async_trait,
-            $($lt: 'async_trait,)*
-            Self: 'async_trait,
-        {
-            Box::pin(async move { self.time($name, self.inner.$method($($arg,)* $($own,)*)).await })
-        }
-    };
-}
-
-impl SessionStore for Timed {
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
-    }
-    fn limits(&self) -> &shoal_core::Limits {
-        self.inner.limits()
-    }
-    timed!("create", create(; s: Session) -> Result<Session>);
-    timed!("get", get(id: &'life1 SessionId;) -> Result<Option<Session>>);
-    timed!("get_many", get_many(ids: &'life1 [SessionId];) -> Result<GetMany>);
-    timed!("update", update(s: &'life1 Session;) -> Result<Session>);
-    timed!("touch", touch(id: &'life1 SessionId;) -> Result<Timestamp>);
-    timed!("delete", delete(id: &'life1 SessionId;) -> Result<bool>);
-    timed!("list", list(q: &'life1 ListQuery;) -> Result<ListPage>);
-    timed!("count", count(f: &'life1 SessionFilter;) -> Result<u64>);
-    fn append_frames<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        id: &'life1 SessionId,
-        frames: Vec<NewFrame>,
-    ) -> Fut<'async_trait, Result<Vec<u64>>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        let op = if frames.len() == 1 {
-            "append_frames(1)"
-        } else {
-            "append_frames(n>1)"
-        };
-        Box::pin(async move { self.time(op, self.inner.append_frames(id, frames)).await })
-    }
-    timed!("frames", frames(id: &'life1 SessionId, q: &'life2 FrameQuery;) -> Result<FramePage>);
-    timed!("count_frames", count_frames(id: &'life1 SessionId;) -> Result<u64>);
-    timed!("delete_frames", delete_frames(id: &'life1 SessionId; through: Option<u64>) -> Result<u64>);
-    timed!("add_pending", add_pending(id: &'life1 SessionId; r: PendingRequest) -> Result<()>);
-    timed!("take_pending", take_pending(id: &'life1 SessionId, r: &'life2 RequestId;) -> Result<Option<PendingRequest>>);
-    timed!("list_pending", list_pending(id: &'life1 SessionId;) -> Result<Vec<PendingRequest>>);
-    timed!("sweep_expired", sweep_expired(;) -> Result<SweepReport>);
-    timed!("health", health(;) -> Result<Health>);
-    timed!("restore", restore(; r: SessionRecord) -> Result<()>);
 }
 
 /// Per call kind: calls, latencies, and whether each finished before the response.
@@ -302,15 +248,11 @@ async fn main() {
         }
         None => Arc::new(MemoryStore::new()),
     };
-    let timed = Arc::new(Timed {
-        inner: base,
-        on: AtomicBool::new(false),
-        log: Mutex::new(Vec::new()),
-    });
+    let timed: Arc<Timed> = Arc::new(ForwardingStore::new(base, Timer::default()));
     let store: Arc<dyn SessionStore> = if profiling {
         timed.clone()
     } else {
-        timed.inner.clone()
+        timed.inner().clone()
     };
     let f = fake_upstream().await;
     let p = start_proxy(
@@ -337,10 +279,10 @@ async fn main() {
         let mut direct = Vec::with_capacity(requests);
         let mut proxied = Vec::with_capacity(requests);
         let mut windows = Vec::with_capacity(requests);
-        timed.log.lock().unwrap().clear();
+        timed.hooks().log.lock().unwrap().clear();
         for i in 0..warmup + requests {
             if i == warmup {
-                timed.on.store(profiling, Ordering::Relaxed);
+                timed.hooks().on.store(profiling, Ordering::Relaxed);
             }
             for (is_proxy, url, sid) in [(false, f.url(), &direct_sid), (true, p.url(), &proxy_sid)]
             {
@@ -360,7 +302,7 @@ async fn main() {
                 }
             }
         }
-        timed.on.store(false, Ordering::Relaxed);
+        timed.hooks().on.store(false, Ordering::Relaxed);
         direct.sort_unstable();
         proxied.sort_unstable();
         println!("run {run}:");
@@ -386,7 +328,7 @@ async fn main() {
         if profiling {
             // Let off-path work of the last request finish before reading the log.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let calls = timed.log.lock().unwrap().clone();
+            let calls = timed.hooks().log.lock().unwrap().clone();
             profile(&windows, &calls);
         }
     }
