@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use shoal_core::{
     Clock, Direction, Error, FrameQuery, Limits, ManualClock, MemoryStore, NewFrame, Result,
     Session, SessionFilter, SessionId, SessionStatus, SessionStore, Transport,
-    cached::{CacheConfig, Cached, Consistency, InvalidationBus, LocalBus, WriteMode},
+    cached::{CacheConfig, Cached, Consistency, WriteMode},
+    notify::{LocalBus, NotifyBus},
 };
 use shoal_testkit::forwarding::{Call, ForwardingStore, Hooks, Op, Outcome};
 use tokio::sync::Notify;

@@ -16,7 +16,8 @@ use std::{
 use shoal_core::{
     Limits, ManualClock, Result, Session, SessionId, SessionStatus, SessionStore, SystemClock,
     Transport,
-    cached::{BusEvent, CacheConfig, Cached, Consistency, InvalidationBus, WriteMode},
+    cached::{CacheConfig, Cached, Consistency, WriteMode},
+    notify::{BusEvent, NotifyBus},
 };
 use shoal_redis::{BusConfig, RedisConfig, RedisPubSub, RedisStore, cache_builder};
 use shoal_testkit::{Harness, redis_server::RedisServer};

@@ -12,8 +12,9 @@ use std::{
 
 use tokio::sync::Notify;
 
+use crate::notify::{BusHook, NotifyBus};
+
 use super::{
-    BusHook, InvalidationBus,
     cache_core::{CacheCore, UPDATE_LOCKS, millis},
     config::{CacheConfig, Consistency, WriteMode},
     deferred::{DirtySet, WriteQueue},
@@ -33,7 +34,7 @@ pub struct CachedBuilder<S: SessionStore> {
     store: S,
     config: CacheConfig,
     clock: Option<Arc<dyn Clock>>,
-    bus: Option<Arc<dyn InvalidationBus>>,
+    bus: Option<Arc<dyn NotifyBus>>,
     validator: Option<Arc<dyn Revalidate>>,
 }
 
@@ -60,7 +61,7 @@ impl<S: SessionStore> CachedBuilder<S> {
     }
 
     /// Sets the invalidation bus (needed for `consistency = invalidate`).
-    pub fn bus(mut self, bus: Arc<dyn InvalidationBus>) -> Self {
+    pub fn bus(mut self, bus: Arc<dyn NotifyBus>) -> Self {
         self.bus = Some(bus);
         self
     }

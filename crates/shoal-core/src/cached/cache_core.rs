@@ -14,8 +14,9 @@ use std::{
 use moka::ops::compute::Op;
 use tokio::sync::Notify;
 
+use crate::notify::NotifyBus;
+
 use super::{
-    InvalidationBus,
     config::{CacheConfig, Consistency, WriteMode},
     deferred::{DirtySet, TouchState, WriteQueue},
     entry::{Entry, Sizes},
@@ -39,7 +40,7 @@ pub(super) struct CacheCore<S: SessionStore> {
     pub(super) fences: Fences,
     pub(super) enabled: AtomicBool,
     pub(super) closing: AtomicBool,
-    pub(super) bus: Option<Arc<dyn InvalidationBus>>,
+    pub(super) bus: Option<Arc<dyn NotifyBus>>,
     pub(super) validator: Option<Arc<dyn Revalidate>>,
     pub(super) touches: ShardedMap<Arc<TouchState>>,
     pub(super) dirty: DirtySet,

@@ -15,7 +15,7 @@ pub enum Consistency {
     /// store, or a single proxy on Redis). Entries still honour their own `expires_at` and the
     /// entry `ttl`.
     Local,
-    /// Other instances announce their writes on an [`InvalidationBus`](super::InvalidationBus)
+    /// Other instances announce their writes on an [`NotifyBus`](crate::notify::NotifyBus)
     /// (Redis pub/sub in `shoal-redis`); a hit is dropped as soon as the announcement arrives.
     /// While the bus is down the cache is empty and off. Needs a bus. The default.
     #[default]

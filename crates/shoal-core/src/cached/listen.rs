@@ -5,7 +5,8 @@ use std::sync::{Arc, Weak, atomic::Ordering};
 
 use tokio::sync::broadcast;
 
-use super::{BusEvent, BusHook, Invalidation, cache_core::CacheCore, unix_micros};
+use super::cache_core::CacheCore;
+use crate::notify::{BusEvent, BusHook, Invalidation, unix_micros};
 use crate::{SessionId, SessionStore};
 
 impl<S: SessionStore> CacheCore<S> {

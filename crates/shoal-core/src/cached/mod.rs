@@ -19,7 +19,7 @@
 //! - the session's own `expires_at` passes (on the store's clock), or the entry is older than
 //!   `ttl`: both end with a fresh read, never with a wrong "gone";
 //! - this instance writes it (write-through updates it instead, where it can compute the result);
-//! - another instance announces a write on the [`InvalidationBus`] (`consistency = invalidate`);
+//! - another instance announces a write on the [`NotifyBus`](crate::notify::NotifyBus) (`consistency = invalidate`);
 //!   while the bus is down the cache is empty and serves nothing, and when it is back it is
 //!   emptied once more before it serves again;
 //! - or, with `consistency = strict`, a cheap version check ([`Revalidate`]) before every hit
@@ -44,7 +44,6 @@
 //! backend within `touch_interval` (a crash loses at most that much activity); a touch is
 //! written at once when the backend's expiry is closer than `touch_margin`.
 mod builder;
-mod bus;
 mod cache_core;
 mod config;
 mod deferred;
@@ -63,9 +62,6 @@ mod write_behind;
 mod write_through;
 
 pub use builder::CachedBuilder;
-pub use bus::{
-    BUS_CAPACITY, BusEvent, BusHook, BusHooks, Invalidation, InvalidationBus, LocalBus, unix_micros,
-};
 pub use config::{CacheConfig, Consistency, WriteMode};
 pub use stats::{CacheStats, FlushReport};
 pub use validate::{Revalidate, SessionStamp};

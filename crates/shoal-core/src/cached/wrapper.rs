@@ -18,7 +18,7 @@ use crate::{Error, Result, SessionId, SessionStore};
 ///
 /// Build it with [`Cached::builder`]; give it the same [`Clock`](crate::Clock) as the
 /// wrapped store. For several instances on one backend, give it an
-/// [`InvalidationBus`](super::InvalidationBus) (`shoal-redis` has one on Redis pub/sub) or
+/// [`NotifyBus`](crate::notify::NotifyBus) (`shoal-redis` has one on Redis pub/sub) or
 /// use `consistency = strict`. Call [`Cached::shutdown`] before exit when deferred writes are
 /// on (write-behind, touch coalescing).
 ///

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use shoal_core::{
     Cached, CachedBuilder, Clock, MemoryStore, SessionStore, SystemClock,
-    cached::{Consistency, InvalidationBus, Revalidate},
+    cached::{Consistency, Revalidate},
+    notify::NotifyBus,
     resilient::Resilient,
 };
 
@@ -234,7 +235,7 @@ fn build_cache<S: SessionStore>(
 ) -> Result<Cached<S>, StackError> {
     let mut builder = builder.clock(Arc::clone(clock));
     if let Some(bus) = bus {
-        builder = builder.bus(Arc::new(bus.clone()) as Arc<dyn InvalidationBus>);
+        builder = builder.bus(Arc::new(bus.clone()) as Arc<dyn NotifyBus>);
     }
     builder
         .build()
