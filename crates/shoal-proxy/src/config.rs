@@ -5,6 +5,8 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use shoal_core::NotifyBus;
 
+use crate::error::ConfigError;
+
 /// Where the proxy sends MCP traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,14 +47,12 @@ impl UpstreamConfig {
     /// );
     /// assert!(UpstreamConfig::parse("ftp://x").is_err());
     /// ```
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         if let Some(rest) = s.strip_prefix("stdio:") {
             let words = split_words(rest)?;
             let mut it = words.into_iter();
-            let command = it
-                .next()
-                .ok_or_else(|| "stdio upstream needs a command: stdio:'CMD ARGS'".to_string())?;
+            let command = it.next().ok_or(ConfigError::MissingCommand)?;
             return Ok(UpstreamConfig::Stdio {
                 command,
                 args: it.collect(),
@@ -62,13 +62,11 @@ impl UpstreamConfig {
         if s.starts_with("http://") || s.starts_with("https://") {
             return Ok(UpstreamConfig::Http { url: s.to_owned() });
         }
-        Err(format!(
-            "upstream {s:?}: expected an http:// or https:// URL, or stdio:'CMD ARGS'"
-        ))
+        Err(ConfigError::UnknownUpstream(s.to_owned()))
     }
 }
 
-fn split_words(s: &str) -> Result<Vec<String>, String> {
+fn split_words(s: &str) -> Result<Vec<String>, ConfigError> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -94,7 +92,7 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
         }
     }
     if quote.is_some() {
-        return Err(format!("unbalanced quote in {s:?}"));
+        return Err(ConfigError::UnbalancedQuote(s.to_owned()));
     }
     if in_word {
         words.push(cur);
@@ -109,13 +107,10 @@ pub struct EventIdKey(pub(crate) Vec<u8>);
 
 impl EventIdKey {
     /// A key from raw bytes (at least 16).
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, String> {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, ConfigError> {
         let bytes = bytes.into();
         if bytes.len() < 16 {
-            return Err(format!(
-                "event id key is {} bytes; at least 16 are needed",
-                bytes.len()
-            ));
+            return Err(ConfigError::ShortKey(bytes.len()));
         }
         Ok(EventIdKey(bytes))
     }
@@ -130,14 +125,13 @@ impl EventIdKey {
     /// Reads a key from a file. A file of text (e.g. `openssl rand -hex 32 > key`) is used
     /// trimmed of surrounding whitespace, so a trailing newline does not change the key; any
     /// other file (e.g. `head -c 32 /dev/urandom > key`) is used byte for byte.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("event id key file {}: {e}", path.display()))?;
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::key_file(path, e))?;
         let key = match std::str::from_utf8(&bytes) {
             Ok(text) => text.trim().as_bytes().to_vec(),
             Err(_) => bytes,
         };
-        Self::new(key).map_err(|e| format!("event id key file {}: {e}", path.display()))
+        Self::new(key).map_err(|e| ConfigError::key_file(path, e))
     }
 }
 
@@ -307,9 +301,11 @@ mod tests {
         // Too short, and missing: clear errors naming the file.
         let short = dir.join("short");
         std::fs::write(&short, "abc\n").unwrap();
-        let e = EventIdKey::from_file(&short).unwrap_err();
+        let e = EventIdKey::from_file(&short).unwrap_err().to_string();
         assert!(e.contains("short") && e.contains("at least 16"), "{e}");
-        let e = EventIdKey::from_file(&dir.join("missing")).unwrap_err();
+        let e = EventIdKey::from_file(&dir.join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

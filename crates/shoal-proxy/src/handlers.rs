@@ -28,15 +28,15 @@ use crate::{
         is_json_content_type, version_header,
     },
     record, sse,
-    state::{Inner, Live, LoadError, live_from},
+    state::{Live, LoadError, ProxyState, live_from},
     streams::{self, Kind, PumpSpec},
     upstream::{Reply, UpstreamError, http::PASS_BACK, stdio::StdioProc},
 };
 
-type S = State<Arc<Inner>>;
+type S = State<Arc<ProxyState>>;
 
 /// The router: the MCP endpoint plus `/healthz`, `/readyz` and `/metrics`.
-pub(crate) fn router(inner: Arc<Inner>) -> Router {
+pub(crate) fn router(inner: Arc<ProxyState>) -> Router {
     let path = inner.cfg.path.clone();
     let limit = inner.cfg.max_body_bytes;
     let mcp = Router::new()
@@ -100,7 +100,7 @@ fn not_found() -> Response {
     refuse(StatusCode::NOT_FOUND, -32001, "Session not found")
 }
 
-fn bad_gateway(inner: &Inner, e: &UpstreamError) -> Response {
+fn bad_gateway(inner: &ProxyState, e: &UpstreamError) -> Response {
     inner.metrics.upstream_errors.fetch_add(1, Relaxed);
     tracing::warn!(error = %e, "upstream failed");
     refuse(
@@ -121,7 +121,7 @@ fn unavailable(e: &str) -> Response {
 
 /// The principal of a request: the trusted header when configured, else a fingerprint of the
 /// bearer token (never the token).
-fn principal(inner: &Inner, headers: &HeaderMap) -> Option<String> {
+fn principal(inner: &ProxyState, headers: &HeaderMap) -> Option<String> {
     if let Some(name) = &inner.cfg.principal_header {
         return headers
             .get(name.as_str())
@@ -141,7 +141,7 @@ fn principal(inner: &Inner, headers: &HeaderMap) -> Option<String> {
 
 /// Finds the session named by the request: 400 without a header, 404 when unknown or
 /// owned by another principal, 400 for an unsupported `MCP-Protocol-Version`.
-async fn session_of(inner: &Inner, headers: &HeaderMap) -> Result<Arc<Live>, Response> {
+async fn session_of(inner: &ProxyState, headers: &HeaderMap) -> Result<Arc<Live>, Response> {
     let Some(raw) = headers.get(h::SESSION_ID) else {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -187,7 +187,7 @@ fn copy_back(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-async fn post(inner: Arc<Inner>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post(inner: Arc<ProxyState>, headers: HeaderMap, body: Bytes) -> Response {
     let vh = version_header(&headers);
     let parsed = Body::parse(&body);
     let sessionless = match vh {
@@ -273,7 +273,7 @@ async fn post(inner: Arc<Inner>, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn forward_post(
-    inner: &Arc<Inner>,
+    inner: &Arc<ProxyState>,
     live: &Arc<Live>,
     headers: &HeaderMap,
     body: Bytes,
@@ -412,7 +412,7 @@ async fn forward_post(
 /// `initialize`: forwarded without a session; on success a session is minted and stored, and
 /// the reply carries its id.
 async fn initialize(
-    inner: &Arc<Inner>,
+    inner: &Arc<ProxyState>,
     headers: &HeaderMap,
     body: Bytes,
     parsed: Body,
@@ -460,7 +460,7 @@ async fn initialize(
             let mut out = Vec::new();
             let collect = async {
                 while let Some(ev) = events.next().await {
-                    let ev = ev.map_err(UpstreamError)?;
+                    let ev = ev?;
                     if ev.data.trim().is_empty() {
                         continue;
                     }
@@ -616,7 +616,7 @@ fn sse_plain(rx: mpsc::Receiver<Bytes>) -> Response {
 }
 
 /// A sessionless (2026-07-28) request: passed through to an HTTP upstream as it is.
-async fn passthrough(inner: &Arc<Inner>, headers: &HeaderMap, body: Bytes) -> Response {
+async fn passthrough(inner: &Arc<ProxyState>, headers: &HeaderMap, body: Bytes) -> Response {
     let Some(http) = &inner.http else {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -661,7 +661,7 @@ async fn passthrough(inner: &Arc<Inner>, headers: &HeaderMap, body: Bytes) -> Re
     }
 }
 
-async fn get_stream(inner: Arc<Inner>, headers: HeaderMap) -> Response {
+async fn get_stream(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
     if matches!(version_header(&headers), VersionHeader::Known(r) if !r.has_sessions()) {
         return method_not_allowed();
     }
@@ -792,7 +792,7 @@ fn method_not_allowed() -> Response {
     r
 }
 
-async fn delete(inner: Arc<Inner>, headers: HeaderMap) -> Response {
+async fn delete(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
     if matches!(version_header(&headers), VersionHeader::Known(r) if !r.has_sessions()) {
         return method_not_allowed();
     }

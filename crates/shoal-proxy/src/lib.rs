@@ -49,6 +49,7 @@ use shoal_core::SessionStore;
 use tokio_util::sync::CancellationToken;
 
 mod config;
+mod error;
 pub mod event_id;
 mod handlers;
 pub mod metrics;
@@ -61,6 +62,7 @@ mod upstream;
 mod wake_fanout;
 
 pub use config::{EventIdKey, ProxyConfig, UpstreamConfig};
+pub use error::ConfigError;
 pub use metrics::Metrics;
 
 /// Fills `buf` from the OS CSPRNG.
@@ -84,7 +86,7 @@ pub fn ensure_crypto_provider() {
 #[derive(Debug, Clone)]
 pub struct ProxyHandle {
     metrics: Arc<Metrics>,
-    inner: Arc<state::Inner>,
+    state: Arc<state::ProxyState>,
 }
 
 impl ProxyHandle {
@@ -96,7 +98,7 @@ impl ProxyHandle {
     /// Whether cross-instance wake-ups flow: a bus that carries them is attached
     /// ([`ProxyConfig::bus`]) and up.
     pub fn wakeups_connected(&self) -> bool {
-        self.inner.wakeups.as_ref().is_some_and(|w| w.is_up())
+        self.state.wakeups.as_ref().is_some_and(|w| w.is_up())
     }
 }
 
@@ -144,7 +146,7 @@ where
         Some((f, feed)) => (Some(Arc::new(f)), Some(feed)),
         None => (None, None),
     };
-    let inner = state::Inner::new(config, store, metrics.clone(), token.clone(), fanout)
+    let inner = state::ProxyState::new(config, store, metrics.clone(), token.clone(), fanout)
         .map_err(std::io::Error::other)?;
     let inner = Arc::new(inner);
     let app = handlers::router(inner.clone());
@@ -199,7 +201,7 @@ where
         fut,
         ProxyHandle {
             metrics,
-            inner: handle_inner,
+            state: handle_inner,
         },
     ))
 }

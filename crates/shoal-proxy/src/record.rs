@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     protocol,
-    state::{Inner, Live},
+    state::{Live, ProxyState},
 };
 
 /// The prefix of the pending entries of requests the upstream sent to the client: the two
@@ -66,14 +66,18 @@ pub(crate) struct Post {
 }
 
 /// Starts recording `post`; tell the returned sender how the upstream answered.
-pub(crate) fn spawn(inner: &Arc<Inner>, live: &Arc<Live>, post: Post) -> oneshot::Sender<Outcome> {
+pub(crate) fn spawn(
+    inner: &Arc<ProxyState>,
+    live: &Arc<Live>,
+    post: Post,
+) -> oneshot::Sender<Outcome> {
     let (tx, rx) = oneshot::channel();
     let (inner, live) = (inner.clone(), live.clone());
     tokio::spawn(async move { run(&inner, &live, post, rx).await });
     tx
 }
 
-async fn run(inner: &Inner, live: &Live, post: Post, mut rx: oneshot::Receiver<Outcome>) {
+async fn run(inner: &ProxyState, live: &Live, post: Post, mut rx: oneshot::Receiver<Outcome>) {
     let Post {
         stream,
         body,
@@ -172,7 +176,7 @@ fn answered_by(body: &Bytes, success: bool) -> Vec<RequestId> {
         .unwrap_or_default()
 }
 
-async fn append(inner: &Inner, live: &Live, frames: Vec<NewFrame>) {
+async fn append(inner: &ProxyState, live: &Live, frames: Vec<NewFrame>) {
     if frames.is_empty() {
         return;
     }
@@ -191,7 +195,7 @@ async fn append(inner: &Inner, live: &Live, frames: Vec<NewFrame>) {
     }
 }
 
-async fn add(inner: &Inner, live: &Live, id: &RequestId, method: &str, stream: &str) {
+async fn add(inner: &ProxyState, live: &Live, id: &RequestId, method: &str, stream: &str) {
     let p = PendingRequest::new(id.clone(), method.to_owned()).with_stream(stream.to_owned());
     match inner.store.add_pending(&live.id, p).await {
         Ok(()) | Err(Error::AlreadyExists { .. } | Error::NotFound { .. }) => {}
@@ -201,7 +205,7 @@ async fn add(inner: &Inner, live: &Live, id: &RequestId, method: &str, stream: &
     }
 }
 
-async fn take(inner: &Inner, live: &Live, id: RequestId) {
+async fn take(inner: &ProxyState, live: &Live, id: RequestId) {
     if let Err(e) = inner.store.take_pending(&live.id, &id).await
         && !e.is_not_found()
     {

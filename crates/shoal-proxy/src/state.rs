@@ -51,7 +51,7 @@ type Cell = Arc<OnceCell<Arc<Live>>>;
 
 /// Everything the handlers share.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct ProxyState {
     pub(crate) cfg: ProxyConfig,
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) codec: EventIdCodec,
@@ -73,14 +73,14 @@ pub(crate) enum LoadError {
     Failed(String),
 }
 
-impl Inner {
+impl ProxyState {
     pub(crate) fn new(
         cfg: ProxyConfig,
         store: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         wakeups: Option<Arc<WakeupFanout>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::error::ConfigError> {
         let max_message = cfg.max_body_bytes.max(store.limits().max_frame_bytes);
         let http = match &cfg.upstream {
             UpstreamConfig::Http { url } => {
@@ -88,7 +88,7 @@ impl Inner {
             }
             UpstreamConfig::Stdio { .. } => None,
         };
-        Ok(Inner {
+        Ok(ProxyState {
             codec: EventIdCodec::new(&cfg.event_id_key),
             cfg,
             store,
@@ -164,7 +164,7 @@ impl Inner {
         let wait = async {
             use futures_util::StreamExt as _;
             while let Some(ev) = events.next().await {
-                let ev = ev.map_err(LoadError::Failed)?;
+                let ev = ev.map_err(|e| LoadError::Failed(e.0))?;
                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
                     continue;
                 };

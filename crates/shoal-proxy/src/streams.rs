@@ -25,7 +25,7 @@ use tokio::{sync::mpsc, time::Instant};
 use crate::{
     protocol::{MessageKind, classify, headers as h, response_ids},
     record, sse,
-    state::{Inner, Live, lease_holder_alive},
+    state::{Live, ProxyState, lease_holder_alive},
     upstream::{EventStream, Reply},
 };
 
@@ -57,7 +57,7 @@ pub(crate) fn new_stream_id(prefix: char) -> String {
 /// Releases a per-session stream slot when the client's body is dropped.
 struct StreamGuard {
     live: Arc<Live>,
-    inner: Arc<Inner>,
+    inner: Arc<ProxyState>,
 }
 
 impl Drop for StreamGuard {
@@ -68,7 +68,7 @@ impl Drop for StreamGuard {
 }
 
 /// Takes a stream slot of the session; `false` when the session is at its limit.
-pub(crate) fn try_open_slot(inner: &Inner, live: &Live) -> bool {
+pub(crate) fn try_open_slot(inner: &ProxyState, live: &Live) -> bool {
     let n = live.open_streams.fetch_add(1, SeqCst);
     if n >= inner.cfg.max_streams_per_session {
         live.open_streams.fetch_sub(1, SeqCst);
@@ -80,7 +80,7 @@ pub(crate) fn try_open_slot(inner: &Inner, live: &Live) -> bool {
 /// The SSE response whose events arrive on `rx` (already encoded). `slot_taken` says a slot
 /// was taken with [`try_open_slot`]; otherwise one is taken unconditionally.
 pub(crate) fn sse_response(
-    inner: &Arc<Inner>,
+    inner: &Arc<ProxyState>,
     live: &Arc<Live>,
     first: Option<Bytes>,
     rx: mpsc::Receiver<Bytes>,
@@ -124,7 +124,7 @@ pub(crate) fn sse_response(
 
 /// The priming event of a new stream (2025-11-25): an id that replays the whole stream, an
 /// empty data field and the `retry` hint.
-pub(crate) fn priming(inner: &Inner, live: &Live, stream: &str) -> Option<Bytes> {
+pub(crate) fn priming(inner: &ProxyState, live: &Live, stream: &str) -> Option<Bytes> {
     live.revision.primes_streams().then(|| {
         let id = inner.codec.encode(live.id.as_str(), stream, 0);
         let retry = u64::try_from(inner.cfg.sse_retry.as_millis()).unwrap_or(u64::MAX);
@@ -147,7 +147,7 @@ pub(crate) struct PumpSpec {
 /// requests leave the pending set, and the event goes to the attached client while it is
 /// there. The pump keeps recording after the client went away (bounded by
 /// `orphan_stream_timeout`), so a client can resume on any instance.
-pub(crate) fn spawn_pump(inner: &Arc<Inner>, live: &Arc<Live>, spec: PumpSpec) {
+pub(crate) fn spawn_pump(inner: &Arc<ProxyState>, live: &Arc<Live>, spec: PumpSpec) {
     let btx = inner.register_pump(&live.id, &spec.stream);
     inner.metrics.open_pumps.fetch_add(1, Relaxed);
     let inner = inner.clone();
@@ -165,7 +165,7 @@ pub(crate) fn spawn_pump(inner: &Arc<Inner>, live: &Arc<Live>, spec: PumpSpec) {
 }
 
 async fn pump(
-    inner: &Arc<Inner>,
+    inner: &Arc<ProxyState>,
     live: &Arc<Live>,
     spec: PumpSpec,
     btx: &tokio::sync::broadcast::Sender<u64>,
@@ -344,7 +344,7 @@ async fn pump(
 /// local pump, or polling the store when another instance holds the upstream stream. Takes the
 /// stream over when its holder's lease ran out.
 pub(crate) async fn follow(
-    inner: Arc<Inner>,
+    inner: Arc<ProxyState>,
     live: Arc<Live>,
     stream: String,
     after: u64,
@@ -513,7 +513,7 @@ pub(crate) async fn follow(
 }
 
 /// The upstream's own id of the last event recorded on `stream`, read from the store.
-async fn last_upstream_id(inner: &Inner, live: &Live, stream: &str) -> Option<String> {
+async fn last_upstream_id(inner: &ProxyState, live: &Live, stream: &str) -> Option<String> {
     let mut after = 0;
     let mut last = None;
     loop {
@@ -534,7 +534,7 @@ async fn last_upstream_id(inner: &Inner, live: &Live, stream: &str) -> Option<St
 }
 
 async fn take_over(
-    inner: &Arc<Inner>,
+    inner: &Arc<ProxyState>,
     live: &Arc<Live>,
     stream: &str,
     awaiting: &Option<HashSet<RequestId>>,

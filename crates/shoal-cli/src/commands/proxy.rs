@@ -22,7 +22,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
                 "an upstream is needed: --upstream URL|stdio:'CMD ARGS' or proxy.upstream".into(),
             )
         })?;
-    let upstream = UpstreamConfig::parse(&upstream).map_err(UsageError)?;
+    let upstream = UpstreamConfig::parse(&upstream).map_err(|e| UsageError(e.to_string()))?;
     let mut cfg = ProxyConfig::new(upstream.clone());
     cfg.path.clone_from(&p.path);
     let origins = args
@@ -48,7 +48,9 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
         .as_ref()
         .or(p.event_id_key_file.as_ref())
     {
-        Some(file) => cfg.event_id_key = EventIdKey::from_file(file).map_err(UsageError)?,
+        Some(file) => {
+            cfg.event_id_key = EventIdKey::from_file(file).map_err(|e| UsageError(e.to_string()))?
+        }
         None => tracing::warn!(
             "no event id key file: using a random key, so SSE streams can only be resumed on this \
              instance (set --event-id-key-file or proxy.event_id_key_file on every instance)"

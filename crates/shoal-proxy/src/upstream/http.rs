@@ -8,6 +8,7 @@ use futures_util::StreamExt as _;
 
 use super::{Reply, UpstreamError};
 use crate::{
+    error::ConfigError,
     protocol::{self, headers as h},
     sse::{SseError, SseParser},
 };
@@ -52,15 +53,22 @@ pub(crate) struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    pub(crate) fn new(url: &str, timeout: Duration, max_message: usize) -> Result<Self, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("upstream URL {url:?}: {e}"))?;
+    pub(crate) fn new(
+        url: &str,
+        timeout: Duration,
+        max_message: usize,
+    ) -> Result<Self, ConfigError> {
+        let url = reqwest::Url::parse(url).map_err(|e| ConfigError::UpstreamUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
         crate::ensure_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
         Ok(HttpUpstream {
             client,
             url,
@@ -164,7 +172,7 @@ impl HttpUpstream {
                             Some(Err(e)) => {
                                 done = true;
                                 return Some((
-                                    Err(format!("upstream stream: {e}")),
+                                    Err(UpstreamError(format!("upstream stream: {e}"))),
                                     (body, parser, q, done),
                                 ));
                             }
@@ -173,7 +181,7 @@ impl HttpUpstream {
                                 Err(SseError::TooLarge) => {
                                     done = true;
                                     return Some((
-                                        Err("upstream event too large".to_string()),
+                                        Err(UpstreamError::from("upstream event too large")),
                                         (body, parser, q, done),
                                     ));
                                 }

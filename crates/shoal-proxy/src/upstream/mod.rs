@@ -12,7 +12,7 @@ pub(crate) mod http;
 pub(crate) mod stdio;
 
 /// A stream of upstream SSE events; an `Err` ends it.
-pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
+pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, UpstreamError>> + Send>>;
 
 /// What the upstream answered.
 pub(crate) enum Reply {
@@ -38,12 +38,4 @@ impl Reply {
     }
 }
 
-/// Why the upstream could not be asked.
-#[derive(Debug)]
-pub(crate) struct UpstreamError(pub(crate) String);
-
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub(crate) use crate::error::UpstreamError;

@@ -27,7 +27,7 @@ use crate::{
     sse::SseEvent,
 };
 
-type Tx = mpsc::Sender<Result<SseEvent, String>>;
+type Tx = mpsc::Sender<Result<SseEvent, UpstreamError>>;
 
 #[derive(Default)]
 struct Routes {
@@ -224,7 +224,7 @@ impl Drop for StdioProc {
     }
 }
 
-fn stream_reply(rx: mpsc::Receiver<Result<SseEvent, String>>) -> Reply {
+fn stream_reply(rx: mpsc::Receiver<Result<SseEvent, UpstreamError>>) -> Reply {
     let events: EventStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));

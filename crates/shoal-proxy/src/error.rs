@@ -1,0 +1,69 @@
+//! The proxy's errors: [`ConfigError`] for settings that cannot be used (the upstream, the
+//! event-id key), [`UpstreamError`] for an upstream that could not be asked or whose stream
+//! broke. Handlers turn the latter into 502 answers; neither carries a credential.
+
+use std::path::Path;
+
+/// A proxy setting that cannot be used; the message names the setting and what to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The upstream is neither an HTTP(S) URL nor `stdio:'CMD ARGS'`.
+    #[error("upstream {0:?}: expected an http:// or https:// URL, or stdio:'CMD ARGS'")]
+    UnknownUpstream(String),
+    /// `stdio:` without a command.
+    #[error("stdio upstream needs a command: stdio:'CMD ARGS'")]
+    MissingCommand,
+    /// A quote in a stdio command line is not closed.
+    #[error("unbalanced quote in {0:?}")]
+    UnbalancedQuote(String),
+    /// The upstream URL does not parse.
+    #[error("upstream URL {url:?}: {reason}")]
+    UpstreamUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The HTTP client for the upstream cannot be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(String),
+    /// The event-id key is shorter than 16 bytes.
+    #[error("event id key is {0} bytes; at least 16 are needed")]
+    ShortKey(usize),
+    /// The event-id key file cannot be used.
+    #[error("event id key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it (unreadable, too short).
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// A key-file error for `path`.
+    pub(crate) fn key_file(path: &Path, reason: impl std::fmt::Display) -> Self {
+        ConfigError::KeyFile {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Why the upstream could not be asked, or why its stream ended early.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UpstreamError(pub(crate) String);
+
+impl From<&str> for UpstreamError {
+    fn from(s: &str) -> Self {
+        UpstreamError(s.to_owned())
+    }
+}
+
+impl From<String> for UpstreamError {
+    fn from(s: String) -> Self {
+        UpstreamError(s)
+    }
+}
