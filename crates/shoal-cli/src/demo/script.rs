@@ -163,91 +163,12 @@ async fn script(
     show_store(out, &mut view, store, &sid).await?;
 
     // 2. The rest of the handshake and a tool call on B.
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    match client.post(&b.url(), &initialized).await? {
-        PostReply::Accepted => {}
-        _ => bail!("notifications/initialized on B was not answered 202"),
-    }
-    let list = json_reply(
-        client
-            .post(&b.url(), &rpc(2, "tools/list", json!({})))
-            .await?,
-    )
-    .await?;
-    let names: Vec<&str> = list
-        .pointer("/result/tools")
-        .and_then(Value::as_array)
-        .map(|t| t.iter().filter_map(|x| x["name"].as_str()).collect())
-        .unwrap_or_default();
-    let echo = json_reply(
-        client
-            .post(
-                &b.url(),
-                &rpc(
-                    3,
-                    "tools/call",
-                    json!({"name": "echo", "arguments": {"text": "hello from B"}}),
-                ),
-            )
-            .await?,
-    )
-    .await?;
-    out.line(format!(
-        "\n2. on {} (which never saw the session): notifications/initialized → 202, tools/list → \
-         [{}], tools/call echo → {:?}",
-        b.name,
-        names.join(", "),
-        echo.pointer("/result/content/0/text")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-    ));
+    handshake_and_echo(out, &client, b).await?;
     show_store(out, &mut view, store, &sid).await?;
 
     // 3. A progress stream on A, cut by the client.
-    let call = rpc(
-        4,
-        "tools/call",
-        json!({
-            "name": "countdown",
-            "arguments": {"steps": args.steps, "interval_ms": args.interval_ms},
-            "_meta": {"progressToken": "demo-countdown"},
-        }),
-    );
-    let mut stream = match client.post(&a.url(), &call).await? {
-        PostReply::Stream(s) => s,
-        _ => bail!("tools/call countdown on A was not answered with an SSE stream"),
-    };
-    let mut last_id = None;
     let mut seen = BTreeMap::<u64, u32>::new();
-    out.line(format!(
-        "\n3. tools/call countdown ({} steps) on {}: an SSE stream",
-        args.steps, a.name
-    ));
-    while summary.progress_before_cut.len() < usize::try_from(args.cut_after).unwrap_or(usize::MAX)
-    {
-        let Some(e) = stream.next().await? else {
-            bail!("the countdown stream on A ended before the cut");
-        };
-        if e.id.is_some() {
-            last_id.clone_from(&e.id);
-        }
-        if let Some(p) = progress_of(&e.message()) {
-            summary.progress_before_cut.push(p);
-            *seen.entry(p).or_default() += 1;
-        }
-        out.line(format!(
-            "   event {} {}",
-            e.id.as_deref().unwrap_or("-"),
-            label(&e.data)
-        ));
-    }
-    drop(stream);
-    let last_id = last_id.context("no event id on the countdown stream")?;
-    out.line(format!(
-        "   ✂ the client drops the connection to {} (last event id {last_id}); {} keeps \
-         recording the upstream's events",
-        a.name, a.name
-    ));
+    let last_id = cut_countdown(out, &client, a, args, &mut summary, &mut seen).await?;
     show_store(out, &mut view, store, &sid).await?;
 
     // 4. Resume on B.
@@ -290,6 +211,110 @@ async fn script(
     print_metrics(out, a);
     print_metrics(out, b);
     Ok(summary)
+}
+
+/// Step 2: `notifications/initialized`, `tools/list` and `tools/call echo` on `b`, an
+/// instance that has never seen the session.
+async fn handshake_and_echo(
+    out: &Printer,
+    client: &DemoClient,
+    b: &Instance,
+) -> anyhow::Result<()> {
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    match client.post(&b.url(), &initialized).await? {
+        PostReply::Accepted => {}
+        _ => bail!("notifications/initialized on B was not answered 202"),
+    }
+    let list = json_reply(
+        client
+            .post(&b.url(), &rpc(2, "tools/list", json!({})))
+            .await?,
+    )
+    .await?;
+    let names: Vec<&str> = list
+        .pointer("/result/tools")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    let echo = json_reply(
+        client
+            .post(
+                &b.url(),
+                &rpc(
+                    3,
+                    "tools/call",
+                    json!({"name": "echo", "arguments": {"text": "hello from B"}}),
+                ),
+            )
+            .await?,
+    )
+    .await?;
+    out.line(format!(
+        "\n2. on {} (which never saw the session): notifications/initialized → 202, tools/list → \
+         [{}], tools/call echo → {:?}",
+        b.name,
+        names.join(", "),
+        echo.pointer("/result/content/0/text")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    ));
+    Ok(())
+}
+
+/// Step 3: `tools/call countdown` on `a`, answered on an SSE stream the client reads until
+/// `--cut-after` progress notifications, then drops. Returns the last event id it saw.
+async fn cut_countdown(
+    out: &Printer,
+    client: &DemoClient,
+    a: &Instance,
+    args: &DemoArgs,
+    summary: &mut Summary,
+    seen: &mut BTreeMap<u64, u32>,
+) -> anyhow::Result<String> {
+    let call = rpc(
+        4,
+        "tools/call",
+        json!({
+            "name": "countdown",
+            "arguments": {"steps": args.steps, "interval_ms": args.interval_ms},
+            "_meta": {"progressToken": "demo-countdown"},
+        }),
+    );
+    let mut stream = match client.post(&a.url(), &call).await? {
+        PostReply::Stream(s) => s,
+        _ => bail!("tools/call countdown on A was not answered with an SSE stream"),
+    };
+    let mut last_id = None;
+    out.line(format!(
+        "\n3. tools/call countdown ({} steps) on {}: an SSE stream",
+        args.steps, a.name
+    ));
+    while summary.progress_before_cut.len() < usize::try_from(args.cut_after).unwrap_or(usize::MAX)
+    {
+        let Some(e) = stream.next().await? else {
+            bail!("the countdown stream on A ended before the cut");
+        };
+        if e.id.is_some() {
+            last_id.clone_from(&e.id);
+        }
+        if let Some(p) = progress_of(&e.message()) {
+            summary.progress_before_cut.push(p);
+            *seen.entry(p).or_default() += 1;
+        }
+        out.line(format!(
+            "   event {} {}",
+            e.id.as_deref().unwrap_or("-"),
+            label(&e.data)
+        ));
+    }
+    drop(stream);
+    let last_id: String = last_id.context("no event id on the countdown stream")?;
+    out.line(format!(
+        "   ✂ the client drops the connection to {} (last event id {last_id}); {} keeps \
+         recording the upstream's events",
+        a.name, a.name
+    ));
+    Ok(last_id)
 }
 
 /// Reads the resumed stream to the countdown's result; true when the result arrived.
