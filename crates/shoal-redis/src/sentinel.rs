@@ -30,6 +30,47 @@ pub(crate) struct SentinelConn {
     db: i64,
 }
 
+/// A Sentinel client for the master `topology` names (a `redis+sentinel://` URL), with the
+/// credentials, database, TLS mode and certificates the master is reached with. Used by the
+/// store's connection and by the pub/sub bus.
+pub(crate) fn sentinel_client(
+    config: &RedisConfig,
+    topology: &Topology,
+    certs: Option<TlsCertificates>,
+) -> Result<SentinelClient> {
+    let Topology::Sentinel {
+        sentinels,
+        master,
+        username,
+        password,
+        db,
+        tls,
+    } = topology
+    else {
+        return Err(Error::invalid("not a sentinel url"));
+    };
+    let bad = |e: RedisError| Error::invalid(format!("redis url {}: {e}", redact_url(&config.url)));
+    let addrs = sentinels
+        .iter()
+        .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p));
+    let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+        .map_err(bad)?
+        .set_client_to_redis_db(*db);
+    if let Some(u) = username {
+        builder = builder.set_client_to_redis_username(u);
+    }
+    if let Some(p) = password {
+        builder = builder.set_client_to_redis_password(p);
+    }
+    if *tls {
+        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+    }
+    if let Some(c) = certs {
+        builder = builder.set_client_to_redis_certificates(c);
+    }
+    builder.build().map_err(bad)
+}
+
 fn should_reconnect(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
@@ -48,38 +89,10 @@ impl SentinelConn {
         topology: &Topology,
         certs: Option<TlsCertificates>,
     ) -> Result<Self> {
-        let Topology::Sentinel {
-            sentinels,
-            master,
-            username,
-            password,
-            db,
-            tls,
-        } = topology
-        else {
+        let Topology::Sentinel { db, .. } = topology else {
             return Err(Error::invalid("not a sentinel url"));
         };
-        let addrs = sentinels
-            .iter()
-            .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p));
-        let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
-            .map_err(|e| Error::invalid(format!("redis url {}: {e}", redact_url(&config.url))))?
-            .set_client_to_redis_db(*db);
-        if let Some(u) = username {
-            builder = builder.set_client_to_redis_username(u);
-        }
-        if let Some(p) = password {
-            builder = builder.set_client_to_redis_password(p);
-        }
-        if *tls {
-            builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-        }
-        if let Some(c) = certs {
-            builder = builder.set_client_to_redis_certificates(c);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| Error::invalid(format!("redis url {}: {e}", redact_url(&config.url))))?;
+        let client = sentinel_client(config, topology, certs)?;
         let conn = SentinelConn {
             sentinel: tokio::sync::Mutex::new(client),
             current: Mutex::new(None),

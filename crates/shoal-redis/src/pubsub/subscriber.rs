@@ -13,11 +13,10 @@ use std::{future::Future, sync::Weak};
 
 use futures_util::{StreamExt, future::join_all};
 use redis::{
-    ConnectionAddr, ProtocolVersion, PushInfo, PushKind, TlsMode, Value,
+    ProtocolVersion, PushInfo, PushKind, Value,
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
     cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
-    sentinel::{SentinelClientBuilder, SentinelServerType},
 };
 use shoal_core::{Error, Result};
 use tokio::sync::mpsc;
@@ -142,33 +141,9 @@ impl Subscriber {
                 None => redis::Client::open(url.as_str()),
             }
             .map_err(bad),
-            Topology::Sentinel {
-                sentinels,
-                master,
-                username,
-                password,
-                db,
-                tls,
-            } => {
-                let addrs = sentinels
-                    .iter()
-                    .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p));
-                let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
-                    .map_err(bad)?
-                    .set_client_to_redis_db(*db);
-                if let Some(u) = username {
-                    b = b.set_client_to_redis_username(u);
-                }
-                if let Some(p) = password {
-                    b = b.set_client_to_redis_password(p);
-                }
-                if *tls {
-                    b = b.set_client_to_redis_tls_mode(TlsMode::Secure);
-                }
-                if let Some(c) = certs {
-                    b = b.set_client_to_redis_certificates(c);
-                }
-                let mut sentinel = b.build().map_err(bad)?;
+            Topology::Sentinel { .. } => {
+                let mut sentinel =
+                    crate::sentinel::sentinel_client(&self.config, &self.topology, certs)?;
                 self.bounded(sentinel.async_get_client()).await
             }
             Topology::Cluster { .. } => Err(Error::invalid(
