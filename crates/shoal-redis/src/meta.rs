@@ -16,7 +16,7 @@
 //! hashtable (≈ 1 KB). A blob longer than [`CHUNK`] × [`MAX_CHUNKS`] is stored whole in `d`
 //! (such a hash is a hashtable anyway, and fewer fields keep `HGETALL` cheap).
 //!
-//! The field set is the schema marker: schema 1 (before issue #6) stored plain fields
+//! The field set is the schema marker: schema 1 (builds before 2026-11-25) stored plain fields
 //! (`id`, `expires_at`, `seq`, …); a hash holding those is reported as `Corrupt`, naming
 //! schema 1, by the Rust reader and by every script. A later schema that keeps these names must
 //! add a marker field.
@@ -43,7 +43,7 @@ pub(crate) const MAX_CHUNKS: usize = 8;
 const SCHEMA1_FIELD: &[u8] = b"expires_at";
 /// The reason given for a hash written by schema 1.
 pub(crate) const SCHEMA1: &str = "written by the schema-1 layout (plain fields id, expires_at, \
-     seq, …) of shoal-redis before issue #6; this version reads schema 2 (fields a, d): \
+     seq, …) of shoal-redis builds before 2026-11-25; this version reads schema 2 (fields a, d): \
      delete the session or export it with the old version and import it again";
 
 /// The largest integer the Lua scripts handle exactly (Lua numbers are doubles).

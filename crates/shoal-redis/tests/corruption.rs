@@ -203,7 +203,7 @@ async fn garbage_in_a_meta_field() {
     assert!(store.delete(&b).await.unwrap_or_else(|e| panic!("{e}")));
 }
 
-/// A session written by the schema-1 layout (plain fields, before issue #6) is `Corrupt`,
+/// A session written by the schema-1 layout (plain fields, builds before 2026-11-25) is `Corrupt`,
 /// naming the old layout, for every operation; never misread, never a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema1_sessions_are_corrupt_and_named() {
