@@ -28,6 +28,14 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The load error with only `vars` set in the environment.
+fn env_err(vars: &[(&str, &str)]) -> String {
+    load_err(&Sources {
+        env: env(vars),
+        ..Sources::default()
+    })
+}
+
 fn load_err(sources: &Sources) -> String {
     load(sources).expect_err("should fail").to_string()
 }
@@ -324,21 +332,12 @@ fn bad_resilience_and_cache_keys_are_located() {
     ] {
         assert_file_error(toml, key, needle);
     }
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_RESILIENCE__BREAKER__COOLDOWN", "0s")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_RESILIENCE__BREAKER__COOLDOWN", "0s")]);
     assert!(err.contains("resilience.breaker.cooldown"), "{err}");
     assert!(err.contains("SHOAL_RESILIENCE__BREAKER__COOLDOWN"), "{err}");
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_CACHE__TTL", "0s")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_CACHE__TTL", "0s")]);
     assert!(err.contains("SHOAL_CACHE__TTL"), "{err}");
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_CACHE_TTL", "1s")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_CACHE_TTL", "1s")]);
     assert!(err.contains("SHOAL_CACHE__TTL"), "{err}");
 }
 
@@ -432,15 +431,9 @@ fn bad_redis_keys_are_named() {
     ] {
         assert_file_error(toml, key, needle);
     }
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_REDIS_KEY_PREFIX", "x")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_REDIS_KEY_PREFIX", "x")]);
     assert!(err.contains("SHOAL_REDIS__KEY_PREFIX"), "{err}");
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_REDIS__CONNECTIONS", "100")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_REDIS__CONNECTIONS", "100")]);
     assert!(err.contains("SHOAL_REDIS__CONNECTIONS"), "{err}");
     let err = load_err(&Sources {
         flags: Overrides {
@@ -469,17 +462,11 @@ fn passwords_never_show_in_debug_or_redacted_output() {
 
 #[test]
 fn unknown_env_keys_name_the_variable() {
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_LIMITS__MAX_SESIONS", "5")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_LIMITS__MAX_SESIONS", "5")]);
     assert!(err.contains("limits.max_sesions"), "{err}");
     assert!(err.contains("SHOAL_LIMITS__MAX_SESIONS"), "{err}");
 
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_LIMITS_MAX_SESSIONS", "5")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_LIMITS_MAX_SESSIONS", "5")]);
     assert!(err.contains("SHOAL_LIMITS__MAX_SESSIONS"), "{err}");
 }
 
@@ -501,10 +488,7 @@ fn bad_values_are_clear() {
     });
     assert!(err.contains("limits.max_sessions"), "{err}");
 
-    let err = load_err(&Sources {
-        env: env(&[("SHOAL_LIMITS__MAX_SESSIONS", "0")]),
-        ..Sources::default()
-    });
+    let err = env_err(&[("SHOAL_LIMITS__MAX_SESSIONS", "0")]);
     assert!(err.contains("limits.max_sessions"), "{err}");
     assert!(err.contains("SHOAL_LIMITS__MAX_SESSIONS"), "{err}");
 
