@@ -178,6 +178,35 @@ pub struct ProxyConfig {
     pub upstream_timeout: Duration,
     /// Longest a stream keeps recording after its client went away. Default 5 min.
     pub orphan_stream_timeout: Duration,
+    /// Most streams, across all sessions, that may keep recording at once with no client
+    /// attached (beyond that, a stream whose client goes away stops; its client resumes from
+    /// the store and a follower takes the upstream stream over). Default 1024.
+    pub max_orphan_streams: usize,
+    /// Longest the proxy waits for a client to take one event before it detaches the client
+    /// (its SSE response ends; it resumes with `Last-Event-ID`), so a client that stops reading
+    /// never stalls the recording of its stream. Default 2 s.
+    pub client_send_timeout: Duration,
+    /// An SSE comment (`: keep-alive`) goes to a client whose stream was quiet this long, so
+    /// load balancers and clients do not cut idle streams. Zero turns them off. Default 15 s.
+    pub sse_keepalive: Duration,
+    /// A POST stream whose upstream sends nothing for this long is ended (its pending
+    /// requests stay; the client may resume). Default 10 min.
+    pub upstream_idle_timeout: Duration,
+    /// How long a stream's follower keeps retrying a failing store before it ends the client's
+    /// stream (the client resumes or starts over). Errors that retrying cannot fix end it at
+    /// once. Default 30 s.
+    pub stream_error_deadline: Duration,
+    /// Longest a request may take to produce its response head (a streamed body may last
+    /// longer). Answered 504 with a JSON-RPC error when exceeded. Default 90 s.
+    pub request_timeout: Duration,
+    /// Most requests handled at once by this instance; more wait for a slot. Default 4096.
+    pub max_concurrent_requests: usize,
+    /// Opens the session's standalone (GET) stream upstream when the client's
+    /// `notifications/initialized` passes, before it is acknowledged, and records it, so
+    /// requests and notifications the server sends there before the client's own GET arrives
+    /// are replayed to that GET on any instance. Off: the standalone stream opens with the
+    /// client's first GET. Default on.
+    pub open_standalone_stream: bool,
     /// A request header that carries the authenticated principal, set by a trusted
     /// authenticating layer in front of the proxy (e.g. `x-authenticated-user`). When unset, a
     /// bearer token's SHA-256 fingerprint is the principal (the token itself is never stored).
@@ -221,6 +250,14 @@ impl ProxyConfig {
             sse_retry: Duration::from_millis(1000),
             upstream_timeout: Duration::from_secs(60),
             orphan_stream_timeout: Duration::from_secs(300),
+            max_orphan_streams: 1024,
+            client_send_timeout: Duration::from_secs(2),
+            sse_keepalive: Duration::from_secs(15),
+            upstream_idle_timeout: Duration::from_secs(600),
+            stream_error_deadline: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(90),
+            max_concurrent_requests: 4096,
+            open_standalone_stream: true,
             principal_header: None,
             instance_id,
             stdio_cwd: None,

@@ -29,7 +29,7 @@ use crate::{
     },
     record, sse,
     state::{Live, LoadError, ProxyState, live_from},
-    streams::{self, Kind, PumpSpec},
+    stream::{self, Follow, Kind, PumpSpec, STANDALONE, Standalone},
     upstream::{Reply, UpstreamError, http::PASS_BACK, stdio::StdioProc},
 };
 
@@ -72,7 +72,25 @@ async fn observe(State(inner): S, req: Request, next: Next) -> Response {
     resp
 }
 
-async fn endpoint(State(inner): S, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn endpoint(
+    State(inner): S,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            // Too large, or the body could not be read: a JSON-RPC error like every refusal.
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "Payload Too Large: the request body exceeds the limit"
+            } else {
+                "Bad Request: the request body could not be read"
+            };
+            return refuse(status, -32600, message);
+        }
+    };
     match method {
         Method::POST => post(inner, headers, body).await,
         Method::GET => get_stream(inner, headers).await,
@@ -210,7 +228,24 @@ async fn post(inner: Arc<ProxyState>, headers: HeaderMap, body: Bytes) -> Respon
             "Unsupported Media Type: Content-Type must be application/json",
         );
     }
+    if parsed.is_none() && protocol::is_empty_batch(&body) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: an empty batch",
+        );
+    }
     if sessionless {
+        if matches!(vh, VersionHeader::Known(_))
+            && let Some(b) = &parsed
+            && let Err(why) = protocol::check_mirrored_headers(&headers, b)
+        {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                protocol::HEADER_MISMATCH,
+                &format!("Bad Request: {why}"),
+            );
+        }
         return passthrough(&inner, &headers, body).await;
     }
     if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
@@ -280,7 +315,7 @@ async fn forward_post(
     parsed: &Body,
     kinds: &[MessageKind],
 ) -> Response {
-    let stream = streams::new_stream_id('p');
+    let stream = stream::new_stream_id('p');
     let requests: Vec<(RequestId, String)> = kinds
         .iter()
         .filter_map(|k| match k {
@@ -295,11 +330,11 @@ async fn forward_post(
             _ => None,
         })
         .collect();
-    if !live.initialized.load(Relaxed)
+    let initializes = !live.initialized.load(Relaxed)
         && kinds.iter().any(
             |k| matches!(k, MessageKind::Notification { method } if method == "notifications/initialized"),
-        )
-    {
+        );
+    if initializes {
         live.initialized.store(true, Relaxed);
         let (store, id) = (inner.store.clone(), live.id.clone());
         tokio::spawn(async move {
@@ -354,6 +389,20 @@ async fn forward_post(
             return bad_gateway(inner, &e);
         }
     };
+    if inner.cfg.open_standalone_stream
+        && live.initialized.load(Relaxed)
+        && !live.standalone_checked.swap(true, Relaxed)
+    {
+        if initializes && reply.status().is_success() {
+            // Open before the client hears back: nothing it sends next can make the server
+            // talk to a standalone stream that is not open yet.
+            open_standalone(inner, live, headers).await;
+        } else if !initializes {
+            // A session this instance loaded: its standalone stream may have lost its reader.
+            let (inner, live, headers) = (inner.clone(), live.clone(), headers.clone());
+            tokio::spawn(async move { open_standalone(&inner, &live, &headers).await });
+        }
+    }
     match reply {
         Reply::Full {
             status,
@@ -388,8 +437,9 @@ async fn forward_post(
                 let _ = recorded.await;
             }
             let (tx, rx) = mpsc::channel(32);
-            let first = streams::priming(inner, live, &stream);
-            streams::spawn_pump(
+            let first = stream::priming(inner, live, &stream);
+            let wake = inner.register_pump(&live.id, &stream);
+            stream::spawn_pump(
                 inner,
                 live,
                 PumpSpec {
@@ -401,10 +451,11 @@ async fn forward_post(
                     client: Some(tx),
                     client_headers: headers.clone(),
                     upstream_last: None,
-                    lease_now: false,
+                    lease_held: false,
+                    wake,
                 },
             );
-            streams::sse_response(inner, live, first, rx, false, HeaderMap::new())
+            stream::sse_response(inner, live, first, rx, false, HeaderMap::new())
         }
     }
 }
@@ -546,7 +597,7 @@ async fn initialize(
     let live = Arc::new(live_from(&stored, stdio));
     tracing::info!(session = %id, protocol = ?live.protocol_version, "session created");
 
-    let stream = streams::new_stream_id('p');
+    let stream = stream::new_stream_id('p');
     let mut frames = vec![
         NewFrame::new(Direction::ClientToServer, body)
             .with_stream(stream.clone())
@@ -574,7 +625,7 @@ async fn initialize(
         }
     };
     inner.insert(live.clone());
-    let mut extra = streams::session_header(&live);
+    let mut extra = stream::session_header(&live);
     if was_stream {
         let (tx, rx) = mpsc::channel(messages.len() + 1);
         for (i, m) in messages.iter().enumerate() {
@@ -584,8 +635,8 @@ async fn initialize(
             let _ = tx.try_send(sse::encode(eid.as_deref(), None, None, m));
         }
         drop(tx);
-        let first = streams::priming(inner, &live, &stream);
-        return streams::sse_response(inner, &live, first, rx, false, extra);
+        let first = stream::priming(inner, &live, &stream);
+        return stream::sse_response(inner, &live, first, rx, false, extra);
     }
     let body = messages.into_iter().next().unwrap_or_default();
     let mut r = (status, body).into_response();
@@ -661,6 +712,23 @@ async fn passthrough(inner: &Arc<ProxyState>, headers: &HeaderMap, body: Bytes) 
     }
 }
 
+/// Opens the session's standalone stream upstream (see [`stream::ensure_standalone`]); a
+/// failure is logged: the client's own GET tries again.
+async fn open_standalone(inner: &Arc<ProxyState>, live: &Arc<Live>, headers: &HeaderMap) {
+    match stream::ensure_standalone(inner, live, headers).await {
+        Ok(Standalone::Open) => {}
+        Ok(Standalone::Refused(reply)) => {
+            tracing::debug!(session = %live.id, status = %reply.status(), "the upstream has no standalone stream");
+        }
+        Err(e) => {
+            tracing::warn!(session = %live.id, error = %e, "could not open the standalone stream");
+        }
+    }
+}
+
+/// GET: the session's standalone stream. A new GET replays it from its start (the proxy
+/// records it from the session's `notifications/initialized` on) and continues live; one
+/// with `Last-Event-ID` resumes any stream of the session after that event, on any instance.
 async fn get_stream(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
     if matches!(version_header(&headers), VersionHeader::Known(r) if !r.has_sessions()) {
         return method_not_allowed();
@@ -676,22 +744,20 @@ async fn get_stream(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
         Ok(l) => l,
         Err(r) => return r,
     };
-    // The session may have been deleted by another instance since this one cached it.
-    match inner.store.touch(&live.id).await {
-        Ok(_) => {}
-        Err(Error::NotFound { .. }) => {
-            inner.evict(&live.id);
-            return not_found();
-        }
-        Err(e) => tracing::debug!(session = %live.id, error = %e, "touch failed"),
-    }
-    let last_event_id = headers
-        .get(h::LAST_EVENT_ID)
-        .map(|v| v.to_str().map(str::to_owned));
-    if let Some(raw) = last_event_id {
-        let eid = match raw.ok().map(|r| inner.codec.decode(live.id.as_str(), &r)) {
-            Some(Ok(eid)) => eid,
-            Some(Err(e)) => {
+    let from = match headers.get(h::LAST_EVENT_ID) {
+        None => Follow {
+            stream: STANDALONE.to_owned(),
+            after: 0,
+        },
+        Some(raw) => match raw
+            .to_str()
+            .map(|r| inner.codec.decode(live.id.as_str(), r))
+        {
+            Ok(Ok(eid)) => Follow {
+                stream: eid.stream,
+                after: eid.seq,
+            },
+            Ok(Err(e)) => {
                 tracing::debug!(session = %live.id, error = %e, "Last-Event-ID refused");
                 return refuse(
                     StatusCode::BAD_REQUEST,
@@ -699,78 +765,78 @@ async fn get_stream(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
                     "Bad Request: Last-Event-ID does not belong to this session",
                 );
             }
-            None => {
+            Err(_) => {
                 return refuse(
                     StatusCode::BAD_REQUEST,
                     -32000,
                     "Bad Request: malformed Last-Event-ID",
                 );
             }
-        };
-        if !streams::try_open_slot(&inner, &live) {
-            return too_many();
-        }
-        tracing::debug!(session = %live.id, stream = eid.stream, after = eid.seq, "resuming a stream");
-        let (tx, rx) = mpsc::channel(32);
-        tokio::spawn(streams::follow(
-            inner.clone(),
-            live.clone(),
-            eid.stream,
-            eid.seq,
-            tx,
-            headers.clone(),
-        ));
-        return streams::sse_response(&inner, &live, None, rx, true, HeaderMap::new());
-    }
-    if !streams::try_open_slot(&inner, &live) {
+        },
+    };
+    if !stream::try_open_slot(&inner, &live) {
         return too_many();
     }
-    let reply = match (&inner.http, &live.stdio) {
-        (Some(http), _) => {
-            http.get(&headers, live.upstream_session_id.as_deref(), None)
-                .await
-        }
-        (None, Some(p)) => p.get(),
-        (None, None) => Err(UpstreamError("no upstream".into())),
-    };
     let release = || {
         live.open_streams.fetch_sub(1, Relaxed);
     };
-    match reply {
+    // The session may have been deleted by another instance since this one cached it; that
+    // check runs beside opening the upstream stream, never before it.
+    let touch = inner.store.touch(&live.id);
+    let opened = async {
+        if from.stream == STANDALONE {
+            stream::ensure_standalone(&inner, &live, &headers)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (touched, opened) = tokio::join!(touch, opened);
+    match touched {
+        Ok(_) => {}
+        Err(Error::NotFound { .. }) => {
+            release();
+            inner.evict(&live.id);
+            return not_found();
+        }
+        Err(e) => tracing::debug!(session = %live.id, error = %e, "touch failed"),
+    }
+    match opened {
+        Ok(None | Some(Standalone::Open)) => {}
+        Ok(Some(Standalone::Refused(reply))) => {
+            release();
+            return match reply {
+                Reply::Full {
+                    status,
+                    headers: uh,
+                    body,
+                } => {
+                    let mut r = (status, body).into_response();
+                    copy_back(&uh, r.headers_mut());
+                    r
+                }
+                Reply::Stream { status, .. } => status.into_response(),
+            };
+        }
         Err(e) => {
             release();
-            bad_gateway(&inner, &e)
-        }
-        Ok(Reply::Full {
-            status,
-            headers: uh,
-            body,
-        }) => {
-            release();
-            let mut r = (status, body).into_response();
-            copy_back(&uh, r.headers_mut());
-            r
-        }
-        Ok(Reply::Stream { events, .. }) => {
-            let stream = streams::new_stream_id('g');
-            let (tx, rx) = mpsc::channel(32);
-            streams::spawn_pump(
-                &inner,
-                &live,
-                PumpSpec {
-                    stream: stream.clone(),
-                    kind: Kind::Get,
-                    events,
-                    client: Some(tx),
-                    client_headers: headers.clone(),
-                    upstream_last: None,
-                    lease_now: true,
-                },
-            );
-            let first = streams::priming(&inner, &live, &stream);
-            streams::sse_response(&inner, &live, first, rx, true, HeaderMap::new())
+            return bad_gateway(&inner, &e);
         }
     }
+    tracing::debug!(session = %live.id, stream = from.stream, after = from.after, "following a stream");
+    let first = (headers.get(h::LAST_EVENT_ID).is_none())
+        .then(|| stream::priming(&inner, &live, STANDALONE))
+        .flatten();
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(stream::follow(
+        inner.clone(),
+        live.clone(),
+        from,
+        tx,
+        headers.clone(),
+    ));
+    stream::sse_response(&inner, &live, first, rx, true, HeaderMap::new())
 }
 
 fn too_many() -> Response {

@@ -57,7 +57,7 @@ pub mod protocol;
 mod record;
 pub mod sse;
 mod state;
-mod streams;
+mod stream;
 mod upstream;
 mod wake_fanout;
 

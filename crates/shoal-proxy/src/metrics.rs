@@ -37,6 +37,18 @@ pub struct Metrics {
     pub wakeups_received: AtomicU64,
     /// Upstream requests that failed (connect error, timeout, 5xx).
     pub upstream_errors: AtomicU64,
+    /// Clients detached because they did not take an event within `client_send_timeout`.
+    pub clients_detached: AtomicU64,
+    /// Client streams ended because the store kept failing or could not resolve a position.
+    pub streams_ended_on_error: AtomicU64,
+    /// Upstream streams stopped because another instance owns them now (lease lost).
+    pub leases_lost: AtomicU64,
+    /// SSE keep-alive comments sent.
+    pub keepalives_sent: AtomicU64,
+    /// Upstream streams recorded with no client attached now (bounded by `max_orphan_streams`).
+    pub orphan_streams: AtomicI64,
+    /// Sessions' standalone streams this instance holds upstream now.
+    pub standalone_streams: AtomicI64,
     /// SSE streams open to clients now.
     pub open_streams: AtomicI64,
     /// Upstream streams this instance is reading now.
@@ -137,6 +149,26 @@ impl Metrics {
             self.upstream_errors.load(Relaxed),
         );
         counter(
+            "clients_detached_total",
+            "Clients detached for not reading their stream in time.",
+            self.clients_detached.load(Relaxed),
+        );
+        counter(
+            "streams_ended_on_error_total",
+            "Client streams ended because the store failed past the deadline.",
+            self.streams_ended_on_error.load(Relaxed),
+        );
+        counter(
+            "leases_lost_total",
+            "Upstream streams stopped because another instance took them over.",
+            self.leases_lost.load(Relaxed),
+        );
+        counter(
+            "keepalives_sent_total",
+            "SSE keep-alive comments sent.",
+            self.keepalives_sent.load(Relaxed),
+        );
+        counter(
             "request_duration_microseconds_sum",
             "Total time to the response head, in microseconds.",
             self.latency_us_sum.load(Relaxed),
@@ -177,6 +209,16 @@ impl Metrics {
             out,
             "# HELP shoal_proxy_open_upstream_streams Upstream streams being read.\n# TYPE shoal_proxy_open_upstream_streams gauge\nshoal_proxy_open_upstream_streams {}",
             self.open_pumps.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP shoal_proxy_orphan_streams Upstream streams recorded with no client attached.\n# TYPE shoal_proxy_orphan_streams gauge\nshoal_proxy_orphan_streams {}",
+            self.orphan_streams.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP shoal_proxy_standalone_streams Sessions' standalone streams held upstream.\n# TYPE shoal_proxy_standalone_streams gauge\nshoal_proxy_standalone_streams {}",
+            self.standalone_streams.load(Relaxed)
         );
         let _ = writeln!(
             out,

@@ -66,6 +66,52 @@ pub mod headers {
     pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
     /// The SSE resumption header.
     pub const LAST_EVENT_ID: &str = "last-event-id";
+    /// 2026-07-28: mirrors the request's `method`.
+    pub const MCP_METHOD: &str = "mcp-method";
+    /// 2026-07-28: mirrors `params.name` (tools, prompts) or `params.uri` (resources).
+    pub const MCP_NAME: &str = "mcp-name";
+}
+
+/// The JSON-RPC error code of a 2026-07-28 request whose mirrored headers are missing or
+/// disagree with its body.
+pub const HEADER_MISMATCH: i64 = -32020;
+
+/// Checks a 2026-07-28 request's mirrored headers against its body: `Mcp-Method` must equal
+/// the request's method, and `Mcp-Name` its target (`params.name` of `tools/call` and
+/// `prompts/get`, `params.uri` of `resources/read`). The revision obliges the server to
+/// refuse a mismatch; an intermediary refuses it before anything acts on the headers.
+/// Messages without a method (responses) carry no mirrored headers.
+pub fn check_mirrored_headers(h: &HeaderMap, body: &Body) -> Result<(), &'static str> {
+    let [msg] = body.messages.as_slice() else {
+        return Ok(());
+    };
+    let Some(method) = msg.get("method").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let header_text = |name: &str| h.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+    match header_text(headers::MCP_METHOD) {
+        None => return Err("Mcp-Method header is required"),
+        Some(v) if v != method => return Err("Mcp-Method header does not match the body"),
+        Some(_) => {}
+    }
+    let target = match method {
+        "tools/call" | "prompts/get" => msg.get("params").and_then(|p| p.get("name")),
+        "resources/read" => msg.get("params").and_then(|p| p.get("uri")),
+        _ => None,
+    };
+    if let Some(target) = target.and_then(Value::as_str) {
+        match header_text(headers::MCP_NAME) {
+            None => return Err("Mcp-Name header is required"),
+            Some(v) if v != target => return Err("Mcp-Name header does not match the body"),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a body is an empty JSON array (an empty batch: an invalid request).
+pub fn is_empty_batch(bytes: &[u8]) -> bool {
+    matches!(serde_json::from_slice::<Value>(bytes), Ok(Value::Array(a)) if a.is_empty())
 }
 
 /// Whether the `Accept` header lists `mime` (or a wildcard covering it).
@@ -305,6 +351,66 @@ pub fn response_ids(v: &Value) -> Vec<RequestId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrored_headers_must_match_the_body() {
+        let body = |v: Value| Body {
+            messages: vec![v],
+            batch: false,
+        };
+        let hm = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let call = body(
+            serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}),
+        );
+        assert_eq!(
+            check_mirrored_headers(
+                &hm(&[("mcp-method", "tools/call"), ("mcp-name", "echo")]),
+                &call
+            ),
+            Ok(())
+        );
+        assert!(
+            check_mirrored_headers(
+                &hm(&[("mcp-method", "tools/call"), ("mcp-name", "rm")]),
+                &call
+            )
+            .is_err()
+        );
+        assert!(
+            check_mirrored_headers(
+                &hm(&[("mcp-method", "tools/list"), ("mcp-name", "echo")]),
+                &call
+            )
+            .is_err()
+        );
+        assert!(check_mirrored_headers(&hm(&[("mcp-method", "tools/call")]), &call).is_err());
+        assert!(check_mirrored_headers(&hm(&[]), &call).is_err());
+        let read = body(
+            serde_json::json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}),
+        );
+        assert_eq!(
+            check_mirrored_headers(
+                &hm(&[("mcp-method", "resources/read"), ("mcp-name", "file:///a")]),
+                &read
+            ),
+            Ok(())
+        );
+        let list = body(serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
+        assert_eq!(
+            check_mirrored_headers(&hm(&[("mcp-method", "tools/list")]), &list),
+            Ok(())
+        );
+        let answer = body(serde_json::json!({"jsonrpc":"2.0","id":1,"result":{}}));
+        assert_eq!(check_mirrored_headers(&hm(&[]), &answer), Ok(()));
+        assert!(is_empty_batch(b" [ ] "));
+        assert!(!is_empty_batch(b"[1]"));
+    }
     use serde_json::json;
 
     fn hm(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -1,4 +1,4 @@
-//! Per-instance state: the sessions this instance has seen, the streams it is reading, leases.
+//! Per-instance state: the sessions this instance has seen and the streams it is reading.
 
 use std::{
     collections::HashMap,
@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use shoal_core::{Error, Session, SessionId, SessionStore, Timestamp};
+use shoal_core::{Session, SessionId, SessionStore, Timestamp};
 use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +23,6 @@ use crate::{
     wake_fanout::WakeupFanout,
 };
 
-/// The metadata key prefix of stream holder leases.
-pub(crate) const LEASE_PREFIX: &str = "shoal.lease.";
-
 /// A session as this instance serves it.
 #[derive(Debug)]
 pub(crate) struct Live {
@@ -37,6 +34,8 @@ pub(crate) struct Live {
     pub(crate) stdio: Option<Arc<StdioProc>>,
     pub(crate) open_streams: AtomicUsize,
     pub(crate) initialized: AtomicBool,
+    /// Whether this instance made sure the session's standalone stream is read upstream.
+    pub(crate) standalone_checked: AtomicBool,
     pub(crate) last_used_ms: AtomicU64,
 }
 
@@ -238,6 +237,23 @@ impl ProxyState {
         tx
     }
 
+    /// Registers a local upstream reader for a stream unless this instance has one already
+    /// (`None` then): one reader per stream and instance.
+    pub(crate) fn try_register_pump(
+        &self,
+        id: &SessionId,
+        stream: &str,
+    ) -> Option<broadcast::Sender<u64>> {
+        let mut m = self.pumps.lock().ok()?;
+        let key = (id.clone(), stream.to_owned());
+        if m.contains_key(&key) {
+            return None;
+        }
+        let (tx, _) = broadcast::channel(64);
+        m.insert(key, tx.clone());
+        Some(tx)
+    }
+
     pub(crate) fn unregister_pump(&self, id: &SessionId, stream: &str) {
         if let Ok(mut m) = self.pumps.lock() {
             m.remove(&(id.clone(), stream.to_owned()));
@@ -255,68 +271,6 @@ impl ProxyState {
             .get(&(id.clone(), stream.to_owned()))
             .map(broadcast::Sender::subscribe)
     }
-
-    /// Writes (`hold`) or removes this instance's lease on a stream.
-    pub(crate) async fn write_lease(
-        &self,
-        id: &SessionId,
-        stream: &str,
-        hold: bool,
-    ) -> shoal_core::Result<()> {
-        let key = format!("{LEASE_PREFIX}{stream}");
-        let value = self.lease_value();
-        shoal_core::store::modify(&*self.store, id, 8, |s| {
-            if hold {
-                s.metadata.insert(key.clone(), value.clone());
-            } else {
-                s.metadata.remove(&key);
-            }
-        })
-        .await
-        .map(|_| ())
-    }
-
-    fn lease_value(&self) -> String {
-        let until = Timestamp::now().saturating_add(self.cfg.stream_lease);
-        format!("{}@{}", self.cfg.instance_id, until.as_millis())
-    }
-
-    /// Takes the lease on a stream unless a live one is held by another instance. Returns
-    /// whether this instance now holds it.
-    pub(crate) async fn claim_lease(
-        &self,
-        id: &SessionId,
-        stream: &str,
-    ) -> shoal_core::Result<bool> {
-        let key = format!("{LEASE_PREFIX}{stream}");
-        for _ in 0..8 {
-            let mut s = self
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| Error::session_not_found(id))?;
-            if lease_holder_alive(&s, stream, Timestamp::now())
-                .is_some_and(|inst| inst != self.cfg.instance_id)
-            {
-                return Ok(false);
-            }
-            s.metadata.insert(key.clone(), self.lease_value());
-            match self.store.update(&s).await {
-                Ok(_) => return Ok(true),
-                Err(Error::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(false)
-    }
-}
-
-/// The instance holding a live lease on `stream`, if any.
-pub(crate) fn lease_holder_alive(s: &Session, stream: &str, now: Timestamp) -> Option<String> {
-    let v = s.metadata.get(&format!("{LEASE_PREFIX}{stream}"))?;
-    let (inst, until) = v.rsplit_once('@')?;
-    let until: u64 = until.parse().ok()?;
-    (until > now.as_millis()).then(|| inst.to_owned())
 }
 
 pub(crate) fn live_from(s: &Session, stdio: Option<Arc<StdioProc>>) -> Live {
@@ -333,6 +287,7 @@ pub(crate) fn live_from(s: &Session, stdio: Option<Arc<StdioProc>>) -> Live {
         stdio,
         open_streams: AtomicUsize::new(0),
         initialized: AtomicBool::new(s.state != shoal_core::SessionState::Initializing),
+        standalone_checked: AtomicBool::new(false),
         last_used_ms: AtomicU64::new(Timestamp::now().as_millis()),
     }
 }
@@ -343,26 +298,4 @@ fn poisoned() -> LoadError {
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_core::Transport;
-
-    #[test]
-    fn leases_parse_and_expire() {
-        let mut s = Session::new(SessionId::generate(), Transport::StreamableHttp);
-        assert_eq!(lease_holder_alive(&s, "p1", Timestamp(10)), None);
-        s.metadata
-            .insert(format!("{LEASE_PREFIX}p1"), "inst-a@100".into());
-        assert_eq!(
-            lease_holder_alive(&s, "p1", Timestamp(99)).as_deref(),
-            Some("inst-a")
-        );
-        assert_eq!(lease_holder_alive(&s, "p1", Timestamp(100)), None);
-        s.metadata
-            .insert(format!("{LEASE_PREFIX}p2"), "junk".into());
-        assert_eq!(lease_holder_alive(&s, "p2", Timestamp(1)), None);
-    }
 }

@@ -249,6 +249,7 @@ async fn sessionless_revision_passes_through_and_refuses_get_delete() {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list")
             .header("mcp-session-id", "ignored")
             .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}).to_string())
             .send()
@@ -270,6 +271,47 @@ async fn sessionless_revision_passes_through_and_refuses_get_delete() {
                 .unwrap();
         assert_eq!(r.status(), 405, "{m}");
     }
+    // Mirrored headers that are missing or disagree with the body never reach the upstream.
+    let methods_before = e.f.state.lock().unwrap().methods.len();
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}});
+    for (method, name) in [
+        (Some("tools/call"), Some("delete_everything")),
+        (Some("tools/list"), Some("echo")),
+        (Some("tools/call"), None),
+        (None, None),
+    ] {
+        let mut req =
+            e.c.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28");
+        if let Some(m) = method {
+            req = req.header("mcp-method", m);
+        }
+        if let Some(n) = name {
+            req = req.header("mcp-name", n);
+        }
+        let r = req.body(call.to_string()).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{method:?} {name:?}");
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(v["error"]["code"], -32020, "{method:?} {name:?}");
+    }
+    assert_eq!(e.f.state.lock().unwrap().methods.len(), methods_before);
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_an_invalid_request() {
+    let e = env("2025-03-26").await;
+    let sid = e.c.initialize(&e.p.url()).await;
+    let r =
+        e.c.post_req(&e.p.url(), Some(&sid), &json!([]))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], -32600);
 }
 
 #[tokio::test]
@@ -317,6 +359,9 @@ async fn limits_body_size_and_streams_per_session() {
     let big = json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"x".repeat(4096)}});
     let r = e.c.post_req(&url, Some(&sid), &big).send().await.unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], -32600, "a JSON-RPC error body: {v}");
     let open = || {
         e.c.http
             .get(&url)

@@ -1,0 +1,423 @@
+//! The pump: reads one upstream stream and records it.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::future::join_all;
+use serde_json::Value;
+use shoal_core::{Direction, Error, NewFrame, PendingRequest, RequestId};
+use tokio::{
+    sync::{broadcast, mpsc},
+    time::{Instant, MissedTickBehavior},
+};
+
+use super::{STANDALONE, UPSTREAM_EVENT_ID};
+use crate::{
+    protocol::{MessageKind, classify, response_ids},
+    record, sse,
+    state::{Live, ProxyState},
+    upstream::{EventStream, Reply},
+};
+
+/// What ends a stream.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// A POST stream ends when every request it carried is answered.
+    Post { awaiting: HashSet<RequestId> },
+    /// A GET stream lasts until the upstream closes it.
+    Get,
+}
+
+impl Kind {
+    fn done(&self) -> bool {
+        matches!(self, Kind::Post { awaiting } if awaiting.is_empty())
+    }
+}
+
+/// Everything a pump needs.
+pub(crate) struct PumpSpec {
+    pub(crate) stream: String,
+    pub(crate) kind: Kind,
+    pub(crate) events: EventStream,
+    /// The client the events go to live, if one is attached.
+    pub(crate) client: Option<mpsc::Sender<Bytes>>,
+    pub(crate) client_headers: HeaderMap,
+    /// The upstream's own id of the last event recorded, for resuming the upstream.
+    pub(crate) upstream_last: Option<String>,
+    /// Whether the caller already holds the stream's lease. Otherwise it is taken at the
+    /// first renewal (a short POST stream then never writes one).
+    pub(crate) lease_held: bool,
+    /// Wakes this instance's followers of the stream (from [`ProxyState::register_pump`]).
+    pub(crate) wake: broadcast::Sender<u64>,
+}
+
+/// Starts reading an upstream stream: every event is recorded (seq = event id), answered
+/// requests leave the pending set, and the event goes to the attached client while it is
+/// there. The pump keeps recording after the client went away (bounded by
+/// `orphan_stream_timeout` and `max_orphan_streams`), so a client can resume on any instance;
+/// the session's standalone stream is recorded for as long as the session lives.
+pub(crate) fn spawn_pump(inner: &Arc<ProxyState>, live: &Arc<Live>, spec: PumpSpec) {
+    inner.metrics.open_pumps.fetch_add(1, Relaxed);
+    let standalone = spec.stream == STANDALONE;
+    if standalone {
+        inner.metrics.standalone_streams.fetch_add(1, Relaxed);
+    }
+    let inner = inner.clone();
+    let live = live.clone();
+    tokio::spawn(async move {
+        let stream = spec.stream.clone();
+        let mut pump = Pump::new(&inner, &live, spec);
+        pump.run().await;
+        let lease_held = pump.renewed_at.is_some();
+        let orphan = pump.orphan;
+        drop(pump);
+        inner.unregister_pump(&live.id, &stream);
+        if lease_held && let Err(e) = inner.release_lease(&live.id, &stream).await {
+            tracing::debug!(session = %live.id, stream, error = %e, "could not release the lease");
+        }
+        if orphan {
+            inner.metrics.orphan_streams.fetch_sub(1, Relaxed);
+        }
+        if standalone {
+            inner.metrics.standalone_streams.fetch_sub(1, Relaxed);
+        }
+        inner.metrics.open_pumps.fetch_sub(1, Relaxed);
+        tracing::debug!(session = %live.id, stream, "upstream stream finished");
+    });
+}
+
+/// Whether the pump goes on after a step.
+enum Step {
+    Continue,
+    Stop,
+}
+
+struct Pump<'a> {
+    inner: &'a Arc<ProxyState>,
+    live: &'a Arc<Live>,
+    stream: String,
+    kind: Kind,
+    events: EventStream,
+    client: Option<mpsc::Sender<Bytes>>,
+    client_headers: HeaderMap,
+    upstream_last: Option<String>,
+    wake: broadcast::Sender<u64>,
+    standalone: bool,
+    /// When this instance last took or renewed the lease (`None`: it holds none).
+    renewed_at: Option<Instant>,
+    /// Counted in `orphan_streams` (no client attached).
+    orphan: bool,
+    detached_at: Option<Instant>,
+    last_event: Instant,
+    retry_hint: Duration,
+    reconnects: u32,
+}
+
+impl<'a> Pump<'a> {
+    fn new(inner: &'a Arc<ProxyState>, live: &'a Arc<Live>, spec: PumpSpec) -> Self {
+        let standalone = spec.stream == STANDALONE;
+        let now = Instant::now();
+        let mut pump = Pump {
+            inner,
+            live,
+            standalone,
+            renewed_at: spec.lease_held.then_some(now),
+            orphan: false,
+            detached_at: None,
+            last_event: now,
+            retry_hint: Duration::from_millis(100),
+            reconnects: 0,
+            stream: spec.stream,
+            kind: spec.kind,
+            events: spec.events,
+            client: spec.client,
+            client_headers: spec.client_headers,
+            upstream_last: spec.upstream_last,
+            wake: spec.wake,
+        };
+        if pump.client.is_none() {
+            pump.detach();
+        }
+        pump
+    }
+
+    async fn run(&mut self) {
+        let lease = self.inner.cfg.stream_lease;
+        let every = (lease / 3).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    match self.on_tick().await {
+                        Step::Continue => continue,
+                        Step::Stop => return,
+                    }
+                }
+                ev = self.events.next() => ev,
+            };
+            let step = match next {
+                Some(Ok(ev)) => self.on_event(ev).await,
+                end => {
+                    if let Some(Err(e)) = end {
+                        tracing::debug!(session = %self.live.id, stream = self.stream, error = %e, "upstream stream failed");
+                    }
+                    self.on_upstream_end().await
+                }
+            };
+            if let Step::Stop = step {
+                return;
+            }
+        }
+    }
+
+    /// Renews the lease and enforces the orphan and idle limits.
+    async fn on_tick(&mut self) -> Step {
+        let cfg = &self.inner.cfg;
+        if !self.standalone
+            && self
+                .detached_at
+                .is_some_and(|t| t.elapsed() > cfg.orphan_stream_timeout)
+        {
+            tracing::debug!(session = %self.live.id, stream = self.stream, "no client for too long; stream dropped");
+            return Step::Stop;
+        }
+        if matches!(self.kind, Kind::Post { .. })
+            && self.last_event.elapsed() > cfg.upstream_idle_timeout
+        {
+            tracing::info!(session = %self.live.id, stream = self.stream, "upstream sent nothing for too long; stream ended");
+            return Step::Stop;
+        }
+        self.renew().await
+    }
+
+    /// Takes or renews the lease; stops when another instance holds it or the session is gone.
+    async fn renew(&mut self) -> Step {
+        match self.inner.claim_lease(&self.live.id, &self.stream).await {
+            Ok(true) => {
+                self.renewed_at = Some(Instant::now());
+                Step::Continue
+            }
+            Ok(false) => {
+                self.inner.metrics.leases_lost.fetch_add(1, Relaxed);
+                tracing::info!(session = %self.live.id, stream = self.stream, "another instance holds this stream now; stopping");
+                // Not ours: nothing to release.
+                self.renewed_at = None;
+                Step::Stop
+            }
+            Err(Error::NotFound { .. }) => {
+                self.inner.evict(&self.live.id);
+                Step::Stop
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.live.id, stream = self.stream, error = %e, "lease renewal failed");
+                Step::Continue
+            }
+        }
+    }
+
+    /// Counts this stream as recorded with no client attached; stops it when too many are.
+    fn detach(&mut self) -> Step {
+        self.client = None;
+        self.detached_at = Some(Instant::now());
+        if self.standalone || self.orphan {
+            return Step::Continue;
+        }
+        self.orphan = true;
+        let n = self.inner.metrics.orphan_streams.fetch_add(1, Relaxed) + 1;
+        if usize::try_from(n).unwrap_or(0) > self.inner.cfg.max_orphan_streams {
+            tracing::warn!(session = %self.live.id, stream = self.stream, orphans = n, "too many streams without a client; this one stops recording");
+            return Step::Stop;
+        }
+        Step::Continue
+    }
+
+    async fn on_event(&mut self, ev: crate::sse::SseEvent) -> Step {
+        self.last_event = Instant::now();
+        if let Some(ms) = ev.retry {
+            self.retry_hint = Duration::from_millis(ms.min(10_000));
+        }
+        if ev.id.is_some() {
+            self.upstream_last.clone_from(&ev.id);
+        }
+        if ev.data.trim().is_empty() {
+            // The upstream's own priming event or a keep-alive: nothing to forward.
+            return Step::Continue;
+        }
+        self.reconnects = 0;
+        // A pump that was held up (a slow store) proves it still owns the stream first.
+        let lease = self.inner.cfg.stream_lease;
+        if self.renewed_at.is_some_and(|t| t.elapsed() >= lease / 2)
+            && let Step::Stop = self.renew().await
+        {
+            return Step::Stop;
+        }
+        let data = Bytes::from(ev.data);
+        let seq = self.record(&data, ev.id).await;
+        let Some(seq) = seq else {
+            return Step::Stop;
+        };
+        if let Kind::Post { awaiting } = &mut self.kind
+            && let Ok(v) = serde_json::from_slice::<Value>(&data)
+        {
+            for id in response_ids(&v) {
+                awaiting.remove(&id);
+            }
+        }
+        if let Some(tx) = &self.client {
+            let eid = seq.map(|s| {
+                self.inner
+                    .codec
+                    .encode(self.live.id.as_str(), &self.stream, s)
+            });
+            let chunk = sse::encode(eid.as_deref(), None, None, &data);
+            match tokio::time::timeout(self.inner.cfg.client_send_timeout, tx.send(chunk)).await {
+                Ok(Ok(())) => {
+                    self.inner.metrics.sse_events.fetch_add(1, Relaxed);
+                }
+                Ok(Err(_)) => {
+                    tracing::debug!(session = %self.live.id, stream = self.stream, "client went away; still recording");
+                    if let Step::Stop = self.detach() {
+                        return Step::Stop;
+                    }
+                }
+                Err(_) => {
+                    self.inner.metrics.clients_detached.fetch_add(1, Relaxed);
+                    tracing::info!(session = %self.live.id, stream = self.stream, "client did not read in time; detached (it resumes with Last-Event-ID)");
+                    if let Step::Stop = self.detach() {
+                        return Step::Stop;
+                    }
+                }
+            }
+        }
+        if self.kind.done() {
+            Step::Stop
+        } else {
+            Step::Continue
+        }
+    }
+
+    /// Records one event: the pending entries of requests the upstream sends the client
+    /// (sampling, elicitation, roots: the client may answer on any instance) before its frame,
+    /// so a frame that is visible has its pending entry; then the frame (its seq is the event
+    /// id) together with the settlement of the requests it answers. `None`: the session is
+    /// gone; `Some(None)`: forwarded without an event id (the store failed).
+    async fn record(&mut self, data: &Bytes, upstream_id: Option<String>) -> Option<Option<u64>> {
+        let (inner, live, stream) = (self.inner, self.live, &self.stream);
+        let (answered, asked) = match serde_json::from_slice::<Value>(data) {
+            Ok(v) => (response_ids(&v), server_requests(&v)),
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+        if !asked.is_empty() {
+            let added = join_all(asked.iter().map(|(id, method)| {
+                let p = PendingRequest::new(record::s2c_id(id), method.clone())
+                    .with_stream(stream.clone());
+                inner.store.add_pending(&live.id, p)
+            }))
+            .await;
+            for r in added {
+                if let Err(e) = r
+                    && !matches!(e, Error::AlreadyExists { .. } | Error::NotFound { .. })
+                {
+                    tracing::debug!(session = %live.id, stream, error = %e, "could not record a server request as pending");
+                }
+            }
+        }
+        let mut nf = NewFrame::new(Direction::ServerToClient, data.clone())
+            .with_stream(stream.clone())
+            .with_content_type("application/json");
+        if let Some(id) = upstream_id {
+            nf = nf.with_header(UPSTREAM_EVENT_ID, id);
+        }
+        let takes = join_all(
+            answered
+                .iter()
+                .map(|id| inner.store.take_pending(&live.id, id)),
+        );
+        let (appended, _) = tokio::join!(inner.store.append_frame(&live.id, nf), takes);
+        match appended {
+            Ok(seq) => {
+                inner.metrics.frames_recorded.fetch_add(1, Relaxed);
+                let _ = self.wake.send(seq);
+                if let Some(w) = &inner.wakeups {
+                    w.publish(&live.id, stream);
+                }
+                Some(Some(seq))
+            }
+            Err(Error::NotFound { .. }) => {
+                inner.evict(&live.id);
+                None
+            }
+            Err(e) => {
+                inner.metrics.frame_errors.fetch_add(1, Relaxed);
+                tracing::warn!(session = %live.id, stream, error = %e, "could not record a frame; forwarded without an event id");
+                Some(None)
+            }
+        }
+    }
+
+    /// The upstream stream ended: a POST stream closed before its answers (e.g. 2025-11-25
+    /// SSE polling) or the standalone stream is resumed upstream; anything else stops.
+    async fn on_upstream_end(&mut self) -> Step {
+        let Some(http) = &self.inner.http else {
+            return Step::Stop;
+        };
+        if self.kind.done() || self.reconnects >= 5 {
+            return Step::Stop;
+        }
+        let resumable = self.upstream_last.is_some();
+        match self.kind {
+            Kind::Post { .. } if !resumable => return Step::Stop,
+            Kind::Get if self.reconnects >= 1 || !(resumable || self.standalone) => {
+                return Step::Stop;
+            }
+            _ => {}
+        }
+        self.reconnects += 1;
+        tokio::select! {
+            _ = self.inner.shutdown.cancelled() => return Step::Stop,
+            _ = tokio::time::sleep(self.retry_hint) => {}
+        }
+        let reply = http
+            .get(
+                &self.client_headers,
+                self.live.upstream_session_id.as_deref(),
+                self.upstream_last.as_deref(),
+            )
+            .await;
+        match reply {
+            Ok(Reply::Stream { events, .. }) => {
+                self.events = events;
+                Step::Continue
+            }
+            Ok(other) => {
+                tracing::debug!(session = %self.live.id, stream = self.stream, status = %other.status(), "upstream refused to resume");
+                Step::Stop
+            }
+            Err(e) => {
+                tracing::debug!(session = %self.live.id, stream = self.stream, error = %e, "upstream resume failed");
+                Step::Continue
+            }
+        }
+    }
+}
+
+/// The requests (id, method) in a message or batch the upstream sends the client.
+pub(super) fn server_requests(v: &Value) -> Vec<(RequestId, String)> {
+    let one = |m: &Value| match classify(m) {
+        MessageKind::Request { id, method } => Some((id, method)),
+        _ => None,
+    };
+    match v {
+        Value::Array(items) => items.iter().filter_map(one).collect(),
+        m => one(m).into_iter().collect(),
+    }
+}
