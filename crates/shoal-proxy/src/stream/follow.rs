@@ -286,10 +286,12 @@ impl Follower {
                     }
                 }
             }
-            if self.awaiting.as_ref().is_some_and(HashSet::is_empty) {
-                return Ok(true);
-            }
             if !page.has_more {
+                // Everything recorded was sent: a POST stream whose requests are all answered
+                // is complete.
+                if self.awaiting.as_ref().is_some_and(HashSet::is_empty) {
+                    return Ok(true);
+                }
                 // Every frame up to the session's newest seq was looked at: the next read
                 // starts after it, whatever other streams wrote in between.
                 self.cursor = self.cursor.max(page.last_seq);

@@ -394,9 +394,63 @@ async fn fake_handler(
                             });
                             sse_resp(rx)
                         }
+                        "ask_standalone" => {
+                            // Asks the client on the session's GET stream (no related request),
+                            // the way SDK servers send requests outside a call. With no GET
+                            // stream open the request is dropped, as real servers do, and the
+                            // call answers "lost".
+                            let get = sid
+                                .as_ref()
+                                .and_then(|s| st.lock().unwrap().get_streams.get(s).cloned());
+                            let n = {
+                                let mut g = st.lock().unwrap();
+                                g.next += 1;
+                                g.next
+                            };
+                            let ask_id = format!("srv-s{n}");
+                            let ask = json!({"jsonrpc":"2.0","id":ask_id,"method":"sampling/createMessage",
+                                "params":{"messages":[],"maxTokens":1}});
+                            let sent = match get {
+                                Some(tx) => tx.send(sse_event(None, &ask)).await.is_ok(),
+                                None => false,
+                            };
+                            if !sent {
+                                return json_resp(
+                                    StatusCode::OK,
+                                    &json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"lost"}]}}),
+                                );
+                            }
+                            let (tx, rx) = mpsc::channel(8);
+                            let st = st.clone();
+                            tokio::spawn(async move {
+                                let answer = loop {
+                                    let found = st
+                                        .lock()
+                                        .unwrap()
+                                        .client_responses
+                                        .iter()
+                                        .find(|r| r["id"] == ask_id.as_str())
+                                        .cloned();
+                                    if let Some(a) = found {
+                                        break a;
+                                    }
+                                    if tx.is_closed() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                };
+                                let done = json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text",
+                                    "text":format!("answer {}", answer["result"])}]}});
+                                let _ = tx.send(sse_event(None, &done)).await;
+                            });
+                            sse_resp(rx)
+                        }
                         "stream" | "gated" => {
                             let count = args["count"].as_u64().unwrap_or(3);
                             let before_gate = args["before_gate"].as_u64().unwrap_or(count);
+                            let pad = "x".repeat(
+                                usize::try_from(args["pad"].as_u64().unwrap_or(0)).unwrap(),
+                            );
                             let gate = st.lock().unwrap().gate.clone();
                             let (tx, rx) = mpsc::channel(64);
                             let gated = name == "gated";
@@ -405,7 +459,7 @@ async fn fake_handler(
                                     if gated && i == before_gate {
                                         gate.notified().await;
                                     }
-                                    let n = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":i,"message":format!("event {i}")}});
+                                    let n = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":i,"message":format!("event {i}{pad}")}});
                                     if tx
                                         .send(sse_event(Some(&format!("u{i}")), &n))
                                         .await

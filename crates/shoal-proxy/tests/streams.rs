@@ -1,0 +1,423 @@
+//! Streams under adversity: server requests on the standalone stream while the client's GET
+//! is late or on the other instance, a follower of a quiet stream in a busy session, a store
+//! that keeps failing under a follower, a client that stops reading, quiet streams.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use serde_json::{Value, json};
+use shoal_core::{
+    Direction, Error, FrameQuery, MemoryStore, NewFrame, Result, SessionId, SessionStore,
+    store::MAX_PAGE_LIMIT,
+};
+use shoal_proxy::{ProxyConfig, UpstreamConfig};
+use shoal_testkit::forwarding::{Call, ForwardingStore, Hooks};
+
+fn http(f: &Fake) -> UpstreamConfig {
+    UpstreamConfig::Http { url: f.url() }
+}
+
+fn get(c: &Client, url: &str, sid: &str) -> reqwest::RequestBuilder {
+    c.http
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+}
+
+/// The next event with data (skipping priming events).
+async fn next_data(r: &mut SseReader) -> Value {
+    loop {
+        let ev = r.next().await.expect("the stream ended");
+        if !ev.data.is_empty() {
+            return serde_json::from_str(&ev.data).unwrap();
+        }
+    }
+}
+
+// ------------------------------------------- server requests on the standalone stream
+
+/// The client POSTs a tool call at once after initializing, on the other instance, before it
+/// has any GET open; the server asks the client on its standalone stream right then. The
+/// proxy opened that stream when `notifications/initialized` passed, so the request is
+/// recorded, and the client's GET — opened late, on either instance — gets it. Every round
+/// trip completes: none is lost.
+async fn standalone_requests_never_lost(store: Arc<dyn SessionStore>, rounds: usize) {
+    let f = fake_upstream().await;
+    let a = start_proxy(config(http(&f), "a"), store.clone()).await;
+    let b = start_proxy(config(http(&f), "b"), store).await;
+    let c = Client::new("2025-06-18");
+    let mut lost = 0;
+    for round in 0..rounds {
+        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let sid = c.initialize(&first.url()).await;
+        // The call first, on the other instance; no GET yet.
+        let call = c
+            .post_req(
+                &second.url(),
+                Some(&sid),
+                &json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask_standalone","arguments":{}}}),
+            )
+            .send();
+        let call = tokio::time::timeout(WAIT, call).await.unwrap().unwrap();
+        assert_eq!(call.status(), 200);
+        let is_sse = call.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream");
+        if !is_sse {
+            // The upstream had no standalone stream open: it dropped its request.
+            lost += 1;
+            continue;
+        }
+        let mut call = SseReader::new(call);
+        // The GET, late, on the instance that did not take the call.
+        let resp = get(&c, &first.url(), &sid).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut standalone = SseReader::new(resp);
+        let asked = next_data(&mut standalone).await;
+        assert_eq!(asked["method"], "sampling/createMessage", "{asked}");
+        let answer = c
+            .post_req(
+                &first.url(),
+                Some(&sid),
+                &json!({"jsonrpc":"2.0","id":asked["id"],"result":{"role":"assistant",
+                        "content":{"type":"text","text":format!("r{round}")},"model":"m"}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        let done = next_data(&mut call).await;
+        assert_eq!(done["id"], 1);
+        let text = done["result"]["content"][0]["text"].as_str().unwrap();
+        if !text.contains(&format!("r{round}")) {
+            lost += 1;
+        }
+    }
+    assert_eq!(lost, 0, "{lost} of {rounds} round trips lost");
+    // A GET that reconnects without Last-Event-ID replays the stream, minus answered requests.
+    let sid = c.initialize(&a.url()).await;
+    let mut standalone = SseReader::new(get(&c, &b.url(), &sid).send().await.unwrap());
+    for n in 1..=2 {
+        wait_for_async(|| async { f.notify_get(&upstream_sid(&f, &sid).await, n).await }).await;
+        let v = next_data(&mut standalone).await;
+        assert_eq!(v["params"]["data"]["n"], n);
+    }
+    drop(standalone);
+    let mut again = SseReader::new(get(&c, &a.url(), &sid).send().await.unwrap());
+    assert_eq!(next_data(&mut again).await["params"]["data"]["n"], 1);
+    assert_eq!(next_data(&mut again).await["params"]["data"]["n"], 2);
+}
+
+/// The upstream session id of the newest session of the fake (sessions are `up-<n>`).
+async fn upstream_sid(f: &Fake, _sid: &str) -> String {
+    let g = f.state.lock().unwrap();
+    let newest = g
+        .sessions
+        .iter()
+        .filter_map(|s| s.strip_prefix("up-").and_then(|n| n.parse::<u64>().ok()))
+        .max()
+        .unwrap();
+    format!("up-{newest}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_requests_are_never_lost_on_memory() {
+    standalone_requests_never_lost(Arc::new(MemoryStore::new()), 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_requests_are_never_lost_on_redis() {
+    let server = shoal_testkit::redis_server::RedisServer::start();
+    let store =
+        shoal_redis::RedisStore::connect_default(shoal_redis::RedisConfig::new(server.url()))
+            .await
+            .unwrap();
+    standalone_requests_never_lost(Arc::new(store), 40).await;
+}
+
+/// Without the proxy opening the standalone stream, the same race loses requests: the check
+/// above can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_early_standalone_stream_the_request_is_lost() {
+    let f = fake_upstream().await;
+    let mut cfg = config(http(&f), "a");
+    cfg.open_standalone_stream = false;
+    let a = start_proxy(cfg, Arc::new(MemoryStore::new())).await;
+    let c = Client::new("2025-06-18");
+    let sid = c.initialize(&a.url()).await;
+    let v = c
+        .call(
+            &a.url(),
+            &sid,
+            1,
+            "tools/call",
+            json!({"name":"ask_standalone","arguments":{}}),
+        )
+        .await;
+    assert_eq!(v["result"]["content"][0]["text"], "lost");
+}
+
+// ------------------------------------------------------- follower cost in a busy session
+
+/// Records the `after_seq` of every filtered frame read.
+#[derive(Debug, Default)]
+struct ReadLog(Mutex<Vec<(String, u64)>>);
+
+#[async_trait]
+impl Hooks for ReadLog {
+    type Ticket = ();
+    async fn before(&self, call: Call<'_>) -> Result<()> {
+        if let Call::Frames(_, q) = call
+            && let Some(s) = &q.stream_id
+        {
+            self.0.lock().unwrap().push((s.clone(), q.after_seq));
+        }
+        Ok(())
+    }
+}
+
+/// A follower of the quiet standalone stream in a session where another stream wrote 10,000
+/// frames reads past them once: every later read starts after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_reads_only_new_frames() {
+    let f = fake_upstream().await;
+    let log = Arc::new(ForwardingStore::new(MemoryStore::new(), ReadLog::default()));
+    let store: Arc<dyn SessionStore> = log.clone();
+    let a = start_proxy(config(http(&f), "a"), store.clone()).await;
+    let c = Client::new("2025-06-18");
+    let sid = c.initialize(&a.url()).await;
+    let id = SessionId::new(&sid).unwrap();
+    let mut standalone = SseReader::new(get(&c, &a.url(), &sid).send().await.unwrap());
+    assert!(f.notify_get("up-1", 1).await);
+    assert_eq!(next_data(&mut standalone).await["params"]["data"]["n"], 1);
+    let busy: Vec<NewFrame> = (0..10_000)
+        .map(|i| {
+            NewFrame::new(
+                Direction::ServerToClient,
+                Bytes::from(format!("{{\"n\":{i}}}")),
+            )
+            .with_stream("pbusy")
+        })
+        .collect();
+    for chunk in busy.chunks(1000) {
+        store.append_frames(&id, chunk.to_vec()).await.unwrap();
+    }
+    let newest = store.get(&id).await.unwrap().unwrap().last_seq;
+    assert!(newest >= 10_000);
+    // Let the follower poll a while (20 ms interval), then send it something.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mark = log.hooks().0.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(f.notify_get("up-1", 2).await);
+    assert_eq!(next_data(&mut standalone).await["params"]["data"]["n"], 2);
+    let reads = log.hooks().0.lock().unwrap()[mark..].to_vec();
+    let standalone_reads: Vec<u64> = reads
+        .iter()
+        .filter(|(s, _)| s == "g0")
+        .map(|(_, after)| *after)
+        .collect();
+    assert!(
+        standalone_reads.len() >= 3,
+        "the follower polled: {standalone_reads:?}"
+    );
+    assert!(
+        standalone_reads.iter().all(|after| *after >= newest),
+        "every read after the burst starts past it (newest {newest}): {standalone_reads:?}"
+    );
+}
+
+// ------------------------------------------------------------- a store that keeps failing
+
+/// Fails filtered frame reads while armed: 1 with `Unavailable`, 2 with `InvalidInput`.
+#[derive(Debug, Default)]
+struct FailingReads(AtomicU8);
+
+#[async_trait]
+impl Hooks for FailingReads {
+    type Ticket = ();
+    async fn before(&self, call: Call<'_>) -> Result<()> {
+        if let Call::Frames(_, q) = call
+            && q.stream_id.is_some()
+        {
+            match self.0.load(Relaxed) {
+                1 => return Err(Error::unavailable("injected: store down")),
+                2 => return Err(Error::invalid("injected: cannot resolve the position")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn stream_ends_when_reads_fail(mode: u8, deadline: Duration) -> Duration {
+    let f = fake_upstream().await;
+    let failing = Arc::new(ForwardingStore::new(
+        MemoryStore::new(),
+        FailingReads::default(),
+    ));
+    let mut cfg = config(http(&f), "a");
+    cfg.stream_error_deadline = deadline;
+    let a = start_proxy(cfg, failing.clone()).await;
+    let c = Client::new("2025-06-18");
+    let sid = c.initialize(&a.url()).await;
+    let mut standalone = SseReader::new(get(&c, &a.url(), &sid).send().await.unwrap());
+    assert!(f.notify_get("up-1", 1).await);
+    assert_eq!(next_data(&mut standalone).await["params"]["data"]["n"], 1);
+    failing.hooks().0.store(mode, Relaxed);
+    let started = std::time::Instant::now();
+    assert!(f.notify_get("up-1", 2).await);
+    // The client's stream ends (bounded by WAIT inside `next`).
+    while let Some(ev) = standalone.next().await {
+        assert!(ev.data.is_empty(), "no event while reads fail: {}", ev.data);
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        a.handle.metrics().streams_ended_on_error.load(Relaxed),
+        1,
+        "counted"
+    );
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_the_store_keeps_failing() {
+    let took = stream_ends_when_reads_fail(1, Duration::from_millis(500)).await;
+    assert!(
+        took >= Duration::from_millis(400),
+        "retried until the deadline: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_once_on_an_unresolvable_position() {
+    // A deadline far beyond the test's bounds: only the permanent error can end it in time.
+    let took = stream_ends_when_reads_fail(2, Duration::from_secs(3600)).await;
+    assert!(took < WAIT);
+}
+
+// ------------------------------------------------------------ a client that stops reading
+
+/// The client reads two events of a long POST stream, then stops reading. The pump detaches
+/// it after `client_send_timeout` and goes on recording: every upstream event is stored once
+/// and in order, and the client resumes on the other instance with exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_never_stalls_the_recording() {
+    let f = fake_upstream().await;
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let tweak = |mut c: ProxyConfig| {
+        c.client_send_timeout = Duration::from_millis(100);
+        c
+    };
+    let a = start_proxy(tweak(config(http(&f), "a")), store.clone()).await;
+    let b = start_proxy(tweak(config(http(&f), "b")), store.clone()).await;
+    let c = Client::new("2025-06-18");
+    let sid = c.initialize(&a.url()).await;
+    let id = SessionId::new(&sid).unwrap();
+    // 500 events of ~64 KiB: far more than the channel and the loopback socket buffers
+    // (which grow to several MiB) hold.
+    let count = 500u64;
+    let resp = c
+        .post_req(
+            &a.url(),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"stream","arguments":{"count":count,"pad":65536}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut r = SseReader::new(resp);
+    let mut last = None;
+    for want in 0..2u64 {
+        let ev = r.next().await.unwrap();
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(v["params"]["progress"], want);
+        last = ev.id;
+    }
+    // Stop reading (hold the response). The recording finishes regardless.
+    wait_for_async(|| async {
+        let page = store
+            .frames(&id, &FrameQuery::after(0, MAX_PAGE_LIMIT))
+            .await
+            .unwrap();
+        page.frames.iter().any(|f| {
+            f.direction == Direction::ServerToClient
+                && String::from_utf8_lossy(&f.content).contains("\"id\":7")
+        })
+    })
+    .await;
+    assert!(a.handle.metrics().clients_detached.load(Relaxed) >= 1);
+    drop(r);
+    // Exactly once, in order: progress 0..count, then the result.
+    let mut after = 0;
+    let mut progress = Vec::new();
+    let mut stream = None;
+    loop {
+        let page = store
+            .frames(&id, &FrameQuery::after(after, 500))
+            .await
+            .unwrap();
+        for f in &page.frames {
+            after = f.seq;
+            if f.direction != Direction::ServerToClient {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&f.content).unwrap();
+            if let Some(p) = v["params"]["progress"].as_u64() {
+                stream.get_or_insert_with(|| f.stream_id.clone());
+                assert_eq!(stream.as_ref().unwrap(), &f.stream_id);
+                progress.push(p);
+            }
+        }
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(progress, (0..count).collect::<Vec<_>>());
+    // The client resumes on B after the last event it read: exactly the rest.
+    let resp = get(&c, &b.url(), &sid)
+        .header("last-event-id", last.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut r = SseReader::new(resp);
+    let run = read_progress(&mut r).await;
+    assert_eq!(run.progress, (2..count).collect::<Vec<_>>());
+    assert_eq!(run.result.unwrap()["id"], 7);
+}
+
+// --------------------------------------------------------------------------- keep-alive
+
+/// A quiet stream gets a comment every `sse_keepalive`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_streams_get_keep_alive_comments() {
+    let f = fake_upstream().await;
+    let mut cfg = config(http(&f), "a");
+    cfg.sse_keepalive = Duration::from_millis(50);
+    let a = start_proxy(cfg, Arc::new(MemoryStore::new())).await;
+    let c = Client::new("2025-06-18");
+    let sid = c.initialize(&a.url()).await;
+    let mut resp = get(&c, &a.url(), &sid).send().await.unwrap();
+    let mut seen = String::new();
+    tokio::time::timeout(WAIT, async {
+        while seen.matches(": keep-alive").count() < 2 {
+            let chunk = resp.chunk().await.unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(a.handle.metrics().keepalives_sent.load(Relaxed) >= 2);
+}
