@@ -42,6 +42,13 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     cfg.stream_lease = p.stream_lease;
     cfg.sse_retry = p.sse_retry;
     cfg.upstream_timeout = p.upstream_timeout;
+    cfg.orphan_stream_timeout = p.orphan_stream_timeout;
+    cfg.max_orphan_streams = p.max_orphan_streams;
+    cfg.client_send_timeout = p.client_send_timeout;
+    cfg.sse_keepalive = p.sse_keepalive;
+    cfg.upstream_idle_timeout = p.upstream_idle_timeout;
+    cfg.stream_error_deadline = p.stream_error_deadline;
+    cfg.open_standalone_stream = p.open_standalone_stream;
     cfg.principal_header.clone_from(&p.principal_header);
     match args
         .event_id_key_file

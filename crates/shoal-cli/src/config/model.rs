@@ -135,6 +135,27 @@ pub(crate) struct ProxySection {
     /// never listed as pending; `0s` records every request as pending at once. Default 50 ms.
     #[serde(with = "shoal_core::serde_util::duration")]
     pub(crate) pending_after: Duration,
+    /// Longest a stream keeps recording with no client attached. Default 5 min.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) orphan_stream_timeout: Duration,
+    /// Most streams recorded with no client attached at once. Default 1024.
+    pub(crate) max_orphan_streams: usize,
+    /// Longest wait for a client to take one event before it is detached. Default 2 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) client_send_timeout: Duration,
+    /// SSE keep-alive comment after this much quiet; `0s` turns them off. Default 15 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) sse_keepalive: Duration,
+    /// A POST stream whose upstream is silent this long is ended. Default 10 min.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) upstream_idle_timeout: Duration,
+    /// How long a follower retries a failing store before ending its client's stream.
+    /// Default 30 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) stream_error_deadline: Duration,
+    /// Open each session's standalone stream upstream at `notifications/initialized` and
+    /// record it. Default true.
+    pub(crate) open_standalone_stream: bool,
 }
 
 impl Default for ProxySection {
@@ -153,6 +174,13 @@ impl Default for ProxySection {
             upstream_timeout: Duration::from_secs(60),
             principal_header: None,
             pending_after: Duration::from_millis(50),
+            orphan_stream_timeout: Duration::from_secs(300),
+            max_orphan_streams: 1024,
+            client_send_timeout: Duration::from_secs(2),
+            sse_keepalive: Duration::from_secs(15),
+            upstream_idle_timeout: Duration::from_secs(600),
+            stream_error_deadline: Duration::from_secs(30),
+            open_standalone_stream: true,
         }
     }
 }
