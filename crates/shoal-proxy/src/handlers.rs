@@ -35,6 +35,9 @@ use crate::{
 
 type S = State<Arc<ProxyState>>;
 
+/// The longest `notifications/initialized` waits for the standalone stream to open upstream.
+const STANDALONE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The router: the MCP endpoint plus `/healthz`, `/readyz` and `/metrics`.
 pub(crate) fn router(inner: Arc<ProxyState>) -> Router {
     let path = inner.cfg.path.clone();
@@ -395,8 +398,12 @@ async fn forward_post(
     {
         if initializes && reply.status().is_success() {
             // Open before the client hears back: nothing it sends next can make the server
-            // talk to a standalone stream that is not open yet.
-            open_standalone(inner, live, headers).await;
+            // talk to a standalone stream that is not open yet. An upstream that holds back
+            // the GET's response head is not waited for longer than STANDALONE_OPEN_WAIT
+            // (the stream still opens, later).
+            let _ =
+                tokio::time::timeout(STANDALONE_OPEN_WAIT, open_standalone(inner, live, headers))
+                    .await;
         } else if !initializes {
             // A session this instance loaded: its standalone stream may have lost its reader.
             let (inner, live, headers) = (inner.clone(), live.clone(), headers.clone());

@@ -44,11 +44,25 @@ fn get_headers(client: &HeaderMap) -> HeaderMap {
 /// Makes sure some instance reads the session's standalone stream upstream: opens it here
 /// unless this instance already does or another live instance holds its lease. With a stdio
 /// upstream every instance reads its own server process's stream.
+///
+/// The work runs in its own task, so a caller that stops waiting (a client that hangs up, a
+/// deadline) never leaves it half done.
 pub(crate) async fn ensure_standalone(
     inner: &Arc<ProxyState>,
     live: &Arc<Live>,
     client_headers: &HeaderMap,
 ) -> Result<Standalone, UpstreamError> {
+    let task = tokio::spawn(open(inner.clone(), live.clone(), client_headers.clone()));
+    task.await
+        .unwrap_or_else(|e| Err(UpstreamError(format!("standalone stream task failed: {e}"))))
+}
+
+async fn open(
+    inner: Arc<ProxyState>,
+    live: Arc<Live>,
+    client_headers: HeaderMap,
+) -> Result<Standalone, UpstreamError> {
+    let (inner, live, client_headers) = (&inner, &live, &client_headers);
     let Some(wake) = inner.try_register_pump(&live.id, STANDALONE) else {
         return Ok(Standalone::Open);
     };
