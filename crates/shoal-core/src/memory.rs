@@ -39,10 +39,11 @@ use async_trait::async_trait;
 use crossbeam_skiplist::SkipMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::{self, LeaseRecord};
 use crate::{
-    Clock, Error, Frame, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery,
-    NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
-    SessionStore, SweepReport, SystemClock, Timestamp,
+    Clock, Error, Frame, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits,
+    ListPage, ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter,
+    SessionId, SessionRecord, SessionStore, SweepReport, SystemClock, Timestamp,
 };
 
 /// The in-memory [`SessionStore`]. Cloning shares the same sessions.
@@ -97,6 +98,8 @@ struct SlotData {
     frames: VecDeque<Frame>,
     pending: HashMap<RequestId, (u64, PendingRequest)>,
     pending_order: u64,
+    /// Named leases (see [`crate::lease`]), ended with the session.
+    leases: HashMap<String, LeaseRecord>,
     /// Set once, when the session is deleted or found expired; a dead slot is never revived.
     dead: bool,
 }
@@ -399,6 +402,7 @@ impl SlotData {
             frames: VecDeque::new(),
             pending: HashMap::new(),
             pending_order: 0,
+            leases: HashMap::new(),
             dead: false,
         }
     }
@@ -695,6 +699,29 @@ impl SessionStore for MemoryStore {
         Ok(Health::healthy("memory", started.elapsed())
             .with_detail("sessions", sessions)
             .with_detail("max_sessions", self.state.limits.max_sessions))
+    }
+
+    async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
+        request.validate()?;
+        let now = self.state.now();
+        self.state.with_live(id, now, |d| {
+            let name = request.name();
+            let (reply, record) = lease::apply(d.leases.get(name), &request, now);
+            match record {
+                Some(record) if record.expires_at > now => {
+                    d.leases.insert(name.to_owned(), record);
+                }
+                Some(_) => {
+                    d.leases.remove(name);
+                }
+                None => {}
+            }
+            // Forget leases that ran out, so many short-lived names cannot pile up.
+            if d.leases.len() > 16 {
+                d.leases.retain(|_, r| r.expires_at > now);
+            }
+            Ok(reply)
+        })
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {

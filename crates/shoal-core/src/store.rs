@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, Frame, NewFrame, PendingRequest, RequestId, Result, Session, SessionId, SessionStatus,
-    Timestamp, Transport,
+    Error, Frame, LeaseReply, LeaseRequest, NewFrame, PendingRequest, RequestId, Result, Session,
+    SessionId, SessionStatus, Timestamp, Transport,
 };
 
 /// The largest page a `list` or `frames` call returns.
@@ -513,6 +513,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// they are), atomically. [`Error::AlreadyExists`] if the id is taken; the record is checked
     /// with [`SessionRecord::validate`] first.
     async fn restore(&self, record: SessionRecord) -> Result<()>;
+
+    /// Takes, renews, releases or reads a named lease of the session (see
+    /// [`lease`](crate::lease) for the rules, [`lease::apply`](crate::lease::apply) for their
+    /// reference implementation). [`Error::NotFound`] if the session does not exist;
+    /// [`Error::InvalidInput`] for a bad name, owner or ttl. Leases end with their session.
+    ///
+    /// Stores shared by several processes implement it; the default refuses every request.
+    async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
+        let _ = (id, request);
+        Err(Error::backend(format!(
+            "the {} store does not keep leases",
+            self.backend_name()
+        )))
+    }
 }
 
 #[async_trait]
@@ -583,6 +597,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn restore(&self, record: SessionRecord) -> Result<()> {
         (**self).restore(record).await
+    }
+    async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
+        (**self).lease(id, request).await
     }
 }
 

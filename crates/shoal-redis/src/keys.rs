@@ -102,8 +102,17 @@ impl Keys {
         format!("{}:metrics:{name}", self.prefix)
     }
 
+    /// `<prefix>:{<sid>}:lease:<name>`: a named lease of the session (a string holding the
+    /// owner token, with a PX expiry). Lease names are `[A-Za-z0-9._-]` (checked by the caller).
+    pub(crate) fn session_lease(&self, id: &SessionId, name: &str) -> String {
+        let mut kind = String::with_capacity(6 + name.len());
+        kind.push_str("lease:");
+        kind.push_str(name);
+        session_key(&self.prefix, id.as_str(), &kind)
+    }
+
     /// `<prefix>:sweep:lease`.
-    pub(crate) fn lease(&self) -> String {
+    pub(crate) fn sweep_lease(&self) -> String {
         format!("{}:sweep:lease", self.prefix)
     }
 }

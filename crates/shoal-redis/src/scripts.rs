@@ -2,7 +2,8 @@
 //! automatically after a `NOSCRIPT` (a restarted server or a new cluster node).
 //!
 //! Every per-session script gets exactly the session's three keys (`meta`, `frames`,
-//! `requests`), all under the `{<sid>}` hash tag, and never touches another key: index
+//! `requests`; `session_lease` also the lease's key), all under the `{<sid>}` hash tag, and
+//! never touches another key: index
 //! and metric keys live in other cluster slots and are written by separate commands.
 //!
 //! A per-session script's source is `common.lua`, a newline, then its own file; the constants
@@ -43,7 +44,9 @@ const ADD_PENDING_SOURCE: &str = session_source!("add_pending.lua");
 const TAKE_PENDING_SOURCE: &str = session_source!("take_pending.lua");
 /// `common.lua` + `restore.lua`.
 const RESTORE_SOURCE: &str = session_source!("restore.lua");
-/// `release_lease.lua` (not a per-session script: no `common.lua`).
+/// `common.lua` + `session_lease.lua` (a fourth key: the lease).
+const SESSION_LEASE_SOURCE: &str = session_source!("session_lease.lua");
+/// `release_lease.lua` (not a per-session script: no `common.lua`): releases the sweep lease.
 const RELEASE_LEASE_SOURCE: &str = include_str!("scripts/release_lease.lua");
 /// `reserve.lua` (not a per-session script: no `common.lua`): reserves a place under
 /// `max_sessions` in the capacity set.
@@ -62,6 +65,7 @@ pub(crate) struct Scripts {
     pub(crate) add_pending: Script,
     pub(crate) take_pending: Script,
     pub(crate) restore: Script,
+    pub(crate) session_lease: Script,
     pub(crate) release_lease: Script,
     pub(crate) reserve: Script,
 }
@@ -80,6 +84,7 @@ impl Scripts {
             add_pending: Script::new(ADD_PENDING_SOURCE),
             take_pending: Script::new(TAKE_PENDING_SOURCE),
             restore: Script::new(RESTORE_SOURCE),
+            session_lease: Script::new(SESSION_LEASE_SOURCE),
             release_lease: Script::new(RELEASE_LEASE_SOURCE),
             reserve: Script::new(RESERVE_SOURCE),
         }

@@ -99,6 +99,10 @@ macro_rules! conformance_suite {
             transfer_round_trip_is_byte_identical,
             transfer_import_reports_bad_lines,
             transfer_import_rejects_wrong_header,
+            leases_are_owned,
+            leases_run_out,
+            concurrent_lease_acquires_have_one_winner,
+            leases_need_a_live_session,
         );
     };
     ($factory:path) => {
@@ -2538,5 +2542,196 @@ pub async fn transfer_import_rejects_wrong_header(factory: impl StoreFactory) {
         ok(target.count(&SessionFilter::default()).await, "count"),
         0,
         "nothing imported"
+    );
+}
+
+// ----------------------------------------------------------------------------------------
+// leases
+// ----------------------------------------------------------------------------------------
+
+fn acquire<'a>(name: &'a str, owner: &'a str, ttl: Duration) -> shoal_core::LeaseRequest<'a> {
+    shoal_core::LeaseRequest::Acquire { name, owner, ttl }
+}
+
+fn renew<'a>(name: &'a str, owner: &'a str, ttl: Duration) -> shoal_core::LeaseRequest<'a> {
+    shoal_core::LeaseRequest::Renew { name, owner, ttl }
+}
+
+fn release<'a>(name: &'a str, owner: &'a str) -> shoal_core::LeaseRequest<'a> {
+    shoal_core::LeaseRequest::Release { name, owner }
+}
+
+fn read_lease(name: &str) -> shoal_core::LeaseRequest<'_> {
+    shoal_core::LeaseRequest::Read { name }
+}
+
+fn holder_of(reply: &shoal_core::LeaseReply) -> Option<&str> {
+    reply.holder.as_ref().map(|l| l.owner.as_str())
+}
+
+/// A lease has one owner: another owner can neither take, renew nor release it while it
+/// lives; its owner extends and releases it; after a release anyone takes it and the old
+/// owner cannot renew it back. Names are independent, and leases never touch the session
+/// (its revision and metadata stay as they were).
+pub async fn leases_are_owned(factory: impl StoreFactory) {
+    let h = Harness::default();
+    let store = factory.make(h.clone()).await;
+    let created = ok(store.create(plain("leased")).await, "create");
+    let id = created.id.clone();
+    let ttl = Duration::from_secs(60);
+
+    let r = ok(store.lease(&id, acquire("g0", "a", ttl)).await, "acquire a");
+    assert!(r.granted, "a takes a free lease: {r:?}");
+    assert_eq!(holder_of(&r), Some("a"));
+    let expires = r.holder.as_ref().map(|l| l.expires_at);
+    assert!(
+        expires.is_some_and(|e| e > h.clock.now() && e <= h.clock.now().saturating_add(ttl)),
+        "expiry within the ttl from now: {r:?}"
+    );
+
+    for (what, request) in [
+        ("acquire", acquire("g0", "b", ttl)),
+        ("renew", renew("g0", "b", ttl)),
+        ("release", release("g0", "b")),
+    ] {
+        let r = ok(store.lease(&id, request).await, what);
+        assert!(!r.granted, "b may not {what} a's lease: {r:?}");
+        assert_eq!(holder_of(&r), Some("a"), "{what} by b names the holder");
+    }
+    let r = ok(store.lease(&id, read_lease("g0")).await, "read");
+    assert!(r.granted && holder_of(&r) == Some("a"), "read: {r:?}");
+
+    // The holder extends it (acquire again or renew).
+    let r = ok(
+        store.lease(&id, acquire("g0", "a", ttl)).await,
+        "re-acquire",
+    );
+    assert!(r.granted, "the holder re-acquires: {r:?}");
+    let r = ok(store.lease(&id, renew("g0", "a", ttl)).await, "renew a");
+    assert!(r.granted && holder_of(&r) == Some("a"), "renew: {r:?}");
+
+    // Names are independent.
+    let r = ok(
+        store.lease(&id, acquire("g1", "b", ttl)).await,
+        "acquire g1",
+    );
+    assert!(r.granted, "another name is free: {r:?}");
+
+    // Release, then the old owner cannot renew; another owner takes it.
+    let r = ok(store.lease(&id, release("g0", "a")).await, "release a");
+    assert!(r.granted && r.holder.is_none(), "released: {r:?}");
+    let r = ok(store.lease(&id, read_lease("g0")).await, "read released");
+    assert!(!r.granted && r.holder.is_none(), "nobody holds it: {r:?}");
+    let r = ok(
+        store.lease(&id, renew("g0", "a", ttl)).await,
+        "renew released",
+    );
+    assert!(!r.granted, "a released it, renew refused: {r:?}");
+    let r = ok(store.lease(&id, acquire("g0", "b", ttl)).await, "acquire b");
+    assert!(r.granted && holder_of(&r) == Some("b"), "b takes it: {r:?}");
+    let r = ok(
+        store.lease(&id, renew("g0", "a", ttl)).await,
+        "renew a after b",
+    );
+    assert!(!r.granted && holder_of(&r) == Some("b"), "a cannot: {r:?}");
+
+    let after = must_get(&*store, &id, "get").await;
+    assert_eq!(
+        after.revision, created.revision,
+        "leases never bump the revision"
+    );
+    assert_eq!(after.metadata, created.metadata, "nor touch the metadata");
+}
+
+/// A lease that ran out is free for anyone and cannot be renewed by its old owner. (Stores
+/// may time leases by their own clock, e.g. Redis's `PX`: this case lets real time pass as
+/// well as the harness clock, about 150 ms.)
+pub async fn leases_run_out(factory: impl StoreFactory) {
+    let h = Harness::default();
+    let store = factory.make(h.clone()).await;
+    let id = ok(store.create(plain("short-lease")).await, "create").id;
+    let short = Duration::from_millis(30);
+    let r = ok(store.lease(&id, acquire("g0", "a", short)).await, "acquire");
+    assert!(r.granted, "{r:?}");
+    h.clock.advance(Duration::from_millis(150));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = ok(store.lease(&id, read_lease("g0")).await, "read");
+    assert!(!r.granted && r.holder.is_none(), "ran out: {r:?}");
+    let r = ok(store.lease(&id, renew("g0", "a", short)).await, "renew");
+    assert!(!r.granted, "a lease that ran out is not renewed: {r:?}");
+    let r = ok(
+        store
+            .lease(&id, acquire("g0", "b", Duration::from_secs(60)))
+            .await,
+        "acquire b",
+    );
+    assert!(r.granted && holder_of(&r) == Some("b"), "b takes it: {r:?}");
+}
+
+/// Of 16 owners acquiring one free lease at once exactly one gets it, and every reply
+/// names that winner.
+pub async fn concurrent_lease_acquires_have_one_winner(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let id = ok(store.create(plain("contended")).await, "create").id;
+    let results = race(16, |i| {
+        let (store, id) = (Arc::clone(&store), id.clone());
+        async move {
+            let owner = format!("owner-{i}");
+            store
+                .lease(&id, acquire("g0", &owner, Duration::from_secs(60)))
+                .await
+        }
+    })
+    .await;
+    let replies: Vec<_> = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| ok(r, &format!("acquire {i}")))
+        .collect();
+    let winners: Vec<usize> = (0..replies.len()).filter(|i| replies[*i].granted).collect();
+    assert_eq!(winners.len(), 1, "one winner: {replies:?}");
+    let winner = format!("owner-{}", winners[0]);
+    for r in &replies {
+        assert_eq!(holder_of(r), Some(winner.as_str()), "{r:?}");
+    }
+}
+
+/// Leases of an unknown or deleted session are `NotFound`; a bad name, owner or ttl is
+/// `InvalidInput` and takes nothing.
+pub async fn leases_need_a_live_session(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let ttl = Duration::from_secs(60);
+    let unknown = sid("no-such-session");
+    assert_err!(
+        store.lease(&unknown, acquire("g0", "a", ttl)).await,
+        Error::NotFound { .. },
+        "lease of an unknown session"
+    );
+    let id = ok(store.create(plain("leased-then-deleted")).await, "create").id;
+    for (what, request) in [
+        ("empty name", acquire("", "a", ttl)),
+        ("name with ':'", acquire("a:b", "a", ttl)),
+        ("empty owner", acquire("g0", "", ttl)),
+        ("owner with a newline", acquire("g0", "a\nb", ttl)),
+        ("zero ttl", acquire("g0", "a", Duration::ZERO)),
+        (
+            "ttl over a day",
+            acquire("g0", "a", Duration::from_secs(90_000)),
+        ),
+    ] {
+        assert_err!(
+            store.lease(&id, request).await,
+            Error::InvalidInput { .. },
+            "{what}"
+        );
+    }
+    let r = ok(store.lease(&id, read_lease("g0")).await, "read");
+    assert!(!r.granted, "nothing was taken by the refused calls: {r:?}");
+    ok(store.lease(&id, acquire("g0", "a", ttl)).await, "acquire");
+    assert!(ok(store.delete(&id).await, "delete"));
+    assert_err!(
+        store.lease(&id, read_lease("g0")).await,
+        Error::NotFound { .. },
+        "lease of a deleted session"
     );
 }

@@ -49,9 +49,9 @@ use std::{any::Any, fmt};
 
 use async_trait::async_trait;
 use shoal_core::{
-    Error, FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery, NewFrame,
-    PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
-    SessionStore, SweepReport, Timestamp,
+    Error, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits, ListPage,
+    ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId,
+    SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 /// A [`SessionStore`] method that a [`ForwardingStore`] forwards.
@@ -98,11 +98,13 @@ pub enum Op {
     Health,
     /// [`SessionStore::restore`].
     Restore,
+    /// [`SessionStore::lease`].
+    Lease,
 }
 
 impl Op {
     /// Every operation, in the trait's order.
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 19] = [
         Op::Create,
         Op::Get,
         Op::GetMany,
@@ -121,6 +123,7 @@ impl Op {
         Op::SweepExpired,
         Op::Health,
         Op::Restore,
+        Op::Lease,
     ];
 
     /// The method's name, e.g. `append_frames`.
@@ -144,6 +147,7 @@ impl Op {
             Op::SweepExpired => "sweep_expired",
             Op::Health => "health",
             Op::Restore => "restore",
+            Op::Lease => "lease",
         }
     }
 
@@ -160,7 +164,8 @@ impl Op {
             | Op::AddPending
             | Op::TakePending
             | Op::SweepExpired
-            | Op::Restore => true,
+            | Op::Restore
+            | Op::Lease => true,
             Op::Get
             | Op::GetMany
             | Op::List
@@ -219,6 +224,8 @@ pub enum Call<'a> {
     Health,
     /// `restore(record)`.
     Restore(&'a SessionRecord),
+    /// `lease(id, request)`.
+    Lease(&'a SessionId, LeaseRequest<'a>),
 }
 
 impl<'a> Call<'a> {
@@ -243,6 +250,7 @@ impl<'a> Call<'a> {
             Call::SweepExpired => Op::SweepExpired,
             Call::Health => Op::Health,
             Call::Restore(_) => Op::Restore,
+            Call::Lease(..) => Op::Lease,
         }
     }
 
@@ -262,7 +270,8 @@ impl<'a> Call<'a> {
             | Call::DeleteFrames(id, _)
             | Call::AddPending(id, _)
             | Call::TakePending(id, _)
-            | Call::ListPending(id) => Some(id),
+            | Call::ListPending(id)
+            | Call::Lease(id, _) => Some(id),
             Call::GetMany(_)
             | Call::List(_)
             | Call::Count(_)
@@ -503,6 +512,12 @@ impl<S: SessionStore, H: Hooks> SessionStore for ForwardingStore<S, H> {
         let answer = self.inner.restore(record).await;
         self.finish(Op::Restore, ticket, answer).await
     }
+
+    async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
+        let ticket = self.hooks.before(Call::Lease(id, request)).await?;
+        let answer = self.inner.lease(id, request).await;
+        self.finish(Op::Lease, ticket, answer).await
+    }
 }
 
 #[cfg(test)]
@@ -662,6 +677,8 @@ mod tests {
             Vec::new(),
         );
         ok(store.restore(record).await, "restore");
+        let lease = LeaseRequest::Read { name: "g0" };
+        ok(store.lease(&other, lease).await, "lease");
 
         let mut ops = store.hooks().before_ops();
         ops.remove(before_rest - 1); // the second create
@@ -694,6 +711,7 @@ mod tests {
         assert_eq!(id_of(Op::Create), Some(other.clone()));
         assert_eq!(id_of(Op::Update), Some(id.clone()));
         assert_eq!(id_of(Op::Restore), Some(restored));
+        assert_eq!(id_of(Op::Lease), Some(other.clone()));
         assert_eq!(id_of(Op::TakePending), Some(other));
         assert_eq!(id_of(Op::GetMany), None);
         assert_eq!(id_of(Op::Health), None);

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 
 use super::{entry::Tail, wrapper::Cached};
 use crate::{
-    Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, ListPage, ListQuery, NewFrame,
-    PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
-    SessionStore, SweepReport, Timestamp,
+    Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, LeaseReply, LeaseRequest,
+    ListPage, ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter,
+    SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 #[async_trait]
@@ -323,6 +323,18 @@ impl<S: SessionStore> SessionStore for Cached<S> {
             h = h.with_detail("cache_reason", "invalidation bus down");
         }
         Ok(h)
+    }
+
+    /// Leases are never cached: every call goes to the store (after the session's deferred
+    /// writes, so a session created write-behind exists there).
+    async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
+        let s = &self.core;
+        s.flush_id(id).await?;
+        let r = s.store.lease(id, request).await;
+        if matches!(&r, Err(e) if e.is_not_found()) {
+            s.evict(id, true).await;
+        }
+        r
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {

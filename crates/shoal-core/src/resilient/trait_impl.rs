@@ -21,9 +21,9 @@ use super::{
     write_path::{frames_bytes, record_bytes},
 };
 use crate::{
-    Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError, Limits, ListPage,
-    ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId,
-    SessionRecord, SessionStore, SweepReport, Timestamp,
+    Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError, LeaseReply,
+    LeaseRequest, Limits, ListPage, ListQuery, NewFrame, PendingRequest, RequestId, Result,
+    Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 #[async_trait]
@@ -601,6 +601,43 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                 .with_detail("last_replay_complete", r.complete);
         }
         Ok(h)
+    }
+
+    /// Leases follow the session: a session held only by the fallback keeps its leases there
+    /// (no other instance can see it anyway); every other session's leases live in the primary
+    /// and are refused while it is unavailable. Leases are never journaled: they are short-lived
+    /// and an outage outlasts them.
+    async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
+        request.validate()?;
+        let on_primary = || async {
+            match self
+                .retrying("lease", self.point(), || {
+                    self.state.primary.lease(id, request)
+                })
+                .await
+            {
+                Call::Done(r) => r,
+                Call::Rejected => Err(self.refused("lease")),
+            }
+        };
+        match self.route(id).await {
+            Route::Marked(MarkKind::Local { in_doubt: false }, guard) => {
+                let r = self
+                    .on_fallback("lease", self.state.fallback.lease(id, request))
+                    .await;
+                drop(guard);
+                r
+            }
+            Route::Marked(MarkKind::Local { in_doubt: true }, _) => {
+                Err(self.in_doubt_error(id, "lease"))
+            }
+            Route::Marked(MarkKind::Shadow { deleted: true }, _) => Err(Self::not_found(id)),
+            Route::Marked(MarkKind::Shadow { .. }, guard) => {
+                drop(guard);
+                on_primary().await
+            }
+            Route::Direct => on_primary().await,
+        }
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {

@@ -110,8 +110,24 @@ impl StoreState {
         script: &Script,
         args: Vec<Vec<u8>>,
     ) -> Result<Vec<Value>> {
+        self.script_with_key(op, id, script, None, args).await
+    }
+
+    /// [`script`](Self::script) with a fourth key after the session's three (one of the
+    /// session's own, under its hash tag).
+    pub(super) async fn script_with_key(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        script: &Script,
+        fourth_key: Option<String>,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Vec<Value>> {
         let mut inv = script.prepare_invoke();
         for k in self.keys.session(id) {
+            inv.key(k);
+        }
+        if let Some(k) = fourth_key {
             inv.key(k);
         }
         for a in args {

@@ -2,7 +2,8 @@
 //!
 //! The handle and the state its clones share are in `handle`; the trait impl in
 //! `session_store` runs each operation on that state, and the operations live by what they
-//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `create`, `restore`,
+//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases),
+//! `create`, `restore`,
 //! `list` (listing and counting), `index` (keeping the index sets), `sweep`, `health`,
 //! `metrics`. `exec` runs the commands and reads their replies.
 
@@ -12,6 +13,7 @@ mod frames;
 mod handle;
 mod health;
 mod index;
+mod lease;
 mod list;
 mod metrics;
 mod pending;

@@ -4,9 +4,9 @@
 
 use async_trait::async_trait;
 use shoal_core::{
-    FramePage, FrameQuery, GetMany, Health, Limits, ListPage, ListQuery, NewFrame, PendingRequest,
-    RequestId, Result, Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport,
-    Timestamp,
+    FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits, ListPage, ListQuery,
+    NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
+    SessionStore, SweepReport, Timestamp,
 };
 
 use super::handle::RedisStore;
@@ -91,6 +91,10 @@ impl SessionStore for RedisStore {
 
     async fn health(&self) -> Result<Health> {
         self.state.health().await
+    }
+
+    async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
+        self.state.lease(id, request).await
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {

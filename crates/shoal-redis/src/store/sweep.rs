@@ -93,7 +93,7 @@ impl StoreState {
             .unwrap_or(u64::MAX)
             .max(1);
         let mut c = redis::cmd("SET");
-        c.arg(self.keys.lease())
+        c.arg(self.keys.sweep_lease())
             .arg(&token)
             .arg("NX")
             .arg("PX")
@@ -104,7 +104,7 @@ impl StoreState {
         }
         let result = self.sweep_all().await;
         let mut release = self.scripts.release_lease.prepare_invoke();
-        release.key(self.keys.lease()).arg(&token);
+        release.key(self.keys.sweep_lease()).arg(&token);
         let mut c = self.conn();
         if let Err(e) = self
             .io("sweep", None, release.invoke_async::<Value>(&mut c))
