@@ -199,7 +199,8 @@ pub struct ProxyConfig {
     /// Longest a request may take to produce its response head (a streamed body may last
     /// longer). Answered 504 with a JSON-RPC error when exceeded. Default 90 s.
     pub request_timeout: Duration,
-    /// Most requests handled at once by this instance; more wait for a slot. Default 4096.
+    /// Most requests handled at once by this instance (until each one's response head); more
+    /// wait for a slot, within `request_timeout`. At least 1. Default 4096.
     pub max_concurrent_requests: usize,
     /// Opens the session's standalone (GET) stream upstream when the client's
     /// `notifications/initialized` passes, before it is acknowledged, and records it, so
@@ -282,6 +283,40 @@ impl ProxyConfig {
     pub fn with_bus(mut self, bus: Arc<dyn NotifyBus>) -> Self {
         self.bus = Some(bus);
         self
+    }
+
+    /// Refuses settings the proxy cannot run with (checked when it starts).
+    pub fn check(&self) -> Result<(), crate::error::ConfigError> {
+        use crate::error::ConfigError::Setting;
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        if self.instance_id.is_empty()
+            || self.instance_id.len() > shoal_core::lease::MAX_LEASE_OWNER
+            || self.instance_id.chars().any(char::is_control)
+        {
+            return Err(Setting {
+                name: "instance_id",
+                reason: "must be 1-128 bytes without control characters",
+            });
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err(Setting {
+                name: "max_concurrent_requests",
+                reason: "must be at least 1",
+            });
+        }
+        if self.request_timeout.is_zero() || self.request_timeout > DAY {
+            return Err(Setting {
+                name: "request_timeout",
+                reason: "must be between 1 ms and 24 h",
+            });
+        }
+        if self.stream_lease < Duration::from_millis(30) || self.stream_lease > DAY {
+            return Err(Setting {
+                name: "stream_lease",
+                reason: "must be between 30 ms and 24 h",
+            });
+        }
+        Ok(())
     }
 }
 

@@ -39,6 +39,14 @@ pub enum ConfigError {
         /// What is wrong with it (unreadable, too short).
         reason: String,
     },
+    /// A setting out of its range.
+    #[error("{name}: {reason}")]
+    Setting {
+        /// The setting's name (a [`ProxyConfig`](crate::ProxyConfig) field).
+        name: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
 }
 
 impl ConfigError {

@@ -6,8 +6,9 @@ use std::{
 };
 
 use axum::{
-    Router,
+    BoxError, Router,
     body::Bytes,
+    error_handling::HandleErrorLayer,
     extract::{DefaultBodyLimit, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
@@ -42,18 +43,46 @@ const STANDALONE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs
 pub(crate) fn router(inner: Arc<ProxyState>) -> Router {
     let path = inner.cfg.path.clone();
     let limit = inner.cfg.max_body_bytes;
+    let counters = inner.metrics.clone();
+    // Outermost: the deadline (504) covers the wait for a slot as well as the handler, up to
+    // the response head; a streamed body is not bounded here (its own deadlines apply).
+    let bounds = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |e: BoxError| {
+            let counters = counters.clone();
+            async move { request_failed(&counters, &e) }
+        }))
+        .layer(tower::timeout::TimeoutLayer::new(inner.cfg.request_timeout))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            inner.cfg.max_concurrent_requests.max(1),
+        ));
     let mcp = Router::new()
         .route(
             &path,
             any(endpoint).layer(middleware::from_fn_with_state(inner.clone(), observe)),
         )
-        .layer(DefaultBodyLimit::max(limit));
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(bounds);
     Router::new()
         .merge(mcp)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(inner)
+}
+
+/// The answer when the request bounds fail a request: 504 after `request_timeout`.
+fn request_failed(metrics: &crate::metrics::Metrics, e: &BoxError) -> Response {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        metrics.requests_timed_out.fetch_add(1, Relaxed);
+        tracing::info!("request timed out before its response was ready");
+        return refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            -32000,
+            "Gateway timeout: no response within the proxy's request timeout",
+        );
+    }
+    tracing::warn!(error = %e, "request failed in the proxy's request bounds");
+    refuse(StatusCode::INTERNAL_SERVER_ERROR, -32603, "Internal error")
 }
 
 /// Counts requests and responses, checks `Origin` first of all.

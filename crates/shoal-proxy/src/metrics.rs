@@ -39,6 +39,9 @@ pub struct Metrics {
     pub upstream_errors: AtomicU64,
     /// Clients detached because they did not take an event within `client_send_timeout`.
     pub clients_detached: AtomicU64,
+    /// Requests answered 504 because no response head was ready within `request_timeout`
+    /// (waiting for a `max_concurrent_requests` slot included).
+    pub requests_timed_out: AtomicU64,
     /// Client streams ended because the store kept failing or could not resolve a position.
     pub streams_ended_on_error: AtomicU64,
     /// Upstream streams stopped because another instance owns them now (lease lost).
@@ -147,6 +150,11 @@ impl Metrics {
             "upstream_errors_total",
             "Upstream requests that failed.",
             self.upstream_errors.load(Relaxed),
+        );
+        counter(
+            "requests_timed_out_total",
+            "Requests answered 504 after request_timeout.",
+            self.requests_timed_out.load(Relaxed),
         );
         counter(
             "clients_detached_total",

@@ -80,6 +80,7 @@ impl ProxyState {
         shutdown: CancellationToken,
         wakeups: Option<Arc<WakeupFanout>>,
     ) -> Result<Self, crate::error::ConfigError> {
+        cfg.check()?;
         let max_message = cfg.max_body_bytes.max(store.limits().max_frame_bytes);
         let http = match &cfg.upstream {
             UpstreamConfig::Http { url } => {

@@ -1,6 +1,7 @@
 //! Streams under adversity: server requests on the standalone stream while the client's GET
 //! is late or on the other instance, a follower of a quiet stream in a busy session, a store
-//! that keeps failing under a follower, a client that stops reading, quiet streams.
+//! that keeps failing under a follower, a client that stops reading, a holder held up past its
+//! lease while the other instance takes its stream over, quiet streams.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -396,6 +397,179 @@ async fn a_stalled_client_never_stalls_the_recording() {
     let run = read_progress(&mut r).await;
     assert_eq!(run.progress, (2..count).collect::<Vec<_>>());
     assert_eq!(run.result.unwrap()["id"], 7);
+}
+
+/// The stream's holder is held up longer than its lease (its client stops reading and the
+/// send deadline is longer than the lease); the client resumes on the other instance, which
+/// takes the stream over from the last recorded upstream event. When the first holder wakes
+/// it finds its lease gone and stops: every upstream event is stored exactly once, in order,
+/// and the client gets exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_up_holder_stops_after_a_takeover() {
+    let f = fake_upstream().await;
+    f.open_resume_gate();
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let tweak = |mut c: ProxyConfig| {
+        c.stream_lease = Duration::from_millis(300);
+        c.client_send_timeout = Duration::from_secs(3);
+        c
+    };
+    let a = start_proxy(tweak(config(http(&f), "a")), store.clone()).await;
+    let b = start_proxy(tweak(config(http(&f), "b")), store.clone()).await;
+    let c = Client::new("2025-11-25");
+    let sid = c.initialize(&a.url()).await;
+    let id = SessionId::new(&sid).unwrap();
+    // 300 events of ~64 KiB: more than the client channel and socket buffers hold.
+    let count = 300u64;
+    let resp = c
+        .post_req(
+            &a.url(),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":"held","method":"tools/call",
+                    "params":{"name":"resumable","arguments":{"count":count,"pad":65536}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stalled = SseReader::new(resp);
+    let mut last = None;
+    while last.is_none() {
+        let ev = stalled.next().await.unwrap();
+        if !ev.data.is_empty() {
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            assert_eq!(v["params"]["progress"], 0);
+            last = ev.id;
+        }
+    }
+    // Stop reading on A (the response stays open) and resume on B after event 0.
+    let resp = get(&c, &b.url(), &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("last-event-id", last.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut r = SseReader::new(resp);
+    let run = read_progress(&mut r).await;
+    assert_eq!(
+        run.progress,
+        (1..count).collect::<Vec<_>>(),
+        "the client gets exactly the rest, in order"
+    );
+    assert_eq!(run.result.unwrap()["id"], "held");
+    let metrics_b = b.handle.metrics();
+    assert_eq!(
+        metrics_b.stream_takeovers.load(Relaxed),
+        1,
+        "B took the stream over"
+    );
+    // A wakes (its client send times out), finds its lease gone and stops.
+    let metrics_a = a.handle.metrics();
+    // (Its pump decides to stop right after the refused renewal, before any append.)
+    wait_for_async(|| async { metrics_a.leases_lost.load(Relaxed) == 1 }).await;
+    drop(stalled);
+    // Exactly once, in order, in the store: progress 0..count, then one result.
+    let mut after = 0;
+    let mut progress = Vec::new();
+    let mut results = 0;
+    loop {
+        let page = store
+            .frames(&id, &FrameQuery::after(after, 100))
+            .await
+            .unwrap();
+        for f in &page.frames {
+            after = f.seq;
+            if f.direction != Direction::ServerToClient {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&f.content).unwrap();
+            if let Some(p) = v["params"]["progress"].as_u64() {
+                progress.push(p);
+            } else if v["id"] == "held" {
+                results += 1;
+            }
+        }
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        progress,
+        (0..count).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(results, 1);
+    assert_eq!(
+        f.state.lock().unwrap().resumes.len(),
+        1,
+        "one upstream resume"
+    );
+}
+
+// ------------------------------------------------------------------- request bounds
+
+/// A request whose upstream does not answer within `request_timeout` gets a 504 with a
+/// JSON-RPC error body at the deadline, not at the upstream's answer; with
+/// `max_concurrent_requests` 1 a second request waits for the slot until the first one's
+/// deadline frees it, then passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_end_at_their_deadline_and_wait_for_a_slot() {
+    let f = fake_upstream().await;
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let mut cfg = config(http(&f), "a");
+    cfg.request_timeout = Duration::from_millis(600);
+    cfg.max_concurrent_requests = 1;
+    let a = start_proxy(cfg, store).await;
+    let c = Client::new("2025-11-25");
+    let sid = c.initialize(&a.url()).await;
+    let slow = |id: u64, ms: u64| {
+        c.post_req(
+            &a.url(),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+                    "params":{"name":"slow","arguments":{"ms":ms}}}),
+        )
+        .send()
+    };
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(
+        async {
+            let r = slow(1, 20_000).await;
+            (r, started.elapsed())
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let queued = std::time::Instant::now();
+            let r = slow(2, 0).await;
+            (r, queued.elapsed())
+        }
+    );
+    let (first, first_took) = first;
+    let resp = first.unwrap();
+    assert_eq!(resp.status(), 504);
+    let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["jsonrpc"], "2.0", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("timeout"),
+        "{v}"
+    );
+    assert!(
+        first_took < Duration::from_secs(10),
+        "ended at its deadline, not at the upstream's answer (20 s): {first_took:?}"
+    );
+    assert_eq!(a.handle.metrics().requests_timed_out.load(Relaxed), 1);
+    let (second, second_took) = second;
+    let resp = second.unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the queued call passes once the slot is free"
+    );
+    assert!(
+        second_took >= Duration::from_millis(300),
+        "it waited for the slot (held until the first call's deadline): {second_took:?}"
+    );
 }
 
 // --------------------------------------------------------------------------- keep-alive

@@ -49,6 +49,8 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     cfg.upstream_idle_timeout = p.upstream_idle_timeout;
     cfg.stream_error_deadline = p.stream_error_deadline;
     cfg.open_standalone_stream = p.open_standalone_stream;
+    cfg.request_timeout = p.request_timeout;
+    cfg.max_concurrent_requests = p.max_concurrent_requests;
     cfg.principal_header.clone_from(&p.principal_header);
     match args
         .event_id_key_file

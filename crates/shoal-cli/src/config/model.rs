@@ -156,6 +156,12 @@ pub(crate) struct ProxySection {
     /// Open each session's standalone stream upstream at `notifications/initialized` and
     /// record it. Default true.
     pub(crate) open_standalone_stream: bool,
+    /// A request with no response head after this long is answered 504 (waiting for a slot
+    /// included). Default 90 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub(crate) request_timeout: Duration,
+    /// Most requests handled at once (until their response head); more wait. Default 4096.
+    pub(crate) max_concurrent_requests: usize,
 }
 
 impl Default for ProxySection {
@@ -181,6 +187,8 @@ impl Default for ProxySection {
             upstream_idle_timeout: Duration::from_secs(600),
             stream_error_deadline: Duration::from_secs(30),
             open_standalone_stream: true,
+            request_timeout: Duration::from_secs(90),
+            max_concurrent_requests: 4096,
         }
     }
 }

@@ -15,10 +15,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{
-    Kind, PumpSpec, STANDALONE, UPSTREAM_EVENT_ID, lease_holder_alive, pump::server_requests,
-    spawn_pump,
-};
+use super::{Kind, PumpSpec, STANDALONE, UPSTREAM_EVENT_ID, pump::server_requests, spawn_pump};
 use crate::{
     protocol::response_ids,
     record, sse,
@@ -348,9 +345,9 @@ impl Follower {
                 continue;
             }
             last_check = Instant::now();
-            let session = match inner.store.get(&self.live.id).await {
-                Ok(Some(s)) => s,
-                Ok(None) => {
+            let holder = match inner.lease_holder(&self.live.id, &self.stream).await {
+                Ok(holder) => holder,
+                Err(shoal_core::Error::NotFound { .. }) => {
                     inner.evict(&self.live.id);
                     return End::Done;
                 }
@@ -360,9 +357,7 @@ impl Follower {
                 },
             };
             let now = Timestamp::now();
-            if lease_holder_alive(&session, &self.stream, now).is_some()
-                || now.as_millis().saturating_sub(self.last_seen_ms) < lease_ms
-            {
+            if holder.is_some() || now.as_millis().saturating_sub(self.last_seen_ms) < lease_ms {
                 continue;
             }
             // The holder is gone. Take the stream over if the upstream lets us continue it,

@@ -7,8 +7,8 @@
 //!   client on any instance; takes the upstream stream over when its holder is gone.
 //! - [`standalone`]: the session's standalone (GET) stream, opened upstream by the proxy itself
 //!   when the session is initialized, so nothing the server sends there is lost.
-//! - [`lease`]: which instance reads a stream upstream (a lease per stream, checked before
-//!   it is renewed, released or appended to).
+//! - [`lease`]: which instance reads a stream upstream (a store lease per stream owned by the
+//!   instance id: compare-and-renew, compare-and-release, renewed before appends).
 //! - [`response`]: the client-facing SSE body (priming event, keep-alive comments, slots).
 
 mod follow;
@@ -18,7 +18,6 @@ mod response;
 mod standalone;
 
 pub(crate) use follow::{Follow, follow};
-pub(crate) use lease::lease_holder_alive;
 pub(crate) use pump::{Kind, PumpSpec, spawn_pump};
 pub(crate) use response::{priming, session_header, sse_response, try_open_slot};
 pub(crate) use standalone::{Standalone, ensure_standalone};

@@ -199,16 +199,25 @@ impl<'a> Pump<'a> {
         self.renew().await
     }
 
-    /// Takes or renews the lease; stops when another instance holds it or the session is gone.
+    /// Renews the lease (takes it the first time); stops when it ran out or another instance
+    /// holds it, or the session is gone. The renewal's start time is kept: the lease lasts at
+    /// least `stream_lease` from then, whatever the store's reply took.
     async fn renew(&mut self) -> Step {
-        match self.inner.claim_lease(&self.live.id, &self.stream).await {
+        let started = Instant::now();
+        let held = self.renewed_at.is_some();
+        let r = if held {
+            self.inner.renew_lease(&self.live.id, &self.stream).await
+        } else {
+            self.inner.claim_lease(&self.live.id, &self.stream).await
+        };
+        match r {
             Ok(true) => {
-                self.renewed_at = Some(Instant::now());
+                self.renewed_at = Some(started);
                 Step::Continue
             }
             Ok(false) => {
                 self.inner.metrics.leases_lost.fetch_add(1, Relaxed);
-                tracing::info!(session = %self.live.id, stream = self.stream, "another instance holds this stream now; stopping");
+                tracing::info!(session = %self.live.id, stream = self.stream, "this instance no longer holds the stream (its lease ran out or another instance took it); stopping");
                 // Not ours: nothing to release.
                 self.renewed_at = None;
                 Step::Stop

@@ -44,8 +44,9 @@ pub struct UpState {
     pub get_streams: HashMap<String, mpsc::Sender<Bytes>>,
     /// GET streams opened so far.
     pub gets: u64,
-    /// The `resumable` tool's streams: (count, before_gate, request id) by stream number.
-    pub resumable: HashMap<u64, (u64, u64, Value)>,
+    /// The `resumable` tool's streams: (count, before_gate, request id, pad bytes) by stream
+    /// number.
+    pub resumable: HashMap<u64, (u64, u64, Value, usize)>,
     /// Opens the gate of every `resumable` stream (and stays open).
     pub resume_gate: Arc<std::sync::atomic::AtomicBool>,
     /// GETs that resumed a `resumable` stream (their `Last-Event-ID`s).
@@ -141,11 +142,10 @@ fn sse_resp(rx: mpsc::Receiver<Bytes>) -> Response {
 fn resumable_events(
     n: u64,
     from: u64,
-    count: u64,
-    before_gate: u64,
-    id: Value,
+    (count, before_gate, id, pad): (u64, u64, Value, usize),
     gate: Arc<std::sync::atomic::AtomicBool>,
 ) -> mpsc::Receiver<Bytes> {
+    let pad = "x".repeat(pad);
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         for i in from..=count {
@@ -158,7 +158,7 @@ fn resumable_events(
                 }
             }
             let msg = if i < count {
-                json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":i,"message":format!("event {i}")}})
+                json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":i,"message":format!("event {i}{pad}")}})
             } else {
                 json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":format!("done {count}")}]}})
             };
@@ -230,13 +230,13 @@ async fn fake_handler(
                 let Some((n, i)) = parsed else {
                     return StatusCode::BAD_REQUEST.into_response();
                 };
-                let Some((count, before_gate, id)) = g.resumable.get(&n).cloned() else {
+                let Some(spec) = g.resumable.get(&n).cloned() else {
                     return StatusCode::NOT_FOUND.into_response();
                 };
                 g.resumes.push(last.clone());
                 let gate = g.resume_gate.clone();
                 drop(g);
-                return sse_resp(resumable_events(n, i + 1, count, before_gate, id, gate));
+                return sse_resp(resumable_events(n, i + 1, spec, gate));
             }
             let (tx, rx) = mpsc::channel(16);
             let mut g = st.lock().unwrap();
@@ -348,6 +348,15 @@ async fn fake_handler(
                     let name = req["params"]["name"].as_str().unwrap_or("");
                     let args = req["params"]["arguments"].clone();
                     match name {
+                        "slow" => {
+                            // Answers with JSON after `ms` milliseconds.
+                            let ms = args["ms"].as_u64().unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            json_resp(
+                                StatusCode::OK,
+                                &json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"slow"}]}}),
+                            )
+                        }
                         "echo" => json_resp(
                             StatusCode::OK,
                             &json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":
@@ -357,12 +366,14 @@ async fn fake_handler(
                         "resumable" => {
                             let count = args["count"].as_u64().unwrap_or(3);
                             let before_gate = args["before_gate"].as_u64().unwrap_or(count);
+                            let pad = usize::try_from(args["pad"].as_u64().unwrap_or(0)).unwrap();
+                            let spec = (count, before_gate, id, pad);
                             let mut g = st.lock().unwrap();
                             let n = g.resumable.len() as u64 + 1;
-                            g.resumable.insert(n, (count, before_gate, id.clone()));
+                            g.resumable.insert(n, spec.clone());
                             let gate = g.resume_gate.clone();
                             drop(g);
-                            sse_resp(resumable_events(n, 0, count, before_gate, id, gate))
+                            sse_resp(resumable_events(n, 0, spec, gate))
                         }
                         "ask" => {
                             // Asks the client (a server→client request on this stream), waits
