@@ -82,6 +82,8 @@ struct StoreState {
     live: AtomicUsize,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// Shared secrets by name ([`SessionStore::shared_secret`]).
+    secrets: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -141,6 +143,7 @@ impl MemoryStoreBuilder {
                 live: AtomicUsize::new(0),
                 limits: self.limits,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                secrets: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -722,6 +725,17 @@ impl SessionStore for MemoryStore {
             }
             Ok(reply)
         })
+    }
+
+    /// Kept for the life of the store (there is no other process to share it with, but a
+    /// caller gets the same answer every time).
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        crate::store::check_secret(name, candidate)?;
+        let mut secrets = self.state.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(secrets
+            .entry(name.to_owned())
+            .or_insert_with(|| candidate.to_vec())
+            .clone())
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {

@@ -527,6 +527,22 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
             self.backend_name()
         )))
     }
+
+    /// The secret named `name` that every process using this store shares, created from
+    /// `candidate` by the first caller (atomically: concurrent first callers all get the one
+    /// that won). Used for settings a fleet must agree on without configuration, such as the
+    /// key of the proxy's event ids. The secret is stored as given, next to the sessions:
+    /// whoever can read the store can read it. `name`: 1-64 of `[A-Za-z0-9._-]`; `candidate`:
+    /// 16-1024 bytes, else [`Error::InvalidInput`].
+    ///
+    /// The default refuses: a store that no other process shares has nothing to agree on.
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        check_secret(name, candidate)?;
+        Err(Error::backend(format!(
+            "the {} store does not keep shared secrets",
+            self.backend_name()
+        )))
+    }
 }
 
 #[async_trait]
@@ -601,6 +617,28 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
         (**self).lease(id, request).await
     }
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        (**self).shared_secret(name, candidate).await
+    }
+}
+
+/// Checks the arguments of [`SessionStore::shared_secret`]: the name is 1-64 of
+/// `[A-Za-z0-9._-]`, the candidate 16-1024 bytes.
+pub fn check_secret(name: &str, candidate: &[u8]) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(Error::invalid(
+            "shared secret name must be 1-64 of [A-Za-z0-9._-]",
+        ));
+    }
+    if !(16..=1024).contains(&candidate.len()) {
+        return Err(Error::invalid("shared secret must be 16-1024 bytes"));
+    }
+    Ok(())
 }
 
 /// Reads a session, applies `change`, and writes it back, retrying on [`Error::Conflict`] up to

@@ -135,6 +135,26 @@ impl EventIdKey {
     }
 }
 
+impl EventIdKey {
+    /// The name of the fleet's event id key in the store
+    /// ([`SessionStore::shared_secret`](shoal_core::SessionStore::shared_secret)).
+    pub const SHARED_NAME: &'static str = "proxy.event-id-key";
+
+    /// The key every instance using `store` agrees on: created once, atomically, by the first
+    /// instance that asks (from a fresh random key), read by every later one. For fleets
+    /// started without a configured key; an explicit key (a file) should win over it.
+    pub async fn shared(store: &dyn shoal_core::SessionStore) -> shoal_core::Result<Self> {
+        let candidate = Self::random();
+        let agreed = store.shared_secret(Self::SHARED_NAME, &candidate.0).await?;
+        Self::new(agreed).map_err(|e| {
+            shoal_core::Error::corrupt(
+                format!("shared secret {:?}", Self::SHARED_NAME),
+                e.to_string(),
+            )
+        })
+    }
+}
+
 impl fmt::Debug for EventIdKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EventIdKey(<{} bytes>)", self.0.len())
@@ -161,6 +181,9 @@ pub struct ProxyConfig {
     pub allowed_origins: Vec<String>,
     /// The key that MACs event ids; share it between instances.
     pub event_id_key: EventIdKey,
+    /// Keys that event ids made before a rotation were signed with: still accepted (never
+    /// used for new ids) for as long as they are listed — the rotation's grace period.
+    pub previous_event_id_keys: Vec<EventIdKey>,
     /// Largest request body accepted (413 beyond). Default 4 MiB.
     pub max_body_bytes: usize,
     /// Most SSE streams one session may hold open on one instance at once (429 beyond).
@@ -244,6 +267,7 @@ impl ProxyConfig {
             path: "/mcp".into(),
             allowed_origins: Vec::new(),
             event_id_key: EventIdKey::random(),
+            previous_event_id_keys: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
             max_streams_per_session: 16,
             poll_interval: Duration::from_millis(50),

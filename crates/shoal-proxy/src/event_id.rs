@@ -45,10 +45,12 @@ pub struct EventId {
     pub seq: u64,
 }
 
-/// Encodes and verifies event ids with one key.
+/// Encodes event ids with one key and verifies them with it or any previous key (so ids
+/// handed out before a key rotation stay valid while the previous key is kept).
 #[derive(Clone)]
 pub struct EventIdCodec {
     mac: Hmac<Sha256>,
+    previous: Vec<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for EventIdCodec {
@@ -65,13 +67,24 @@ pub fn valid_stream(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+fn mac_of(key: &EventIdKey) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; the error branch cannot happen.
+    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key.0)
+        .unwrap_or_else(|_| <Hmac<Sha256>>::new(&Default::default()))
+}
+
 impl EventIdCodec {
     /// A codec with `key`.
     pub fn new(key: &EventIdKey) -> Self {
-        // HMAC accepts keys of any length; the error branch cannot happen.
-        let mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key.0)
-            .unwrap_or_else(|_| <Hmac<Sha256>>::new(&Default::default()));
-        EventIdCodec { mac }
+        Self::with_previous(key, &[])
+    }
+
+    /// A codec that encodes with `key` and also accepts ids made with `previous` keys.
+    pub fn with_previous(key: &EventIdKey, previous: &[EventIdKey]) -> Self {
+        EventIdCodec {
+            mac: mac_of(key),
+            previous: previous.iter().map(mac_of).collect(),
+        }
     }
 
     fn tag(&self, session: &str, stream: &str, seq: u64) -> [u8; 32] {
@@ -117,16 +130,20 @@ impl EventIdCodec {
         if given.len() != MAC_BYTES {
             return Err(EventIdError::Malformed);
         }
-        let mut m = self.mac.clone();
-        m.update(b"shoal-eid-v1\0");
-        m.update(session.as_bytes());
-        m.update(b"\0");
-        m.update(stream.as_bytes());
-        m.update(b"\0");
-        m.update(&seq.to_be_bytes());
-        // Constant-time comparison of the truncated tag.
-        m.verify_truncated_left(&given)
-            .map_err(|_| EventIdError::BadMac)?;
+        let verifies = |mac: &Hmac<Sha256>| {
+            let mut m = mac.clone();
+            m.update(b"shoal-eid-v1\0");
+            m.update(session.as_bytes());
+            m.update(b"\0");
+            m.update(stream.as_bytes());
+            m.update(b"\0");
+            m.update(&seq.to_be_bytes());
+            // Constant-time comparison of the truncated tag.
+            m.verify_truncated_left(&given).is_ok()
+        };
+        if !verifies(&self.mac) && !self.previous.iter().any(verifies) {
+            return Err(EventIdError::BadMac);
+        }
         Ok(EventId {
             stream: stream.to_owned(),
             seq,
@@ -177,6 +194,26 @@ mod tests {
         let last = flipped.pop().unwrap();
         flipped.push(if last == 'A' { 'B' } else { 'A' });
         assert!(c.decode("sess", &flipped).is_err());
+    }
+
+    #[test]
+    fn a_rotated_codec_accepts_the_previous_key_only_while_listed() {
+        let key = |b: u8| EventIdKey::new(vec![b; 32]).unwrap();
+        let old_id = codec(1).encode("sess", "p1", 7);
+        let rotated = EventIdCodec::with_previous(&key(2), &[key(1)]);
+        assert_eq!(rotated.decode("sess", &old_id).unwrap().seq, 7);
+        let new_id = rotated.encode("sess", "p1", 8);
+        assert_eq!(
+            codec(2).decode("sess", &new_id).unwrap().seq,
+            8,
+            "new ids use the new key"
+        );
+        assert_eq!(codec(1).decode("sess", &new_id), Err(EventIdError::BadMac));
+        assert_eq!(
+            codec(2).decode("sess", &old_id),
+            Err(EventIdError::BadMac),
+            "grace over"
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl ProxyState {
             UpstreamConfig::Stdio { .. } => None,
         };
         Ok(ProxyState {
-            codec: EventIdCodec::new(&cfg.event_id_key),
+            codec: EventIdCodec::with_previous(&cfg.event_id_key, &cfg.previous_event_id_keys),
             cfg,
             store,
             metrics,

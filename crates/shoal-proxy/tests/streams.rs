@@ -572,6 +572,89 @@ async fn requests_end_at_their_deadline_and_wait_for_a_slot() {
     );
 }
 
+// ---------------------------------------------------------------- zero-config event ids
+
+/// A stream cut on A resumes on B: with `key_of` giving each instance its event id key.
+/// Returns the status of the resuming GET on B and the progress it got.
+async fn resume_across(
+    store_a: Arc<dyn SessionStore>,
+    store_b: Arc<dyn SessionStore>,
+    key_a: shoal_proxy::EventIdKey,
+    key_b: shoal_proxy::EventIdKey,
+) -> (u16, Vec<u64>) {
+    let f = fake_upstream().await;
+    let a = start_proxy(config(http(&f), "a").with_event_id_key(key_a), store_a).await;
+    let b = start_proxy(config(http(&f), "b").with_event_id_key(key_b), store_b).await;
+    let c = Client::new("2025-11-25");
+    let sid = c.initialize(&a.url()).await;
+    let resp = c
+        .post_req(
+            &a.url(),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+                    "params":{"name":"stream","arguments":{"count":5}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut r = SseReader::new(resp);
+    let mut last = None;
+    while last.is_none() {
+        let ev = r.next().await.unwrap();
+        if !ev.data.is_empty() {
+            last = ev.id;
+        }
+    }
+    drop(r);
+    let resp = get(&c, &b.url(), &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("last-event-id", last.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    let mut r = SseReader::new(resp);
+    (status, read_progress(&mut r).await.progress)
+}
+
+/// Two instances started without a key agree on one through the store (Redis: two separate
+/// connections to one server), so a stream cut on one resumes on the other; with a random
+/// key each (what they had before), the resume is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_without_a_key_agree_on_one_through_the_store() {
+    let server = shoal_testkit::redis_server::RedisServer::start();
+    let connect = || async {
+        let store =
+            shoal_redis::RedisStore::connect_default(shoal_redis::RedisConfig::new(server.url()))
+                .await
+                .unwrap();
+        Arc::new(store) as Arc<dyn SessionStore>
+    };
+    let (store_a, store_b) = (connect().await, connect().await);
+    let key_a = shoal_proxy::EventIdKey::shared(&*store_a).await.unwrap();
+    let key_b = shoal_proxy::EventIdKey::shared(&*store_b).await.unwrap();
+    assert_eq!(key_a, key_b, "one key for the fleet");
+    let (status, progress) = resume_across(store_a.clone(), store_b.clone(), key_a, key_b).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        progress,
+        vec![1, 2, 3, 4],
+        "the rest of the stream, on the other instance"
+    );
+    // Control: a random key per instance cannot resume across them.
+    let (status, _) = resume_across(
+        store_a,
+        store_b,
+        shoal_proxy::EventIdKey::random(),
+        shoal_proxy::EventIdKey::random(),
+    )
+    .await;
+    assert_eq!(status, 400, "ids signed by A's own key are refused by B");
+}
+
 // --------------------------------------------------------------------------- keep-alive
 
 /// A quiet stream gets a comment every `sse_keepalive`.

@@ -111,6 +111,12 @@ impl Keys {
         session_key(&self.prefix, id.as_str(), &kind)
     }
 
+    /// `<prefix>:secret:<name>`: a secret every process of the store shares (names are
+    /// `[A-Za-z0-9._-]`, checked by the caller).
+    pub(crate) fn secret(&self, name: &str) -> String {
+        format!("{}:secret:{name}", self.prefix)
+    }
+
     /// `<prefix>:sweep:lease`.
     pub(crate) fn sweep_lease(&self) -> String {
         format!("{}:sweep:lease", self.prefix)

@@ -103,6 +103,7 @@ macro_rules! conformance_suite {
             leases_run_out,
             concurrent_lease_acquires_have_one_winner,
             leases_need_a_live_session,
+            shared_secret_first_caller_wins,
         );
     };
     ($factory:path) => {
@@ -2733,5 +2734,56 @@ pub async fn leases_need_a_live_session(factory: impl StoreFactory) {
         store.lease(&id, read_lease("g0")).await,
         Error::NotFound { .. },
         "lease of a deleted session"
+    );
+}
+
+// ----------------------------------------------------------------------------------------
+// shared secrets
+// ----------------------------------------------------------------------------------------
+
+/// The first caller's candidate becomes the shared secret; every later call, with any
+/// candidate, gets it back; names are independent; bad names and sizes are `InvalidInput`.
+/// (Run on a fresh store: Redis suites flush their database per case.)
+pub async fn shared_secret_first_caller_wins(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let name = format!("eid-{}", SessionId::generate());
+    let first = vec![1u8; 32];
+    let second = vec![2u8; 32];
+    assert_eq!(ok(store.shared_secret(&name, &first).await, "first"), first);
+    assert_eq!(
+        ok(store.shared_secret(&name, &second).await, "second"),
+        first
+    );
+    let other = format!("{name}.b");
+    assert_eq!(
+        ok(store.shared_secret(&other, &second).await, "other"),
+        second
+    );
+    for (what, name, candidate) in [
+        ("empty name", "", &first[..]),
+        ("name with ':'", "a:b", &first[..]),
+        ("short secret", "ok", &first[..8]),
+    ] {
+        assert_err!(
+            store.shared_secret(name, candidate).await,
+            Error::InvalidInput { .. },
+            "{what}"
+        );
+    }
+    // Concurrent first callers agree.
+    let raced = format!("{name}.raced");
+    let results = race(8, |i| {
+        let (store, raced) = (Arc::clone(&store), raced.clone());
+        async move { store.shared_secret(&raced, &[i as u8 + 10; 16]).await }
+    })
+    .await;
+    let values: HashSet<Vec<u8>> = results
+        .into_iter()
+        .map(|r| ok(r, "raced shared_secret"))
+        .collect();
+    assert_eq!(
+        values.len(),
+        1,
+        "every racer got the same secret: {values:?}"
     );
 }

@@ -100,11 +100,13 @@ pub enum Op {
     Restore,
     /// [`SessionStore::lease`].
     Lease,
+    /// [`SessionStore::shared_secret`].
+    SharedSecret,
 }
 
 impl Op {
     /// Every operation, in the trait's order.
-    pub const ALL: [Op; 19] = [
+    pub const ALL: [Op; 20] = [
         Op::Create,
         Op::Get,
         Op::GetMany,
@@ -124,6 +126,7 @@ impl Op {
         Op::Health,
         Op::Restore,
         Op::Lease,
+        Op::SharedSecret,
     ];
 
     /// The method's name, e.g. `append_frames`.
@@ -148,6 +151,7 @@ impl Op {
             Op::Health => "health",
             Op::Restore => "restore",
             Op::Lease => "lease",
+            Op::SharedSecret => "shared_secret",
         }
     }
 
@@ -165,7 +169,8 @@ impl Op {
             | Op::TakePending
             | Op::SweepExpired
             | Op::Restore
-            | Op::Lease => true,
+            | Op::Lease
+            | Op::SharedSecret => true,
             Op::Get
             | Op::GetMany
             | Op::List
@@ -226,6 +231,8 @@ pub enum Call<'a> {
     Restore(&'a SessionRecord),
     /// `lease(id, request)`.
     Lease(&'a SessionId, LeaseRequest<'a>),
+    /// `shared_secret(name, candidate)` (the name only: the candidate is a secret).
+    SharedSecret(&'a str),
 }
 
 impl<'a> Call<'a> {
@@ -251,6 +258,7 @@ impl<'a> Call<'a> {
             Call::Health => Op::Health,
             Call::Restore(_) => Op::Restore,
             Call::Lease(..) => Op::Lease,
+            Call::SharedSecret(_) => Op::SharedSecret,
         }
     }
 
@@ -276,7 +284,8 @@ impl<'a> Call<'a> {
             | Call::List(_)
             | Call::Count(_)
             | Call::SweepExpired
-            | Call::Health => None,
+            | Call::Health
+            | Call::SharedSecret(_) => None,
         }
     }
 }
@@ -518,6 +527,12 @@ impl<S: SessionStore, H: Hooks> SessionStore for ForwardingStore<S, H> {
         let answer = self.inner.lease(id, request).await;
         self.finish(Op::Lease, ticket, answer).await
     }
+
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        let ticket = self.hooks.before(Call::SharedSecret(name)).await?;
+        let answer = self.inner.shared_secret(name, candidate).await;
+        self.finish(Op::SharedSecret, ticket, answer).await
+    }
 }
 
 #[cfg(test)]
@@ -679,6 +694,10 @@ mod tests {
         ok(store.restore(record).await, "restore");
         let lease = LeaseRequest::Read { name: "g0" };
         ok(store.lease(&other, lease).await, "lease");
+        ok(
+            store.shared_secret("k", b"0123456789abcdef").await,
+            "shared_secret",
+        );
 
         let mut ops = store.hooks().before_ops();
         ops.remove(before_rest - 1); // the second create

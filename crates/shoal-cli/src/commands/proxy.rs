@@ -52,22 +52,32 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     cfg.request_timeout = p.request_timeout;
     cfg.max_concurrent_requests = p.max_concurrent_requests;
     cfg.principal_header.clone_from(&p.principal_header);
-    match args
+    let key_file = args
         .event_id_key_file
         .as_ref()
-        .or(p.event_id_key_file.as_ref())
-    {
-        Some(file) => {
-            cfg.event_id_key = EventIdKey::from_file(file).map_err(|e| UsageError(e.to_string()))?
-        }
-        None => tracing::warn!(
-            "no event id key file: using a random key, so SSE streams can only be resumed on this \
-             instance (set --event-id-key-file or proxy.event_id_key_file on every instance)"
-        ),
+        .or(p.event_id_key_file.as_ref());
+    if let Some(file) = key_file {
+        cfg.event_id_key = EventIdKey::from_file(file).map_err(|e| UsageError(e.to_string()))?;
+    }
+    if let Some(file) = &p.event_id_previous_key_file {
+        let previous = EventIdKey::from_file(file).map_err(|e| UsageError(e.to_string()))?;
+        cfg.previous_event_id_keys.push(previous);
     }
     let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
 
     let opened = ctx.open().await?;
+    if key_file.is_none() {
+        // No key configured: every instance on this store agrees on one through it.
+        match EventIdKey::shared(&*opened.store()).await {
+            Ok(key) => cfg.event_id_key = key,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no event id key file and none agreed through the store: using a random key, so \
+                 SSE streams can only be resumed on this instance (set --event-id-key-file or \
+                 proxy.event_id_key_file on every instance)"
+            ),
+        }
+    }
     // Cross-instance SSE wake-ups over the stack's pub/sub on the store's own servers, for
     // every Redis URL form (standalone, rediss, Sentinel, Cluster) — one subscription with the
     // cache's invalidations; followers still poll the store as a fallback. Other stores have

@@ -19,6 +19,7 @@ const ENV_ALIASES: &[(&[&str], &[&str])] = &[(&["redis", "prefix"], &["redis", "
 const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("redis", "tls_ca_file"),
     ("proxy", "event_id_key_file"),
+    ("proxy", "event_id_previous_key_file"),
     ("proxy", "principal_header"),
     ("resilience", "fallback"),
 ];

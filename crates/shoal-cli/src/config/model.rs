@@ -109,9 +109,14 @@ pub(crate) struct ProxySection {
     pub(crate) path: String,
     /// Extra allowed `Origin`s, comma-separated (`*`: any); loopback origins always pass.
     pub(crate) allowed_origins: String,
-    /// File holding the event-id MAC key (≥ 16 bytes), the same on every instance.
+    /// File holding the event-id MAC key (≥ 16 bytes), the same on every instance. Unset: the
+    /// instances agree on a key through the store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) event_id_key_file: Option<PathBuf>,
+    /// File holding the previous event-id key after a rotation: ids it signed stay valid for as
+    /// long as it is set (the grace period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) event_id_previous_key_file: Option<PathBuf>,
     /// Largest request body. Default 4 MiB.
     pub(crate) max_body_bytes: usize,
     /// Open SSE streams per session and instance. Default 16.
@@ -172,6 +177,7 @@ impl Default for ProxySection {
             path: "/mcp".into(),
             allowed_origins: String::new(),
             event_id_key_file: None,
+            event_id_previous_key_file: None,
             max_body_bytes: 4 * 1024 * 1024,
             max_streams_per_session: 16,
             poll_interval: Duration::from_millis(50),

@@ -337,6 +337,10 @@ impl<S: SessionStore> SessionStore for Cached<S> {
         r
     }
 
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        self.core.store.shared_secret(name, candidate).await
+    }
+
     async fn restore(&self, record: SessionRecord) -> Result<()> {
         let s = &self.core;
         let id = record.session.id.clone();

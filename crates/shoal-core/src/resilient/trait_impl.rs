@@ -640,6 +640,21 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
         }
     }
 
+    /// From the primary only: the fallback is this process's alone, and a secret agreed there
+    /// would not be the fleet's.
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        crate::store::check_secret(name, candidate)?;
+        match self
+            .retrying("shared_secret", self.point(), || {
+                self.state.primary.shared_secret(name, candidate)
+            })
+            .await
+        {
+            Call::Done(r) => r,
+            Call::Rejected => Err(self.refused("shared_secret")),
+        }
+    }
+
     async fn restore(&self, record: SessionRecord) -> Result<()> {
         let id = record.session.id.clone();
         match self.route(&id).await {

@@ -2,7 +2,7 @@
 //!
 //! The handle and the state its clones share are in `handle`; the trait impl in
 //! `session_store` runs each operation on that state, and the operations live by what they
-//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases),
+//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `secret` (shared secrets),
 //! `create`, `restore`,
 //! `list` (listing and counting), `index` (keeping the index sets), `sweep`, `health`,
 //! `metrics`. `exec` runs the commands and reads their replies.
@@ -18,6 +18,7 @@ mod list;
 mod metrics;
 mod pending;
 mod restore;
+mod secret;
 mod session_ops;
 mod session_store;
 mod sweep;

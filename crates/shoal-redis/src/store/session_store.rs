@@ -97,6 +97,10 @@ impl SessionStore for RedisStore {
         self.state.lease(id, request).await
     }
 
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        self.state.shared_secret(name, candidate).await
+    }
+
     async fn restore(&self, record: SessionRecord) -> Result<()> {
         self.state.restore(record).await
     }
