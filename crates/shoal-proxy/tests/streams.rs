@@ -400,7 +400,7 @@ async fn a_stalled_client_never_stalls_the_recording() {
 }
 
 /// The stream's holder is held up longer than its lease (its client stops reading and the
-/// send deadline is longer than the lease); the client resumes on the other instance, which
+/// send deadline is several times the lease); the client resumes on the other instance, which
 /// takes the stream over from the last recorded upstream event. When the first holder wakes
 /// it finds its lease gone and stops: every upstream event is stored exactly once, in order,
 /// and the client gets exactly the rest.
@@ -410,8 +410,10 @@ async fn a_held_up_holder_stops_after_a_takeover() {
     f.open_resume_gate();
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let tweak = |mut c: ProxyConfig| {
-        c.stream_lease = Duration::from_millis(300);
-        c.client_send_timeout = Duration::from_secs(3);
+        c.stream_lease = Duration::from_millis(600);
+        c.client_send_timeout = Duration::from_secs(4);
+        // Only the POST stream has a pump, so A's pump count says when it stopped.
+        c.open_standalone_stream = false;
         c
     };
     let a = start_proxy(tweak(config(http(&f), "a")), store.clone()).await;
@@ -458,16 +460,24 @@ async fn a_held_up_holder_stops_after_a_takeover() {
         "the client gets exactly the rest, in order"
     );
     assert_eq!(run.result.unwrap()["id"], "held");
+    // (Under heavy load B's own pump may miss a renewal and B take the stream over again:
+    // still exactly once, from the last recorded event.)
     let metrics_b = b.handle.metrics();
-    assert_eq!(
-        metrics_b.stream_takeovers.load(Relaxed),
-        1,
+    assert!(
+        metrics_b.stream_takeovers.load(Relaxed) >= 1,
         "B took the stream over"
     );
     // A wakes (its client send times out), finds its lease gone and stops.
     let metrics_a = a.handle.metrics();
-    // (Its pump decides to stop right after the refused renewal, before any append.)
-    wait_for_async(|| async { metrics_a.leases_lost.load(Relaxed) == 1 }).await;
+    wait_for_async(|| async { metrics_a.open_pumps.load(Relaxed) == 0 }).await;
+    assert!(
+        metrics_a.clients_detached.load(Relaxed) >= 1,
+        "A's client was detached"
+    );
+    assert!(
+        metrics_a.leases_lost.load(Relaxed) >= 1,
+        "A's pump stopped on its lease"
+    );
     drop(stalled);
     // Exactly once, in order, in the store: progress 0..count, then one result.
     let mut after = 0;
@@ -500,10 +510,9 @@ async fn a_held_up_holder_stops_after_a_takeover() {
         "every event once, in order"
     );
     assert_eq!(results, 1);
-    assert_eq!(
-        f.state.lock().unwrap().resumes.len(),
-        1,
-        "one upstream resume"
+    assert!(
+        !f.state.lock().unwrap().resumes.is_empty(),
+        "the upstream was resumed"
     );
 }
 
