@@ -4,10 +4,19 @@
 # client and the Python `mcp` client, through two proxy instances sharing one real Redis;
 # a stdio upstream restored on the second instance; the conformance suite direct vs proxied.
 #
+# Server requests on the standalone stream raced against the client's first POST (race_server.mjs,
+# race_client.mjs): directly and through two proxies.
+#
 # Installs into target/e2e-cache (reused between runs). When a registry cannot be reached the
-# affected part is SKIPPED with a message (exit 0). Every step is bounded by `timeout`.
+# affected part is SKIPPED with a message; a run in which every part was skipped and nothing
+# passed or failed exits 1 (SHOAL_SKIP_E2E=1 skips the whole run on purpose: exit 0). Every step
+# is bounded by `timeout`.
 # Usage: crates/shoal-proxy/tests/e2e/run.sh [--no-conformance]
 set -uo pipefail
+if [ "${SHOAL_SKIP_E2E:-0}" = "1" ]; then
+  echo "e2e: skipped on request (SHOAL_SKIP_E2E=1)"
+  exit 0
+fi
 E2E=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$E2E/../../../.." && pwd)
 CACHE="$ROOT/target/e2e-cache"
@@ -35,6 +44,10 @@ wait_port() { # host:port within 30 s
 summary() {
   echo "e2e: $passed passed, $failed failed, $skipped skipped"
   echo "$passed passed, $failed failed"
+  if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ] && [ "$skipped" -gt 0 ]; then
+    echo "e2e: every part was skipped and nothing was tested; failing (set SHOAL_SKIP_E2E=1 to skip the end-to-end tests on purpose)"
+    exit 1
+  fi
   [ "$failed" -eq 0 ]
   exit $?
 }
@@ -134,6 +147,40 @@ start_proxy s2 "stdio:node $EVERYTHING stdio"; URL_S2=$PROXY_URL
 note "stdio upstream"
 (cd "$CACHE/npm" && URL_A=$URL_S1 URL_B=$URL_S2 timeout 180 node ts_stdio.mjs) > "$LOG/ts_stdio.out" 2>&1
 tally "$LOG/ts_stdio.out" $? "stdio"
+
+# ---- server requests on the standalone stream: the client's GET races its first POST
+RSP=$(free_port)
+(cd "$CACHE/npm" && PORT=$RSP exec node race_server.mjs) > "$LOG/race_server.log" 2>&1 &
+pids+=($!)
+if wait_port "$RSP"; then
+  RUP="http://127.0.0.1:$RSP/mcp"
+  race() { # name env… : runs race_client.mjs with the given env, output in $LOG/race-<name>.out
+    local name=$1; shift
+    (cd "$CACHE/npm" && env STATS_URL="http://127.0.0.1:$RSP/stats" DEADLINE_MS=240000 "$@" \
+      timeout 300 node race_client.mjs) > "$LOG/race-$name.out" 2>&1
+  }
+  note "race: server requests on the standalone stream, directly"
+  race direct URL="$RUP" LABEL=direct
+  tally "$LOG/race-direct.out" $? "race-direct"
+  # Control: with the GET held back 300 ms the server's request finds no stream and is dropped,
+  # so directly the first call of each session is lost: the test can see the race.
+  race control URL="$RUP" LABEL="direct, GET held back 300 ms" GET_DELAY_MS=300 SESSIONS=3 CALLS=2 TIMEOUT_MS=2000
+  if grep -q '^FAIL race: 3 of 6 lost' "$LOG/race-control.out"; then
+    pass "race-control: directly, a GET held back 300 ms loses the first call of each session (3 of 6), so the race is observable"
+  else
+    fail "race-control: expected 3 of 6 lost directly with the GET held back (see $LOG/race-control.out)"
+  fi
+  start_proxy r1 "$RUP"; URL_R1=$PROXY_URL
+  start_proxy r2 "$RUP"; URL_R2=$PROXY_URL
+  note "race: through two proxies"
+  race proxy URL_A="$URL_R1" URL_B="$URL_R2" LABEL="through two proxies"
+  tally "$LOG/race-proxy.out" $? "race-proxy"
+  race proxy-late URL_A="$URL_R1" URL_B="$URL_R2" LABEL="through two proxies, GET held back 300 ms" \
+    GET_DELAY_MS=300 SESSIONS=10 CALLS=2
+  tally "$LOG/race-proxy-late.out" $? "race-proxy-late-get"
+else
+  fail "race_server did not start (see $LOG/race_server.log)"
+fi
 
 # ---- conformance suite: direct vs through the proxy
 if [ "$CONFORMANCE" -eq 1 ]; then
