@@ -67,6 +67,18 @@ pub fn valid_stream(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// `mac` fed with what an event id signs: a version tag, the session, the stream and the seq.
+fn keyed_input(mac: &Hmac<Sha256>, session: &str, stream: &str, seq: u64) -> Hmac<Sha256> {
+    let mut m = mac.clone();
+    m.update(b"shoal-eid-v1\0");
+    m.update(session.as_bytes());
+    m.update(b"\0");
+    m.update(stream.as_bytes());
+    m.update(b"\0");
+    m.update(&seq.to_be_bytes());
+    m
+}
+
 fn mac_of(key: &EventIdKey) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; the error branch cannot happen.
     <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key.0)
@@ -88,14 +100,10 @@ impl EventIdCodec {
     }
 
     fn tag(&self, session: &str, stream: &str, seq: u64) -> [u8; 32] {
-        let mut m = self.mac.clone();
-        m.update(b"shoal-eid-v1\0");
-        m.update(session.as_bytes());
-        m.update(b"\0");
-        m.update(stream.as_bytes());
-        m.update(b"\0");
-        m.update(&seq.to_be_bytes());
-        m.finalize().into_bytes().into()
+        keyed_input(&self.mac, session, stream, seq)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// The event id of frame `seq` of `stream` in `session`.
@@ -130,16 +138,11 @@ impl EventIdCodec {
         if given.len() != MAC_BYTES {
             return Err(EventIdError::Malformed);
         }
+        // Constant-time comparison of the truncated tag.
         let verifies = |mac: &Hmac<Sha256>| {
-            let mut m = mac.clone();
-            m.update(b"shoal-eid-v1\0");
-            m.update(session.as_bytes());
-            m.update(b"\0");
-            m.update(stream.as_bytes());
-            m.update(b"\0");
-            m.update(&seq.to_be_bytes());
-            // Constant-time comparison of the truncated tag.
-            m.verify_truncated_left(&given).is_ok()
+            keyed_input(mac, session, stream, seq)
+                .verify_truncated_left(&given)
+                .is_ok()
         };
         if !verifies(&self.mac) && !self.previous.iter().any(verifies) {
             return Err(EventIdError::BadMac);

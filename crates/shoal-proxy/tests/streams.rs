@@ -36,6 +36,33 @@ fn get(c: &Client, url: &str, sid: &str) -> reqwest::RequestBuilder {
         .header("mcp-session-id", sid)
 }
 
+/// Every server-to-client message stored for the session, in seq order, with its stream id.
+async fn stored_server_messages(
+    store: &dyn SessionStore,
+    id: &SessionId,
+) -> Vec<(Option<String>, Value)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .frames(id, &FrameQuery::after(after, 100))
+            .await
+            .unwrap();
+        for f in &page.frames {
+            after = f.seq;
+            if f.direction == Direction::ServerToClient {
+                out.push((
+                    f.stream_id.clone(),
+                    serde_json::from_slice(&f.content).unwrap(),
+                ));
+            }
+        }
+        if !page.has_more {
+            return out;
+        }
+    }
+}
+
 /// The next event with data (skipping priming events).
 async fn next_data(r: &mut SseReader) -> Value {
     loop {
@@ -361,28 +388,13 @@ async fn a_stalled_client_never_stalls_the_recording() {
     assert!(a.handle.metrics().clients_detached.load(Relaxed) >= 1);
     drop(r);
     // Exactly once, in order: progress 0..count, then the result.
-    let mut after = 0;
     let mut progress = Vec::new();
     let mut stream = None;
-    loop {
-        let page = store
-            .frames(&id, &FrameQuery::after(after, 500))
-            .await
-            .unwrap();
-        for f in &page.frames {
-            after = f.seq;
-            if f.direction != Direction::ServerToClient {
-                continue;
-            }
-            let v: Value = serde_json::from_slice(&f.content).unwrap();
-            if let Some(p) = v["params"]["progress"].as_u64() {
-                stream.get_or_insert_with(|| f.stream_id.clone());
-                assert_eq!(stream.as_ref().unwrap(), &f.stream_id);
-                progress.push(p);
-            }
-        }
-        if !page.has_more {
-            break;
+    for (stream_id, v) in stored_server_messages(&*store, &id).await {
+        if let Some(p) = v["params"]["progress"].as_u64() {
+            stream.get_or_insert_with(|| stream_id.clone());
+            assert_eq!(stream.as_ref().unwrap(), &stream_id);
+            progress.push(p);
         }
     }
     assert_eq!(progress, (0..count).collect::<Vec<_>>());
@@ -480,28 +492,13 @@ async fn a_held_up_holder_stops_after_a_takeover() {
     );
     drop(stalled);
     // Exactly once, in order, in the store: progress 0..count, then one result.
-    let mut after = 0;
     let mut progress = Vec::new();
     let mut results = 0;
-    loop {
-        let page = store
-            .frames(&id, &FrameQuery::after(after, 100))
-            .await
-            .unwrap();
-        for f in &page.frames {
-            after = f.seq;
-            if f.direction != Direction::ServerToClient {
-                continue;
-            }
-            let v: Value = serde_json::from_slice(&f.content).unwrap();
-            if let Some(p) = v["params"]["progress"].as_u64() {
-                progress.push(p);
-            } else if v["id"] == "held" {
-                results += 1;
-            }
-        }
-        if !page.has_more {
-            break;
+    for (_, v) in stored_server_messages(&*store, &id).await {
+        if let Some(p) = v["params"]["progress"].as_u64() {
+            progress.push(p);
+        } else if v["id"] == "held" {
+            results += 1;
         }
     }
     assert_eq!(
