@@ -197,6 +197,75 @@ async fn without_the_early_standalone_stream_the_request_is_lost() {
     assert_eq!(v["result"]["content"][0]["text"], "lost");
 }
 
+/// Holds every lease renewal while armed (a store that is slow for lease calls only).
+#[derive(Debug, Default)]
+struct SlowRenewals(std::sync::atomic::AtomicBool);
+
+#[async_trait]
+impl Hooks for SlowRenewals {
+    type Ticket = ();
+    async fn before(&self, call: Call<'_>) -> Result<()> {
+        if let Call::Lease(_, shoal_core::LeaseRequest::Renew { .. }) = call {
+            while self.0.load(Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The standalone stream's pump loses its lease (its renewals are held past the lease while
+/// another owner takes it, then gives it back); the session's next request opens the stream
+/// again, so server requests are not left without a reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_stream_that_lost_its_lease_is_opened_again() {
+    let f = fake_upstream().await;
+    let hooks = Arc::new(ForwardingStore::new(
+        MemoryStore::new(),
+        SlowRenewals::default(),
+    ));
+    let store: Arc<dyn SessionStore> = hooks.clone();
+    let mut cfg = config(http(&f), "a");
+    cfg.stream_lease = Duration::from_millis(300);
+    let a = start_proxy(cfg, store.clone()).await;
+    let c = Client::new("2025-11-25");
+    let sid = c.initialize(&a.url()).await;
+    let id = SessionId::new(&sid).unwrap();
+    let metrics = a.handle.metrics();
+    assert_eq!(metrics.standalone_streams.load(Relaxed), 1);
+    assert_eq!(f.state.lock().unwrap().gets, 1);
+    // Renewals stall; the lease runs out and another owner takes it, then gives it back.
+    hooks.hooks().0.store(true, Relaxed);
+    let take = shoal_core::LeaseRequest::Acquire {
+        name: "stream.g0",
+        owner: "intruder",
+        ttl: Duration::from_secs(60),
+    };
+    wait_for_async(|| async { store.lease(&id, take).await.unwrap().granted }).await;
+    hooks.hooks().0.store(false, Relaxed);
+    wait_for_async(|| async { metrics.standalone_streams.load(Relaxed) == 0 }).await;
+    assert!(metrics.leases_lost.load(Relaxed) >= 1);
+    let give_back = shoal_core::LeaseRequest::Release {
+        name: "stream.g0",
+        owner: "intruder",
+    };
+    assert!(store.lease(&id, give_back).await.unwrap().granted);
+    // The next request of the session opens the standalone stream again.
+    let resp = c
+        .post_req(
+            &a.url(),
+            Some(&sid),
+            &json!({"jsonrpc":"2.0","id":9,"method":"tools/call",
+                    "params":{"name":"echo","arguments":{}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_for_async(|| async { metrics.standalone_streams.load(Relaxed) == 1 }).await;
+    assert_eq!(f.state.lock().unwrap().gets, 2, "a second upstream GET");
+}
+
 // ------------------------------------------------------- follower cost in a busy session
 
 /// Records the `after_seq` of every filtered frame read.

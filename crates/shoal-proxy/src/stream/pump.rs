@@ -86,6 +86,9 @@ pub(crate) fn spawn_pump(inner: &Arc<ProxyState>, live: &Arc<Live>, spec: PumpSp
         }
         if standalone {
             inner.metrics.standalone_streams.fetch_sub(1, Relaxed);
+            // The next request of the session (on this instance) makes sure some instance
+            // reads the standalone stream again, e.g. after this pump lost its lease.
+            live.standalone_checked.store(false, Relaxed);
         }
         inner.metrics.open_pumps.fetch_sub(1, Relaxed);
         tracing::debug!(session = %live.id, stream, "upstream stream finished");
