@@ -36,6 +36,7 @@ pub mod lease;
 pub mod limits;
 pub mod memory;
 pub mod notify;
+pub mod quota;
 #[cfg(feature = "resilience")]
 #[cfg_attr(docsrs, doc(cfg(feature = "resilience")))]
 pub mod resilient;
@@ -54,6 +55,7 @@ pub use lease::{Lease, LeaseReply, LeaseRequest};
 pub use limits::Limits;
 pub use memory::{MemoryStore, MemoryStoreBuilder, SweeperHandle};
 pub use notify::{LocalBus, NotifyBus, Wakeup};
+pub use quota::{QuotaBound, QuotaReply, QuotaRequest, QuotaRule};
 #[cfg(feature = "resilience")]
 pub use resilient::{FallbackMode, ResilienceConfig, Resilient};
 pub use session::{Session, SessionState, SessionStatus, Timestamp, Transport};

@@ -40,6 +40,7 @@ use crossbeam_skiplist::SkipMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::lease::{self, LeaseRecord};
+use crate::quota::{QuotaReply, QuotaRequest};
 use crate::{
     Clock, Error, Frame, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits,
     ListPage, ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter,
@@ -84,7 +85,20 @@ struct StoreState {
     clock: Arc<dyn Clock>,
     /// Shared secrets by name ([`SessionStore::shared_secret`]).
     secrets: Mutex<HashMap<String, Vec<u8>>>,
+    /// Admission quota logs by subject ([`SessionStore::quota`]).
+    quotas: Mutex<QuotaBook>,
 }
+
+/// The memory store's admission quota logs.
+#[derive(Debug, Default)]
+struct QuotaBook {
+    logs: HashMap<String, crate::quota::QuotaLog>,
+    /// Calls since subjects with nothing left to count were last dropped.
+    since_purge: u32,
+}
+
+/// How many quota calls pass between drops of idle subjects.
+const QUOTA_PURGE_EVERY: u32 = 1024;
 
 #[derive(Debug)]
 struct Slot(Mutex<SlotData>);
@@ -144,6 +158,7 @@ impl MemoryStoreBuilder {
                 limits: self.limits,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 secrets: Mutex::new(HashMap::new()),
+                quotas: Mutex::new(QuotaBook::default()),
             }),
         }
     }
@@ -736,6 +751,32 @@ impl SessionStore for MemoryStore {
             .entry(name.to_owned())
             .or_insert_with(|| candidate.to_vec())
             .clone())
+    }
+
+    /// Counted in this process (the store is no other process's).
+    async fn quota(&self, request: QuotaRequest<'_>) -> Result<QuotaReply> {
+        request.validate()?;
+        let now = self.state.now();
+        let mut book = self.state.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        // Subjects whose entries all aged out are dropped now and then, so many one-off
+        // subjects (client addresses) cannot pile up.
+        book.since_purge += 1;
+        if book.since_purge >= QUOTA_PURGE_EVERY {
+            book.since_purge = 0;
+            book.logs.retain(|_, log| !log.is_idle(now));
+        }
+        let quotas = &mut book.logs;
+        let reply = match request {
+            QuotaRequest::Admit { subject, .. } => quotas
+                .entry(subject.to_owned())
+                .or_default()
+                .apply(&request, now),
+            _ => match quotas.get_mut(request.subject()) {
+                Some(log) => log.apply(&request, now),
+                None => QuotaReply::Absent,
+            },
+        };
+        Ok(reply)
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {

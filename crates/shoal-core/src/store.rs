@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, Frame, LeaseReply, LeaseRequest, NewFrame, PendingRequest, RequestId, Result, Session,
-    SessionId, SessionStatus, Timestamp, Transport,
+    Error, Frame, LeaseReply, LeaseRequest, NewFrame, PendingRequest, QuotaReply, QuotaRequest,
+    RequestId, Result, Session, SessionId, SessionStatus, Timestamp, Transport,
 };
 
 /// The largest page a `list` or `frames` call returns.
@@ -543,6 +543,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
             self.backend_name()
         )))
     }
+
+    /// Admits, releases or cancels a session under a subject's admission quota (see
+    /// [`quota`](crate::quota) for the rules, [`QuotaLog::apply`](crate::quota::QuotaLog::apply)
+    /// for their reference implementation), counted where every process sharing the store
+    /// sees the same numbers. [`Error::InvalidInput`] for a bad subject, member or rule.
+    ///
+    /// The default refuses every request.
+    async fn quota(&self, request: QuotaRequest<'_>) -> Result<QuotaReply> {
+        request.validate()?;
+        Err(Error::backend(format!(
+            "the {} store does not keep quotas",
+            self.backend_name()
+        )))
+    }
 }
 
 #[async_trait]
@@ -619,6 +633,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
         (**self).shared_secret(name, candidate).await
+    }
+    async fn quota(&self, request: QuotaRequest<'_>) -> Result<QuotaReply> {
+        (**self).quota(request).await
     }
 }
 

@@ -117,6 +117,23 @@ impl Keys {
         format!("{}:secret:{name}", self.prefix)
     }
 
+    /// `<prefix>:quota:{<subject>}:live` and `…:recent`: a subject's admission quota logs
+    /// (sorted sets), hash-tagged with the subject so one script sees both on Cluster. `%`,
+    /// `{`, `}` and spaces in the subject are percent-escaped, so the tag is the whole subject.
+    pub(crate) fn quota(&self, subject: &str) -> [String; 2] {
+        let mut tag = String::with_capacity(subject.len());
+        for c in subject.chars() {
+            match c {
+                '%' | '{' | '}' | ' ' => tag.push_str(&format!("%{:02X}", c as u32)),
+                c => tag.push(c),
+            }
+        }
+        [
+            format!("{}:quota:{{{tag}}}:live", self.prefix),
+            format!("{}:quota:{{{tag}}}:recent", self.prefix),
+        ]
+    }
+
     /// `<prefix>:sweep:lease`.
     pub(crate) fn sweep_lease(&self) -> String {
         format!("{}:sweep:lease", self.prefix)

@@ -43,6 +43,9 @@ const SHOAL_COMMANDS: &[&str] = &[
     "+zcount",
     "+zrangebyscore",
     "+zrangebylex",
+    // admission quotas (the script reads the server's clock and trims its logs)
+    "+time",
+    "+zremrangebyscore",
     // sweep lease and metrics
     "+set",
     "+get",

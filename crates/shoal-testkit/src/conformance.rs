@@ -27,8 +27,8 @@ use std::{
 use bytes::Bytes;
 use shoal_core::{
     Clock, Direction, Error, Frame, FrameQuery, Limits, ListQuery, NewFrame, PendingRequest,
-    RequestId, Result, Session, SessionFilter, SessionId, SessionRecord, SessionState,
-    SessionStatus, SessionStore, Timestamp, Transport,
+    QuotaBound, QuotaReply, QuotaRequest, QuotaRule, RequestId, Result, Session, SessionFilter,
+    SessionId, SessionRecord, SessionState, SessionStatus, SessionStore, Timestamp, Transport,
     store::{MAX_PAGE_LIMIT, modify},
     transfer::{self, ImportOptions},
 };
@@ -104,6 +104,10 @@ macro_rules! conformance_suite {
             concurrent_lease_acquires_have_one_winner,
             leases_need_a_live_session,
             shared_secret_first_caller_wins,
+            quotas_bound_live_sessions,
+            quotas_bound_admissions_per_window,
+            concurrent_admissions_stop_at_the_bound,
+            quotas_refuse_bad_input,
         );
     };
     ($factory:path) => {
@@ -2786,4 +2790,172 @@ pub async fn shared_secret_first_caller_wins(factory: impl StoreFactory) {
         1,
         "every racer got the same secret: {values:?}"
     );
+}
+
+// ----------------------------------------------------------------------------------------
+// admission quotas
+// ----------------------------------------------------------------------------------------
+
+fn quota_rule(max_live: u32, max_per_window: u32, window: Duration) -> QuotaRule {
+    QuotaRule {
+        max_live,
+        live_ttl: Duration::from_secs(600),
+        max_per_window,
+        window,
+    }
+}
+
+fn admit<'a>(subject: &'a str, member: &'a str, rule: QuotaRule) -> QuotaRequest<'a> {
+    QuotaRequest::Admit {
+        subject,
+        member,
+        rule,
+    }
+}
+
+/// `max_live` admissions succeed, the next is refused (bound `Live`, a retry time within the
+/// live time); admitting a live member again does not count twice; a release frees a slot and
+/// a second release finds nothing; subjects are independent.
+pub async fn quotas_bound_live_sessions(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let subject = format!("addr:{}", SessionId::generate());
+    let rule = quota_rule(3, 0, Duration::from_secs(60));
+    for m in ["a", "b", "c", "a"] {
+        let r = ok(store.quota(admit(&subject, m, rule)).await, "admit");
+        assert_eq!(r, QuotaReply::Done, "{m}");
+    }
+    match ok(store.quota(admit(&subject, "d", rule)).await, "admit d") {
+        QuotaReply::Refused {
+            bound: QuotaBound::Live,
+            retry_after,
+        } => assert!(
+            retry_after > Duration::ZERO && retry_after <= rule.live_ttl,
+            "{retry_after:?}"
+        ),
+        other => panic!("the fourth live session is refused: {other:?}"),
+    }
+    let other = format!("{subject}-other");
+    assert_eq!(
+        ok(store.quota(admit(&other, "d", rule)).await, "other subject"),
+        QuotaReply::Done
+    );
+    let release = QuotaRequest::Release {
+        subject: &subject,
+        member: "b",
+    };
+    assert_eq!(ok(store.quota(release).await, "release"), QuotaReply::Done);
+    assert_eq!(
+        ok(store.quota(release).await, "release again"),
+        QuotaReply::Absent
+    );
+    assert_eq!(
+        ok(store.quota(admit(&subject, "d", rule)).await, "admit d"),
+        QuotaReply::Done
+    );
+}
+
+/// `max_per_window` admissions within the window succeed and the next is refused (bound
+/// `Window`) even after releases; after the window it is admitted; a cancelled admission does
+/// not count in the window.
+pub async fn quotas_bound_admissions_per_window(factory: impl StoreFactory) {
+    let h = Harness::default();
+    let store = factory.make(h.clone()).await;
+    let subject = format!("principal:{}", SessionId::generate());
+    let window = Duration::from_millis(400);
+    let rule = quota_rule(0, 2, window);
+    let cancelled = ok(store.quota(admit(&subject, "x", rule)).await, "admit x");
+    assert_eq!(cancelled, QuotaReply::Done);
+    let cancel = QuotaRequest::Cancel {
+        subject: &subject,
+        member: "x",
+    };
+    assert_eq!(ok(store.quota(cancel).await, "cancel"), QuotaReply::Done);
+    for m in ["a", "b"] {
+        assert_eq!(
+            ok(store.quota(admit(&subject, m, rule)).await, "admit"),
+            QuotaReply::Done,
+            "{m}"
+        );
+        let release = QuotaRequest::Release {
+            subject: &subject,
+            member: m,
+        };
+        assert_eq!(ok(store.quota(release).await, "release"), QuotaReply::Done);
+    }
+    match ok(store.quota(admit(&subject, "c", rule)).await, "admit c") {
+        QuotaReply::Refused {
+            bound: QuotaBound::Window,
+            retry_after,
+        } => assert!(
+            retry_after > Duration::ZERO && retry_after <= window,
+            "{retry_after:?}"
+        ),
+        other => panic!("the third admission in the window is refused: {other:?}"),
+    }
+    h.clock.advance(window + Duration::from_millis(100));
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+    assert_eq!(
+        ok(
+            store.quota(admit(&subject, "c", rule)).await,
+            "after the window"
+        ),
+        QuotaReply::Done
+    );
+}
+
+/// Of 16 admissions at once under `max_live = 5`, exactly 5 are admitted.
+pub async fn concurrent_admissions_stop_at_the_bound(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let subject = format!("addr:{}", SessionId::generate());
+    let rule = quota_rule(5, 0, Duration::from_secs(60));
+    let results = race(16, |i| {
+        let (store, subject) = (Arc::clone(&store), subject.clone());
+        async move {
+            let member = format!("m{i}");
+            store.quota(admit(&subject, &member, rule)).await
+        }
+    })
+    .await;
+    let admitted = results
+        .into_iter()
+        .map(|r| ok(r, "admit"))
+        .filter(|r| *r == QuotaReply::Done)
+        .count();
+    assert_eq!(admitted, 5, "exactly max_live admitted");
+}
+
+/// Bad subjects, members and rules are `InvalidInput`.
+pub async fn quotas_refuse_bad_input(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let rule = quota_rule(1, 1, Duration::from_secs(1));
+    let long = "s".repeat(shoal_core::quota::MAX_QUOTA_SUBJECT + 1);
+    let bad = [
+        ("empty subject", admit("", "a", rule)),
+        ("long subject", admit(&long, "a", rule)),
+        ("control member", admit("s", "a\u{0}", rule)),
+        (
+            "zero window",
+            admit("s", "a", quota_rule(1, 1, Duration::ZERO)),
+        ),
+    ];
+    for (what, request) in bad {
+        assert_err!(
+            store.quota(request).await,
+            Error::InvalidInput { .. },
+            "{what}"
+        );
+    }
+    // A subject with the characters Redis keys treat specially is just another subject.
+    let odd = "principal:{a} b%";
+    assert_eq!(
+        ok(store.quota(admit(odd, "a", rule)).await, "odd subject"),
+        QuotaReply::Done
+    );
+    assert!(matches!(
+        ok(
+            store.quota(admit(odd, "b", rule)).await,
+            "odd subject again"
+        ),
+        QuotaReply::Refused { .. }
+    ));
 }

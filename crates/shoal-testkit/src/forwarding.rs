@@ -50,8 +50,8 @@ use std::{any::Any, fmt};
 use async_trait::async_trait;
 use shoal_core::{
     Error, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits, ListPage,
-    ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId,
-    SessionRecord, SessionStore, SweepReport, Timestamp,
+    ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId, Result, Session,
+    SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 /// A [`SessionStore`] method that a [`ForwardingStore`] forwards.
@@ -102,11 +102,13 @@ pub enum Op {
     Lease,
     /// [`SessionStore::shared_secret`].
     SharedSecret,
+    /// [`SessionStore::quota`].
+    Quota,
 }
 
 impl Op {
     /// Every operation, in the trait's order.
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::Create,
         Op::Get,
         Op::GetMany,
@@ -127,6 +129,7 @@ impl Op {
         Op::Restore,
         Op::Lease,
         Op::SharedSecret,
+        Op::Quota,
     ];
 
     /// The method's name, e.g. `append_frames`.
@@ -152,6 +155,7 @@ impl Op {
             Op::Restore => "restore",
             Op::Lease => "lease",
             Op::SharedSecret => "shared_secret",
+            Op::Quota => "quota",
         }
     }
 
@@ -170,7 +174,8 @@ impl Op {
             | Op::SweepExpired
             | Op::Restore
             | Op::Lease
-            | Op::SharedSecret => true,
+            | Op::SharedSecret
+            | Op::Quota => true,
             Op::Get
             | Op::GetMany
             | Op::List
@@ -233,6 +238,8 @@ pub enum Call<'a> {
     Lease(&'a SessionId, LeaseRequest<'a>),
     /// `shared_secret(name, candidate)` (the name only: the candidate is a secret).
     SharedSecret(&'a str),
+    /// `quota(request)`.
+    Quota(QuotaRequest<'a>),
 }
 
 impl<'a> Call<'a> {
@@ -259,6 +266,7 @@ impl<'a> Call<'a> {
             Call::Restore(_) => Op::Restore,
             Call::Lease(..) => Op::Lease,
             Call::SharedSecret(_) => Op::SharedSecret,
+            Call::Quota(_) => Op::Quota,
         }
     }
 
@@ -285,7 +293,8 @@ impl<'a> Call<'a> {
             | Call::Count(_)
             | Call::SweepExpired
             | Call::Health
-            | Call::SharedSecret(_) => None,
+            | Call::SharedSecret(_)
+            | Call::Quota(_) => None,
         }
     }
 }
@@ -532,6 +541,12 @@ impl<S: SessionStore, H: Hooks> SessionStore for ForwardingStore<S, H> {
         let ticket = self.hooks.before(Call::SharedSecret(name)).await?;
         let answer = self.inner.shared_secret(name, candidate).await;
         self.finish(Op::SharedSecret, ticket, answer).await
+    }
+
+    async fn quota(&self, request: QuotaRequest<'_>) -> Result<QuotaReply> {
+        let ticket = self.hooks.before(Call::Quota(request)).await?;
+        let answer = self.inner.quota(request).await;
+        self.finish(Op::Quota, ticket, answer).await
     }
 }
 

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use super::{entry::Tail, wrapper::Cached};
 use crate::{
     Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, LeaseReply, LeaseRequest,
-    ListPage, ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter,
-    SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
+    ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId, Result,
+    Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 #[async_trait]
@@ -339,6 +339,11 @@ impl<S: SessionStore> SessionStore for Cached<S> {
 
     async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
         self.core.store.shared_secret(name, candidate).await
+    }
+
+    /// Quotas are never cached: every process must count against the same numbers.
+    async fn quota(&self, request: QuotaRequest<'_>) -> Result<QuotaReply> {
+        self.core.store.quota(request).await
     }
 
     async fn restore(&self, record: SessionRecord) -> Result<()> {

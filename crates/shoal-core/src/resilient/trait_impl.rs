@@ -22,8 +22,9 @@ use super::{
 };
 use crate::{
     Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError, LeaseReply,
-    LeaseRequest, Limits, ListPage, ListQuery, NewFrame, PendingRequest, RequestId, Result,
-    Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
+    LeaseRequest, Limits, ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest,
+    RequestId, Result, Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport,
+    Timestamp,
 };
 
 #[async_trait]
@@ -652,6 +653,29 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
         {
             Call::Done(r) => r,
             Call::Rejected => Err(self.refused("shared_secret")),
+        }
+    }
+
+    /// Counted by the primary, so every instance sees the same numbers; while the primary
+    /// cannot answer, by the fallback (this process alone enforces the bounds then, as it
+    /// alone creates sessions then). Never journaled.
+    async fn quota(&self, request: QuotaRequest<'_>) -> Result<QuotaReply> {
+        request.validate()?;
+        match self
+            .retrying("quota", self.point(), || self.state.primary.quota(request))
+            .await
+        {
+            Call::Done(Err(e)) if e.is_transient() && self.mode() != FallbackMode::Memory => Err(e),
+            Call::Done(Err(e)) if e.is_transient() => {
+                self.on_fallback("quota", self.state.fallback.quota(request))
+                    .await
+            }
+            Call::Done(r) => r,
+            Call::Rejected if self.mode() != FallbackMode::Memory => Err(self.refused("quota")),
+            Call::Rejected => {
+                self.on_fallback("quota", self.state.fallback.quota(request))
+                    .await
+            }
         }
     }
 

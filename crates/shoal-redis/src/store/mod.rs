@@ -2,7 +2,7 @@
 //!
 //! The handle and the state its clones share are in `handle`; the trait impl in
 //! `session_store` runs each operation on that state, and the operations live by what they
-//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `secret` (shared secrets),
+//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `quota` (admission quotas), `secret` (shared secrets),
 //! `create`, `restore`,
 //! `list` (listing and counting), `index` (keeping the index sets), `sweep`, `health`,
 //! `metrics`. `exec` runs the commands and reads their replies.
@@ -17,6 +17,7 @@ mod lease;
 mod list;
 mod metrics;
 mod pending;
+mod quota;
 mod restore;
 mod secret;
 mod session_ops;

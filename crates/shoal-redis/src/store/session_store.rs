@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use shoal_core::{
     FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits, ListPage, ListQuery,
-    NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
-    SessionStore, SweepReport, Timestamp,
+    NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId, Result, Session, SessionFilter,
+    SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 use super::handle::RedisStore;
@@ -95,6 +95,9 @@ impl SessionStore for RedisStore {
 
     async fn lease(&self, id: &SessionId, request: LeaseRequest<'_>) -> Result<LeaseReply> {
         self.state.lease(id, request).await
+    }
+    async fn quota(&self, request: QuotaRequest<'_>) -> Result<QuotaReply> {
+        self.state.quota(request).await
     }
 
     async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
