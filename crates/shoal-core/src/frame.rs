@@ -251,6 +251,17 @@ impl PendingRequest {
         }
     }
 
+    /// Bytes this request counts against
+    /// [`Limits::max_pending_bytes`](crate::Limits::max_pending_bytes) and the session's byte
+    /// budget: its id (a number counts 20), method and stream id, plus 8 for the start time.
+    pub fn size(&self) -> usize {
+        let id = match &self.request_id {
+            RequestId::Number(_) => 20,
+            RequestId::String(s) => s.len(),
+        };
+        id + self.method.len() + self.stream_id.as_deref().map_or(0, str::len) + 8
+    }
+
     /// Sets the stream id.
     pub fn with_stream(mut self, stream_id: impl Into<String>) -> Self {
         self.stream_id = Some(stream_id.into());

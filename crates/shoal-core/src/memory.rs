@@ -45,6 +45,7 @@ use crate::{
     Clock, Error, Frame, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits,
     ListPage, ListQuery, NewFrame, PendingRequest, RequestId, Result, Session, SessionFilter,
     SessionId, SessionRecord, SessionStore, SweepReport, SystemClock, Timestamp,
+    store::{check_pending, session_bytes_exceeded},
 };
 
 /// The in-memory [`SessionStore`]. Cloning shares the same sessions.
@@ -116,6 +117,11 @@ struct SlotData {
     pending_order: u64,
     /// Named leases (see [`crate::lease`]), ended with the session.
     leases: HashMap<String, LeaseRecord>,
+    /// [`Frame::size`] of every retained frame plus [`PendingRequest::size`] of every pending
+    /// request: the session's bytes besides its metadata.
+    bytes: usize,
+    /// [`Session::metadata_bytes`] as last written.
+    meta_bytes: usize,
     /// Set once, when the session is deleted or found expired; a dead slot is never revived.
     dead: bool,
 }
@@ -416,6 +422,8 @@ fn already_exists(id: &SessionId) -> Error {
 impl SlotData {
     fn new(session: Session) -> Self {
         SlotData {
+            meta_bytes: session.metadata_bytes(),
+            bytes: 0,
             session,
             frames: VecDeque::new(),
             pending: HashMap::new(),
@@ -430,10 +438,27 @@ impl SlotData {
         self.session.expires_at = expires_at;
     }
 
+    /// The session's bytes after adding `adding` and trimming the oldest frames so that at
+    /// most `keep` of the current frames plus `incoming` more remain (`incoming_sizes`: the
+    /// new frames' sizes, oldest first, for when they would be trimmed themselves).
+    fn bytes_after(&self, incoming_sizes: &[usize], keep: usize) -> usize {
+        let total = self.frames.len() + incoming_sizes.len();
+        let drop = total.saturating_sub(keep);
+        let dropped_old: usize = self.frames.iter().take(drop).map(Frame::size).sum();
+        let dropped_new: usize = incoming_sizes
+            .iter()
+            .take(drop.saturating_sub(self.frames.len()))
+            .sum();
+        let adding: usize = incoming_sizes.iter().sum();
+        (self.bytes + self.meta_bytes + adding).saturating_sub(dropped_old + dropped_new)
+    }
+
     /// Drops frames from the front until at most `keep` remain.
     fn trim_to(&mut self, keep: usize) {
         while self.frames.len() > keep {
-            self.frames.pop_front();
+            if let Some(f) = self.frames.pop_front() {
+                self.bytes = self.bytes.saturating_sub(f.size());
+            }
             self.session.first_seq += 1;
         }
         self.session.frame_count = self.frames.len() as u64;
@@ -486,6 +511,7 @@ impl SessionStore for MemoryStore {
     async fn update(&self, session: &Session) -> Result<Session> {
         let state = &self.state;
         session.check_metadata(&state.limits)?;
+        let meta_bytes = session.metadata_bytes();
         let now = state.now();
         let expires = state.expiry_from(now);
         state.with_live(&session.id, now, |d| {
@@ -497,6 +523,7 @@ impl SessionStore for MemoryStore {
                 });
             }
             d.session.apply_caller_fields(session);
+            d.meta_bytes = meta_bytes;
             d.session.revision += 1;
             d.touch(now, expires);
             Ok(d.session.clone())
@@ -590,14 +617,19 @@ impl SessionStore for MemoryStore {
             });
         }
         let keep = state.limits.max_frames_per_session;
+        let sizes: Vec<usize> = frames.iter().map(NewFrame::size).collect();
         let now = state.now();
         let expires = state.expiry_from(now);
         state.with_live(id, now, |d| {
+            if !sizes.is_empty() && d.bytes_after(&sizes, keep) > state.limits.max_session_bytes {
+                return Err(session_bytes_exceeded(&state.limits));
+            }
             let mut seqs = Vec::with_capacity(frames.len());
-            for f in frames {
+            for (f, size) in frames.into_iter().zip(&sizes) {
                 d.session.last_seq += 1;
                 let seq = d.session.last_seq;
                 d.frames.push_back(f.into_frame(id.clone(), seq));
+                d.bytes += size;
                 seqs.push(seq);
             }
             if d.frames.is_empty() {
@@ -621,6 +653,8 @@ impl SessionStore for MemoryStore {
             };
             let start_seq = query.after_seq.saturating_add(1).max(first);
             let start = usize::try_from(start_seq - first).unwrap_or(usize::MAX);
+            let max_bytes = self.state.limits.max_page_bytes;
+            let mut bytes = 0usize;
             let mut iter = d.frames.range(start.min(d.frames.len())..);
             for f in iter.by_ref() {
                 if let Some(s) = &query.stream_id
@@ -628,10 +662,14 @@ impl SessionStore for MemoryStore {
                 {
                     continue;
                 }
-                if page.frames.len() == query.limit {
+                let size = f.size();
+                if page.frames.len() == query.limit
+                    || (!page.frames.is_empty() && bytes + size > max_bytes)
+                {
                     page.has_more = true;
                     break;
                 }
+                bytes += size;
                 page.frames.push(f.clone());
             }
             Ok(page)
@@ -662,7 +700,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
-        let max = self.state.limits.max_pending_per_session;
+        let limits = &self.state.limits;
+        check_pending(limits, &request)?;
+        let max = limits.max_pending_per_session;
+        let size = request.size();
         self.state.with_live(id, self.state.now(), |d| {
             if d.pending.contains_key(&request.request_id) {
                 return Err(Error::AlreadyExists {
@@ -679,6 +720,10 @@ impl SessionStore for MemoryStore {
                     limit: max as u64,
                 });
             }
+            if d.bytes + d.meta_bytes + size > limits.max_session_bytes {
+                return Err(session_bytes_exceeded(limits));
+            }
+            d.bytes += size;
             d.pending_order += 1;
             d.pending
                 .insert(request.request_id.clone(), (d.pending_order, request));
@@ -692,7 +737,11 @@ impl SessionStore for MemoryStore {
         request_id: &RequestId,
     ) -> Result<Option<PendingRequest>> {
         self.state.with_live(id, self.state.now(), |d| {
-            Ok(d.pending.remove(request_id).map(|(_, p)| p))
+            let taken = d.pending.remove(request_id).map(|(_, p)| p);
+            if let Some(p) = &taken {
+                d.bytes = d.bytes.saturating_sub(p.size());
+            }
+            Ok(taken)
         })
     }
 
@@ -788,6 +837,8 @@ impl SessionStore for MemoryStore {
             pending,
         } = record;
         let mut data = SlotData::new(session);
+        data.bytes = frames.iter().map(Frame::size).sum::<usize>()
+            + pending.iter().map(PendingRequest::size).sum::<usize>();
         data.frames = frames.into();
         for p in pending {
             data.pending_order += 1;

@@ -377,6 +377,17 @@ impl SessionRecord {
                 s.last_seq
             )));
         }
+        let mut bytes = s.metadata_bytes();
+        for p in &self.pending {
+            check_pending(limits, p)?;
+            bytes = bytes.saturating_add(p.size());
+        }
+        for f in &self.frames {
+            bytes = bytes.saturating_add(f.size());
+        }
+        if bytes > limits.max_session_bytes {
+            return Err(session_bytes_exceeded(limits));
+        }
         let mut ids = std::collections::HashSet::new();
         for p in &self.pending {
             if !ids.insert(&p.request_id) {
@@ -387,6 +398,27 @@ impl SessionRecord {
             }
         }
         Ok(())
+    }
+}
+
+/// [`Error::LimitExceeded`] when `request` is larger than
+/// [`Limits::max_pending_bytes`](crate::Limits::max_pending_bytes).
+pub fn check_pending(limits: &crate::Limits, request: &PendingRequest) -> Result<()> {
+    if request.size() > limits.max_pending_bytes {
+        return Err(Error::LimitExceeded {
+            what: "pending request bytes",
+            limit: limits.max_pending_bytes as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The error of a write that would pass
+/// [`Limits::max_session_bytes`](crate::Limits::max_session_bytes).
+pub fn session_bytes_exceeded(limits: &crate::Limits) -> Error {
+    Error::LimitExceeded {
+        what: "session bytes",
+        limit: limits.max_session_bytes as u64,
     }
 }
 

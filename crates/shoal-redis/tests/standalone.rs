@@ -28,3 +28,9 @@ async fn redis(h: Harness) -> Arc<dyn SessionStore> {
 
 shoal_testkit::conformance_suite!(redis);
 shoal_testkit::model_test!(redis);
+
+/// 1,000 frames of 1 MiB through one real redis-server: no page over 8 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_frame_pages_stay_within_their_byte_bound() {
+    shoal_testkit::conformance::big_frame_pages_stay_within_their_byte_bound(redis).await;
+}

@@ -26,6 +26,7 @@ const SHOAL_COMMANDS: &[&str] = &[
     "+hdel",
     "+hexists",
     "+hlen",
+    "+hstrlen",
     "+rpush",
     "+llen",
     "+ltrim",

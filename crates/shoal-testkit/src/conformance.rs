@@ -108,6 +108,8 @@ macro_rules! conformance_suite {
             quotas_bound_admissions_per_window,
             concurrent_admissions_stop_at_the_bound,
             quotas_refuse_bad_input,
+            session_byte_budget_refuses_whole_writes,
+            frame_pages_stay_within_their_byte_bound,
         );
     };
     ($factory:path) => {
@@ -2958,4 +2960,220 @@ pub async fn quotas_refuse_bad_input(factory: impl StoreFactory) {
         ),
         QuotaReply::Refused { .. }
     ));
+}
+
+// ----------------------------------------------------------------------------------------
+// byte budgets
+// ----------------------------------------------------------------------------------------
+
+fn bytes_frame(stream: &str, n: usize) -> NewFrame {
+    NewFrame::new(Direction::ServerToClient, Bytes::from(vec![b'x'; n])).with_stream(stream)
+}
+
+fn is_over(r: &Error, what: &str, limit: usize) -> bool {
+    matches!(r, Error::LimitExceeded { what: w, limit: l } if *w == what && *l == limit as u64)
+}
+
+/// Writes that would pass `max_session_bytes` (frames, pending requests, metadata) are
+/// refused with `LimitExceeded` and write nothing, a batch as a whole; deleting frames or
+/// taking a pending request makes room again; frames trimmed by the retention bound in the
+/// same append make room first; a pending request over `max_pending_bytes` is refused.
+pub async fn session_byte_budget_refuses_whole_writes(factory: impl StoreFactory) {
+    const BUDGET: usize = 65_536;
+    let mut limits = Limits::default();
+    limits.max_frame_bytes = 16_384;
+    limits.max_session_bytes = BUDGET;
+    limits.max_page_bytes = BUDGET;
+    limits.max_pending_bytes = 8_192;
+    let store = factory.make(Harness::new(limits.clone())).await;
+    let id = ok(store.create(plain("budget")).await, "create").id;
+    // Six frames of 10,000 bytes fit in 64 KiB (with any backend's per-item overhead); the
+    // seventh does not.
+    for i in 1..=6u64 {
+        let seq = ok(
+            store.append_frame(&id, bytes_frame("s", 10_000)).await,
+            "append under the budget",
+        );
+        assert_eq!(seq, i);
+    }
+    let before = ok(
+        store.frames(&id, &FrameQuery::after(0, 100)).await,
+        "frames",
+    );
+    let session_before = ok(store.get(&id).await, "get");
+    match store.append_frame(&id, bytes_frame("s", 10_000)).await {
+        Err(e) if is_over(&e, "session bytes", BUDGET) => {}
+        other => panic!("the seventh frame passes the budget: {other:?}"),
+    }
+    // A batch that would pass it is refused whole, its small frame too.
+    let batch = vec![bytes_frame("s", 100), bytes_frame("s", 10_000)];
+    match store.append_frames(&id, batch).await {
+        Err(e) if is_over(&e, "session bytes", BUDGET) => {}
+        other => panic!("the batch passes the budget: {other:?}"),
+    }
+    let after = ok(
+        store.frames(&id, &FrameQuery::after(0, 100)).await,
+        "frames",
+    );
+    assert_eq!(after, before, "nothing of a refused append was written");
+    assert_eq!(ok(store.count_frames(&id).await, "count"), 6);
+    let session_after = ok(store.get(&id).await, "get");
+    assert_eq!(
+        session_after
+            .as_ref()
+            .map(|s| (s.last_seq, s.frame_count, s.revision)),
+        session_before
+            .as_ref()
+            .map(|s| (s.last_seq, s.frame_count, s.revision)),
+    );
+    // Deleting frames makes room.
+    assert_eq!(ok(store.delete_frames(&id, Some(3)).await, "delete"), 3);
+    assert_eq!(
+        ok(
+            store.append_frame(&id, bytes_frame("s", 10_000)).await,
+            "after delete"
+        ),
+        7
+    );
+    // About 40,000 bytes now: three pending requests of 7,000 fit, the fourth does not.
+    let pending = |n: u32| PendingRequest::new(RequestId::Number(i64::from(n)), "m".repeat(7_000));
+    for n in 1..=3 {
+        ok(
+            store.add_pending(&id, pending(n)).await,
+            "pending under the budget",
+        );
+    }
+    match store.add_pending(&id, pending(4)).await {
+        Err(e) if is_over(&e, "session bytes", BUDGET) => {}
+        other => panic!("the fourth pending request passes the budget: {other:?}"),
+    }
+    assert_eq!(ok(store.list_pending(&id).await, "list").len(), 3);
+    assert!(ok(store.take_pending(&id, &RequestId::Number(1)).await, "take").is_some());
+    ok(
+        store.add_pending(&id, pending(4)).await,
+        "room after a take",
+    );
+    // Metadata counts too: 2,000 more bytes would fit beside 3,000 bytes less metadata.
+    let mut s = ok(store.get(&id).await, "get").unwrap_or_else(|| panic!("session is gone"));
+    s.metadata.insert("note".into(), "n".repeat(3_000));
+    ok(store.update(&s).await, "update within max_metadata_bytes");
+    let small = PendingRequest::new(RequestId::Number(5), "m".repeat(2_000));
+    match store.add_pending(&id, small).await {
+        Err(e) if is_over(&e, "session bytes", BUDGET) => {}
+        other => panic!("metadata counts in the budget: {other:?}"),
+    }
+    assert_eq!(ok(store.list_pending(&id).await, "list").len(), 3);
+    // One pending request larger than max_pending_bytes is refused on its own.
+    let fat = PendingRequest::new(RequestId::String("f".into()), "m".repeat(9_000));
+    match store.add_pending(&id, fat).await {
+        Err(e) if is_over(&e, "pending request bytes", 8_192) => {}
+        other => panic!("a pending request over max_pending_bytes: {other:?}"),
+    }
+    // With a retention bound of 3 frames the trimmed frames make room: appends go on.
+    limits.max_frames_per_session = 3;
+    let store = factory.make(Harness::new(limits)).await;
+    let id = ok(store.create(plain("budget-trim")).await, "create").id;
+    for _ in 0..12 {
+        ok(
+            store.append_frame(&id, bytes_frame("s", 10_000)).await,
+            "append with trimming",
+        );
+    }
+    assert_eq!(ok(store.count_frames(&id).await, "count"), 3);
+}
+
+/// Asserts every page of `stream` (or of all frames) holds at most `max_bytes` of frames
+/// (counted by [`Frame::size`]) and that the pages together hold `expect` frames in order.
+async fn read_in_pages(
+    store: &Arc<dyn SessionStore>,
+    id: &SessionId,
+    stream: Option<&str>,
+    max_bytes: usize,
+    expect: usize,
+) -> usize {
+    let mut after = 0;
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let mut q = FrameQuery::after(after, MAX_PAGE_LIMIT);
+        if let Some(s) = stream {
+            q = q.in_stream(s);
+        }
+        let page = ok(store.frames(id, &q).await, "frames page");
+        pages += 1;
+        let bytes: usize = page.frames.iter().map(Frame::size).sum();
+        assert!(
+            bytes <= max_bytes,
+            "page {pages} holds {bytes} bytes, over its bound {max_bytes}"
+        );
+        for f in &page.frames {
+            assert!(f.seq > after, "in order");
+            after = f.seq;
+        }
+        seen += page.frames.len();
+        if !page.has_more {
+            break;
+        }
+        assert!(
+            !page.frames.is_empty(),
+            "a page with more after it is not empty"
+        );
+    }
+    assert_eq!(seen, expect, "every frame is on some page");
+    pages
+}
+
+/// A `frames` page holds at most `max_page_bytes` of frames (at least one frame), with or
+/// without a stream filter, and paging through with `has_more` still yields every frame.
+pub async fn frame_pages_stay_within_their_byte_bound(factory: impl StoreFactory) {
+    const PAGE: usize = 35_000;
+    let mut limits = Limits::default();
+    limits.max_frame_bytes = 16_384;
+    limits.max_page_bytes = PAGE;
+    let store = factory.make(Harness::new(limits)).await;
+    let id = ok(store.create(plain("paged")).await, "create").id;
+    let frames: Vec<NewFrame> = (0..20)
+        .map(|i| bytes_frame(if i % 2 == 0 { "a" } else { "b" }, 10_000))
+        .collect();
+    ok(store.append_frames(&id, frames).await, "append");
+    let first = ok(
+        store.frames(&id, &FrameQuery::after(0, 100)).await,
+        "first page",
+    );
+    assert_eq!(
+        first.frames.len(),
+        3,
+        "three 10,000-byte frames fit in 35,000"
+    );
+    assert!(first.has_more);
+    assert!(read_in_pages(&store, &id, None, PAGE, 20).await >= 7);
+    assert!(read_in_pages(&store, &id, Some("a"), PAGE, 10).await >= 4);
+}
+
+/// 1,000 frames of 1 MiB: every page stays within `max_page_bytes` (8 MiB), and the pages
+/// hold all of them. Not part of [`conformance_suite!`] (a gigabyte per run): backends call
+/// it from one test each.
+pub async fn big_frame_pages_stay_within_their_byte_bound(factory: impl StoreFactory) {
+    const MIB: usize = 1024 * 1024;
+    let mut limits = Limits::default();
+    limits.max_frame_bytes = MIB + 1024;
+    limits.max_page_bytes = 8 * MIB;
+    limits.max_session_bytes = 1100 * MIB;
+    limits.max_frames_per_session = 1000;
+    let store = factory.make(Harness::new(limits)).await;
+    let id = ok(store.create(plain("big-pages")).await, "create").id;
+    let content = Bytes::from(vec![b'y'; MIB]);
+    for _ in 0..100 {
+        let batch: Vec<NewFrame> = (0..10)
+            .map(|_| NewFrame::new(Direction::ServerToClient, content.clone()).with_stream("g0"))
+            .collect();
+        ok(store.append_frames(&id, batch).await, "append 10 MiB");
+    }
+    assert_eq!(ok(store.count_frames(&id).await, "count"), 1000);
+    let pages = read_in_pages(&store, &id, None, 8 * MIB, 1000).await;
+    assert!(
+        pages >= 125,
+        "1,000 MiB in pages of at most 8 MiB: {pages} pages"
+    );
+    assert!(ok(store.delete(&id).await, "delete"));
 }

@@ -713,6 +713,11 @@ mod tests {
             store.shared_secret("k", b"0123456789abcdef").await,
             "shared_secret",
         );
+        let release = QuotaRequest::Release {
+            subject: "addr:192.0.2.1",
+            member: "m",
+        };
+        ok(store.quota(release).await, "quota");
 
         let mut ops = store.hooks().before_ops();
         ops.remove(before_rest - 1); // the second create

@@ -17,3 +17,8 @@ async fn memory(h: Harness) -> Arc<dyn SessionStore> {
 
 shoal_testkit::conformance_suite!(memory);
 shoal_testkit::model_test!(memory);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_frame_pages_stay_within_their_byte_bound() {
+    shoal_testkit::conformance::big_frame_pages_stay_within_their_byte_bound(memory).await;
+}

@@ -189,9 +189,14 @@ impl Tail {
         t
     }
 
-    /// The page `query` asks for, if this tail holds every frame it needs. `query` must
-    /// already be validated.
-    pub(super) fn page(&self, s: &Session, query: &FrameQuery) -> Option<FramePage> {
+    /// The page `query` asks for, at most `max_bytes` of frames (at least one frame), if this
+    /// tail holds every frame it needs. `query` must already be validated.
+    pub(super) fn page(
+        &self,
+        s: &Session,
+        query: &FrameQuery,
+        max_bytes: usize,
+    ) -> Option<FramePage> {
         let (first, last) = (s.first_seq, s.last_seq);
         let mut page = FramePage {
             last_seq: last,
@@ -207,16 +212,21 @@ impl Tail {
             return None;
         }
         let skip = usize::try_from(start_seq - tail_start).ok()?;
+        let mut bytes = 0usize;
         for f in self.frames.iter().skip(skip) {
             if let Some(stream) = &query.stream_id
                 && f.stream_id.as_ref() != Some(stream)
             {
                 continue;
             }
-            if page.frames.len() == query.limit {
+            let size = f.size();
+            if page.frames.len() == query.limit
+                || (!page.frames.is_empty() && bytes + size > max_bytes)
+            {
                 page.has_more = true;
                 break;
             }
+            bytes += size;
             page.frames.push(f.clone());
         }
         Some(page)
@@ -251,14 +261,16 @@ mod tests {
         let s = session(1, 10);
         let tail = Tail::of(&frames(5..=10), 100, 1 << 20);
         assert!(
-            tail.page(&s, &FrameQuery::after(0, 5)).is_none(),
+            tail.page(&s, &FrameQuery::after(0, 5), usize::MAX)
+                .is_none(),
             "needs 1.."
         );
         assert!(
-            tail.page(&s, &FrameQuery::after(3, 5)).is_none(),
+            tail.page(&s, &FrameQuery::after(3, 5), usize::MAX)
+                .is_none(),
             "needs 4.."
         );
-        let p = tail.page(&s, &FrameQuery::after(4, 3)).unwrap();
+        let p = tail.page(&s, &FrameQuery::after(4, 3), usize::MAX).unwrap();
         assert_eq!(
             p.frames.iter().map(|f| f.seq).collect::<Vec<_>>(),
             [5, 6, 7]
@@ -266,16 +278,20 @@ mod tests {
         assert!(p.has_more && !p.trimmed);
         assert_eq!(p.last_seq, 10);
         let p = tail
-            .page(&s, &FrameQuery::after(4, 10).in_stream("even"))
+            .page(&s, &FrameQuery::after(4, 10).in_stream("even"), usize::MAX)
             .unwrap();
         assert_eq!(
             p.frames.iter().map(|f| f.seq).collect::<Vec<_>>(),
             [6, 8, 10]
         );
         assert!(!p.has_more);
-        let p = tail.page(&s, &FrameQuery::after(10, 10)).unwrap();
+        let p = tail
+            .page(&s, &FrameQuery::after(10, 10), usize::MAX)
+            .unwrap();
         assert!(p.frames.is_empty() && !p.has_more && !p.trimmed);
-        let p = tail.page(&s, &FrameQuery::after(u64::MAX, 1)).unwrap();
+        let p = tail
+            .page(&s, &FrameQuery::after(u64::MAX, 1), usize::MAX)
+            .unwrap();
         assert!(p.frames.is_empty());
     }
 
@@ -283,12 +299,14 @@ mod tests {
     fn trimmed_sessions_report_trimmed() {
         let s = session(8, 10);
         let tail = Tail::of(&frames(8..=10), 100, 1 << 20);
-        let p = tail.page(&s, &FrameQuery::after(0, 10)).unwrap();
+        let p = tail
+            .page(&s, &FrameQuery::after(0, 10), usize::MAX)
+            .unwrap();
         assert!(p.trimmed);
         assert_eq!(p.frames.len(), 3);
         let empty = session(11, 10);
         let p = Tail::default()
-            .page(&empty, &FrameQuery::after(0, 10))
+            .page(&empty, &FrameQuery::after(0, 10), usize::MAX)
             .unwrap();
         assert!(p.trimmed && p.frames.is_empty());
     }

@@ -197,7 +197,10 @@ impl<S: SessionStore> SessionStore for Cached<S> {
         let on = s.enabled();
         if s.tail_on() && on {
             if let Some(e) = s.fresh(id).await?
-                && let Some(page) = e.tail.as_ref().and_then(|t| t.page(&e.session, query))
+                && let Some(page) = e
+                    .tail
+                    .as_ref()
+                    .and_then(|t| t.page(&e.session, query, s.store.limits().max_page_bytes))
             {
                 s.stats.hits_frames.inc();
                 return Ok(page);

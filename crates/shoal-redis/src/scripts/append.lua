@@ -1,28 +1,53 @@
 -- append: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] = max frames retained,
--- ARGV[5] = the encoded-frame prefix up to the seq value, ARGV[6..] = for each frame the
--- encoded bytes after the seq value. Each stored frame is prefix .. seq .. suffix, where seq
--- comes from meta's field a (read and written inside this script, so seqs are totally
--- ordered across every writer). Reply: {0, seq1, seq2, ...}.
+-- ARGV[5] = the session's byte budget, ARGV[6] = the encoded-frame prefix up to the seq value,
+-- ARGV[7..] = for each frame the encoded bytes after the seq value. Each stored frame is
+-- prefix .. seq .. suffix, where seq comes from meta's field a (read and written inside this
+-- script, so seqs are totally ordered across every writer). The budget counts what the
+-- session holds after the frames trimmed by the retention bound are gone; over it, nothing is
+-- written. Reply: {0, seq1, seq2, ...}, or {-5} over the budget.
 local t, r = load_live(now)
 if not t then
   return r
 end
-local k = #ARGV - 5
+local k = #ARGV - 6
 local last = t[4]
 local out = {0}
+local max = tonumber(ARGV[4])
+local items = {}
 local n
 if k > 0 then
-  last = last + k
-  local prefix = ARGV[5]
-  local items = {}
+  local prefix = ARGV[6]
+  local incoming = 0
   for i = 1, k do
-    local seq = last - k + i
-    items[i] = prefix .. mp_uint(seq) .. ARGV[5 + i]
+    local seq = last + i
+    items[i] = prefix .. mp_uint(seq) .. ARGV[6 + i]
+    incoming = incoming + #items[i]
     out[i + 1] = seq
   end
+  -- What the retention bound trims in this append no longer counts.
+  local len = redis.call('LLEN', KEYS[2])
+  local drop = len + k - max
+  local dropped = 0
+  if drop > 0 then
+    local old = math.min(drop, len)
+    if old > 0 then
+      local gone = redis.call('LRANGE', KEYS[2], 0, old - 1)
+      for i = 1, #gone do
+        dropped = dropped + #gone[i]
+      end
+    end
+    for i = 1, drop - old do
+      dropped = dropped + #items[i]
+    end
+  end
+  local b = stored_bytes() + incoming - dropped
+  if b + meta_bytes() > tonumber(ARGV[5]) then
+    return {-5}
+  end
+  last = last + k
   n = rpush_all(items)
+  redis.call('HSET', KEYS[1], 'b', b)
 end
-local max = tonumber(ARGV[4])
 -- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything
 -- is written, if the key is not a list; with frames RPUSH does both).
 n = n or redis.call('LLEN', KEYS[2])

@@ -12,6 +12,8 @@
 --              {la, exp, created, seq, first, count, rev, pseq}
 --   d, d1 ..   the caller-owned fields, one codec blob in chunks (never read here, except by
 --              update, which returns the previous blob)
+--   b          the stored bytes of the session's frames and pending requests (absent: 0),
+--              kept by every script that adds or removes either
 --
 -- Replies are arrays whose first element is a status:
 --    0  ok (further elements depend on the script)
@@ -19,6 +21,7 @@
 --   -2  already exists
 --   -3  revision conflict; second element the stored revision
 --   -4  pending-request limit reached
+--   -5  the session's byte budget would be passed
 --   -9  corrupt; second element the name of the bad meta field, third the reason
 
 -- A stored non-negative integer, or nil if the value is not one. Lua numbers are doubles,
@@ -114,6 +117,24 @@ local function load_live(now)
     return nil, {-1, 1}
   end
   return t
+end
+
+-- Field `b`: the stored bytes of the session's frames and pending requests.
+local function stored_bytes()
+  return tonumber(redis.call('HGET', KEYS[1], 'b') or '0') or 0
+end
+
+-- The stored bytes of the caller-owned fields (the blob's chunks).
+local function meta_bytes()
+  local n = redis.call('HSTRLEN', KEYS[1], 'd')
+  for i = 1, 7 do
+    local l = redis.call('HSTRLEN', KEYS[1], 'd' .. i)
+    if l == 0 then
+      break
+    end
+    n = n + l
+  end
+  return n
 end
 
 local function pexpire_all(ms)

@@ -16,6 +16,18 @@ if ARGV[2] ~= '' then
     gone = n
   end
 end
+if gone > 0 then
+  local dropped = 0
+  local removed = redis.call('LRANGE', KEYS[2], 0, gone - 1)
+  for i = 1, #removed do
+    dropped = dropped + #removed[i]
+  end
+  local b = stored_bytes() - dropped
+  if b < 0 then
+    b = 0
+  end
+  redis.call('HSET', KEYS[1], 'b', b)
+end
 if gone >= n then
   redis.call('DEL', KEYS[2])
 elseif gone > 0 then

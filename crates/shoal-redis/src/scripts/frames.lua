@@ -1,5 +1,9 @@
--- frames: ARGV[2] = after_seq (<= 2^53), ARGV[3] = how many list entries to read.
--- Reply: {0, first_seq, last_seq, retained count, {entries with seq > after_seq ...}}.
+-- frames: ARGV[2] = after_seq (<= 2^53), ARGV[3] = how many list entries to read,
+-- ARGV[4] = most bytes of entries to return (at least one entry is returned), ARGV[5] = the
+-- largest entry that may be stored. Entries are read in steps sized so that what this script
+-- holds stays within ARGV[4] plus one entry, whatever the entries' sizes.
+-- Reply: {0, first_seq, last_seq, retained count, {entries with seq > after_seq ...},
+-- 1 if the byte bound stopped the read (else 0)}.
 local t, r = load_live(now)
 if not t then
   return r
@@ -10,10 +14,32 @@ if start < first then
   start = first
 end
 local count = tonumber(ARGV[3])
+local budget = tonumber(ARGV[4])
+local biggest = math.max(1, tonumber(ARGV[5]))
 local n = redis.call('LLEN', KEYS[2])
 local items = {}
+local stopped = 0
 if start <= last and count > 0 then
   local idx = start - first
-  items = redis.call('LRANGE', KEYS[2], idx, idx + count - 1)
+  local stop = idx + count - 1
+  local used = 0
+  while idx <= stop do
+    local step = math.floor((budget - used) / biggest)
+    step = math.max(1, math.min(step, 256, stop - idx + 1))
+    local got = redis.call('LRANGE', KEYS[2], idx, idx + step - 1)
+    for i = 1, #got do
+      local len = #got[i]
+      if #items > 0 and used + len > budget then
+        stopped = 1
+        break
+      end
+      items[#items + 1] = got[i]
+      used = used + len
+    end
+    if stopped == 1 or #got < step then
+      break
+    end
+    idx = idx + step
+  end
 end
-return {0, first, last, n, items}
+return {0, first, last, n, items, stopped}

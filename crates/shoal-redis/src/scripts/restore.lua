@@ -17,14 +17,18 @@ i = i + 2 * k
 local f = tonumber(ARGV[i])
 i = i + 1
 local frames = {}
+local b = 0
 for j = i, i + f - 1 do
   frames[#frames + 1] = ARGV[j]
+  b = b + #ARGV[j]
 end
 rpush_all(frames)
 i = i + f
 while i < #ARGV do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  b = b + #ARGV[i + 1]
   i = i + 2
 end
+redis.call('HSET', KEYS[1], 'b', b)
 pexpire_all(ARGV[2])
 return {0}

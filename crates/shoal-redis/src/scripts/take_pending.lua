@@ -8,4 +8,9 @@ if not v then
   return {0}
 end
 redis.call('HDEL', KEYS[3], ARGV[2])
+local b = stored_bytes() - #v
+if b < 0 then
+  b = 0
+end
+redis.call('HSET', KEYS[1], 'b', b)
 return {0, v}

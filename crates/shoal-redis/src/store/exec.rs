@@ -22,6 +22,7 @@ pub(super) const ST_NOT_FOUND: i64 = -1;
 pub(super) const ST_EXISTS: i64 = -2;
 pub(super) const ST_CONFLICT: i64 = -3;
 pub(super) const ST_PENDING_LIMIT: i64 = -4;
+pub(super) const ST_OVER_BUDGET: i64 = -5;
 pub(super) const ST_CORRUPT: i64 = -9;
 
 pub(super) fn int_of(v: &Value) -> Option<i64> {
@@ -157,6 +158,7 @@ impl StoreState {
                 Err(not_found(id))
             }
             Some(ST_CORRUPT) => Err(self.corrupt_status(id, &reply)),
+            Some(ST_OVER_BUDGET) => Err(shoal_core::store::session_bytes_exceeded(&self.limits)),
             other => Err(Error::backend(format!(
                 "redis {op}: unexpected script status {other:?}"
             ))),

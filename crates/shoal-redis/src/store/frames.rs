@@ -16,6 +16,9 @@ use super::{
 };
 use crate::meta::{self, MAX_LUA_INT, bytes_of};
 
+/// Room for a frame's envelope, ids and seq beyond its counted size.
+const ENTRY_OVERHEAD: usize = 1024;
+
 impl StoreState {
     pub(super) async fn append_frames(
         self: &Arc<Self>,
@@ -37,6 +40,7 @@ impl StoreState {
         args.push(num_arg(expires.as_millis()));
         args.push(num_arg(self.pexpire_ms(expires, now)));
         args.push(num_arg(self.limits.max_frames_per_session as u64));
+        args.push(num_arg(self.limits.max_session_bytes as u64));
         args.push(self.frame_prefix.clone());
         let p = self.frame_prefix.len();
         for f in frames {
@@ -77,8 +81,20 @@ impl StoreState {
             query.limit + 1
         };
         let mut first_call = true;
+        // Bytes of the entries in the page so far (stored encodings), against max_page_bytes;
+        // each read is bounded by what is left, so no reply grows past the page's bound.
+        let max_bytes = self.limits.max_page_bytes;
+        let mut bytes = 0usize;
+        // The largest entry a frame of max_frame_bytes encodes to, with room for the envelope.
+        let biggest = self.limits.max_frame_bytes.saturating_add(ENTRY_OVERHEAD);
         loop {
-            let args = vec![now_arg(self.now()), num_arg(after), num_arg(chunk as u64)];
+            let args = vec![
+                now_arg(self.now()),
+                num_arg(after),
+                num_arg(chunk as u64),
+                num_arg(max_bytes.saturating_sub(bytes).max(1) as u64),
+                num_arg(biggest as u64),
+            ];
             let reply = self
                 .script("frames", id, &self.scripts.frames, args)
                 .await?;
@@ -96,13 +112,15 @@ impl StoreState {
                 page.trimmed = true;
             }
             let items = reply.get(4).cloned().and_then(array).unwrap_or_default();
+            let stopped = reply.get(5).and_then(u64_of) == Some(1);
             let expected_start = after.saturating_add(1).max(first);
             let count = items.len();
             for (i, item) in items.iter().enumerate() {
                 let seq = expected_start + i as u64;
                 let what = || format!("session {:?} frame {seq}", id.as_str());
-                let bytes = bytes_of(item).ok_or_else(|| Error::corrupt(what(), "not a string"))?;
-                let frame: Frame = codec::decode_frame(id, bytes)
+                let entry = bytes_of(item).ok_or_else(|| Error::corrupt(what(), "not a string"))?;
+                let bytes_len = entry.len();
+                let frame: Frame = codec::decode_frame(id, entry)
                     .map_err(|e| Error::corrupt(what(), e.to_string()))?;
                 if frame.seq != seq {
                     return Err(Error::corrupt(
@@ -116,13 +134,21 @@ impl StoreState {
                 {
                     continue;
                 }
-                if page.frames.len() == query.limit {
+                if page.frames.len() == query.limit
+                    || (!page.frames.is_empty() && bytes + bytes_len > max_bytes)
+                {
                     page.has_more = true;
                     return Ok(page);
                 }
+                bytes += bytes_len;
                 page.frames.push(frame);
             }
-            if count < chunk || after >= last {
+            if after >= last || (count < chunk && !stopped) {
+                return Ok(page);
+            }
+            if stopped && !filtered {
+                // Every entry read is in the page and the next one does not fit.
+                page.has_more = true;
                 return Ok(page);
             }
         }

@@ -12,6 +12,7 @@ use crate::meta::{self, bytes_of, hash_pairs};
 
 impl StoreState {
     pub(super) async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
+        shoal_core::store::check_pending(&self.limits, &request)?;
         let field = meta::request_field(&request.request_id);
         let value = codec::encode(&request)
             .map_err(|e| Error::invalid(format!("cannot encode pending request: {e}")))?;
@@ -20,6 +21,7 @@ impl StoreState {
             field,
             value,
             num_arg(self.limits.max_pending_per_session as u64),
+            num_arg(self.limits.max_session_bytes as u64),
         ];
         let reply = self
             .script("add_pending", id, &self.scripts.add_pending, args)
