@@ -15,7 +15,7 @@ use shoal_proxy::{EventIdKey, ProxyConfig, UpstreamConfig};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: proxy --listen ADDR --upstream URL|stdio:'CMD ARGS' [--store URL] [--key-file F] [--instance NAME] [--poll-ms N] [--lease-ms N]"
+        "usage: proxy --listen ADDR --upstream URL|stdio:'CMD ARGS' [--store URL] [--key-file F] [--instance NAME] [--poll-ms N] [--lease-ms N] [--sessions-per-minute N]"
     );
     std::process::exit(2)
 }
@@ -30,6 +30,7 @@ async fn main() {
     let mut instance = None;
     let mut poll_ms = None;
     let mut lease_ms = None;
+    let mut per_minute = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| usage());
@@ -41,6 +42,7 @@ async fn main() {
             "--instance" => instance = Some(val()),
             "--poll-ms" => poll_ms = val().parse().ok(),
             "--lease-ms" => lease_ms = val().parse().ok(),
+            "--sessions-per-minute" => per_minute = Some(val().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -64,6 +66,11 @@ async fn main() {
     }
     if let Some(ms) = lease_ms {
         cfg.stream_lease = Duration::from_millis(ms);
+    }
+    if let Some(n) = per_minute {
+        // Every test client comes from 127.0.0.1: one address, one quota.
+        cfg.quota.sessions_per_address_per_minute = n;
+        cfg.quota.sessions_per_principal_per_minute = n;
     }
     let store: Arc<dyn SessionStore> = if store_url.starts_with("memory:") {
         Arc::new(MemoryStore::new())

@@ -161,6 +161,51 @@ impl fmt::Debug for EventIdKey {
     }
 }
 
+/// How many sessions one client may open: per client address and per principal, at once and
+/// per minute, counted in the store ([`SessionStore::quota`](shoal_core::SessionStore::quota))
+/// so the numbers hold across every instance sharing it. Checked on `initialize` before any
+/// upstream request or process start; a refusal is 429 with `Retry-After` and a JSON-RPC
+/// error. 0 turns a bound off.
+///
+/// The defaults protect a public deployment without getting in a real client's way (a client
+/// opens one session per connection): 256 live sessions and 120 new ones a minute per client
+/// address, 1024 live and 600 a minute per principal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QuotaConfig {
+    /// Most live sessions per client address (IPv6: per /64). Default 256.
+    pub sessions_per_address: u32,
+    /// Most sessions opened per minute per client address. Default 120.
+    pub sessions_per_address_per_minute: u32,
+    /// Most live sessions per principal. Default 1024.
+    pub sessions_per_principal: u32,
+    /// Most sessions opened per minute per principal. Default 600.
+    pub sessions_per_principal_per_minute: u32,
+    /// Refuse requests without a principal (401), for deployments whose clients all
+    /// authenticate ([`ProxyConfig::principal_header`] or a bearer token). Default off.
+    pub require_principal: bool,
+    /// A request header that carries the client's address, set by a trusted load balancer in
+    /// front of the proxy (e.g. `x-forwarded-for`: its last address is used, the one the
+    /// balancer added). Unset: the TCP peer address. Behind a balancer, set it: otherwise
+    /// every client shares the balancer's address and its quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_address_header: Option<String>,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            sessions_per_address: 256,
+            sessions_per_address_per_minute: 120,
+            sessions_per_principal: 1024,
+            sessions_per_principal_per_minute: 600,
+            require_principal: false,
+            client_address_header: None,
+        }
+    }
+}
+
 /// Everything [`serve`](crate::serve) needs besides the listener and the store.
 ///
 /// ```
@@ -179,6 +224,21 @@ pub struct ProxyConfig {
     /// every origin. Loopback origins (`localhost`, `127.0.0.1`, `[::1]`, any port) are always
     /// allowed; requests without `Origin` are allowed.
     pub allowed_origins: Vec<String>,
+    /// Allowed `Host` values (checked before `Origin`; 403 otherwise), so a DNS-rebinding
+    /// page cannot reach the proxy under a name of its own: `name` (any port) or `name:port`,
+    /// case-insensitive; `*` allows every host. Empty (the default): when the proxy listens
+    /// on a loopback address, `localhost`, `127.0.0.1` and `[::1]` (any port); on any other
+    /// address the proxy refuses to start until the names clients use are listed.
+    pub allowed_hosts: Vec<String>,
+    /// Request headers forwarded to an HTTP upstream besides the ones MCP needs (see
+    /// [`FORWARDED_HEADERS`](crate::FORWARDED_HEADERS)), e.g. `x-request-id`. Hop-by-hop headers, `Host`, the
+    /// session and resumption headers and the principal header cannot be listed.
+    pub forward_headers: Vec<String>,
+    /// Forward the client's `Authorization` header to the upstream (the upstream is the
+    /// resource server of MCP's authorization). Default on.
+    pub forward_authorization: bool,
+    /// Session admission quotas.
+    pub quota: QuotaConfig,
     /// The key that MACs event ids; share it between instances.
     pub event_id_key: EventIdKey,
     /// Keys that event ids made before a rotation were signed with: still accepted (never
@@ -266,6 +326,10 @@ impl ProxyConfig {
             upstream,
             path: "/mcp".into(),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            forward_headers: Vec::new(),
+            forward_authorization: true,
+            quota: QuotaConfig::default(),
             event_id_key: EventIdKey::random(),
             previous_event_id_keys: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
@@ -309,38 +373,143 @@ impl ProxyConfig {
         self
     }
 
-    /// Refuses settings the proxy cannot run with (checked when it starts).
-    pub fn check(&self) -> Result<(), crate::error::ConfigError> {
-        use crate::error::ConfigError::Setting;
+    /// Refuses settings the proxy cannot run with (checked when it starts): every duration
+    /// within its range, zero only where it means something (documented on the field), names
+    /// that are valid header names. The error names the setting and its range.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        const MS: Duration = Duration::from_millis(1);
+        const MINUTE: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
         const DAY: Duration = Duration::from_secs(24 * 3600);
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
         if self.instance_id.is_empty()
             || self.instance_id.len() > shoal_core::lease::MAX_LEASE_OWNER
             || self.instance_id.chars().any(char::is_control)
         {
-            return Err(Setting {
-                name: "instance_id",
-                reason: "must be 1-128 bytes without control characters",
-            });
+            return Err(setting(
+                "instance_id",
+                "must be 1-128 bytes without control characters",
+            ));
         }
-        if self.max_concurrent_requests == 0 {
-            return Err(Setting {
-                name: "max_concurrent_requests",
-                reason: "must be at least 1",
-            });
+        if !self.path.starts_with('/')
+            || self.path.len() > 256
+            || ["/healthz", "/readyz", "/metrics"].contains(&self.path.as_str())
+            || axum::http::uri::PathAndQuery::try_from(self.path.as_str()).is_err()
+        {
+            return Err(setting(
+                "path",
+                "must be a URL path starting with '/' (not /healthz, /readyz or /metrics)",
+            ));
         }
-        if self.request_timeout.is_zero() || self.request_timeout > DAY {
-            return Err(Setting {
-                name: "request_timeout",
-                reason: "must be between 1 ms and 24 h",
-            });
+        for (name, value, min, max) in [
+            (
+                "max_concurrent_requests",
+                self.max_concurrent_requests,
+                1,
+                1 << 20,
+            ),
+            (
+                "max_streams_per_session",
+                self.max_streams_per_session,
+                1,
+                1 << 16,
+            ),
+            ("max_body_bytes", self.max_body_bytes, 1, 1 << 30),
+            ("max_orphan_streams", self.max_orphan_streams, 0, 1 << 20),
+        ] {
+            if value < min || value > max {
+                return Err(setting(name, format!("must be between {min} and {max}")));
+            }
         }
-        if self.stream_lease < Duration::from_millis(30) || self.stream_lease > DAY {
-            return Err(Setting {
-                name: "stream_lease",
-                reason: "must be between 30 ms and 24 h",
-            });
+        for (name, value, min, max) in [
+            ("request_timeout", self.request_timeout, MS, DAY),
+            (
+                "stream_lease",
+                self.stream_lease,
+                Duration::from_millis(30),
+                DAY,
+            ),
+            ("poll_interval", self.poll_interval, MS, MINUTE),
+            ("sse_retry", self.sse_retry, MS, HOUR),
+            ("upstream_timeout", self.upstream_timeout, MS, DAY),
+            (
+                "orphan_stream_timeout",
+                self.orphan_stream_timeout,
+                Duration::ZERO,
+                DAY,
+            ),
+            ("client_send_timeout", self.client_send_timeout, MS, HOUR),
+            ("sse_keepalive", self.sse_keepalive, Duration::ZERO, HOUR),
+            (
+                "upstream_idle_timeout",
+                self.upstream_idle_timeout,
+                MS,
+                WEEK,
+            ),
+            ("stream_error_deadline", self.stream_error_deadline, MS, DAY),
+            ("pending_after", self.pending_after, Duration::ZERO, MINUTE),
+        ] {
+            if value < min || value > max {
+                return Err(setting(
+                    name,
+                    format!("must be between {} and {}", Pretty(min), Pretty(max)),
+                ));
+            }
+        }
+        for host in &self.allowed_hosts {
+            if host.is_empty()
+                || host.len() > 255
+                || host
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+            {
+                return Err(setting(
+                    "allowed_hosts",
+                    format!("{host:?} is not a host name, host:port or *"),
+                ));
+            }
+        }
+        for name in &self.forward_headers {
+            crate::upstream::check_forwardable(name, self.principal_header.as_deref())
+                .map_err(|why| setting("forward_headers", why))?;
+        }
+        for (key, name) in [
+            ("principal_header", &self.principal_header),
+            (
+                "quota.client_address_header",
+                &self.quota.client_address_header,
+            ),
+        ] {
+            if let Some(name) = name
+                && axum::http::HeaderName::try_from(name.as_str()).is_err()
+            {
+                return Err(setting(key, format!("{name:?} is not a header name")));
+            }
         }
         Ok(())
+    }
+}
+
+/// A duration as people write it in settings: `30ms`, `90s`, `24h`.
+struct Pretty(Duration);
+
+impl fmt::Display for Pretty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        match ms {
+            0 => f.write_str("0s"),
+            ms if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
+            ms if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
+            ms if ms % 1000 == 0 => write!(f, "{}s", ms / 1000),
+            ms => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+fn setting(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Setting {
+        name,
+        reason: reason.into(),
     }
 }
 

@@ -45,7 +45,7 @@ pub enum ConfigError {
         /// The setting's name (a [`ProxyConfig`](crate::ProxyConfig) field).
         name: &'static str,
         /// What it must be.
-        reason: &'static str,
+        reason: String,
     },
 }
 

@@ -6,10 +6,10 @@ use std::{
 };
 
 use axum::{
-    BoxError, Router,
+    BoxError, Extension, Router,
     body::Bytes,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse as _, Response},
@@ -24,6 +24,7 @@ use shoal_core::{
 use tokio::sync::mpsc;
 
 use crate::{
+    admission::{self, ClientAddr},
     protocol::{
         self, Body, MessageKind, Revision, VersionHeader, accepts, error_body, headers as h,
         is_json_content_type, version_header,
@@ -85,11 +86,31 @@ fn request_failed(metrics: &crate::metrics::Metrics, e: &BoxError) -> Response {
     refuse(StatusCode::INTERNAL_SERVER_ERROR, -32603, "Internal error")
 }
 
-/// Counts requests and responses, checks `Origin` first of all.
-async fn observe(State(inner): S, req: Request, next: Next) -> Response {
+/// Counts requests and responses, checks `Host` and then `Origin` first of all, and notes the
+/// client's address for the handlers.
+async fn observe(State(inner): S, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     inner.metrics.request(req.method());
-    let resp = if protocol::origin_allowed(req.headers(), &inner.cfg.allowed_origins) {
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let resp = if !protocol::host_allowed(
+        req.headers(),
+        authority.as_deref(),
+        &inner.cfg.allowed_hosts,
+    ) {
+        inner.metrics.hosts_refused.fetch_add(1, Relaxed);
+        tracing::debug!("request refused: host not allowed");
+        refuse(StatusCode::FORBIDDEN, -32000, "Forbidden: Host not allowed")
+    } else if protocol::origin_allowed(req.headers(), &inner.cfg.allowed_origins) {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let addr = ClientAddr::of(
+            req.headers(),
+            inner.cfg.quota.client_address_header.as_deref(),
+            peer,
+        );
+        req.extensions_mut().insert(addr);
         next.run(req).await
     } else {
         tracing::debug!("request refused: origin not allowed");
@@ -106,6 +127,7 @@ async fn observe(State(inner): S, req: Request, next: Next) -> Response {
 
 async fn endpoint(
     State(inner): S,
+    Extension(addr): Extension<ClientAddr>,
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -123,8 +145,18 @@ async fn endpoint(
             return refuse(status, -32600, message);
         }
     };
+    if inner.cfg.quota.require_principal && principal(&inner, &headers).is_none() {
+        let mut r = refuse(
+            StatusCode::UNAUTHORIZED,
+            -32001,
+            "Unauthorized: this server requires an authenticated principal",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     match method {
-        Method::POST => post(inner, headers, body).await,
+        Method::POST => post(inner, headers, body, addr).await,
         Method::GET => get_stream(inner, headers).await,
         Method::DELETE => delete(inner, headers).await,
         _ => {
@@ -137,7 +169,7 @@ async fn endpoint(
 }
 
 /// An HTTP error with a JSON-RPC error body.
-fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
     let mut r = (status, error_body(code, message)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -237,7 +269,12 @@ fn copy_back(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-async fn post(inner: Arc<ProxyState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post(
+    inner: Arc<ProxyState>,
+    headers: HeaderMap,
+    body: Bytes,
+    addr: ClientAddr,
+) -> Response {
     let vh = version_header(&headers);
     let parsed = Body::parse(&body);
     let sessionless = match vh {
@@ -323,7 +360,7 @@ async fn post(inner: Arc<ProxyState>, headers: HeaderMap, body: Bytes) -> Respon
                 "Invalid Request: initialize must not carry an Mcp-Session-Id",
             );
         }
-        return initialize(&inner, &headers, body, parsed).await;
+        return initialize(&inner, &headers, body, parsed, addr).await;
     }
     let live = match session_of(&inner, &headers).await {
         Ok(l) => l,
@@ -503,11 +540,42 @@ async fn initialize(
     headers: &HeaderMap,
     body: Bytes,
     parsed: Body,
+    addr: ClientAddr,
 ) -> Response {
     let msg = &parsed.messages[0];
     let Some(init_id) = msg.get("id").and_then(protocol::request_id) else {
         return refuse(StatusCode::BAD_REQUEST, -32600, "Invalid Request");
     };
+    // The quotas come before any upstream request or process start.
+    let id = SessionId::generate();
+    let owner = principal(inner, headers);
+    let admitted = match admission::admit(inner, &id, addr, owner.as_deref()).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let response =
+        create_session(inner, headers, body, parsed, &id, init_id, owner, &admitted).await;
+    if response.is_err() {
+        admission::give_back(inner, &id, &admitted, false).await;
+    }
+    response.unwrap_or_else(|r| r)
+}
+
+/// `initialize` once admitted: asks the upstream, stores the session under `id`. `Err` is a
+/// response sent without a session having been created.
+#[allow(clippy::too_many_arguments)]
+async fn create_session(
+    inner: &Arc<ProxyState>,
+    headers: &HeaderMap,
+    body: Bytes,
+    parsed: Body,
+    id: &SessionId,
+    init_id: RequestId,
+    owner: Option<String>,
+    admitted: &[String],
+) -> Result<Response, Response> {
+    let msg = &parsed.messages[0];
+    let id = id.clone();
     let params = msg.get("params").cloned().unwrap_or(Value::Null);
     let mut stdio: Option<Arc<StdioProc>> = None;
     let reply = match &inner.http {
@@ -523,7 +591,7 @@ async fn initialize(
     };
     let reply = match reply {
         Ok(r) => r,
-        Err(e) => return bad_gateway(inner, &e),
+        Err(e) => return Err(bad_gateway(inner, &e)),
     };
     // Collect the whole answer: the session must exist before the reply's headers go out.
     let (status, uh, messages, was_stream) = match reply {
@@ -535,7 +603,7 @@ async fn initialize(
             if !status.is_success() {
                 let mut r = (status, body).into_response();
                 copy_back(&headers, r.headers_mut());
-                return r;
+                return Err(r);
             }
             (status, headers, vec![body], false)
         }
@@ -565,9 +633,12 @@ async fn initialize(
             };
             match tokio::time::timeout(inner.cfg.upstream_timeout, collect).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return bad_gateway(inner, &e),
+                Ok(Err(e)) => return Err(bad_gateway(inner, &e)),
                 Err(_) => {
-                    return bad_gateway(inner, &UpstreamError("initialize timed out".into()));
+                    return Err(bad_gateway(
+                        inner,
+                        &UpstreamError("initialize timed out".into()),
+                    ));
                 }
             }
             (status, headers, out, true)
@@ -589,7 +660,7 @@ async fn initialize(
     });
     let Some(result) = result.and_then(|v| v.get("result").cloned()) else {
         // An error answer (or none): pass it on; no session.
-        return if was_stream {
+        return Err(if was_stream {
             let (tx, rx) = mpsc::channel(messages.len().max(1));
             for m in &messages {
                 let _ = tx.try_send(sse::encode(None, None, None, m));
@@ -600,10 +671,9 @@ async fn initialize(
             let mut r = (status, messages.into_iter().next().unwrap_or_default()).into_response();
             copy_back(&uh, r.headers_mut());
             r
-        };
+        });
     };
 
-    let id = SessionId::generate();
     let mut s = Session::new(id.clone(), Transport::StreamableHttp);
     s.protocol_version = result
         .get("protocolVersion")
@@ -619,14 +689,18 @@ async fn initialize(
         .get(h::SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    s.principal = principal(inner, headers);
+    s.principal = owner;
+    if !admitted.is_empty() {
+        s.metadata
+            .insert(admission::ADMITTED_KEY.to_owned(), admitted.join("\n"));
+    }
     let stored = match inner.store.create(s).await {
         Ok(s) => s,
         Err(e) => {
             if let Some(p) = &stdio {
                 p.kill();
             }
-            return unavailable(&e.to_string());
+            return Err(unavailable(&e.to_string()));
         }
     };
     inner.metrics.sessions_created.fetch_add(1, Relaxed);
@@ -646,7 +720,7 @@ async fn initialize(
                 .with_content_type("application/json"),
         );
     }
-    let seqs = match inner.store.append_frames(&id, frames).await {
+    let seqs = match crate::retention::append_frames(inner, &id, frames).await {
         Ok(s) => {
             inner
                 .metrics
@@ -672,7 +746,7 @@ async fn initialize(
         }
         drop(tx);
         let first = stream::priming(inner, &live, &stream);
-        return stream::sse_response(inner, &live, first, rx, false, extra);
+        return Ok(stream::sse_response(inner, &live, first, rx, false, extra));
     }
     let body = messages.into_iter().next().unwrap_or_default();
     let mut r = (status, body).into_response();
@@ -682,7 +756,7 @@ async fn initialize(
             r.headers_mut().insert(k, v);
         }
     }
-    r
+    Ok(r)
 }
 
 /// An SSE response with no session bookkeeping.
@@ -921,6 +995,9 @@ async fn delete(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
     }
     let existed = inner.store.delete(&live.id).await;
     inner.evict(&live.id);
+    if matches!(existed, Ok(true)) {
+        admission::give_back(&inner, &live.id, &live.admitted, false).await;
+    }
     match existed {
         Ok(true) => {
             inner.metrics.sessions_deleted.fetch_add(1, Relaxed);

@@ -48,6 +48,7 @@ use axum::serve::ListenerExt as _;
 use shoal_core::SessionStore;
 use tokio_util::sync::CancellationToken;
 
+mod admission;
 mod config;
 mod error;
 pub mod event_id;
@@ -55,15 +56,17 @@ mod handlers;
 pub mod metrics;
 pub mod protocol;
 mod record;
+mod retention;
 pub mod sse;
 mod state;
 mod stream;
 mod upstream;
 mod wake_fanout;
 
-pub use config::{EventIdKey, ProxyConfig, UpstreamConfig};
+pub use config::{EventIdKey, ProxyConfig, QuotaConfig, UpstreamConfig};
 pub use error::ConfigError;
 pub use metrics::Metrics;
+pub use upstream::FORWARDED_HEADERS;
 
 /// Fills `buf` from the OS CSPRNG.
 #[allow(clippy::expect_used)]
@@ -146,11 +149,27 @@ where
         Some((f, feed)) => (Some(Arc::new(f)), Some(feed)),
         None => (None, None),
     };
+    let mut config = config;
+    let addr = listener.local_addr()?;
+    if config.allowed_hosts.is_empty() {
+        if !addr.ip().is_loopback() {
+            return Err(std::io::Error::other(error::ConfigError::Setting {
+                name: "allowed_hosts",
+                reason: format!(
+                    "the proxy listens on {addr}, not on loopback: list the host names clients \
+                     use (e.g. mcp.example.com), or * to accept any Host"
+                ),
+            }));
+        }
+        config.allowed_hosts = protocol::LOOPBACK_HOSTS
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect();
+    }
     let inner = state::ProxyState::new(config, store, metrics.clone(), token.clone(), fanout)
         .map_err(std::io::Error::other)?;
     let inner = Arc::new(inner);
     let app = handlers::router(inner.clone());
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, instance = %inner.cfg.instance_id, store = inner.store.backend_name(), "shoal proxy listening");
 
     let idle = inner
@@ -186,6 +205,7 @@ where
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let res = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;

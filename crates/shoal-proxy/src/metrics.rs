@@ -48,6 +48,12 @@ pub struct Metrics {
     pub leases_lost: AtomicU64,
     /// SSE keep-alive comments sent.
     pub keepalives_sent: AtomicU64,
+    /// `initialize` requests refused by a session quota (429).
+    pub quota_refusals: AtomicU64,
+    /// Requests refused for their `Host` header (403).
+    pub hosts_refused: AtomicU64,
+    /// Frames deleted to keep sessions within their byte budget.
+    pub budget_trims: AtomicU64,
     /// Upstream streams recorded with no client attached now (bounded by `max_orphan_streams`).
     pub orphan_streams: AtomicI64,
     /// Sessions' standalone streams this instance holds upstream now.
@@ -175,6 +181,21 @@ impl Metrics {
             "keepalives_sent_total",
             "SSE keep-alive comments sent.",
             self.keepalives_sent.load(Relaxed),
+        );
+        counter(
+            "quota_refusals_total",
+            "initialize requests refused by a session quota (429).",
+            self.quota_refusals.load(Relaxed),
+        );
+        counter(
+            "budget_trimmed_frames_total",
+            "Frames deleted to keep sessions within their byte budget.",
+            self.budget_trims.load(Relaxed),
+        );
+        counter(
+            "hosts_refused_total",
+            "Requests refused for a Host header not on the allowlist (403).",
+            self.hosts_refused.load(Relaxed),
         );
         counter(
             "request_duration_microseconds_sum",

@@ -166,6 +166,45 @@ pub fn origin_allowed(h: &HeaderMap, allowed: &[String]) -> bool {
     is_loopback_origin(origin)
 }
 
+/// Whether the request's host (`Host`, or the URI's authority for HTTP/2) is allowed: an
+/// entry `*`, an entry equal to the whole `host[:port]`, or an entry equal to the host part
+/// (any port), case-insensitive. A request naming no host is refused.
+pub fn host_allowed(h: &HeaderMap, authority: Option<&str>, allowed: &[String]) -> bool {
+    if allowed.iter().any(|a| a == "*") {
+        return true;
+    }
+    let given = match h.get(header::HOST) {
+        Some(v) => match v.to_str() {
+            Ok(v) => v.trim(),
+            Err(_) => return false,
+        },
+        None => match authority {
+            Some(a) => a.trim(),
+            None => return false,
+        },
+    };
+    if given.is_empty() || given.contains('@') || given.contains('/') {
+        return false;
+    }
+    let name = match given.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((inner, rest)) if rest.is_empty() || is_port(rest) => &given[..inner.len() + 2],
+            _ => return false,
+        },
+        None => match given.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => given,
+        },
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(given) || a.eq_ignore_ascii_case(name))
+}
+
+/// The hosts allowed when none are configured and the proxy listens on loopback.
+pub const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
 fn is_loopback_origin(origin: &str) -> bool {
     let Some(rest) = origin
         .strip_prefix("http://")
@@ -455,6 +494,39 @@ mod tests {
         assert!(is_event_stream(Some(&HeaderValue::from_static(
             "text/event-stream"
         ))));
+    }
+
+    #[test]
+    fn hosts() {
+        let allowed: Vec<String> = LOOPBACK_HOSTS.iter().map(|s| (*s).to_owned()).collect();
+        let with = |host: &'static str| hm(&[("host", host)]);
+        for ok in ["localhost:8080", "127.0.0.1", "[::1]:9", "LOCALHOST:1"] {
+            assert!(host_allowed(&with(ok), None, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1:80:80",
+            "[::1]x",
+            "user@localhost",
+            "",
+        ] {
+            assert!(!host_allowed(&with(bad), None, &allowed), "{bad}");
+        }
+        assert!(
+            !host_allowed(&HeaderMap::new(), None, &allowed),
+            "no host at all"
+        );
+        assert!(host_allowed(
+            &HeaderMap::new(),
+            Some("localhost:1"),
+            &allowed
+        ));
+        let pinned = vec!["mcp.example.com:443".to_owned()];
+        assert!(host_allowed(&with("mcp.example.com:443"), None, &pinned));
+        assert!(!host_allowed(&with("mcp.example.com:8443"), None, &pinned));
+        assert!(host_allowed(&with("anything"), None, &["*".to_owned()]));
     }
 
     #[test]

@@ -181,7 +181,7 @@ async fn append(inner: &ProxyState, live: &Live, frames: Vec<NewFrame>) {
         return;
     }
     let n = frames.len() as u64;
-    match inner.store.append_frames(&live.id, frames).await {
+    match crate::retention::append_frames(inner, &live.id, frames).await {
         Ok(_) => {
             inner.metrics.frames_recorded.fetch_add(n, Relaxed);
         }
@@ -197,7 +197,7 @@ async fn append(inner: &ProxyState, live: &Live, frames: Vec<NewFrame>) {
 
 async fn add(inner: &ProxyState, live: &Live, id: &RequestId, method: &str, stream: &str) {
     let p = PendingRequest::new(id.clone(), method.to_owned()).with_stream(stream.to_owned());
-    match inner.store.add_pending(&live.id, p).await {
+    match crate::retention::add_pending(inner, &live.id, p).await {
         Ok(()) | Err(Error::AlreadyExists { .. } | Error::NotFound { .. }) => {}
         Err(e) => {
             tracing::debug!(session = %live.id, error = %e, "could not record a pending request");

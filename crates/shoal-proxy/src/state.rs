@@ -31,6 +31,8 @@ pub(crate) struct Live {
     pub(crate) protocol_version: Option<String>,
     pub(crate) upstream_session_id: Option<String>,
     pub(crate) principal: Option<String>,
+    /// The quota subjects the session was admitted under (given back on DELETE).
+    pub(crate) admitted: Vec<String>,
     pub(crate) stdio: Option<Arc<StdioProc>>,
     pub(crate) open_streams: AtomicUsize,
     pub(crate) initialized: AtomicBool,
@@ -83,9 +85,16 @@ impl ProxyState {
         cfg.check()?;
         let max_message = cfg.max_body_bytes.max(store.limits().max_frame_bytes);
         let http = match &cfg.upstream {
-            UpstreamConfig::Http { url } => {
-                Some(HttpUpstream::new(url, cfg.upstream_timeout, max_message)?)
-            }
+            UpstreamConfig::Http { url } => Some(HttpUpstream::new(
+                url,
+                cfg.upstream_timeout,
+                max_message,
+                crate::upstream::ForwardPolicy::new(
+                    &cfg.forward_headers,
+                    cfg.forward_authorization,
+                    cfg.principal_header.as_deref(),
+                ),
+            )?),
             UpstreamConfig::Stdio { .. } => None,
         };
         Ok(ProxyState {
@@ -285,6 +294,11 @@ pub(crate) fn live_from(s: &Session, stdio: Option<Arc<StdioProc>>) -> Live {
         protocol_version: s.protocol_version.clone(),
         upstream_session_id: s.upstream_session_id.clone(),
         principal: s.principal.clone(),
+        admitted: s
+            .metadata
+            .get(crate::admission::ADMITTED_KEY)
+            .map(|v| v.lines().map(str::to_owned).collect())
+            .unwrap_or_default(),
         stdio,
         open_streams: AtomicUsize::new(0),
         initialized: AtomicBool::new(s.state != shoal_core::SessionState::Initializing),

@@ -421,7 +421,12 @@ async fn health_ready_and_metrics() {
 
 #[tokio::test]
 async fn initialize_answered_over_sse() {
-    let e = env("2025-11-25").await;
+    // The fake upstream answers over SSE when asked by a header the proxy forwards only when
+    // told to.
+    let e = env_with("2025-11-25", |c| {
+        c.forward_headers = vec!["x-test-sse-init".into()]
+    })
+    .await;
     let url = e.p.url();
     let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"0"}}});
     let resp =

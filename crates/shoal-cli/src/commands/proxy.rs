@@ -35,6 +35,17 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    cfg.allowed_hosts = list(&p.allowed_hosts);
+    cfg.forward_headers = list(&p.forward_headers);
+    cfg.forward_authorization = p.forward_authorization;
+    cfg.quota = p.quota.clone();
     cfg.max_body_bytes = p.max_body_bytes;
     cfg.max_streams_per_session = p.max_streams_per_session;
     cfg.poll_interval = p.poll_interval;
@@ -52,6 +63,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     cfg.request_timeout = p.request_timeout;
     cfg.max_concurrent_requests = p.max_concurrent_requests;
     cfg.principal_header.clone_from(&p.principal_header);
+    cfg.check().map_err(|e| UsageError(format!("proxy.{e}")))?;
     let key_file = args
         .event_id_key_file
         .as_ref()
@@ -94,6 +106,13 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    if cfg.allowed_hosts.is_empty() && !addr.ip().is_loopback() {
+        return Err(UsageError(format!(
+            "listening on {addr}, not on loopback: set proxy.allowed_hosts to the host names \
+             clients use (e.g. mcp.example.com), or * to accept any Host"
+        ))
+        .into());
+    }
     let shown = match &upstream {
         UpstreamConfig::Http { url } => url.clone(),
         UpstreamConfig::Stdio { command, .. } => format!("stdio:{command} …"),

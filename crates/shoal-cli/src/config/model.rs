@@ -109,6 +109,15 @@ pub(crate) struct ProxySection {
     pub(crate) path: String,
     /// Extra allowed `Origin`s, comma-separated (`*`: any); loopback origins always pass.
     pub(crate) allowed_origins: String,
+    /// Allowed `Host` values, comma-separated (`name` or `name:port`; `*`: any). Empty: the
+    /// loopback names when listening on loopback; required when listening elsewhere.
+    pub(crate) allowed_hosts: String,
+    /// Request headers forwarded upstream besides the ones MCP needs, comma-separated.
+    pub(crate) forward_headers: String,
+    /// Forward the client's `Authorization` header upstream. Default true.
+    pub(crate) forward_authorization: bool,
+    /// `[proxy.quota]`: sessions per client address and per principal.
+    pub(crate) quota: shoal_proxy::QuotaConfig,
     /// File holding the event-id MAC key (≥ 16 bytes), the same on every instance. Unset: the
     /// instances agree on a key through the store.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,6 +185,10 @@ impl Default for ProxySection {
             upstream: String::new(),
             path: "/mcp".into(),
             allowed_origins: String::new(),
+            allowed_hosts: String::new(),
+            forward_headers: String::new(),
+            forward_authorization: true,
+            quota: shoal_proxy::QuotaConfig::default(),
             event_id_key_file: None,
             event_id_previous_key_file: None,
             max_body_bytes: 4 * 1024 * 1024,

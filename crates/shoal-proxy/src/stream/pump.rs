@@ -332,7 +332,7 @@ impl<'a> Pump<'a> {
             let added = join_all(asked.iter().map(|(id, method)| {
                 let p = PendingRequest::new(record::s2c_id(id), method.clone())
                     .with_stream(stream.clone());
-                inner.store.add_pending(&live.id, p)
+                crate::retention::add_pending(inner, &live.id, p)
             }))
             .await;
             for r in added {
@@ -354,7 +354,16 @@ impl<'a> Pump<'a> {
                 .iter()
                 .map(|id| inner.store.take_pending(&live.id, id)),
         );
-        let (appended, _) = tokio::join!(inner.store.append_frame(&live.id, nf), takes);
+        let append = async {
+            crate::retention::append_frames(inner, &live.id, vec![nf])
+                .await
+                .and_then(|seqs| {
+                    seqs.first()
+                        .copied()
+                        .ok_or_else(|| Error::backend("append returned no seq"))
+                })
+        };
+        let (appended, _) = tokio::join!(append, takes);
         match appended {
             Ok(seq) => {
                 inner.metrics.frames_recorded.fetch_add(1, Relaxed);

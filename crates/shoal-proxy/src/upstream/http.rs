@@ -6,34 +6,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use super::{Reply, UpstreamError};
+use super::{ForwardPolicy, Reply, UpstreamError};
 use crate::{
     error::ConfigError,
     protocol::{self, headers as h},
     sse::{SseError, SseParser},
 };
-
-/// Request headers never forwarded: hop-by-hop ones, the ones the proxy rewrites, `Origin`
-/// (the upstream validates its own origins; the proxy has checked the client's), and
-/// `Accept-Encoding` (bodies are parsed here).
-const DROP: &[&str] = &[
-    "host",
-    "origin",
-    "referer",
-    "content-length",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "accept-encoding",
-    h::SESSION_ID,
-    h::LAST_EVENT_ID,
-];
 
 /// Response headers passed back to the client.
 pub(crate) const PASS_BACK: &[HeaderName] = &[
@@ -50,6 +28,7 @@ pub(crate) struct HttpUpstream {
     url: reqwest::Url,
     max_message: usize,
     timeout: Duration,
+    forward: ForwardPolicy,
 }
 
 impl HttpUpstream {
@@ -57,6 +36,7 @@ impl HttpUpstream {
         url: &str,
         timeout: Duration,
         max_message: usize,
+        forward: ForwardPolicy,
     ) -> Result<Self, ConfigError> {
         let url = reqwest::Url::parse(url).map_err(|e| ConfigError::UpstreamUrl {
             url: url.to_owned(),
@@ -74,6 +54,7 @@ impl HttpUpstream {
             url,
             max_message,
             timeout,
+            forward,
         })
     }
 
@@ -83,12 +64,7 @@ impl HttpUpstream {
         client_headers: &HeaderMap,
         upstream_session: Option<&str>,
     ) -> reqwest::RequestBuilder {
-        let mut hm = HeaderMap::with_capacity(client_headers.len() + 2);
-        for (k, v) in client_headers {
-            if !DROP.contains(&k.as_str()) {
-                hm.append(k.clone(), v.clone());
-            }
-        }
+        let mut hm = self.forward.upstream_headers(client_headers);
         if let Some(sid) = upstream_session.and_then(|s| HeaderValue::from_str(s).ok()) {
             hm.insert(h::SESSION_ID, sid);
         }

@@ -8,8 +8,12 @@ use futures_util::Stream;
 
 use crate::sse::SseEvent;
 
+mod forward;
 pub(crate) mod http;
 pub(crate) mod stdio;
+
+pub use forward::FORWARDED_HEADERS;
+pub(crate) use forward::{ForwardPolicy, check_forwardable};
 
 /// A stream of upstream SSE events; an `Err` ends it.
 pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, UpstreamError>> + Send>>;

@@ -37,6 +37,8 @@ pub struct UpState {
     pub sessions: HashSet<String>,
     pub deleted: Vec<String>,
     pub hosts: Vec<String>,
+    /// Every request's headers, lowercase names, in arrival order.
+    pub headers: Vec<Vec<(String, String)>>,
     pub methods: Vec<String>,
     /// Opens the gate of the `gated` tool.
     pub gate: Arc<Notify>,
@@ -202,7 +204,20 @@ async fn fake_handler(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    st.lock().unwrap().hosts.push(host);
+    let seen: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    {
+        let mut guard = st.lock().unwrap();
+        guard.hosts.push(host);
+        guard.headers.push(seen);
+    }
     let sid = headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())

@@ -98,7 +98,8 @@ start_proxy() { # name upstream -> sets PROXY_PID, PROXY_URL
   local name=$1 upstream=$2 port
   port=$(free_port)
   "$BIN" --listen "127.0.0.1:$port" --upstream "$upstream" --store "$STORE" \
-    --key-file "$CACHE/key" --instance "$name" --lease-ms 2000 > "$LOG/proxy-$name.log" 2>&1 &
+    --key-file "$CACHE/key" --instance "$name" --lease-ms 2000 \
+    --sessions-per-minute 2000 > "$LOG/proxy-$name.log" 2>&1 &
   PROXY_PID=$!
   pids+=($PROXY_PID)
   wait_port "$port" || fail "proxy $name did not start (see $LOG/proxy-$name.log)"
