@@ -54,7 +54,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let (code, print) = exit_code_for(&e);
             if print {
-                eprintln!("error: {e:#}");
+                // A backend's message may carry a URL: never print its credentials.
+                eprintln!(
+                    "error: {}",
+                    shoal_core::redact::redact_text(&format!("{e:#}"))
+                );
             }
             code
         }

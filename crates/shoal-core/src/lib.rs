@@ -37,6 +37,7 @@ pub mod limits;
 pub mod memory;
 pub mod notify;
 pub mod quota;
+pub mod redact;
 #[cfg(feature = "resilience")]
 #[cfg_attr(docsrs, doc(cfg(feature = "resilience")))]
 pub mod resilient;

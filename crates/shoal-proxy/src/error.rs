@@ -9,7 +9,10 @@ use std::path::Path;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The upstream is neither an HTTP(S) URL nor `stdio:'CMD ARGS'`.
-    #[error("upstream {0:?}: expected an http:// or https:// URL, or stdio:'CMD ARGS'")]
+    #[error(
+        "upstream {:?}: expected an http:// or https:// URL, or stdio:'CMD ARGS'",
+        shoal_core::redact::redact_url(.0)
+    )]
     UnknownUpstream(String),
     /// `stdio:` without a command.
     #[error("stdio upstream needs a command: stdio:'CMD ARGS'")]
@@ -18,7 +21,11 @@ pub enum ConfigError {
     #[error("unbalanced quote in {0:?}")]
     UnbalancedQuote(String),
     /// The upstream URL does not parse.
-    #[error("upstream URL {url:?}: {reason}")]
+    #[error(
+        "upstream URL {:?}: {}",
+        shoal_core::redact::redact_url(url),
+        shoal_core::redact::redact_text(reason)
+    )]
     UpstreamUrl {
         /// The URL as given.
         url: String,
@@ -59,9 +66,10 @@ impl ConfigError {
     }
 }
 
-/// Why the upstream could not be asked, or why its stream ended early.
+/// Why the upstream could not be asked, or why its stream ended early. Shown redacted: an
+/// HTTP client's message carries the upstream URL, credentials included.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[error("{}", shoal_core::redact::redact_text(.0))]
 pub(crate) struct UpstreamError(pub(crate) String);
 
 impl From<&str> for UpstreamError {

@@ -354,10 +354,10 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `url` with any password replaced by `***`, safe for messages and logs: the one redaction
-/// every Shoal crate uses, for any URL (`redis://user:secret@host` → `redis://user:***@host`;
-/// a lone userinfo of a Redis URL is a password: `redis://secret@host` → `redis://***@host`).
-/// Only the authority is looked at, so an `@` in a path (`file:///a/b@c`) is kept.
+/// `url` with its credentials replaced by `***`, safe for messages and logs: Shoal's one
+/// redaction ([`shoal_core::redact::redact_url`]), for any URL (`redis://user:secret@host` →
+/// `redis://user:***@host`; a lone userinfo is hidden whole: `redis://secret@host` →
+/// `redis://***@host`; credential-like query parameters such as `?password=` too).
 ///
 /// ```
 /// use shoal_redis::redact_url;
@@ -366,29 +366,10 @@ fn percent_decode(s: &str) -> String {
 ///     redact_url("redis+sentinel://pw@s1,s2/mymaster"),
 ///     "redis+sentinel://***@s1,s2/mymaster"
 /// );
-/// assert_eq!(redact_url("file:///a/b@c"), "file:///a/b@c");
+/// assert_eq!(redact_url("redis://h:1/0?password=pw"), "redis://h:1/0?password=***");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else if scheme.to_ascii_lowercase().starts_with("redis") && !userinfo.is_empty() {
-                // redis://PASSWORD@host: a lone userinfo is the password.
-                "***".to_owned()
-            } else {
-                user.to_owned()
-            };
-            format!("{scheme}://{hidden}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
+    shoal_core::redact::redact_url(url)
 }
 
 /// A string, also when the value was parsed as a number or boolean (an environment layer

@@ -3071,7 +3071,7 @@ pub async fn session_byte_budget_refuses_whole_writes(factory: impl StoreFactory
     }
     // With a retention bound of 3 frames the trimmed frames make room: appends go on.
     limits.max_frames_per_session = 3;
-    let store = factory.make(Harness::new(limits)).await;
+    let store = factory.make(Harness::new(limits.clone())).await;
     let id = ok(store.create(plain("budget-trim")).await, "create").id;
     for _ in 0..12 {
         ok(
@@ -3080,6 +3080,29 @@ pub async fn session_byte_budget_refuses_whole_writes(factory: impl StoreFactory
         );
     }
     assert_eq!(ok(store.count_frames(&id).await, "count"), 3);
+    // Far from the budget, frames trimmed by the retention bound leave the count: 2 MB went
+    // through a 1 MiB session that keeps 3 frames, and 700 KB of pending requests still fit.
+    limits.max_session_bytes = 1024 * 1024;
+    limits.max_metadata_bytes = 1024;
+    let store = factory.make(Harness::new(limits)).await;
+    let id = ok(store.create(plain("budget-far")).await, "create").id;
+    for _ in 0..200 {
+        ok(
+            store.append_frame(&id, bytes_frame("s", 10_000)).await,
+            "append through retention",
+        );
+    }
+    for n in 0..100 {
+        ok(
+            store
+                .add_pending(
+                    &id,
+                    PendingRequest::new(RequestId::Number(n), "m".repeat(7_000)),
+                )
+                .await,
+            "pending after retention",
+        );
+    }
 }
 
 /// Asserts every page of `stream` (or of all frames) holds at most `max_bytes` of frames

@@ -114,7 +114,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
         .into());
     }
     let shown = match &upstream {
-        UpstreamConfig::Http { url } => url.clone(),
+        UpstreamConfig::Http { url } => redact(url),
         UpstreamConfig::Stdio { command, .. } => format!("stdio:{command} …"),
         _ => "upstream".into(),
     };

@@ -1,6 +1,6 @@
 -- add_pending: ARGV[2] = request field, ARGV[3] = the encoded request (v1 envelope),
 -- ARGV[4] = most pending requests per session, ARGV[5] = the session's byte budget (-5 over
--- it). The stored value is a v1 envelope of
+-- it), ARGV[6] = a bound on the metadata's stored bytes (measured only when needed). The stored value is a v1 envelope of
 -- {o = insertion order (pending_seq in meta's field a), r = the request}, so list_pending
 -- can sort.
 local t, r = load_live(now)
@@ -16,7 +16,8 @@ end
 t[8] = t[8] + 1
 local v = '\1\130\161o' .. mp_uint(t[8]) .. '\161r' .. string.sub(ARGV[3], 2)
 local b = stored_bytes() + #v
-if b + meta_bytes() > tonumber(ARGV[5]) then
+local budget = tonumber(ARGV[5])
+if b + tonumber(ARGV[6]) > budget and b + meta_bytes() > budget then
   return {-5}
 end
 redis.call('HSET', KEYS[1], 'a', pack_a(t), 'b', b)

@@ -1,52 +1,58 @@
 -- append: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] = max frames retained,
--- ARGV[5] = the session's byte budget, ARGV[6] = the encoded-frame prefix up to the seq value,
--- ARGV[7..] = for each frame the encoded bytes after the seq value. Each stored frame is
--- prefix .. seq .. suffix, where seq comes from meta's field a (read and written inside this
--- script, so seqs are totally ordered across every writer). The budget counts what the
--- session holds after the frames trimmed by the retention bound are gone; over it, nothing is
--- written. Reply: {0, seq1, seq2, ...}, or {-5} over the budget.
+-- ARGV[5] = the session's byte budget, ARGV[6] = a bound on the metadata's stored bytes (when
+-- frames and pending requests leave that much room the metadata is not measured),
+-- ARGV[7] = the encoded-frame prefix up to the seq value, ARGV[8..] = for each frame the
+-- encoded bytes after the seq value. Each stored frame is prefix .. seq .. suffix, where seq
+-- comes from meta's field a (read and written inside this script, so seqs are totally ordered
+-- across every writer). The budget counts what the session holds after the frames trimmed by
+-- the retention bound are gone; over it, nothing is written.
+-- Reply: {0, seq1, seq2, ...}, or {-5} over the budget.
 local t, r = load_live(now)
 if not t then
   return r
 end
-local k = #ARGV - 6
+local k = #ARGV - 7
 local last = t[4]
 local out = {0}
 local max = tonumber(ARGV[4])
 local items = {}
 local n
+local b
 if k > 0 then
-  local prefix = ARGV[6]
+  local prefix = ARGV[7]
   local incoming = 0
   for i = 1, k do
     local seq = last + i
-    items[i] = prefix .. mp_uint(seq) .. ARGV[6 + i]
+    items[i] = prefix .. mp_uint(seq) .. ARGV[7 + i]
     incoming = incoming + #items[i]
     out[i + 1] = seq
   end
-  -- What the retention bound trims in this append no longer counts.
-  local len = redis.call('LLEN', KEYS[2])
-  local drop = len + k - max
-  local dropped = 0
-  if drop > 0 then
-    local old = math.min(drop, len)
-    if old > 0 then
-      local gone = redis.call('LRANGE', KEYS[2], 0, old - 1)
-      for i = 1, #gone do
-        dropped = dropped + #gone[i]
+  local budget = tonumber(ARGV[5])
+  b = stored_bytes() + incoming
+  -- Only a session near its budget pays for measuring what trimming and metadata take.
+  if b + tonumber(ARGV[6]) > budget then
+    -- What the retention bound trims in this append no longer counts.
+    local len = redis.call('LLEN', KEYS[2])
+    local drop = len + k - max
+    local dropped = 0
+    if drop > 0 then
+      local old = math.min(drop, len)
+      if old > 0 then
+        local gone = redis.call('LRANGE', KEYS[2], 0, old - 1)
+        for i = 1, #gone do
+          dropped = dropped + #gone[i]
+        end
+      end
+      for i = 1, drop - old do
+        dropped = dropped + #items[i]
       end
     end
-    for i = 1, drop - old do
-      dropped = dropped + #items[i]
+    if b - dropped + meta_bytes() > budget then
+      return {-5}
     end
-  end
-  local b = stored_bytes() + incoming - dropped
-  if b + meta_bytes() > tonumber(ARGV[5]) then
-    return {-5}
   end
   last = last + k
   n = rpush_all(items)
-  redis.call('HSET', KEYS[1], 'b', b)
 end
 -- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything
 -- is written, if the key is not a list; with frames RPUSH does both).
@@ -54,6 +60,12 @@ n = n or redis.call('LLEN', KEYS[2])
 -- RPUSH made the list (it has no TTL yet) when the list holds only this batch.
 local fresh = k > 0 and n == k
 if n > max then
+  -- The trimmed entries' bytes leave the count (read only when something is trimmed).
+  b = b or stored_bytes()
+  local gone = redis.call('LRANGE', KEYS[2], 0, n - max - 1)
+  for i = 1, #gone do
+    b = b - #gone[i]
+  end
   if max == 0 then
     redis.call('DEL', KEYS[2])
   else
@@ -66,6 +78,10 @@ t[2] = tonumber(ARGV[2])
 t[4] = last
 t[5] = last - n + 1
 t[6] = n
-redis.call('HSET', KEYS[1], 'a', pack_a(t))
+if b then
+  redis.call('HSET', KEYS[1], 'a', pack_a(t), 'b', math.max(b, 0))
+else
+  redis.call('HSET', KEYS[1], 'a', pack_a(t))
+end
 slide_ttl(fresh)
 return out

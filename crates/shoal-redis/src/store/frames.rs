@@ -20,6 +20,15 @@ use crate::meta::{self, MAX_LUA_INT, bytes_of};
 const ENTRY_OVERHEAD: usize = 1024;
 
 impl StoreState {
+    /// A bound on the stored bytes of a session's caller-owned fields (metadata, client and
+    /// server info, …): while frames and pending requests leave this much room in the budget,
+    /// the scripts do not measure the metadata.
+    pub(super) fn metadata_allowance(&self) -> u64 {
+        (self.limits.max_metadata_bytes as u64)
+            .saturating_mul(2)
+            .saturating_add(4096)
+    }
+
     pub(super) async fn append_frames(
         self: &Arc<Self>,
         id: &SessionId,
@@ -41,6 +50,7 @@ impl StoreState {
         args.push(num_arg(self.pexpire_ms(expires, now)));
         args.push(num_arg(self.limits.max_frames_per_session as u64));
         args.push(num_arg(self.limits.max_session_bytes as u64));
+        args.push(num_arg(self.metadata_allowance()));
         args.push(self.frame_prefix.clone());
         let p = self.frame_prefix.len();
         for f in frames {

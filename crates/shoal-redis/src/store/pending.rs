@@ -22,6 +22,7 @@ impl StoreState {
             value,
             num_arg(self.limits.max_pending_per_session as u64),
             num_arg(self.limits.max_session_bytes as u64),
+            num_arg(self.metadata_allowance()),
         ];
         let reply = self
             .script("add_pending", id, &self.scripts.add_pending, args)
