@@ -54,16 +54,25 @@ fn main() -> ExitCode {
         Err(e) => {
             let (code, print) = exit_code_for(&e);
             if print {
-                // A backend's message may carry a URL: never print its credentials.
-                eprintln!(
-                    "error: {}",
-                    shoal_core::redact::redact_text(&format!("{e:#}"))
-                );
+                eprintln!("error: {}", error_text(&e));
             }
             code
         }
     };
     ExitCode::from(code)
+}
+
+/// The error's causes, each once (a wrapped error often repeats its source's text), without
+/// credentials (a backend's message may carry a URL).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    shoal_core::redact::redact_text(&parts.join(": "))
 }
 
 fn run(cli: Cli, store_is_flag: bool) -> anyhow::Result<Outcome> {

@@ -500,3 +500,118 @@ fn passwords_are_never_printed() {
     assert!(!err.contains("wrong-pw"), "{err}");
     assert!(err.contains("redis://:***@127.0.0.1"), "{err}");
 }
+
+/// An import stopped by a line refused while writing (its session exists) says exactly what
+/// was written: the session before the line, not the one after.
+#[test]
+fn an_import_stopped_midway_says_what_it_wrote() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = connect(&url, "shoal").await;
+        for id in ["im-before", "im-existing", "im-after"] {
+            store
+                .create(Session::new(SessionId::new(id).unwrap(), Transport::Http))
+                .await
+                .unwrap();
+        }
+    });
+    let all = dir.path().join("all.jsonl");
+    export_to(&url, &all);
+    let text = std::fs::read_to_string(&all).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let line_of = |id: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("\"{id}\"")))
+            .unwrap()
+            .to_owned()
+    };
+    let ordered = dir.path().join("ordered.jsonl");
+    std::fs::write(
+        &ordered,
+        format!(
+            "{header}\n{}\n{}\n{}\n",
+            line_of("im-before"),
+            line_of("im-existing"),
+            line_of("im-after")
+        ),
+    )
+    .unwrap();
+    runtime().block_on(async {
+        let store = connect(&url, "shoal").await;
+        for id in ["im-before", "im-after"] {
+            store.delete(&SessionId::new(id).unwrap()).await.unwrap();
+        }
+    });
+    let out = shoal()
+        .args(["import", "--in", ordered.to_str().unwrap(), "--store", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("imported 1 session "), "{stdout}");
+    assert!(
+        stderr.contains("line 3 was refused; the 1 session before it was imported"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nothing was imported"), "{stderr}");
+    runtime().block_on(async {
+        let store = connect(&url, "shoal").await;
+        assert!(
+            store
+                .get(&SessionId::new("im-before").unwrap())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .get(&SessionId::new("im-after").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    });
+}
+
+/// Connection errors say what to change: a database index the server does not have is a
+/// configuration error (exit 2); a wrong password is said once; `rediss://` against a plain
+/// server hints at TLS.
+#[test]
+fn connection_errors_say_what_to_fix() {
+    let server = RedisServer::builder()
+        .args(["--requirepass", "right-pw"])
+        .start();
+    let port = server.port();
+    let out = shoal()
+        .args(["sessions", "count", "--store"])
+        .arg(format!("redis://:right-pw@127.0.0.1:{port}/99"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("database index"), "{err}");
+
+    let out = shoal()
+        .args(["sessions", "count", "--store"])
+        .arg(format!("redis://:wrong-pw@127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("authentication failed").count(), 1, "{err}");
+    assert_eq!(err.matches("cannot connect").count(), 1, "{err}");
+
+    let out = shoal()
+        .args(["sessions", "count", "--store"])
+        .arg(format!("rediss://:right-pw@127.0.0.1:{port}"))
+        .env("SHOAL_REDIS__CONNECT_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS") && err.contains("redis://"), "{err}");
+}

@@ -85,11 +85,22 @@ pub(crate) fn ensure_crypto_provider() {
 
 /// A connection failure at start-up, as a clear error.
 pub(crate) fn connect_error(url: &str, e: &redis::RedisError) -> Error {
-    let msg = format!("cannot connect to redis at {}: {e}", redact_url(url));
+    let shown = redact_url(url);
+    if e.to_string().contains("DB index is out of range") {
+        return Error::invalid(format!(
+            "redis at {shown}: the database index in the URL does not exist on this server \
+             (its `databases` setting bounds it; the default allows 0-15)"
+        ));
+    }
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return Error::backend(format!(
+            "cannot connect to redis at {shown}: authentication failed (check the user name \
+             and password in the URL, and the server's ACL)"
+        ));
+    }
+    let msg = format!("cannot connect to redis at {shown}: {e}");
     match e.kind() {
-        redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig => {
-            Error::backend(msg)
-        }
+        redis::ErrorKind::InvalidClientConfig => Error::backend(msg),
         redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => Error::backend(msg),
         _ => Error::unavailable(msg),
     }
@@ -103,10 +114,18 @@ async fn bounded<T>(
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(connect_error(url, &e)),
-        Err(_) => Err(Error::unavailable(format!(
-            "cannot connect to redis at {}: no connection within {timeout:?}",
-            redact_url(url)
-        ))),
+        Err(_) => {
+            let hint = if url.trim_start().to_ascii_lowercase().starts_with("rediss") {
+                " (the URL asks for TLS: a server without TLS on this port never answers the \
+                 handshake; use redis:// for a plain server)"
+            } else {
+                ""
+            };
+            Err(Error::unavailable(format!(
+                "cannot connect to redis at {}: no connection within {timeout:?}{hint}",
+                redact_url(url)
+            )))
+        }
     }
 }
 

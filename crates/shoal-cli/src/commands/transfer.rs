@@ -198,8 +198,9 @@ pub(crate) async fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outco
         .await
         .with_context(|| format!("importing {input_name}"))?;
 
+    // `written`: sessions the store now holds from this import.
     let (report, written) = if args.dry_run || (!checked.failed.is_empty() && !args.keep_going) {
-        (checked, false)
+        (checked, 0)
     } else {
         let mut opts = ImportOptions::default();
         opts.on_existing = on_existing;
@@ -219,15 +220,27 @@ pub(crate) async fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outco
             opened.save().await?;
         }
         note_ephemeral(&opened, changed);
-        (report, changed)
+        // A file store is saved only when the import is kept; any other store holds what the
+        // write pass wrote before a refused line.
+        let unsaved = opened.file_path().is_some() || opened.is_ephemeral();
+        let written = if keep || !unsaved { report.imported } else { 0 };
+        (report, written)
     };
 
     let summary = ImportSummary {
         input: input_name,
         dry_run: args.dry_run,
-        written,
-        imported: report.imported,
-        frames: report.frames,
+        written: written > 0,
+        imported: if args.dry_run {
+            report.imported
+        } else {
+            written
+        },
+        frames: if args.dry_run || written == report.imported {
+            report.frames
+        } else {
+            0
+        },
         skipped: report.skipped,
         failed: report
             .failed
@@ -257,18 +270,21 @@ pub(crate) async fn import(ctx: &Ctx, args: &ImportArgs) -> anyhow::Result<Outco
             text.push_str(&format!("  line {}: {}\n", f.line, f.error));
         }
         print_text(&text)?;
-        if !summary.failed.is_empty() {
-            if written {
-                eprintln!("error: some lines were refused; the other sessions were imported");
-            } else if !args.dry_run {
-                let kept = if opened.file_path().is_some() || opened.is_ephemeral() {
-                    "the store is unchanged"
-                } else {
-                    "sessions before the refused line may have been written"
-                };
+        if !summary.failed.is_empty() && !args.dry_run {
+            let first = summary.failed.first().map_or(0, |f| f.line);
+            if written == 0 {
                 eprintln!(
-                    "error: some lines were refused; nothing was imported ({kept}; \
-                     --keep-going imports the good lines)"
+                    "error: some lines were refused; nothing was imported (the store is \
+                     unchanged; --keep-going imports the good lines)"
+                );
+            } else if args.keep_going {
+                eprintln!("error: some lines were refused; the other sessions were imported");
+            } else {
+                eprintln!(
+                    "error: line {first} was refused; the {} before it {} imported, the \
+                     lines after it were not (--keep-going imports every good line)",
+                    count_of(written, "session", "sessions"),
+                    if written == 1 { "was" } else { "were" }
                 );
             }
         }
