@@ -27,6 +27,11 @@ config file (--config) and SHOAL_<SECTION>__<KEY> variables, as for `shoal`; fla
 Exit codes: 0 success, 1 error or --verify found lost/duplicated/out-of-order frames,
 2 usage error (bad flag, URL or setting), 130 interrupted.";
 
+/// The slowest `--rate` (one operation per 100 s): slower schedules are not a benchmark.
+const MIN_RATE: f64 = 0.01;
+/// The fastest `--rate`: far above what any store here serves.
+const MAX_RATE: f64 = 10_000_000.0;
+
 /// `shoal-bench`: a bounded, mixed workload against a Shoal store, beside the original design
 /// and raw baselines measured in the same run.
 #[derive(Parser, Debug)]
@@ -203,8 +208,11 @@ impl BenchArgs {
         if self.ops == Some(0) {
             bail!("--ops must be positive");
         }
-        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-            bail!("--rate must be a positive number of operations per second");
+        if self
+            .rate
+            .is_some_and(|r| !(r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r)))
+        {
+            bail!("--rate must be between {MIN_RATE} and {MAX_RATE} operations per second");
         }
         if self.compare_cache > 100 {
             bail!("--compare-cache {} is above 100 rounds", self.compare_cache);

@@ -142,7 +142,8 @@ async fn execute(
     progress: &Progress,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<(Report, bool)> {
-    args.validate()?;
+    args.validate()
+        .map_err(|e| crate::error::UsageError(e.to_string()))?;
     let limits = store.limits().clone();
     if args.frame_bytes > limits.max_frame_bytes {
         bail!(
@@ -543,6 +544,14 @@ mod tests {
         assert!(args(&["--page", "0"]).validate().is_err());
         assert!(args(&["--ops", "0"]).validate().is_err());
         assert!(args(&["--sessions", "0"]).validate().is_err());
+        // No rate panics the pacing arithmetic: out of range is refused.
+        for rate in ["1e-20", "1e30", "NaN", "inf", "-1", "0"] {
+            let refused = Cli::try_parse_from(["bench", "--rate", rate])
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.bench.validate().map_err(|e| e.to_string()));
+            assert!(refused.is_err(), "--rate {rate}");
+        }
+        assert!(args(&["--rate", "0.5"]).validate().is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

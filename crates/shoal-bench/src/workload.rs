@@ -465,7 +465,8 @@ async fn worker(
     while w.quota.is_none_or(|q| done < q) {
         if let Some(p) = pace {
             // Fixed schedule; a late worker does not burst to catch up more than one call.
-            next_at = next_at.max(tokio::time::Instant::now() - p) + p;
+            let now = tokio::time::Instant::now();
+            next_at = next_at.max(now.checked_sub(p).unwrap_or(now)) + p;
             tokio::time::sleep_until(next_at).await;
         }
         if w.deadline.is_some_and(|d| Instant::now() >= d) || plan.stopped() {

@@ -22,9 +22,14 @@
 ///
 /// Writes [`humantime::format_duration`]'s form (`"1s"`, `"1m 30s"`, `"500ms"`); reads
 /// whatever [`humantime::parse_duration`] accepts (`"90s"`, `"15m"`, `"1h 30m"`, `"7days"`). A
-/// value it cannot read is an error naming the value and the expected form.
+/// value it cannot read, or one longer than [`MAX`](duration::MAX) (no setting means more;
+/// longer ones would overflow the clock arithmetic of timers and deadlines), is an error naming
+/// the value and the expected form.
 pub mod duration {
     use std::time::Duration;
+
+    /// The longest duration any setting accepts: 10 years.
+    pub const MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -36,11 +41,17 @@ pub mod duration {
     /// Reads humantime text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
+        let parsed = humantime::parse_duration(&s).map_err(|e| {
             serde::de::Error::custom(format!(
                 "{s:?} is not a duration ({e}); write it like \"30s\", \"15m\" or \"1h 30m\""
             ))
-        })
+        })?;
+        if parsed > MAX {
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is longer than 10 years, the longest duration a setting takes"
+            )));
+        }
+        Ok(parsed)
     }
 }
 
@@ -72,6 +83,18 @@ mod tests {
             let json = serde_json::to_string(&Holder { d }).unwrap_or_default();
             assert_eq!(json, format!(r#"{{"d":"{text}"}}"#));
         }
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_with_a_reason() {
+        for text in [r#""1000000y""#, r#""11y""#, r#""18446744073709551615s""#] {
+            let e = read(text).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.contains("longer than 10 years") || e.contains("not a duration"),
+                "{text}: {e}"
+            );
+        }
+        assert_eq!(read(r#""9y""#).ok().map(|d| d > Duration::ZERO), Some(true));
     }
 
     #[test]

@@ -24,45 +24,10 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
         })?;
     let upstream = UpstreamConfig::parse(&upstream).map_err(|e| UsageError(e.to_string()))?;
     let mut cfg = ProxyConfig::new(upstream.clone());
-    cfg.path.clone_from(&p.path);
-    let origins = args
-        .allowed_origins
-        .as_deref()
-        .unwrap_or(&p.allowed_origins);
-    cfg.allowed_origins = origins
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let list = |s: &str| -> Vec<String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
-    cfg.allowed_hosts = list(&p.allowed_hosts);
-    cfg.forward_headers = list(&p.forward_headers);
-    cfg.forward_authorization = p.forward_authorization;
-    cfg.quota = p.quota.clone();
-    cfg.max_body_bytes = p.max_body_bytes;
-    cfg.max_streams_per_session = p.max_streams_per_session;
-    cfg.poll_interval = p.poll_interval;
-    cfg.pending_after = p.pending_after;
-    cfg.stream_lease = p.stream_lease;
-    cfg.sse_retry = p.sse_retry;
-    cfg.upstream_timeout = p.upstream_timeout;
-    cfg.orphan_stream_timeout = p.orphan_stream_timeout;
-    cfg.max_orphan_streams = p.max_orphan_streams;
-    cfg.client_send_timeout = p.client_send_timeout;
-    cfg.sse_keepalive = p.sse_keepalive;
-    cfg.upstream_idle_timeout = p.upstream_idle_timeout;
-    cfg.stream_error_deadline = p.stream_error_deadline;
-    cfg.open_standalone_stream = p.open_standalone_stream;
-    cfg.request_timeout = p.request_timeout;
-    cfg.max_concurrent_requests = p.max_concurrent_requests;
-    cfg.principal_header.clone_from(&p.principal_header);
+    p.apply_to(&mut cfg);
+    if let Some(origins) = &args.allowed_origins {
+        cfg.allowed_origins = crate::config::comma_list(origins);
+    }
     cfg.check().map_err(|e| UsageError(format!("proxy.{e}")))?;
     let key_file = args
         .event_id_key_file

@@ -76,11 +76,13 @@
 mod env;
 mod errors;
 mod model;
+#[cfg(test)]
+mod properties;
 mod show;
 mod sources;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use model::{Config, LogConfig, LogFormat};
+pub(crate) use model::{Config, LogConfig, LogFormat, comma_list};
 pub(crate) use show::to_toml;
 pub(crate) use sources::{Overrides, Sources, load};

@@ -178,6 +178,46 @@ pub(crate) struct ProxySection {
     pub(crate) max_concurrent_requests: usize,
 }
 
+impl ProxySection {
+    /// Sets every setting of this section on `cfg` (the upstream and the key files are the
+    /// command's). Also how the loader checks the section: `cfg.check()` after it.
+    pub(crate) fn apply_to(&self, cfg: &mut shoal_proxy::ProxyConfig) {
+        let p = self;
+        cfg.path.clone_from(&p.path);
+        cfg.allowed_origins = comma_list(&p.allowed_origins);
+        cfg.allowed_hosts = comma_list(&p.allowed_hosts);
+        cfg.forward_headers = comma_list(&p.forward_headers);
+        cfg.forward_authorization = p.forward_authorization;
+        cfg.quota = p.quota.clone();
+        cfg.max_body_bytes = p.max_body_bytes;
+        cfg.max_streams_per_session = p.max_streams_per_session;
+        cfg.poll_interval = p.poll_interval;
+        cfg.pending_after = p.pending_after;
+        cfg.stream_lease = p.stream_lease;
+        cfg.sse_retry = p.sse_retry;
+        cfg.upstream_timeout = p.upstream_timeout;
+        cfg.orphan_stream_timeout = p.orphan_stream_timeout;
+        cfg.max_orphan_streams = p.max_orphan_streams;
+        cfg.client_send_timeout = p.client_send_timeout;
+        cfg.sse_keepalive = p.sse_keepalive;
+        cfg.upstream_idle_timeout = p.upstream_idle_timeout;
+        cfg.stream_error_deadline = p.stream_error_deadline;
+        cfg.open_standalone_stream = p.open_standalone_stream;
+        cfg.request_timeout = p.request_timeout;
+        cfg.max_concurrent_requests = p.max_concurrent_requests;
+        cfg.principal_header.clone_from(&p.principal_header);
+    }
+}
+
+/// A comma-separated list, trimmed, without empty items.
+pub(crate) fn comma_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Default for ProxySection {
     fn default() -> Self {
         ProxySection {

@@ -156,10 +156,13 @@ impl FlagValues {
 }
 
 /// Loads, merges and checks the configuration.
+/// The name of the defaults layer in messages.
+const DEFAULTS: &str = "built-in defaults";
+
 pub(crate) fn load(sources: &Sources) -> Result<Config, ConfigError> {
     check_env_names(&sources.env)?;
     let defaults = Named {
-        name: "built-in defaults",
+        name: DEFAULTS,
         inner: Serialized::defaults(Config::default()),
     };
     let mut figment = Figment::from(defaults);
@@ -208,9 +211,22 @@ fn check_file(path: &Path) -> Result<(), ConfigError> {
 /// the log filter. The error names the key and where its value came from.
 fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
     let bad = |key: &str, why: String| {
+        // A rule between two keys (`a must be <= b`) names one of them; when that one kept its
+        // default, the value to change is the other one the message names.
+        let mut key = key.to_owned();
+        let mut from = origin(figment, &key);
+        if from == DEFAULTS {
+            let named = why
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .filter(|w| w.contains('.') && *w != key)
+                .find(|w| origin(figment, w) != DEFAULTS && figment.find_value(w).is_ok());
+            if let Some(other) = named {
+                key = other.to_owned();
+                from = origin(figment, &key);
+            }
+        }
         Err(ConfigError(format!(
-            "invalid value for key `{key}` in {}: {why}",
-            origin(figment, key)
+            "invalid value for key `{key}` in {from}: {why}"
         )))
     };
     if let Err(why) = StoreUrl::parse(&config.store) {
@@ -218,6 +234,13 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
     }
     if let Err(e) = config.stack().validate() {
         return bad(&e.key, e.reason);
+    }
+    let mut proxy = shoal_proxy::ProxyConfig::new(shoal_proxy::UpstreamConfig::Http {
+        url: "http://127.0.0.1/mcp".into(),
+    });
+    config.proxy.apply_to(&mut proxy);
+    if let Err(shoal_proxy::ConfigError::Setting { name, reason }) = proxy.check() {
+        return bad(&format!("proxy.{name}"), reason);
     }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         return bad(

@@ -558,3 +558,27 @@ fn sections_list_every_top_level_key() {
     listed.sort_unstable();
     assert_eq!(keys, listed);
 }
+
+#[test]
+fn proxy_settings_are_checked_at_load_and_located() {
+    for (var, key) in [
+        ("SHOAL_PROXY__POLL_INTERVAL", "proxy.poll_interval"),
+        (
+            "SHOAL_PROXY__MAX_STREAMS_PER_SESSION",
+            "proxy.max_streams_per_session",
+        ),
+        ("SHOAL_PROXY__REQUEST_TIMEOUT", "proxy.request_timeout"),
+    ] {
+        let err = env_err(&[(var, "0")]);
+        assert!(err.contains(key) && err.contains(var), "{var}: {err}");
+    }
+    let err = env_err(&[("SHOAL_PROXY__UPSTREAM_TIMEOUT", "1000000y")]);
+    assert!(err.contains("SHOAL_PROXY__UPSTREAM_TIMEOUT"), "{err}");
+    // A rule between two keys names the one that was set, not the default.
+    let err = env_err(&[("SHOAL_RESILIENCE__RETRY__MAX_DELAY", "1ms")]);
+    assert!(
+        err.contains("resilience.retry.max_delay")
+            && err.contains("SHOAL_RESILIENCE__RETRY__MAX_DELAY"),
+        "{err}"
+    );
+}

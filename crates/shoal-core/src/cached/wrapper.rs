@@ -118,7 +118,7 @@ impl<S: SessionStore> Cached<S> {
     pub async fn shutdown(&self) -> Result<FlushReport> {
         let s = &self.core;
         s.closing.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + s.config.shutdown_timeout;
+        let deadline = deadline_after(s.config.shutdown_timeout);
         let mut total = FlushReport::default();
         loop {
             let (report, err) = s.flush_everything(true).await;
@@ -139,4 +139,13 @@ impl<S: SessionStore> Cached<S> {
             tokio::time::sleep(s.config.flush_interval.min(Duration::from_millis(100))).await;
         }
     }
+}
+
+/// `now + after`, or a day from now when that is not representable (no setting is that long
+/// once validated; this only keeps an unvalidated one from panicking).
+fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
 }

@@ -153,7 +153,8 @@ impl<'a> Pump<'a> {
     async fn run(&mut self) {
         let lease = self.inner.cfg.stream_lease;
         let every = (lease / 3).max(Duration::from_millis(10));
-        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        let now = Instant::now();
+        let mut tick = tokio::time::interval_at(now.checked_add(every).unwrap_or(now), every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {

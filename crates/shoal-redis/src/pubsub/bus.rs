@@ -237,7 +237,8 @@ impl RedisPubSub {
     /// Waits (at most `timeout`) until everything published so far has been sent. Call it
     /// on graceful shutdown after [`Cached::shutdown`](shoal_core::Cached::shutdown).
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or(now);
         loop {
             if self.state.outbox_empty() && !self.state.sending.load(Ordering::Acquire) {
                 return true;

@@ -266,8 +266,12 @@ impl Subscriber {
 fn report_up(weak: &Weak<BusState>) -> Option<tokio::time::Interval> {
     let state = weak.upgrade()?;
     state.set_up(true);
-    let every = state.config.ping_interval;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let every = state
+        .config
+        .ping_interval
+        .max(std::time::Duration::from_millis(1));
+    let now = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval_at(now.checked_add(every).unwrap_or(now), every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     Some(ping)
 }

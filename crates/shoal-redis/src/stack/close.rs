@@ -46,7 +46,8 @@ impl Stack {
             }
         }
         if let Some(resilient) = &self.resilient {
-            let deadline = Instant::now() + self.drain_timeout;
+            let now = Instant::now();
+            let deadline = now.checked_add(self.drain_timeout).unwrap_or(now);
             loop {
                 let stats = resilient.stats();
                 if stats.journal_entries == 0 && stats.marked_sessions == 0 {
