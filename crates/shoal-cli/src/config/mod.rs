@@ -12,6 +12,9 @@
 //! session_ttl = "24h"            # humantime: "90s", "15m", "1h 30m", "7days"
 //! max_metadata_bytes = 65536
 //! max_pending_per_session = 10000
+//! max_session_bytes = 67108864    # frames + pending requests + metadata of one session
+//! max_pending_bytes = 8192
+//! max_page_bytes = 16777216       # one page of frames (replay, export)
 //!
 //! [memory]
 //! sweep_interval = "30s"
