@@ -74,6 +74,21 @@ pub(crate) fn address_subject(ip: IpAddr) -> String {
     }
 }
 
+/// The quota subject of a principal: `principal:<p>`, or a SHA-256 fingerprint of it when it
+/// is too long for a subject or holds control characters (a trusted header's value may be
+/// anything).
+pub(crate) fn principal_subject(p: &str) -> String {
+    let subject = format!("principal:{p}");
+    if subject.len() <= shoal_core::quota::MAX_QUOTA_SUBJECT
+        && !subject.chars().any(char::is_control)
+    {
+        return subject;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(p.as_bytes());
+    format!("principal-sha256:{}", crate::state::hex(&digest))
+}
+
 /// Takes an admission for session `id` under the client's address and principal. `Err` is
 /// the response to send: 429 with `Retry-After` (nothing admitted), or 503 when the store
 /// cannot count. `Ok` lists the subjects admitted under.
@@ -103,7 +118,7 @@ pub(crate) async fn admit(
         && (q.sessions_per_principal > 0 || q.sessions_per_principal_per_minute > 0)
     {
         wanted.push((
-            format!("principal:{p}"),
+            principal_subject(p),
             q.sessions_per_principal,
             q.sessions_per_principal_per_minute,
         ));
@@ -237,6 +252,19 @@ mod tests {
         assert_eq!(address_subject(a), "addr:2001:db8:1:2::/64");
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(address_subject(mapped), "addr:192.0.2.7");
+    }
+
+    #[test]
+    fn any_principal_makes_a_valid_subject() {
+        assert_eq!(principal_subject("alice"), "principal:alice");
+        for p in ["x".repeat(10_000), "a\u{7}b".to_owned()] {
+            let s = principal_subject(&p);
+            let r = QuotaRequest::Release {
+                subject: &s,
+                member: "m",
+            };
+            assert!(r.validate().is_ok(), "{s}");
+        }
     }
 
     #[test]
