@@ -677,3 +677,56 @@ async fn a_restarted_server_is_unavailable_then_recovers() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(seq, 1);
 }
+
+/// A frames list that lost entries meta still counts (as eviction under memory pressure does)
+/// is reported as `Corrupt` ("evicted"), never as an empty page that looks whole; an append
+/// then writes nothing (no seq is used, the hole is not papered over).
+#[tokio::test]
+async fn an_evicted_frames_list_is_reported_not_replayed_empty() {
+    let p = prefix();
+    let store = store(&p).await;
+    let id = sid("evicted");
+    store
+        .create(Session::new(id.clone(), Transport::StreamableHttp))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        store
+            .append_frame(&id, NewFrame::new(Direction::ServerToClient, "{}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let key = format!("{p}:{{evicted}}:frames");
+    assert_eq!(
+        server().cli(&["DEL", &key]).trim(),
+        "1",
+        "the frames list existed"
+    );
+    match store.frames(&id, &FrameQuery::after(0, 100)).await {
+        Err(Error::Corrupt { what, reason }) => {
+            assert!(
+                what.contains("frames") && reason.contains("evicted"),
+                "{what}: {reason}"
+            );
+        }
+        other => panic!("an evicted list read as {other:?}"),
+    }
+    match store
+        .append_frame(&id, NewFrame::new(Direction::ServerToClient, "{}"))
+        .await
+    {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("evicted"), "{reason}"),
+        other => panic!("an append over an evicted list: {other:?}"),
+    }
+    assert_eq!(
+        server().cli(&["EXISTS", &key]).trim(),
+        "0",
+        "nothing was written"
+    );
+    let s = store
+        .get(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the session is gone"));
+    assert_eq!((s.last_seq, s.frame_count), (3, 3), "no seq was used");
+}

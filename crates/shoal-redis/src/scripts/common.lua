@@ -22,7 +22,8 @@
 --   -3  revision conflict; second element the stored revision
 --   -4  pending-request limit reached
 --   -5  the session's byte budget would be passed
---   -9  corrupt; second element the name of the bad meta field, third the reason
+--   -9  corrupt; second element the name of the bad meta field (or 'frames': the list lost
+--       entries meta counts), third the reason
 
 -- A stored non-negative integer, or nil if the value is not one. Lua numbers are doubles,
 -- so only values up to 2^53 - 1 are accepted.

@@ -17,6 +17,11 @@ local count = tonumber(ARGV[3])
 local budget = tonumber(ARGV[4])
 local biggest = math.max(1, tonumber(ARGV[5]))
 local n = redis.call('LLEN', KEYS[2])
+-- Meta counts the retained frames; a list shorter than that lost entries it never trimmed
+-- (evicted under memory pressure, or removed by hand): never an empty page that looks whole.
+if n ~= t[6] then
+  return {-9, 'frames', 'evicted: ' .. n .. ' of ' .. t[6] .. ' retained frames are left'}
+end
 local items = {}
 local stopped = 0
 if start <= last and count > 0 then

@@ -179,6 +179,9 @@ impl StoreState {
             Some(r) => r.to_owned(),
             None => "not valid".to_owned(),
         };
+        if field == "frames" {
+            return Error::corrupt(format!("session {:?} frames", id.as_str()), reason);
+        }
         meta::corrupt(id, &field, reason)
     }
 
