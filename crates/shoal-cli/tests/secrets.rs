@@ -21,6 +21,8 @@ const SECRETS: &[&str] = &[
     "PLANTEDQUERY4",
     "PLANTEDWRONG5",
     "PLANTEDBEARER6",
+    "PLANTEDPASS7",
+    "PLANTEDTOKEN8",
 ];
 
 fn shoal() -> Command {
@@ -131,4 +133,40 @@ fn stores_that_fail_log_no_credentials() {
         assert_ne!(out.status.code(), Some(0), "{args:?}");
         assert_clean("a refused password", &[out.stdout, out.stderr].concat());
     }
+}
+
+#[test]
+fn an_upstream_from_the_configuration_is_shown_redacted() {
+    let closed = free_port();
+    let upstream =
+        format!("http://planted-user:PLANTEDPASS7@127.0.0.1:{closed}/mcp?token=PLANTEDTOKEN8");
+    let out = shoal()
+        .args(["-vv", "config", "show"])
+        .env("SHOAL_PROXY__UPSTREAM", &upstream)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "planted-user:***@127.0.0.1:{closed}/mcp?token=***"
+        )),
+        "the upstream is shown, redacted:\n{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("configuration loaded"), "{stderr}");
+    assert_clean("shoal config show", &[out.stdout, out.stderr].concat());
+
+    let dir = std::env::temp_dir().join(format!("shoal-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("shoal.toml");
+    std::fs::write(&file, format!("[proxy]\nupstream = \"{upstream}\"\n")).unwrap();
+    let out = shoal()
+        .args(["-vv", "config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(0));
+    assert_clean("shoal config check", &[out.stdout, out.stderr].concat());
 }

@@ -25,6 +25,12 @@ pub const HIDDEN: &str = "***";
 
 /// `url` with its credentials replaced by `***`.
 ///
+/// Conservative where the input is odd: a password holding an unencoded `/`, `?` or `#`
+/// (which ends the authority early) hides everything up to the last `@`; so does any `@`
+/// before the query of a Redis URL (whose path is only a database number or a master name);
+/// text without `://` hides everything up to its last `@`. Query parameter names are
+/// percent-decoded before they are matched, and `;` separates parameters as `&` does.
+///
 /// ```
 /// use shoal_core::redact::redact_url;
 /// assert_eq!(redact_url("rediss://app:pw@h:6380/0"), "rediss://app:***@h:6380/0");
@@ -36,26 +42,28 @@ pub const HIDDEN: &str = "***";
 ///     redact_url("https://api.example/mcp?token=abc&x=1#frag"),
 ///     "https://api.example/mcp?token=***&x=1"
 /// );
+/// assert_eq!(redact_url("redis://u:p/w#d@h:1/0"), "redis://u:***@h:1/0");
 /// assert_eq!(redact_url("file:///a/b@c"), "file:///a/b@c");
 /// ```
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL: a bare `user:password@host` is still hidden.
+        // Not a URL: whatever stands before an `@` may be a credential.
         return match url.rsplit_once('@') {
-            Some((_, host)) if !url.contains('/') => format!("{HIDDEN}@{host}"),
-            _ => url.to_owned(),
+            Some((_, host)) => format!("{HIDDEN}@{host}"),
+            None => url.to_owned(),
         };
     };
-    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:{HIDDEN}@{host}"),
-            None => format!("{HIDDEN}@{host}"),
+    let (userinfo, authority, tail) = split_authority(scheme, rest);
+    let authority = match userinfo {
+        Some(userinfo) => match userinfo.split_once(':') {
+            Some((user, _)) if !user.contains(['/', '?', '#']) => {
+                format!("{user}:{HIDDEN}@{authority}")
+            }
+            _ => format!("{HIDDEN}@{authority}"),
         },
         None => authority.to_owned(),
     };
+    let tail = tail.split_once('#').map_or(tail, |(t, _)| t);
     let tail = match tail.split_once('?') {
         Some((path, query)) => format!("{path}?{}", redact_query(query)),
         None => tail.to_owned(),
@@ -63,20 +71,106 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
-fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_sensitive(name) => format!("{name}={HIDDEN}"),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+/// `rest` (what follows `://`) as userinfo, authority and the path, query and fragment.
+fn split_authority<'a>(scheme: &str, rest: &'a str) -> (Option<&'a str>, &'a str, &'a str) {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if let Some((userinfo, host)) = authority.rsplit_once('@') {
+        return (Some(userinfo), host, tail);
+    }
+    // No `@` in the authority: either there is no userinfo, or a delimiter inside it ended the
+    // authority early. Before the query of a Redis URL an `@` never belongs to the path.
+    let before_query = rest.find('?').unwrap_or(rest.len());
+    let redis_path_at =
+        scheme.to_ascii_lowercase().starts_with("redis") && rest[..before_query].contains('@');
+    if !redis_path_at && is_host_list(authority) {
+        return (None, authority, tail);
+    }
+    match rest.rfind('@') {
+        Some(at) => {
+            let after = &rest[at + 1..];
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            (Some(&rest[..at]), &after[..end], &after[end..])
+        }
+        None => (None, authority, tail),
+    }
 }
 
+/// Whether `authority` is hosts only (`host`, `host:port`, `[v6]:port`, comma-separated), so
+/// that no credential can hide in it.
+fn is_host_list(authority: &str) -> bool {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%' | '~');
+    let port = |p: &str| p.chars().all(|c| c.is_ascii_digit());
+    authority
+        .split(',')
+        .all(|host| match host.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').is_some_and(|(addr, after)| {
+                addr.chars().all(|c| name_char(c) || c == ':')
+                    && (after.is_empty() || after.strip_prefix(':').is_some_and(port))
+            }),
+            None => {
+                let (name, p) = host.rsplit_once(':').unwrap_or((host, ""));
+                name.chars().all(name_char) && port(p)
+            }
+        })
+}
+
+fn redact_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let (pair, after) = rest.split_at(end);
+        match pair.split_once('=') {
+            Some((name, _)) if is_sensitive(name) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(HIDDEN);
+            }
+            _ => out.push_str(pair),
+        }
+        let mut chars = after.chars();
+        match chars.next() {
+            Some(separator) => {
+                out.push(separator);
+                rest = chars.as_str();
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Whether a query parameter's name (percent-decoded, any case) names a credential.
 fn is_sensitive(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    let name = percent_decode(name).to_ascii_lowercase();
     SENSITIVE.iter().any(|s| name.contains(s))
+}
+
+/// `%XX` escapes and `+` decoded; anything that is not a valid escape is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |j: usize| bytes.get(j).and_then(|&c| char::from(c).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `text` with every URL in it (`scheme://…` up to whitespace or a closing quote or bracket)
@@ -140,6 +234,109 @@ mod tests {
             ("plain text", "plain text"),
         ] {
             assert_eq!(redact_url(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn delimiters_inside_a_password_never_let_it_through() {
+        for (input, expected) in [
+            ("redis://u:pa/ss@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://u:pa#ss@h:1", "redis://u:***@h:1"),
+            ("redis://u:pa?ss@h:1", "redis://u:***@h:1"),
+            ("redis://u:1234/ss@h:1/0", "redis://u:***@h:1/0"),
+            ("rediss://to/ken@h:6380", "rediss://***@h:6380"),
+            ("https://u:pa/ss@h/mcp", "https://u:***@h/mcp"),
+            ("https://u:p@ss@h/mcp", "https://u:***@h/mcp"),
+            (
+                "redis+sentinel://u:pa/ss@s1:1,s2:2/m",
+                "redis+sentinel://u:***@s1:1,s2:2/m",
+            ),
+        ] {
+            let out = redact_url(input);
+            assert_eq!(out, expected, "{input}");
+            assert!(
+                !out.contains("pa") && !out.contains("ss@") && !out.contains("1234"),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_paths_and_harmless_parameters_are_kept() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "redis://[::1]:6379/2",
+            "redis+cluster://a:1,b:2,[fe80::1%eth0]:3/",
+            "https://registry.example/@scope/pkg?version=1&sort=asc",
+            "http://h:8080/mcp?x=1;y=2",
+            "memory://",
+            "file:///tmp/store.jsonl",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+    }
+
+    #[test]
+    fn every_credential_like_parameter_is_hidden() {
+        for name in [
+            "password",
+            "PASS",
+            "pwd",
+            "client_secret",
+            "access_token",
+            "apiKey",
+            "X-Amz-Signature",
+            "sig",
+            "auth",
+            "credentials",
+            "sessionid",
+            "cookie",
+            "%70assword",
+            "api%5Fkey",
+        ] {
+            let url = format!("https://h/p?a=1&{name}=PLANTED&b=2");
+            let out = redact_url(&url);
+            assert_eq!(out, format!("https://h/p?a=1&{name}=***&b=2"), "{name}");
+        }
+        assert_eq!(
+            redact_url("redis://h/0?db=1;password=pw"),
+            "redis://h/0?db=1;password=***"
+        );
+        assert_eq!(redact_url("http://h?token"), "http://h?token");
+        assert_eq!(redact_url("http://h?token=a=b"), "http://h?token=***");
+    }
+
+    #[test]
+    fn fragments_are_dropped() {
+        assert_eq!(
+            redact_url("http://h/p?x=1#access_token=t"),
+            "http://h/p?x=1"
+        );
+        assert_eq!(redact_url("http://h#t@x"), "http://h");
+    }
+
+    #[test]
+    fn text_that_is_not_a_url_hides_what_stands_before_an_at() {
+        assert_eq!(redact_url("redis:/u:pw@h:1"), "***@h:1");
+        assert_eq!(redact_url("a/b:pw@c"), "***@c");
+        assert_eq!(redact_url(""), "");
+        assert_eq!(redact_url("127.0.0.1:6379"), "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn odd_input_never_panics() {
+        for input in [
+            "://",
+            "://@",
+            "x://@@@",
+            "x://[",
+            "x://[::1",
+            "é://ü:ö@ß/?ä=%",
+            "%",
+            "?&;=#",
+        ] {
+            let _ = redact_url(input);
+            let _ = redact_text(input);
         }
     }
 

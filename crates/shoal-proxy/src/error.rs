@@ -5,7 +5,8 @@
 use std::path::Path;
 
 /// A proxy setting that cannot be used; the message names the setting and what to change.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// `Debug` shows the same redacted message as `Display`.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The upstream is neither an HTTP(S) URL nor `stdio:'CMD ARGS'`.
@@ -56,6 +57,14 @@ pub enum ConfigError {
     },
 }
 
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConfigError")
+            .field(&self.to_string())
+            .finish()
+    }
+}
+
 impl ConfigError {
     /// A key-file error for `path`.
     pub(crate) fn key_file(path: &Path, reason: impl std::fmt::Display) -> Self {
@@ -66,11 +75,20 @@ impl ConfigError {
     }
 }
 
-/// Why the upstream could not be asked, or why its stream ended early. Shown redacted: an
-/// HTTP client's message carries the upstream URL, credentials included.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why the upstream could not be asked, or why its stream ended early. Shown redacted, by
+/// `Display` and `Debug` alike: an HTTP client's message carries the upstream URL, credentials
+/// included.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", shoal_core::redact::redact_text(.0))]
 pub(crate) struct UpstreamError(pub(crate) String);
+
+impl std::fmt::Debug for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("UpstreamError")
+            .field(&shoal_core::redact::redact_text(&self.0))
+            .finish()
+    }
+}
 
 impl From<&str> for UpstreamError {
     fn from(s: &str) -> Self {
@@ -81,5 +99,30 @@ impl From<&str> for UpstreamError {
 impl From<String> for UpstreamError {
     fn from(s: String) -> Self {
         UpstreamError(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_is_redacted_too() {
+        let upstream = UpstreamError(
+            "error sending request for url (http://u:PLANTED1@h/mcp?token=PLANTED2)".into(),
+        );
+        let config = ConfigError::UpstreamUrl {
+            url: "http://u:PLANTED3@h:x/?key=PLANTED4".into(),
+            reason: "invalid port".into(),
+        };
+        let unknown = ConfigError::UnknownUpstream("ftp://PLANTED5@h".into());
+        let shown = format!("{upstream:?} {upstream} {config:?} {config} {unknown:?} {unknown}");
+        for secret in ["PLANTED1", "PLANTED2", "PLANTED3", "PLANTED4", "PLANTED5"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("UpstreamError(") && shown.contains("http://u:***@h"),
+            "{shown}"
+        );
     }
 }

@@ -24,7 +24,8 @@ pub(crate) const SECTIONS: &[&str] = &[
 
 /// The effective configuration of one `shoal` run.
 ///
-/// `Debug` and [`Config::redacted`] hide any password in the store URL.
+/// `Debug` and [`Config::redacted`] hide the credentials in the store URL and in the proxy's
+/// upstream.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
@@ -63,26 +64,28 @@ impl Default for Config {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.redacted();
         f.debug_struct("Config")
-            .field("store", &redact_url(&self.store))
-            .field("limits", &self.limits)
-            .field("memory", &self.memory)
-            .field("redis", &self.redis)
-            .field("log", &self.log)
-            .field("proxy", &self.proxy)
-            .field("resilience", &self.resilience)
-            .field("cache", &self.cache)
+            .field("store", &shown.store)
+            .field("limits", &shown.limits)
+            .field("memory", &shown.memory)
+            .field("redis", &shown.redis)
+            .field("log", &shown.log)
+            .field("proxy", &shown.proxy)
+            .field("resilience", &shown.resilience)
+            .field("cache", &shown.cache)
             .finish()
     }
 }
 
 impl Config {
-    /// A copy safe to print: the store URL's password replaced by `***`.
+    /// A copy safe to print: the credentials in the store URL and in the proxy's upstream (a
+    /// URL, or URLs inside a stdio command line) replaced by `***`.
     pub(crate) fn redacted(&self) -> Config {
-        Config {
-            store: redact_url(&self.store),
-            ..self.clone()
-        }
+        let mut shown = self.clone();
+        shown.store = redact_url(&self.store);
+        shown.proxy.upstream = shoal_core::redact::redact_text(&self.proxy.upstream);
+        shown
     }
 
     /// The store's sections, as the library opens a [`shoal_redis::Stack`] with them.

@@ -447,17 +447,30 @@ fn bad_redis_keys_are_named() {
 
 #[test]
 fn passwords_never_show_in_debug_or_redacted_output() {
-    let c = Config {
+    let mut c = Config {
         store: "redis://user:hunter2@127.0.0.1:6379/0".into(),
         ..Config::default()
     };
+    c.proxy.upstream = "https://up:hunter3@mcp.example/mcp?token=hunter4".into();
     let dbg = format!("{c:?}");
+    for secret in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!dbg.contains(secret), "{dbg}");
+    }
     assert!(
-        !dbg.contains("hunter2") && dbg.contains("user:***@"),
+        dbg.contains("user:***@") && dbg.contains("up:***@mcp.example/mcp?token=***"),
         "{dbg}"
     );
     let text = to_toml(&c.redacted()).expect("toml");
-    assert!(!text.contains("hunter2"), "{text}");
+    for secret in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+
+    c.proxy.upstream = "stdio:'server --url https://hunter5@api.example/'".into();
+    let text = to_toml(&c.redacted()).expect("toml");
+    assert!(
+        !text.contains("hunter5") && text.contains("stdio:'server"),
+        "{text}"
+    );
 }
 
 #[test]

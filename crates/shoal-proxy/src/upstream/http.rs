@@ -21,14 +21,23 @@ pub(crate) const PASS_BACK: &[HeaderName] = &[
     header::ALLOW,
 ];
 
-/// The HTTP upstream.
-#[derive(Clone, Debug)]
+/// The HTTP upstream. `Debug` shows its URL redacted.
+#[derive(Clone)]
 pub(crate) struct HttpUpstream {
     client: reqwest::Client,
     url: reqwest::Url,
     max_message: usize,
     timeout: Duration,
     forward: ForwardPolicy,
+}
+
+impl std::fmt::Debug for HttpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUpstream")
+            .field("url", &shoal_core::redact::redact_url(self.url.as_str()))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpUpstream {
@@ -116,7 +125,7 @@ impl HttpUpstream {
         let resp = tokio::time::timeout(self.timeout, req.send())
             .await
             .map_err(|_| UpstreamError("upstream timed out".into()))?
-            .map_err(|e| UpstreamError(format!("upstream: {e}")))?;
+            .map_err(|e| client_error("upstream", Some(&self.url), e))?;
         Ok(resp.status())
     }
 
@@ -124,7 +133,7 @@ impl HttpUpstream {
         let resp = tokio::time::timeout(self.timeout, req.send())
             .await
             .map_err(|_| UpstreamError("upstream timed out".into()))?
-            .map_err(|e| UpstreamError(format!("upstream: {e}")))?;
+            .map_err(|e| client_error("upstream", Some(&self.url), e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         if status.is_success() && protocol::is_event_stream(headers.get(header::CONTENT_TYPE)) {
@@ -148,7 +157,7 @@ impl HttpUpstream {
                             Some(Err(e)) => {
                                 done = true;
                                 return Some((
-                                    Err(UpstreamError(format!("upstream stream: {e}"))),
+                                    Err(client_error("upstream stream", None, e)),
                                     (body, parser, q, done),
                                 ));
                             }
@@ -182,11 +191,35 @@ impl HttpUpstream {
     }
 }
 
+/// An HTTP client error as an [`UpstreamError`]: `what`, the upstream's URL redacted (when
+/// given), the error's own text without its URL (which would carry the upstream's query
+/// tokens), and each of its causes once.
+fn client_error(what: &str, url: Option<&reqwest::Url>, e: reqwest::Error) -> UpstreamError {
+    let e = e.without_url();
+    let mut text = match url {
+        Some(url) => format!(
+            "{what} {}: {e}",
+            shoal_core::redact::redact_url(url.as_str())
+        ),
+        None => format!("{what}: {e}"),
+    };
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    UpstreamError(text)
+}
+
 async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Bytes, UpstreamError> {
     let mut out = Vec::new();
     let mut s = resp.bytes_stream();
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| UpstreamError(format!("upstream body: {e}")))?;
+        let chunk = chunk.map_err(|e| client_error("upstream body", None, e))?;
         if out.len() + chunk.len() > max {
             return Err(UpstreamError(format!(
                 "upstream body larger than {max} bytes"
@@ -195,4 +228,43 @@ async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Bytes, Upst
         out.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_request_names_the_upstream_without_its_credentials() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://u:PLANTEDPASS@127.0.0.1:{closed}/mcp?token=PLANTEDTOKEN");
+        let upstream = HttpUpstream::new(
+            &url,
+            Duration::from_secs(10),
+            1024,
+            ForwardPolicy::new(&[], true, None),
+        )
+        .unwrap();
+        let Err(e) = upstream.post(&HeaderMap::new(), None, Bytes::new()).await else {
+            panic!("nothing listens on port {closed}");
+        };
+        // The stored text itself is clean, not only what Display and Debug make of it.
+        let stored = &e.0;
+        assert!(
+            !stored.contains("PLANTED") && !format!("{upstream:?}").contains("PLANTED"),
+            "{stored}"
+        );
+        let expected = format!("upstream http://u:***@127.0.0.1:{closed}/mcp?token=***: ");
+        assert!(stored.starts_with(&expected), "{stored}");
+        assert!(
+            stored.to_lowercase().contains("connect"),
+            "the cause is kept: {stored}"
+        );
+    }
 }
