@@ -605,13 +605,21 @@ fn connection_errors_say_what_to_fix() {
     assert_eq!(err.matches("authentication failed").count(), 1, "{err}");
     assert_eq!(err.matches("cannot connect").count(), 1, "{err}");
 
+    // TLS asked of a plain server: told at once (not at the 30 s connect timeout), as a
+    // configuration error.
+    let started = std::time::Instant::now();
     let out = shoal()
         .args(["sessions", "count", "--store"])
         .arg(format!("rediss://:right-pw@127.0.0.1:{port}"))
-        .env("SHOAL_REDIS__CONNECT_TIMEOUT", "1s")
+        .env("SHOAL_REDIS__CONNECT_TIMEOUT", "30s")
         .output()
         .unwrap();
+    let took = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("TLS") && err.contains("redis://"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not TLS") && err.contains("redis://") && !err.contains("right-pw"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }

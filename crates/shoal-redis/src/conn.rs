@@ -106,12 +106,41 @@ pub(crate) fn connect_error(url: &str, e: &redis::RedisError) -> Error {
     }
 }
 
+/// `fut` (a connection to `url`) bounded by `timeout`, its failure as a clear error. A TLS
+/// connection still pending after [`PROBE_AFTER`](crate::tls_probe::PROBE_AFTER) is checked
+/// against a plain server (which never answers the handshake): if the port answers plain
+/// Redis, the error comes at once and says to use `redis://`.
 async fn bounded<T>(
     url: &str,
+    node: &str,
     timeout: Duration,
     fut: impl std::future::Future<Output = RedisResult<T>>,
 ) -> Result<T> {
-    match tokio::time::timeout(timeout, fut).await {
+    let connect = tokio::time::timeout(timeout, fut);
+    tokio::pin!(connect);
+    let plain = async {
+        match crate::tls_probe::tls_target(node) {
+            Some((host, port)) => {
+                tokio::time::sleep(crate::tls_probe::PROBE_AFTER).await;
+                if crate::tls_probe::answers_plain_text(&host, port, timeout).await {
+                    return (host, port);
+                }
+                std::future::pending().await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = &mut connect => outcome,
+        (host, port) = plain => {
+            return Err(Error::invalid(format!(
+                "cannot connect to redis at {}: {host}:{port} answers plain Redis, not TLS; \
+                 use redis:// for this server, or its TLS port with rediss://",
+                redact_url(url)
+            )));
+        }
+    };
+    match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(connect_error(url, &e)),
         Err(_) => {
@@ -153,6 +182,7 @@ pub(crate) async fn connect(config: &RedisConfig, topology: &Topology) -> Result
             for _ in 0..config.connections {
                 let mgr = bounded(
                     url,
+                    u,
                     config.connect_timeout,
                     ConnectionManager::new_with_config(client.clone(), mgr_config.clone()),
                 )
@@ -172,7 +202,14 @@ pub(crate) async fn connect(config: &RedisConfig, topology: &Topology) -> Result
                 .build()
                 .map_err(|e| Error::invalid(format!("redis url {}: {e}", redact_url(url))))?;
             for _ in 0..config.connections {
-                let c = bounded(url, config.connect_timeout, client.get_async_connection()).await?;
+                let first = nodes.first().map_or("", String::as_str);
+                let c = bounded(
+                    url,
+                    first,
+                    config.connect_timeout,
+                    client.get_async_connection(),
+                )
+                .await?;
                 conns.push(Conn::Cluster(c));
             }
         }

@@ -16,6 +16,7 @@ mod sentinel;
 #[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
 pub mod stack;
 mod store;
+mod tls_probe;
 
 pub use cache::cache_builder;
 pub use config::{RedisConfig, redact_url};
