@@ -32,6 +32,10 @@ const MIN_RATE: f64 = 0.01;
 /// The fastest `--rate`: far above what any store here serves.
 const MAX_RATE: f64 = 10_000_000.0;
 
+/// The longest `--duration`, `--warmup` or `--redis-duration`: a benchmark of a month is
+/// already more than any comparison needs, and far longer ones overflow the deadline arithmetic.
+pub(crate) const MAX_BENCH_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// `shoal-bench`: a bounded, mixed workload against a Shoal store, beside the original design
 /// and raw baselines measured in the same run.
 #[derive(Parser, Debug)]
@@ -204,6 +208,14 @@ impl BenchArgs {
         }
         if self.duration.is_some_and(|d| d.is_zero()) {
             bail!("--duration must be positive");
+        }
+        for (flag, d) in [
+            ("--duration", self.duration),
+            ("--warmup", Some(self.warmup)),
+        ] {
+            if d.is_some_and(|d| d > MAX_BENCH_DURATION) {
+                bail!("{flag} must be at most 30 days");
+            }
         }
         if self.ops == Some(0) {
             bail!("--ops must be positive");

@@ -552,6 +552,12 @@ mod tests {
             assert!(refused.is_err(), "--rate {rate}");
         }
         assert!(args(&["--rate", "0.5"]).validate().is_ok());
+        // Nor does a duration past the deadline arithmetic.
+        for flag in ["--duration", "--warmup", "--redis-duration"] {
+            let e = args(&[flag, "1000000y"]).validate().expect_err(flag);
+            assert!(e.to_string().contains(flag), "{e}");
+        }
+        assert!(args(&["--duration", "30days"]).validate().is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

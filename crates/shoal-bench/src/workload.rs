@@ -391,7 +391,8 @@ pub(crate) async fn run_phase(
     let c = plan.concurrency.max(1);
     alive.resize_with(c, VecDeque::new);
     let started = Instant::now();
-    let deadline = bound.duration.map(|d| started + d);
+    // A deadline past the clock's range is no deadline (the arguments bound it anyway).
+    let deadline = bound.duration.and_then(|d| started.checked_add(d));
     let mut handles = Vec::with_capacity(c);
     for (index, alive) in alive.into_iter().enumerate() {
         let quota = bound.ops.map(|ops| {

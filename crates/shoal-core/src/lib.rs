@@ -43,6 +43,7 @@ pub mod redact;
 pub mod resilient;
 pub mod serde_util;
 pub mod session;
+pub mod setting;
 pub mod store;
 pub mod transfer;
 

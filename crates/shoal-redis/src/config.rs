@@ -175,6 +175,12 @@ impl RedisConfig {
                 self.connections
             )));
         }
+        shoal_core::setting::all_at_most_max([
+            ("redis.connect_timeout", self.connect_timeout),
+            ("redis.response_timeout", self.response_timeout),
+            ("redis.expiry_grace", self.expiry_grace),
+            ("redis.sweep_lease", self.sweep_lease),
+        ])?;
         if self.connect_timeout.is_zero() {
             return Err(Error::invalid(
                 "redis.connect_timeout must be greater than zero",

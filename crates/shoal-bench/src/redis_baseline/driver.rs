@@ -65,7 +65,9 @@ pub(crate) async fn drive(
 ) -> anyhow::Result<Driven> {
     let c = c.max(1);
     let started = Instant::now();
-    let deadline = started + limit.duration;
+    let deadline = started
+        .checked_add(limit.duration)
+        .unwrap_or_else(|| started + crate::args::MAX_BENCH_DURATION);
     let template = new_hist()?;
     let mut handles = Vec::with_capacity(c);
     for task in 0..c {

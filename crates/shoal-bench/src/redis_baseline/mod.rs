@@ -117,6 +117,9 @@ impl RedisBaselineArgs {
         if self.redis_duration.is_zero() || self.redis_ops == 0 {
             bail!("--redis-duration and --redis-ops must be positive");
         }
+        if self.redis_duration > crate::args::MAX_BENCH_DURATION {
+            bail!("--redis-duration must be at most 30 days");
+        }
         Ok(())
     }
 

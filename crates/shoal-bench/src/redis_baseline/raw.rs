@@ -411,7 +411,9 @@ pub(crate) async fn connect(
         .set_number_of_retries(config.reconnect_retries)
         .set_max_delay(Duration::from_secs(1));
     tokio::time::timeout(
-        config.connect_timeout + config.response_timeout,
+        config
+            .connect_timeout
+            .saturating_add(config.response_timeout),
         ConnectionManager::new_with_config(client, mgr),
     )
     .await

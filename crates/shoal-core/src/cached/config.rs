@@ -263,6 +263,13 @@ impl CacheConfig {
     /// where zero makes no sense. The message of a bad setting starts with its key
     /// (`cache.ttl must be …`).
     pub fn validate(&self) -> Result<()> {
+        crate::setting::all_at_most_max([
+            ("cache.ttl", self.ttl),
+            ("cache.touch_interval", self.touch_interval),
+            ("cache.touch_margin", self.touch_margin),
+            ("cache.flush_interval", self.flush_interval),
+            ("cache.shutdown_timeout", self.shutdown_timeout),
+        ])?;
         if self.max_entries == 0 {
             return Err(Error::invalid("cache.max_entries must be at least 1"));
         }

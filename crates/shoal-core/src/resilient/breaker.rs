@@ -321,6 +321,14 @@ impl Breaker {
         }
     }
 
+    /// When an Open phase starting at `now` ends: after the cooldown, or a day from now when
+    /// that instant is not representable (a validated cooldown is at most 10 years).
+    fn reopen_at(&self, now: Instant) -> Instant {
+        now.checked_add(self.config.cooldown)
+            .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+            .unwrap_or(now)
+    }
+
     /// Opens the breaker now (e.g. when a journal drain fails). No-op when already open.
     pub(crate) fn trip(&self) -> Option<Transition> {
         let now = Instant::now();
@@ -328,7 +336,7 @@ impl Breaker {
         if matches!(g.phase, Phase::Open { .. }) {
             return None;
         }
-        let until = now + self.config.cooldown;
+        let until = self.reopen_at(now);
         Some(self.set_phase(&mut g, Phase::Open { until }, now))
     }
 
@@ -359,14 +367,14 @@ impl Breaker {
                         .saturating_add(1);
                     self.count(now, true);
                     if consecutive >= self.config.failure_threshold || self.ratio_exceeded(now) {
-                        let until = now + self.config.cooldown;
+                        let until = self.reopen_at(now);
                         Some(self.set_phase(g, Phase::Open { until }, now))
                     } else {
                         None
                     }
                 }
                 Phase::HalfOpen { .. } => {
-                    let until = now + self.config.cooldown;
+                    let until = self.reopen_at(now);
                     Some(self.set_phase(g, Phase::Open { until }, now))
                 }
                 Phase::Open { .. } => None,
@@ -465,6 +473,22 @@ mod tests {
     fn call(b: &Breaker, outcome: Outcome) -> Option<Transition> {
         let (ticket, _) = b.admit();
         ticket.expect("admitted").finish(outcome)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cooldown_past_the_clock_opens_without_overflowing() {
+        let b = Breaker::new(BreakerConfig {
+            cooldown: Duration::MAX,
+            window: Duration::MAX,
+            ..config()
+        });
+        for _ in 0..2 {
+            assert_eq!(call(&b, Outcome::Failure), None);
+        }
+        let t = call(&b, Outcome::Failure).expect("third failure opens");
+        assert_eq!(t.to, BreakerState::Open);
+        assert!(b.admit().0.is_none(), "open refuses calls");
+        assert!(b.trip().is_none(), "already open");
     }
 
     #[tokio::test(start_paused = true)]

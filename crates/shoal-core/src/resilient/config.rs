@@ -138,6 +138,16 @@ impl ResilienceConfig {
             }
             Ok(())
         }
+        crate::setting::all_at_most_max([
+            ("resilience.op_timeout", self.op_timeout),
+            ("resilience.bulk_timeout", self.bulk_timeout),
+            ("resilience.retry.min_delay", self.retry.min_delay),
+            ("resilience.retry.max_delay", self.retry.max_delay),
+            ("resilience.breaker.window", self.breaker.window),
+            ("resilience.breaker.cooldown", self.breaker.cooldown),
+            ("resilience.health.interval", self.health.interval),
+            ("resilience.health.timeout", self.health.timeout),
+        ])?;
         positive("op_timeout", self.op_timeout)?;
         positive("bulk_timeout", self.bulk_timeout)?;
         if self.retry.min_delay > self.retry.max_delay {

@@ -177,13 +177,17 @@ impl RedisPubSub {
                 Arc::downgrade(&state),
                 notify,
                 publisher,
-                config.connect_timeout + config.response_timeout,
+                config
+                    .connect_timeout
+                    .saturating_add(config.response_timeout),
             ))
             .abort_handle(),
         ];
         *state.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         let bus = RedisPubSub { state };
-        let wait = config.connect_timeout + config.response_timeout;
+        let wait = config
+            .connect_timeout
+            .saturating_add(config.response_timeout);
         let confirmed = tokio::time::timeout(wait, async {
             loop {
                 match events.recv().await {

@@ -48,6 +48,11 @@ impl BusConfig {
     /// Checks that intervals are non-zero and the batch size is at least 1. The message of a
     /// bad setting starts with its key (`cache.bus.ping_interval must be …`).
     pub fn validate(&self) -> Result<()> {
+        shoal_core::setting::all_at_most_max([
+            ("cache.bus.ping_interval", self.ping_interval),
+            ("cache.bus.reconnect_min", self.reconnect_min),
+            ("cache.bus.reconnect_max", self.reconnect_max),
+        ])?;
         if self.ping_interval.is_zero() {
             return Err(Error::invalid(
                 "cache.bus.ping_interval must be greater than zero",

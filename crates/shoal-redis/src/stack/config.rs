@@ -76,8 +76,10 @@ impl Default for MemorySettings {
 }
 
 impl MemorySettings {
-    /// Checks the sweep interval; the error names the key.
+    /// Checks the sweep interval (10 ms to 10 years); the error names the key.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
+        shoal_core::setting::at_most_max("memory.sweep_interval", self.sweep_interval)
+            .map_err(|e| InvalidSetting::from_validation("memory", e))?;
         if self.sweep_interval < Duration::from_millis(10) {
             return Err(InvalidSetting::new(
                 "memory.sweep_interval",
@@ -111,5 +113,84 @@ mod tests {
         let e = serde_json::from_str::<StackConfig>(r#"{"memory": {"sweep_interval": "often"}}"#)
             .unwrap_err();
         assert!(e.to_string().contains("\"often\" is not a duration"), "{e}");
+    }
+
+    /// A configuration built in code gets the bound a file gets: every duration setting past
+    /// 10 years is refused, naming its key (timers would overflow on it).
+    #[test]
+    fn every_duration_set_in_code_is_bounded() {
+        type Set = fn(&mut StackConfig);
+        let huge = Duration::MAX;
+        let cases: &[(&str, Set)] = &[
+            ("memory.sweep_interval", |c| {
+                c.memory.sweep_interval = Duration::MAX
+            }),
+            ("redis.sweep_interval", |c| {
+                c.redis.sweep_interval = Duration::MAX
+            }),
+            ("redis.connect_timeout", |c| {
+                c.redis.connection.connect_timeout = Duration::MAX
+            }),
+            ("redis.response_timeout", |c| {
+                c.redis.connection.response_timeout = Duration::MAX
+            }),
+            ("redis.expiry_grace", |c| {
+                c.redis.connection.expiry_grace = Duration::MAX
+            }),
+            ("redis.sweep_lease", |c| {
+                c.redis.connection.sweep_lease = Duration::MAX
+            }),
+            ("resilience.drain_timeout", |c| {
+                c.resilience.drain_timeout = Duration::MAX
+            }),
+            ("resilience.op_timeout", |c| {
+                c.resilience.config.op_timeout = Duration::MAX
+            }),
+            ("resilience.bulk_timeout", |c| {
+                c.resilience.config.bulk_timeout = Duration::MAX
+            }),
+            ("resilience.retry.max_delay", |c| {
+                c.resilience.config.retry.max_delay = Duration::MAX
+            }),
+            ("resilience.breaker.window", |c| {
+                c.resilience.config.breaker.window = Duration::MAX
+            }),
+            ("resilience.breaker.cooldown", |c| {
+                c.resilience.config.breaker.cooldown = Duration::MAX
+            }),
+            ("resilience.health.interval", |c| {
+                c.resilience.config.health.interval = Duration::MAX
+            }),
+            ("resilience.health.timeout", |c| {
+                c.resilience.config.health.timeout = Duration::MAX
+            }),
+            ("cache.ttl", |c| c.cache.config.ttl = Duration::MAX),
+            ("cache.touch_interval", |c| {
+                c.cache.config.touch_interval = Duration::MAX
+            }),
+            ("cache.touch_margin", |c| {
+                c.cache.config.touch_margin = Duration::MAX
+            }),
+            ("cache.flush_interval", |c| {
+                c.cache.config.flush_interval = Duration::MAX
+            }),
+            ("cache.shutdown_timeout", |c| {
+                c.cache.config.shutdown_timeout = Duration::MAX
+            }),
+            ("cache.bus.ping_interval", |c| {
+                c.cache.bus.ping_interval = Duration::MAX
+            }),
+            ("cache.bus.reconnect_max", |c| {
+                c.cache.bus.reconnect_max = Duration::MAX
+            }),
+        ];
+        assert!(huge > shoal_core::setting::MAX_DURATION);
+        for (key, set) in cases {
+            let mut c = StackConfig::default();
+            set(&mut c);
+            let e = c.validate().expect_err(key);
+            assert_eq!(&e.key, key, "{e:?}");
+            assert!(e.reason.contains("at most 10 years"), "{e:?}");
+        }
     }
 }

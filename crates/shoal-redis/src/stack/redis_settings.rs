@@ -74,6 +74,8 @@ impl RedisSettings {
         self.connection_for(&RedisConfig::default().url)
             .validate()
             .map_err(|e| InvalidSetting::from_validation("redis", e))?;
+        shoal_core::setting::at_most_max("redis.sweep_interval", self.sweep_interval)
+            .map_err(|e| InvalidSetting::from_validation("redis", e))?;
         if self.sweep_interval < Duration::from_millis(10) {
             return Err(InvalidSetting::new(
                 "redis.sweep_interval",

@@ -78,6 +78,8 @@ impl ResilienceSettings {
         self.config
             .validate()
             .map_err(|e| InvalidSetting::from_validation("resilience", e))?;
+        shoal_core::setting::at_most_max("resilience.drain_timeout", self.drain_timeout)
+            .map_err(|e| InvalidSetting::from_validation("resilience", e))?;
         if self.drain_timeout.is_zero() {
             return Err(InvalidSetting::new(
                 "resilience.drain_timeout",

@@ -115,7 +115,9 @@ impl RedisStore {
                 keys: Keys::new(&config.key_prefix),
                 limits,
                 clock,
-                deadline: config.connect_timeout + config.response_timeout,
+                deadline: config
+                    .connect_timeout
+                    .saturating_add(config.response_timeout),
                 topology: topology.name(),
                 cluster: matches!(topology, Topology::Cluster { .. }),
                 config,
