@@ -77,19 +77,7 @@ fn error_text(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli, store_is_flag: bool) -> anyhow::Result<Outcome> {
     let g = &cli.global;
-    let flags = Overrides {
-        store: if store_is_flag { g.store.clone() } else { None },
-        log_level: match g.verbose {
-            0 => None,
-            1 => Some("debug".into()),
-            _ => Some("trace".into()),
-        },
-        log_format: g.log_format,
-        fallback: g.fallback,
-        cache: g.cache || g.cache_consistency.is_some() || g.cache_write_mode.is_some(),
-        cache_consistency: g.cache_consistency,
-        cache_write_mode: g.cache_write_mode,
-    };
+    let flags = overrides(g, store_is_flag);
     let sources = Sources::from_process(g.config.clone(), flags);
     let json = g.json;
 
@@ -110,6 +98,25 @@ fn run(cli: Cli, store_is_flag: bool) -> anyhow::Result<Outcome> {
     // Do not wait for blocking reads that can never finish (stdin after Ctrl-C).
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
+}
+
+/// The command-line layer of the configuration: the global flags as [`Overrides`].
+/// `store_is_flag`: `--store` was typed (taken from `SHOAL_STORE` it belongs to the
+/// environment layer).
+fn overrides(g: &cli::GlobalArgs, store_is_flag: bool) -> Overrides {
+    Overrides {
+        store: if store_is_flag { g.store.clone() } else { None },
+        log_level: match g.verbose {
+            0 => None,
+            1 => Some("debug".into()),
+            _ => Some("trace".into()),
+        },
+        log_format: g.log_format,
+        fallback: g.fallback,
+        cache: g.cache || g.cache_consistency.is_some() || g.cache_write_mode.is_some(),
+        cache_consistency: g.cache_consistency,
+        cache_write_mode: g.cache_write_mode,
+    }
 }
 
 /// Logs go to stderr only. The filter is `-v`/`-vv` if given, else `RUST_LOG` if set, else
