@@ -48,7 +48,11 @@ fn main() -> ExitCode {
         Ok(false) => error::EXIT_FAILURE,
         Err(e) => {
             if e.downcast_ref::<error::Interrupted>().is_none() {
-                eprintln!("error: {e:#}");
+                // A backend's or configuration's message may carry a URL.
+                eprintln!(
+                    "error: {}",
+                    shoal_core::redact::redact_text(&format!("{e:#}"))
+                );
             }
             exit_code_for(&e)
         }

@@ -173,8 +173,8 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `text` with every URL in it (`scheme://…` up to whitespace or a closing quote or bracket)
-/// passed through [`redact_url`], e.g. an HTTP client's "error sending request for url (…)".
+/// `text` with every URL in it (`scheme://…` up to whitespace or a closing quote or bracket,
+/// without trailing punctuation) passed through [`redact_url`], e.g. an HTTP client's "error sending request for url (…)".
 ///
 /// ```
 /// use shoal_core::redact::redact_text;
@@ -197,9 +197,17 @@ pub fn redact_text(text: &str) -> String {
         let end = rest[at..]
             .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ']' | '`'))
             .map_or(rest.len(), |i| at + i);
+        // Punctuation closing a sentence or a clause (`…?password=pw: refused`) is the
+        // text's, not the URL's.
+        let url = rest[start..end].trim_end_matches(['.', ',', ':', ';', '!', '?']);
+        let url = if url.len() >= at - start + 3 {
+            url
+        } else {
+            &rest[start..end]
+        };
         out.push_str(&rest[..start]);
-        out.push_str(&redact_url(&rest[start..end]));
-        rest = &rest[end..];
+        out.push_str(&redact_url(url));
+        rest = &rest[start + url.len()..];
     }
     out.push_str(rest);
     out
@@ -351,6 +359,16 @@ mod tests {
         assert!(out.starts_with("upstream: error sending request for url (http://planted:***@"));
         assert!(out.ends_with("\"redis://***@h:1\" done"), "{out}");
         assert_eq!(redact_text("no urls"), "no urls");
+        assert_eq!(
+            redact_text("at redis://h/0?password=pw: refused. See https://t@h/?key=k."),
+            "at redis://h/0?password=***: refused. See https://***@h/?key=***."
+        );
+        assert_eq!(
+            redact_text(&redact_text("redis://u:pw@h:1/0?password=pw: refused")),
+            "redis://u:***@h:1/0?password=***: refused",
+            "redacting twice changes nothing"
+        );
+        assert_eq!(redact_text("memory://, x://:"), "memory://, x://:");
         assert_eq!(redact_text("://"), "://");
     }
 }
