@@ -1,7 +1,7 @@
-//! The error classes the binary maps to exit codes.
+//! The error classes the binary maps to exit codes, and how an error is shown.
 //!
 //! Commands return `anyhow::Result`; `main` looks for these marker types in the error chain to
-//! choose the exit code (see [`exit_code_for`]).
+//! choose the exit code (see [`exit_code_for`]) and prints [`error_text`].
 
 use std::fmt;
 
@@ -59,6 +59,20 @@ impl Outcome {
     }
 }
 
+/// The error's causes, each once (a wrapped error often repeats its source's text), without
+/// credentials (a backend's message may carry a URL): what `shoal` prints for an error, on
+/// stderr or in a report.
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    shoal_core::redact::redact_text(&parts.join(": "))
+}
+
 /// How `main` should end for `err`: its exit code, and whether to print it.
 pub(crate) fn exit_code_for(err: &anyhow::Error) -> (u8, bool) {
     if err.downcast_ref::<Interrupted>().is_some() {
@@ -95,5 +109,15 @@ mod tests {
         assert_eq!(exit_code_for(&pipe), (0, false));
         let usage = anyhow::Error::new(UsageError("x".into())).context("loading config");
         assert_eq!(exit_code_for(&usage).0, 2);
+    }
+
+    #[test]
+    fn error_text_says_each_cause_once_without_credentials() {
+        let inner = "cannot connect to redis at redis://:pw@h:1/0: authentication failed";
+        let e = anyhow::anyhow!(inner).context(format!("backend error: {inner}"));
+        assert_eq!(
+            error_text(&e),
+            "backend error: cannot connect to redis at redis://:***@h:1/0: authentication failed"
+        );
     }
 }

@@ -27,7 +27,7 @@ use cli::{Cli, Command, ConfigCommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use config::{LogConfig, LogFormat, Overrides, Sources};
-use error::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Outcome, UsageError, exit_code_for};
+use error::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Outcome, UsageError, error_text, exit_code_for};
 
 fn main() -> ExitCode {
     let matches = match Cli::command().try_get_matches() {
@@ -60,19 +60,6 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
-}
-
-/// The error's causes, each once (a wrapped error often repeats its source's text), without
-/// credentials (a backend's message may carry a URL).
-fn error_text(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    shoal_core::redact::redact_text(&parts.join(": "))
 }
 
 fn run(cli: Cli, store_is_flag: bool) -> anyhow::Result<Outcome> {

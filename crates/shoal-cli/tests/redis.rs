@@ -604,6 +604,20 @@ fn connection_errors_say_what_to_fix() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.matches("authentication failed").count(), 1, "{err}");
     assert_eq!(err.matches("cannot connect").count(), 1, "{err}");
+    // `health` reports it the same way, once, in text and in JSON.
+    for json in [false, true] {
+        let mut cmd = shoal();
+        cmd.args(["health", "--store"])
+            .arg(format!("redis://:wrong-pw@127.0.0.1:{port}"));
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert_eq!(text.matches("authentication failed").count(), 1, "{text}");
+        assert!(!text.contains("wrong-pw"), "{text}");
+    }
 
     // TLS asked of a plain server: told at once (not at the 30 s connect timeout), as a
     // configuration error.

@@ -7,7 +7,7 @@ use shoal_core::HealthStatus;
 
 use super::Ctx;
 use crate::{
-    error::{Outcome, UsageError},
+    error::{Outcome, UsageError, error_text},
     output::{fmt_latency, key_values, print_json, print_text},
     store::redact,
 };
@@ -37,7 +37,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
             status: HealthStatus::Unhealthy,
             latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             details: BTreeMap::new(),
-            error: Some(format!("{e:#}")),
+            error: Some(error_text(&e)),
         },
     };
     let healthy = report.status != HealthStatus::Unhealthy;
