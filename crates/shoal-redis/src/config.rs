@@ -71,6 +71,30 @@ pub struct RedisConfig {
     pub sweep_lease: Duration,
     /// Reconnection attempts of a standalone connection before a command fails. Default 2.
     pub reconnect_retries: usize,
+    /// How far this instance's clock may differ from the Redis server's before the store
+    /// stops trusting it and reads time as the server's (measured with `TIME` at connect and
+    /// every [`clock_resync`](Self::clock_resync)). Within it, expiries are written and
+    /// compared with this instance's own clock. Default 1 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub max_clock_skew: Duration,
+    /// How often the background sweeper measures the clock difference again. Default 60 s.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub clock_resync: Duration,
+    /// What [`RedisStore::connect`](crate::RedisStore::connect) does when the server's
+    /// `maxmemory-policy` can evict session keys (anything but `noeviction` once
+    /// `maxmemory` is set): log a warning (`warn`, the default) or fail (`refuse`).
+    pub evicting_policy: EvictingPolicy,
+}
+
+/// What to do on a Redis server whose memory policy may evict session keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvictingPolicy {
+    /// Connect, and warn once in the log and in `health`.
+    #[default]
+    Warn,
+    /// Refuse to connect ([`Error::InvalidInput`] naming the policy).
+    Refuse,
 }
 
 impl Default for RedisConfig {
@@ -85,6 +109,9 @@ impl Default for RedisConfig {
             expiry_grace: Duration::from_secs(60),
             sweep_lease: Duration::from_secs(30),
             reconnect_retries: 2,
+            max_clock_skew: Duration::from_secs(1),
+            clock_resync: Duration::from_secs(60),
+            evicting_policy: EvictingPolicy::Warn,
         }
     }
 }
@@ -101,6 +128,9 @@ impl std::fmt::Debug for RedisConfig {
             .field("expiry_grace", &self.expiry_grace)
             .field("sweep_lease", &self.sweep_lease)
             .field("reconnect_retries", &self.reconnect_retries)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .field("clock_resync", &self.clock_resync)
+            .field("evicting_policy", &self.evicting_policy)
             .finish()
     }
 }
@@ -180,7 +210,15 @@ impl RedisConfig {
             ("redis.response_timeout", self.response_timeout),
             ("redis.expiry_grace", self.expiry_grace),
             ("redis.sweep_lease", self.sweep_lease),
+            ("redis.max_clock_skew", self.max_clock_skew),
+            ("redis.clock_resync", self.clock_resync),
         ])?;
+        if self.clock_resync < Duration::from_secs(1) {
+            return Err(Error::invalid(format!(
+                "redis.clock_resync must be at least 1s, got {:?}",
+                self.clock_resync
+            )));
+        }
         if self.connect_timeout.is_zero() {
             return Err(Error::invalid(
                 "redis.connect_timeout must be greater than zero",

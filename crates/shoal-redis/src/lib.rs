@@ -19,7 +19,7 @@ mod store;
 mod tls_probe;
 
 pub use cache::cache_builder;
-pub use config::{RedisConfig, redact_url};
+pub use config::{EvictingPolicy, RedisConfig, redact_url};
 pub use pubsub::{BusConfig, BusStats, RedisPubSub};
 #[cfg(feature = "stack")]
 pub use stack::{Stack, StackConfig, StackError};

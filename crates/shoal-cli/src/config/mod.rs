@@ -28,6 +28,9 @@
 //! expiry_grace = "1m"            # server-side TTL beyond the logical expiry
 //! sweep_lease = "30s"            # how long one instance may hold the sweep lease
 //! reconnect_retries = 2
+//! max_clock_skew = "1s"          # beyond it, time is read as the Redis server's (TIME)
+//! clock_resync = "1m"            # how often the clock difference is measured again
+//! evicting_policy = "warn"       # or "refuse": a server whose maxmemory-policy can evict keys
 //! sweep_interval = "30s"         # background expiry sweeps while a command runs
 //!
 //! [log]

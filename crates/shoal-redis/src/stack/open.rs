@@ -146,6 +146,8 @@ impl Stack {
             shoal_core::Error::InvalidInput { reason } => StackError::Redis(reason),
             other => StackError::Store(other),
         })?;
+        // The fallback and the cache decide expiry too: by the store's server-corrected clock.
+        let clock = redis.clock();
         let sweeper = Sweeper::Redis(redis.spawn_sweeper(config.redis.sweep_interval));
         let backend = Backend::Redis {
             store: redis.clone(),

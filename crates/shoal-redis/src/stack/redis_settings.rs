@@ -15,8 +15,8 @@ use crate::RedisConfig;
 /// — and the interval of the background sweeper.
 ///
 /// The keys are `RedisConfig`'s (`key_prefix`, `connect_timeout`, `response_timeout`,
-/// `connections`, `tls_ca_file`, `expiry_grace`, `sweep_lease`, `reconnect_retries`) and
-/// `sweep_interval`; `url` is refused.
+/// `connections`, `tls_ca_file`, `expiry_grace`, `sweep_lease`, `reconnect_retries`,
+/// `max_clock_skew`, `clock_resync`, `evicting_policy`) and `sweep_interval`; `url` is refused.
 ///
 /// ```
 /// use shoal_redis::stack::RedisSettings;
@@ -48,6 +48,9 @@ const KEYS: &[&str] = &[
     "expiry_grace",
     "sweep_lease",
     "reconnect_retries",
+    "max_clock_skew",
+    "clock_resync",
+    "evicting_policy",
     "sweep_interval",
 ];
 

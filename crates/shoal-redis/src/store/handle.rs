@@ -12,7 +12,7 @@ use shoal_core::{
     Clock, Direction, Error, Limits, NewFrame, Result, SessionId, SystemClock, Timestamp, codec,
 };
 
-use super::metrics::PendingMetrics;
+use super::{metrics::PendingMetrics, server_clock::ServerClock};
 use crate::{
     config::{RedisConfig, Topology},
     conn::{self, Conn},
@@ -53,7 +53,8 @@ pub struct RedisStore {
 pub(super) struct StoreState {
     conns: Vec<Conn>,
     next: AtomicUsize,
-    clock: Arc<dyn Clock>,
+    /// This instance's clock, corrected to the server's (see `server_clock`).
+    pub(super) clock: Arc<ServerClock>,
     pub(super) keys: Keys,
     pub(super) limits: Limits,
     pub(super) config: RedisConfig,
@@ -114,7 +115,7 @@ impl RedisStore {
                 next: AtomicUsize::new(0),
                 keys: Keys::new(&config.key_prefix),
                 limits,
-                clock,
+                clock: Arc::new(ServerClock::new(clock)),
                 deadline: config
                     .connect_timeout
                     .saturating_add(config.response_timeout),
@@ -128,6 +129,8 @@ impl RedisStore {
         };
         // Prove the connection (and the credentials) now, not at the first request.
         store.state.cmd("connect", None, redis::cmd("PING")).await?;
+        store.state.sync_clock().await?;
+        store.state.check_memory_policy().await?;
         Ok(store)
     }
 
@@ -139,6 +142,20 @@ impl RedisStore {
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
         self.state.keys.prefix()
+    }
+
+    /// The clock this store decides expiry by: the one it was given, corrected to the Redis
+    /// server's when they differ by more than
+    /// [`RedisConfig::max_clock_skew`]. Wrappers over this store (a
+    /// cache, a fallback) should read time from it too.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.state.clock) as Arc<dyn Clock>
+    }
+
+    /// The correction applied to the given clock, in milliseconds (server minus local; 0
+    /// while the two agree within [`RedisConfig::max_clock_skew`]).
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.state.clock.offset_ms()
     }
 
     /// `standalone`, `cluster` or `sentinel`.

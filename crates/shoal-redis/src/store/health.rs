@@ -27,6 +27,18 @@ impl StoreState {
         {
             health = health.with_detail("server_version", version.trim());
         }
+        if let Ok(policy) = self.memory_policy().await {
+            health = health
+                .with_detail("maxmemory_policy", &policy.policy)
+                .with_detail("evicted_keys", policy.evicted_keys);
+            if policy.can_evict() {
+                health = health.with_detail("warning", policy.warning());
+            }
+        }
+        let offset = self.clock.offset_ms();
+        if offset != 0 {
+            health = health.with_detail("clock_offset_ms", offset);
+        }
         match self.indexed().await {
             Ok(n) => health = health.with_detail("indexed_sessions", n),
             Err(e) => {

@@ -4,7 +4,7 @@
 //! `session_store` runs each operation on that state, and the operations live by what they
 //! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `quota` (admission quotas), `secret` (shared secrets),
 //! `create`, `restore`,
-//! `list` (listing and counting), `index` (keeping the index sets), `sweep`, `health`,
+//! `list` (listing and counting), `server_clock` (time as the server sees it), `index` (keeping the index sets), `sweep`, `health`, `memory_policy` (can the server evict our keys),
 //! `metrics`. `exec` runs the commands and reads their replies.
 
 mod create;
@@ -15,11 +15,13 @@ mod health;
 mod index;
 mod lease;
 mod list;
+mod memory_policy;
 mod metrics;
 mod pending;
 mod quota;
 mod restore;
 mod secret;
+mod server_clock;
 mod session_ops;
 mod session_store;
 mod sweep;

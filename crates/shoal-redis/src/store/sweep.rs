@@ -67,6 +67,7 @@ impl RedisStore {
             loop {
                 tick.tick().await;
                 let Some(state) = weak.upgrade() else { break };
+                state.resync_clock_if_due().await;
                 match state.sweep_expired().await {
                     Ok(r) if r.removed > 0 || r.repaired > 0 => {
                         tracing::debug!(
