@@ -5,6 +5,8 @@
 //! | field | written by | value |
 //! |---|---|---|
 //! | `a` | every write script | `<last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:<frame_count>:<revision>:<pending_seq>` (decimal) |
+//! | `b` | append, add_pending, take_pending, delete_frames, restore | stored bytes of the frames and pending requests |
+//! | `q` | add_pending, take_pending, restore | pending requests held (a requests hash with fewer was evicted) |
 //! | `d`, `d1` … `d7` | create, update, restore | one codec blob (v1 envelope + named MessagePack) of the caller-owned fields, split into chunks of at most [`CHUNK`] bytes |
 //!
 //! Activity and counters share one field because every reply element costs the client a
@@ -33,6 +35,8 @@ use shoal_core::{
 /// The activity and counters field: `<last_activity>:<expires_at>:<created_at>:<seq>:
 /// <first_seq>:<frame_count>:<revision>:<pending_seq>`.
 pub(crate) const F_ACTIVITY: &str = "a";
+/// The meta field counting the pending requests the requests hash holds.
+pub(crate) const F_PENDING_COUNT: &str = "q";
 /// The names of the blob's chunks, in order.
 pub(crate) const CHUNK_NAMES: [&str; MAX_CHUNKS] = ["d", "d1", "d2", "d3", "d4", "d5", "d6", "d7"];
 /// The longest chunk: Redis's default `hash-max-listpack-value`.

@@ -23,6 +23,8 @@ struct Counters {
     deleted: u64,
     /// Frames appended.
     frames: u64,
+    /// Sessions removed because Redis evicted one of their keys.
+    evicted: u64,
 }
 
 /// What `stats` prints.
@@ -55,6 +57,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
                 failed: m.failed,
                 deleted: m.deleted,
                 frames: m.frames,
+                evicted: m.evicted,
             })
         }
         None => None,
@@ -83,6 +86,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
                 ("failed", c.failed.to_string()),
                 ("deleted", c.deleted.to_string()),
                 ("frames", c.frames.to_string()),
+                ("evicted", c.evicted.to_string()),
             ]),
             None => pairs.push(("counters", "- (kept by the Redis backend only)".to_owned())),
         }

@@ -10,7 +10,12 @@ end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
   return {-2}
 end
-if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[4]) then
+local held = redis.call('HLEN', KEYS[3])
+local q = pending_count()
+if q and held < q then
+  return evicted('requests', held, q .. ' pending requests')
+end
+if held >= tonumber(ARGV[4]) then
   return {-4}
 end
 t[8] = t[8] + 1
@@ -20,7 +25,7 @@ local budget = tonumber(ARGV[5])
 if b + tonumber(ARGV[6]) > budget and b + meta_bytes() > budget then
   return {-5}
 end
-redis.call('HSET', KEYS[1], 'a', pack_a(t), 'b', b)
+redis.call('HSET', KEYS[1], 'a', pack_a(t), 'b', b, 'q', held + 1)
 redis.call('HSET', KEYS[3], ARGV[2], v)
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then

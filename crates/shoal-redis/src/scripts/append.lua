@@ -54,14 +54,9 @@ if k > 0 then
   last = last + k
   n = rpush_all(items)
   if n ~= t[6] + k then
-    -- The list lost entries meta still counts (eviction): take this push back and report it,
-    -- rather than heal the counters over a hole in the history.
-    if n == k then
-      redis.call('DEL', KEYS[2])
-    else
-      redis.call('LTRIM', KEYS[2], 0, n - k - 1)
-    end
-    return {-9, 'frames', 'evicted: ' .. (n - k) .. ' of ' .. t[6] .. ' retained frames are left'}
+    -- The list lost entries meta still counts (eviction): remove the session (this push
+    -- with it) and report it, rather than heal the counters over a hole in the history.
+    return evicted('frames', n - k, t[6] .. ' retained frames')
   end
 end
 -- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything

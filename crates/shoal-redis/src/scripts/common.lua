@@ -14,16 +14,21 @@
 --              update, which returns the previous blob)
 --   b          the stored bytes of the session's frames and pending requests (absent: 0),
 --              kept by every script that adds or removes either
+--   q          how many pending requests the requests hash holds (absent: not counted, for
+--              sessions written before it existed), kept by add_pending, take_pending,
+--              restore; a requests hash with fewer entries was evicted
 --
 -- Replies are arrays whose first element is a status:
 --    0  ok (further elements depend on the script)
---   -1  not found; second element 1 if an expired session was just removed, else 0
+--   -1  not found; second element 1 if an expired session was just removed, 2 if keys left
+--       without their meta (evicted) were just removed, else 0
 --   -2  already exists
 --   -3  revision conflict; second element the stored revision
 --   -4  pending-request limit reached
 --   -5  the session's byte budget would be passed
---   -9  corrupt; second element the name of the bad meta field (or 'frames': the list lost
---       entries meta counts), third the reason
+--   -9  corrupt; second element the name of the bad meta field (or 'frames' / 'requests':
+--       the list or hash lost entries meta counts — evicted — and the session's remaining
+--       keys were removed, so it is whole or absent), third the reason
 
 -- A stored non-negative integer, or nil if the value is not one. Lua numbers are doubles,
 -- so only values up to 2^53 - 1 are accepted.
@@ -102,6 +107,10 @@ local function load_live(now)
   local v = redis.call('HGET', KEYS[1], 'a')
   if not v then
     if redis.call('EXISTS', KEYS[1]) == 0 then
+      -- Frames or requests without their meta: the meta was evicted. Remove the rest.
+      if redis.call('DEL', KEYS[2], KEYS[3]) > 0 then
+        return nil, {-1, 2}
+      end
       return nil, {-1, 0}
     end
     if redis.call('HEXISTS', KEYS[1], 'expires_at') == 1 then
@@ -136,6 +145,19 @@ local function meta_bytes()
     n = n + l
   end
   return n
+end
+
+-- A session one of whose keys lost entries meta counts (evicted under memory pressure, or
+-- removed by hand): what is left is removed whole, never served with holes. The reply says
+-- which key and how much was left.
+local function evicted(which, left, counted)
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return {-9, which, 'evicted: ' .. left .. ' of ' .. counted .. ' are left; the session was removed'}
+end
+
+-- Field `q` (nil if the session predates it) and whether the requests hash lost entries.
+local function pending_count()
+  return tonumber(redis.call('HGET', KEYS[1], 'q') or '')
 end
 
 local function pexpire_all(ms)

@@ -20,7 +20,7 @@ local n = redis.call('LLEN', KEYS[2])
 -- Meta counts the retained frames; a list shorter than that lost entries it never trimmed
 -- (evicted under memory pressure, or removed by hand): never an empty page that looks whole.
 if n ~= t[6] then
-  return {-9, 'frames', 'evicted: ' .. n .. ' of ' .. t[6] .. ' retained frames are left'}
+  return evicted('frames', n, t[6] .. ' retained frames')
 end
 local items = {}
 local stopped = 0

@@ -24,11 +24,13 @@ for j = i, i + f - 1 do
 end
 rpush_all(frames)
 i = i + f
+local q = 0
 while i < #ARGV do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   b = b + #ARGV[i + 1]
+  q = q + 1
   i = i + 2
 end
-redis.call('HSET', KEYS[1], 'b', b)
+redis.call('HSET', KEYS[1], 'b', b, 'q', q)
 pexpire_all(ARGV[2])
 return {0}

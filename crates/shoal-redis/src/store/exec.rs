@@ -7,7 +7,7 @@ use futures_util::{StreamExt, stream};
 use redis::{Cmd, RedisError, Script, Value, cluster_routing::Slot};
 use shoal_core::{Error, Result, SessionId, Timestamp};
 
-use super::handle::StoreState;
+use super::{handle::StoreState, metrics::M_EVICTED};
 use crate::{
     errors,
     meta::{self, bytes_of},
@@ -152,16 +152,50 @@ impl StoreState {
         match reply.first().and_then(int_of) {
             Some(ST_OK) => Ok(reply),
             Some(ST_NOT_FOUND) => {
-                if reply.get(1).and_then(int_of) == Some(1) {
-                    self.unindex(&[id.as_str()]).await;
+                match reply.get(1).and_then(int_of) {
+                    Some(1) => self.unindex(&[id.as_str()]).await,
+                    Some(2) => {
+                        self.unindex(&[id.as_str()]).await;
+                        self.add_uncommitted(M_EVICTED, 1);
+                        tracing::warn!(
+                            session = id.as_str(),
+                            "redis evicted a session's meta; its frames and requests were \
+                             removed (set maxmemory-policy noeviction)"
+                        );
+                    }
+                    _ => {}
                 }
                 Err(not_found(id))
             }
-            Some(ST_CORRUPT) => Err(self.corrupt_status(id, &reply)),
+            Some(ST_CORRUPT) => {
+                let error = self.corrupt_status(id, &reply);
+                self.count_if_evicted(id, &reply, &error).await;
+                Err(error)
+            }
             Some(ST_OVER_BUDGET) => Err(shoal_core::store::session_bytes_exceeded(&self.limits)),
             other => Err(Error::backend(format!(
                 "redis {op}: unexpected script status {other:?}"
             ))),
+        }
+    }
+
+    /// A corrupt status for an evicted key means the script removed what was left of the
+    /// session: take it out of the index sets, count it, and say so.
+    pub(super) async fn count_if_evicted(&self, id: &SessionId, reply: &[Value], error: &Error) {
+        let which = reply.get(1).and_then(bytes_of);
+        let evicted = reply
+            .get(2)
+            .and_then(bytes_of)
+            .is_some_and(|r| r.starts_with(b"evicted"));
+        if evicted && matches!(which, Some(b"frames" | b"requests")) {
+            self.unindex(&[id.as_str()]).await;
+            self.add_uncommitted(M_EVICTED, 1);
+            tracing::warn!(
+                session = id.as_str(),
+                error = %error,
+                "redis evicted part of a session; the rest was removed (set maxmemory-policy \
+                 noeviction)"
+            );
         }
     }
 
@@ -179,8 +213,13 @@ impl StoreState {
             Some(r) => r.to_owned(),
             None => "not valid".to_owned(),
         };
-        if field == "frames" {
-            return Error::corrupt(format!("session {:?} frames", id.as_str()), reason);
+        if field == "frames" || field == "requests" {
+            let what = if field == "frames" {
+                "frames"
+            } else {
+                "pending requests"
+            };
+            return Error::corrupt(format!("session {:?} {what}", id.as_str()), reason);
         }
         meta::corrupt(id, &field, reason)
     }

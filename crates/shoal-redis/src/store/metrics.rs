@@ -28,21 +28,32 @@ pub struct RedisMetrics {
     pub deleted: u64,
     /// Frames appended.
     pub frames: u64,
+    /// Sessions removed because Redis evicted one of their keys (found by a read or write
+    /// that met the hole; see `maxmemory-policy`).
+    pub evicted: u64,
 }
 
 /// The counters' key names, indexed by the `M_*` constants.
-const METRIC_NAMES: [&str; 5] = ["created", "completed", "failed", "deleted", "frames"];
+const METRIC_NAMES: [&str; 6] = [
+    "created",
+    "completed",
+    "failed",
+    "deleted",
+    "frames",
+    "evicted",
+];
 pub(super) const M_CREATED: usize = 0;
 pub(super) const M_COMPLETED: usize = 1;
 pub(super) const M_FAILED: usize = 2;
 pub(super) const M_DELETED: usize = 3;
 pub(super) const M_FRAMES: usize = 4;
+pub(super) const M_EVICTED: usize = 5;
 
 /// Counter increments not yet written to Redis. They are flushed by one background task at a
 /// time (so an operation never waits for a metrics write) and by [`RedisStore::metrics`].
 #[derive(Default)]
 pub(super) struct PendingMetrics {
-    counts: [AtomicU64; 5],
+    counts: [AtomicU64; 6],
     flushing: AtomicBool,
     /// Held from taking the counts until Redis has them, so [`RedisStore::metrics`] (and so a
     /// CLI command's final report) waits for a background flush already under way instead of
@@ -73,11 +84,20 @@ impl RedisStore {
             failed: get(M_FAILED),
             deleted: get(M_DELETED),
             frames: get(M_FRAMES),
+            evicted: get(M_EVICTED),
         })
     }
 }
 
 impl StoreState {
+    /// Adds `n` to counter `metric` without starting a flush (the next [`bump`] or
+    /// [`RedisStore::metrics`] writes it); for paths that only hold `&self`.
+    ///
+    /// [`bump`]: StoreState::bump
+    pub(super) fn add_uncommitted(&self, metric: usize, n: u64) {
+        self.metrics.counts[metric].fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Adds `n` to counter `metric` and starts a background flush unless one is running.
     pub(super) fn bump(self: &Arc<Self>, metric: usize, n: u64) {
         if n == 0 {

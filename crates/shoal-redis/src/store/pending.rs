@@ -10,6 +10,9 @@ use super::{
 };
 use crate::meta::{self, bytes_of, hash_pairs};
 
+/// A requests-hash field no request id maps to (they are `n:` or `s:` prefixed).
+const PROBE_FIELD: &[u8] = b"probe";
+
 impl StoreState {
     pub(super) async fn add_pending(&self, id: &SessionId, request: PendingRequest) -> Result<()> {
         shoal_core::store::check_pending(&self.limits, &request)?;
@@ -69,8 +72,9 @@ impl StoreState {
         let mut pipe = redis::pipe();
         pipe.cmd("HGET").arg(&meta_key).arg(meta::F_ACTIVITY);
         pipe.cmd("HGETALL").arg(&requests_key);
+        pipe.cmd("HGET").arg(&meta_key).arg(meta::F_PENDING_COUNT);
         let mut c = self.conn();
-        let (activity, all): (Value, Value) = self
+        let (activity, all, counted): (Value, Value, Value) = self
             .io("list_pending", Some(id), pipe.query_async(&mut c))
             .await?;
         let activity = self.activity_reply("list_pending", id, &activity).await?;
@@ -83,6 +87,21 @@ impl StoreState {
                 "not a hash",
             )
         })?;
+        if int_of(&counted).is_some_and(|q| q > pairs.len() as i64) {
+            // Fewer requests than meta counts: evicted, or an add_pending landed between the
+            // reads. The take_pending script checks again atomically (and removes the
+            // session if the hash was evicted); a probe field that no request id maps to
+            // takes nothing.
+            let reply = self
+                .script(
+                    "list_pending",
+                    id,
+                    &self.scripts.take_pending,
+                    vec![now_arg(self.now()), PROBE_FIELD.to_vec()],
+                )
+                .await?;
+            self.live("list_pending", id, reply).await?;
+        }
         let mut out = Vec::with_capacity(pairs.len());
         for (field, value) in pairs {
             out.push(meta::decode_pending(id, field, value)?);
