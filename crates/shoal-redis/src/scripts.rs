@@ -48,6 +48,9 @@ const RESTORE_SOURCE: &str = session_source!("restore.lua");
 const SESSION_LEASE_SOURCE: &str = session_source!("session_lease.lua");
 /// `release_lease.lua` (not a per-session script: no `common.lua`): releases the sweep lease.
 const RELEASE_LEASE_SOURCE: &str = include_str!("scripts/release_lease.lua");
+/// `renew_lease.lua` (not a per-session script): extends the sweep lease while its holder
+/// still has it.
+const RENEW_LEASE_SOURCE: &str = include_str!("scripts/renew_lease.lua");
 /// `quota.lua` (not a per-session script: no `common.lua`): a subject's admission quota.
 const QUOTA_SOURCE: &str = include_str!("scripts/quota.lua");
 /// `reserve.lua` (not a per-session script: no `common.lua`): reserves a place under
@@ -69,6 +72,7 @@ pub(crate) struct Scripts {
     pub(crate) restore: Script,
     pub(crate) session_lease: Script,
     pub(crate) release_lease: Script,
+    pub(crate) renew_lease: Script,
     pub(crate) quota: Script,
     pub(crate) reserve: Script,
 }
@@ -89,6 +93,7 @@ impl Scripts {
             restore: Script::new(RESTORE_SOURCE),
             session_lease: Script::new(SESSION_LEASE_SOURCE),
             release_lease: Script::new(RELEASE_LEASE_SOURCE),
+            renew_lease: Script::new(RENEW_LEASE_SOURCE),
             quota: Script::new(QUOTA_SOURCE),
             reserve: Script::new(RESERVE_SOURCE),
         }

@@ -387,6 +387,97 @@ async fn one_instance_sweeps_at_a_time() {
     );
 }
 
+/// A create that finds the store full of expired sessions frees a bounded batch of places
+/// inline and succeeds — it does not sweep the whole store on the request path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_create_frees_a_bounded_batch_not_a_whole_sweep() {
+    let clock = ManualClock::starting_now();
+    let mut limits = Limits::default();
+    limits.session_ttl = Duration::from_secs(10);
+    limits.max_sessions = 500;
+    let prefix = next_prefix();
+    let store = store_with(&prefix, limits, clock.clone()).await;
+    for i in 0..500 {
+        store
+            .create(Session::new(sid(&format!("old{i}")), Transport::Http))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    clock.advance(Duration::from_secs(11));
+    store
+        .create(Session::new(sid("fresh"), Transport::Http))
+        .await
+        .unwrap_or_else(|e| panic!("a create over expired sessions: {e}"));
+    let held: u64 = server()
+        .cli(&["ZCARD", &format!("{prefix}:idx:{{cap}}:live")])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        (400..500).contains(&held),
+        "the create examined {} places inline (expected one bounded batch)",
+        501 - held
+    );
+    // The sweeper (not the request path) frees the rest.
+    let r = store
+        .sweep_expired()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.removed + r.repaired + (501 - held), 500);
+}
+
+/// A sweep pass renews its lease each round: with a lease far shorter than the pass, no
+/// other instance can take the lease while the pass runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sweep_keeps_its_lease() {
+    let clock = ManualClock::starting_now();
+    let mut limits = Limits::default();
+    limits.session_ttl = Duration::from_secs(10);
+    let prefix = next_prefix();
+    let mut config = RedisConfig::new(server().url()).with_key_prefix(&prefix);
+    config.sweep_lease = Duration::from_millis(250);
+    let store = RedisStore::connect(config, limits, Arc::new(clock.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let ids: Vec<SessionId> = (0..8_000).map(|i| sid(&format!("s{i}"))).collect();
+    for chunk in ids.chunks(100) {
+        let futs = chunk
+            .iter()
+            .map(|id| store.create(Session::new(id.clone(), Transport::Http)));
+        for r in futures_util::future::join_all(futs).await {
+            r.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    clock.advance(Duration::from_secs(11));
+    // Freeze-free slowdown: each round's expire scripts are real work; another instance
+    // tries to take the lease all through the pass.
+    let lease_key = format!("{prefix}:sweep:lease");
+    let started = std::time::Instant::now();
+    let sweep = tokio::spawn({
+        let store = store.clone();
+        async move { store.sweep_expired().await }
+    });
+    let mut stolen = 0;
+    while !sweep.is_finished() {
+        let got = server().cli(&["SET", &lease_key, "thief", "NX", "PX", "250"]);
+        if got.trim() == "OK" {
+            stolen += 1;
+            server().cli(&["DEL", &lease_key]);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = sweep
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("one pass: {:?}, lease 250 ms", started.elapsed());
+    assert_eq!(r.removed, 8_000, "the pass finished its work");
+    assert!(
+        stolen <= 1,
+        "another instance took the lease {stolen} times during one pass"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_across_instances() {
     let prefix = next_prefix();

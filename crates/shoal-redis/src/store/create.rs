@@ -51,8 +51,9 @@ impl StoreState {
     }
 
     /// Reserves a place for `id` under `max_sessions`, atomically (one script on the
-    /// capacity set), sweeping expired sessions once when the store is full. Returns whether
-    /// `id` was newly added (so a definite failure can give the place back).
+    /// capacity set); when the store is full, frees the places of a bounded batch of expired
+    /// sessions (`reclaim_due`) and tries once more. Returns whether `id` was newly added (so
+    /// a definite failure can give the place back).
     pub(super) async fn reserve(&self, id: &SessionId, expires: Timestamp) -> Result<bool> {
         let max = self.max_sessions();
         for attempt in 0..2 {
@@ -60,8 +61,10 @@ impl StoreState {
                 1 => return Ok(true),
                 2 => return Ok(false),
                 _ if attempt == 0 => {
-                    // Expired sessions may still hold places; drop them and try once more.
-                    self.sweep_expired().await?;
+                    // Expired sessions may still hold places; free some and try once more.
+                    if self.reclaim_due().await? == 0 {
+                        break;
+                    }
                 }
                 _ => {}
             }
@@ -80,7 +83,8 @@ impl StoreState {
     /// Returns the create script's reply and whether the place was newly reserved, or `None`
     /// when the caller must take the step-by-step path: a script was not loaded yet
     /// (`NOSCRIPT`), or the store is full — then the session this pipeline may have created is
-    /// removed again first, and the step-by-step path sweeps expired sessions and retries or
+    /// removed again first, and the step-by-step path frees the places of expired sessions
+    /// (a bounded batch) and retries or
     /// refuses. (While it exists, a concurrent `list` or `get` of that id may see it.)
     async fn create_in_one_trip(
         &self,

@@ -16,6 +16,8 @@ use crate::{keys::bucket_of, meta::bytes_of};
 
 /// How many sessions a sweep pass reads per index command.
 const SCAN_CHUNK: usize = 256;
+/// Most capacity entries a full `create` examines inline to free places.
+const RECLAIM_BATCH: usize = 64;
 /// Bound on index batches one sweep examines per bucket.
 const MAX_SWEEP_ROUNDS: usize = 10_000;
 
@@ -34,6 +36,12 @@ impl Drop for RedisSweeper {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The sweep lease this pass holds.
+pub(super) struct SweepLease {
+    token: String,
+    ms: u64,
 }
 
 /// What the expire script found for one session.
@@ -103,7 +111,12 @@ impl StoreState {
             tracing::debug!("redis sweep skipped: another instance holds the lease");
             return Ok(SweepReport::default());
         }
-        let result = self.sweep_all().await;
+        let lease = SweepLease {
+            token,
+            ms: lease_ms,
+        };
+        let result = self.sweep_all(&lease).await;
+        let token = lease.token;
         let mut release = self.scripts.release_lease.prepare_invoke();
         release.key(self.keys.sweep_lease()).arg(&token);
         let mut c = self.conn();
@@ -116,11 +129,12 @@ impl StoreState {
         result
     }
 
-    async fn sweep_all(&self) -> Result<SweepReport> {
+    async fn sweep_all(&self, lease: &SweepLease) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         // The capacity set is the expiry index: every session is in it, scored with its
         // expiry as of its last indexing.
-        self.sweep_zset(&self.keys.cap(), &mut report).await?;
+        self.sweep_zset(&self.keys.cap(), lease, &mut report)
+            .await?;
         if report.removed > 0 || report.repaired > 0 {
             tracing::debug!(
                 removed = report.removed,
@@ -136,9 +150,23 @@ impl StoreState {
     /// expiry moved on since they were indexed) — and puts live ones back into their listing
     /// bucket if they are missing there (`ZADD NX`: a create whose listing write failed is
     /// listed again at the latest one TTL later).
-    async fn sweep_zset(&self, key: &str, report: &mut SweepReport) -> Result<()> {
+    ///
+    /// Each round after the first renews the lease (a long sweep keeps it; one that lost it
+    /// stops), and a round that meets exactly the members of the round before — nothing it
+    /// did moved them out of the window — stops the pass instead of spinning.
+    async fn sweep_zset(
+        &self,
+        key: &str,
+        lease: &SweepLease,
+        report: &mut SweepReport,
+    ) -> Result<()> {
         let mut skip = 0usize;
-        for _ in 0..MAX_SWEEP_ROUNDS {
+        let mut previous: Vec<String> = Vec::new();
+        for round in 0..MAX_SWEEP_ROUNDS {
+            if round > 0 && !self.renew_lease(lease).await? {
+                tracing::warn!("redis sweep stopped: its lease lapsed and was taken over");
+                break;
+            }
             let now = self.now();
             let mut c = redis::cmd("ZRANGEBYSCORE");
             c.arg(key)
@@ -154,6 +182,13 @@ impl StoreState {
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .collect();
             if members.is_empty() {
+                break;
+            }
+            if members == previous {
+                tracing::warn!(
+                    members = members.len(),
+                    "redis sweep stopped: a round made no progress (the same members again)"
+                );
                 break;
             }
             let outcomes: Vec<(String, Result<ExpireOutcome>)> = stream::iter(members.clone())
@@ -183,9 +218,10 @@ impl StoreState {
                     ExpireOutcome::Unreadable => skip += 1,
                 }
             }
+            previous = members;
             self.repair(&gone).await;
             report.repaired += self.rescore_and_relist(key, live).await?;
-            if members.len() < SCAN_CHUNK {
+            if previous.len() < SCAN_CHUNK {
                 break;
             }
         }
@@ -224,6 +260,59 @@ impl StoreState {
             return Err(self.map_error(e, "sweep", None));
         }
         Ok(relisted.iter().filter_map(u64_of).sum::<u64>())
+    }
+
+    /// Extends the lease if this pass still holds it.
+    async fn renew_lease(&self, lease: &SweepLease) -> Result<bool> {
+        let mut renew = self.scripts.renew_lease.prepare_invoke();
+        renew
+            .key(self.keys.sweep_lease())
+            .arg(&lease.token)
+            .arg(lease.ms);
+        let mut c = self.conn();
+        let v = self
+            .io("sweep", None, renew.invoke_async::<Value>(&mut c))
+            .await?;
+        Ok(int_of(&v) == Some(1))
+    }
+
+    /// Frees places held by expired sessions, inline but bounded: examines at most
+    /// [`RECLAIM_BATCH`] capacity entries due at or before now (no lease, no full pass — a
+    /// create that finds the store full never pays for a whole sweep). Returns how many
+    /// places were freed.
+    pub(super) async fn reclaim_due(&self) -> Result<u64> {
+        let mut c = redis::cmd("ZRANGEBYSCORE");
+        c.arg(self.keys.cap())
+            .arg("-inf")
+            .arg(self.now().as_millis())
+            .arg("LIMIT")
+            .arg(0)
+            .arg(RECLAIM_BATCH);
+        let members: Vec<String> = array(self.cmd("reserve", None, c).await?)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(bytes_of)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        let outcomes: Vec<(String, Result<ExpireOutcome>)> = stream::iter(members)
+            .map(|m: String| async move {
+                let outcome = match SessionId::new(&m) {
+                    Ok(id) => self.expire_one(&id).await,
+                    Err(_) => Ok(ExpireOutcome::Gone),
+                };
+                (m, outcome)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut freed = Vec::new();
+        for (m, outcome) in outcomes {
+            if let ExpireOutcome::Gone | ExpireOutcome::Removed = outcome? {
+                freed.push(m);
+            }
+        }
+        self.repair(&freed).await;
+        Ok(freed.len() as u64)
     }
 
     /// Removes `id` if it has expired (lazy expiry outside a write script).
