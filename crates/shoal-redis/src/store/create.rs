@@ -60,12 +60,8 @@ impl StoreState {
             match self.reserve_script(id, expires, max).await? {
                 1 => return Ok(true),
                 2 => return Ok(false),
-                _ if attempt == 0 => {
-                    // Expired sessions may still hold places; free some and try once more.
-                    if self.reclaim_due().await? == 0 {
-                        break;
-                    }
-                }
+                // Expired sessions may still hold places; free some and try once more.
+                _ if attempt == 0 && self.reclaim_due().await? == 0 => break,
                 _ => {}
             }
         }
