@@ -138,6 +138,17 @@ impl Keys {
     pub(crate) fn sweep_lease(&self) -> String {
         format!("{}:sweep:lease", self.prefix)
     }
+
+    /// `<prefix>:dataset`: the dataset marker (a token without a TTL; its absence means the
+    /// server lost the data).
+    pub(crate) fn dataset(&self) -> String {
+        format!("{}:dataset", self.prefix)
+    }
+
+    /// `<prefix>:dataset:loss`: the last loss noticed (hash `at`, `what`, `count`; no TTL).
+    pub(crate) fn dataset_loss(&self) -> String {
+        format!("{}:dataset:loss", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -406,3 +406,97 @@ async fn write_behind_shutdown_loses_nothing_on_redis() {
     bus.close().await;
     assert!(!bus.is_up());
 }
+
+/// Loses the reply of the next `update` once armed: Redis applies it, the caller gets a
+/// timeout (what a reply lost on a dropped connection looks like).
+#[derive(Clone, Debug, Default)]
+struct LoseUpdateReplies {
+    armed: Arc<std::sync::atomic::AtomicUsize>,
+    lost: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl shoal_testkit::forwarding::Hooks for LoseUpdateReplies {
+    type Ticket = bool;
+
+    async fn before(&self, call: shoal_testkit::forwarding::Call<'_>) -> Result<bool> {
+        if call.op() != shoal_testkit::forwarding::Op::Update {
+            return Ok(false);
+        }
+        Ok(self
+            .armed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok())
+    }
+
+    async fn after(
+        &self,
+        _op: shoal_testkit::forwarding::Op,
+        lose: bool,
+        _outcome: shoal_testkit::forwarding::Outcome<'_>,
+    ) -> Option<shoal_core::Error> {
+        if !lose {
+            return None;
+        }
+        self.lost.fetch_add(1, Ordering::SeqCst);
+        Some(shoal_core::Error::Timeout {
+            op: "update",
+            after: Duration::from_secs(1),
+        })
+    }
+}
+
+/// Write-behind: a flushed update that Redis applied but whose reply was lost is retried,
+/// meets `Conflict`, is read back and found applied — and the session's later queued
+/// updates (all acknowledged) are written too; nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_keeps_updates_after_one_applied_but_unanswered() {
+    let prefix = next_prefix();
+    let rc = RedisConfig::new(server().url()).with_key_prefix(&prefix);
+    let redis = ok(
+        RedisStore::connect(rc.clone(), Limits::default(), Arc::new(SystemClock)).await,
+        "connect",
+    );
+    let hooks = LoseUpdateReplies::default();
+    let forwarding = shoal_testkit::forwarding::ForwardingStore::new(redis.clone(), hooks.clone());
+    let cache = ok(
+        Cached::builder(forwarding)
+            .config(
+                CacheConfig::default()
+                    .with_consistency(Consistency::Local)
+                    .with_write_mode(WriteMode::WriteBehind)
+                    .with_flush_interval(Duration::from_secs(3600))
+                    .with_touch_interval(Duration::from_secs(3600)),
+            )
+            .build(),
+        "build",
+    );
+    let id = sid("wb-in-doubt");
+    let mut s = ok(
+        cache
+            .create(Session::new(id.clone(), Transport::Http))
+            .await,
+        "create",
+    );
+    for step in 0..5 {
+        s.metadata.insert("step".into(), step.to_string());
+        s = ok(cache.update(&s).await, "update (acknowledged)");
+    }
+    hooks.armed.store(1, Ordering::SeqCst);
+    // The first flush: update 1 is applied, its reply lost; the rest wait in the queue.
+    let first = cache.flush().await;
+    assert!(
+        first.is_err(),
+        "the lost reply surfaces as a transient error"
+    );
+    assert_eq!(hooks.lost.load(Ordering::SeqCst), 1);
+    // The retry meets Conflict for update 1, reads it back, and writes 2..5.
+    let report = ok(cache.flush().await, "second flush");
+    assert_eq!(report.updates_dropped, 0, "{report:?}");
+    let stored = ok(redis.get(&id).await, "get").unwrap_or_else(|| panic!("the session exists"));
+    assert_eq!(
+        stored.revision, s.revision,
+        "every acknowledged update is stored"
+    );
+    assert_eq!(stored.metadata, s.metadata);
+}

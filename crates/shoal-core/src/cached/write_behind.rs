@@ -103,7 +103,9 @@ impl<S: SessionStore> CacheCore<S> {
     }
 
     /// Writes the queued updates of one session in order. Transient failures put the rest
-    /// back in front of the queue; refusals drop them (and the cached entry).
+    /// back in front of the queue; a `Conflict` is read back (an earlier attempt that timed out
+    /// may have been applied: then it counts as written); a refusal drops that update only
+    /// (and the cached entry), and the later ones are still tried.
     async fn apply_updates(
         &self,
         id: &SessionId,
@@ -125,25 +127,63 @@ impl<S: SessionStore> CacheCore<S> {
                     err = Some(e);
                     break;
                 }
-                Err(e) => {
-                    let n = 1 + ops.len() as u64;
-                    report.updates_dropped += n;
-                    self.stats.dropped.add(n);
-                    tracing::warn!(
-                        session = %id,
-                        error = %e,
-                        dropped = n,
-                        "write-behind: the backend refused acknowledged update(s); dropped"
-                    );
-                    ops.clear();
-                    self.evict(id, false).await;
+                Err(e @ Error::Conflict { .. }) => {
+                    // An earlier attempt that timed out may have been applied: then the
+                    // stored session is this update, one revision on. Read it back.
+                    match self.already_applied(&op).await {
+                        Ok(true) => {
+                            report.updates_written += 1;
+                            self.stats.flushed.inc();
+                        }
+                        Ok(false) => {
+                            self.drop_update(id, &e, &mut report).await;
+                        }
+                        Err(read) if read.is_transient() => {
+                            ops.push_front(op);
+                            report.pending = ops.len() as u64;
+                            self.queue
+                                .requeue_front(id.clone(), std::mem::take(&mut ops));
+                            err = Some(read);
+                            break;
+                        }
+                        Err(_) => self.drop_update(id, &e, &mut report).await,
+                    }
                 }
+                Err(e) => self.drop_update(id, &e, &mut report).await,
             }
         }
         if report.updates_written > 0 {
             self.publish(id);
         }
         (report, err)
+    }
+
+    /// Whether the backend already holds `op` applied: the stored session is one revision on
+    /// from the one `op` expected and has `op`'s caller-owned fields.
+    async fn already_applied(&self, op: &Session) -> Result<bool> {
+        let Some(stored) = self.store.get(&op.id).await? else {
+            return Ok(false);
+        };
+        if stored.revision != op.revision.saturating_add(1) {
+            return Ok(false);
+        }
+        let mut with_op = stored.clone();
+        with_op.apply_caller_fields(op);
+        Ok(with_op == stored)
+    }
+
+    /// One acknowledged update the backend refused: counted, said, and the cached entry
+    /// dropped (the next read loads what the backend holds). The session's later updates are
+    /// still tried, each on its own.
+    async fn drop_update(&self, id: &SessionId, e: &Error, report: &mut FlushReport) {
+        report.updates_dropped += 1;
+        self.stats.dropped.add(1);
+        tracing::warn!(
+            session = %id,
+            error = %e,
+            "write-behind: the backend refused an acknowledged update; dropped"
+        );
+        self.evict(id, false).await;
     }
 
     /// Writes the queued updates of `id` before anything else touches it in the backend.

@@ -270,6 +270,14 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         rep.complete = self.journal().len() == 0;
         rep.duration = started.elapsed();
         self.with_journal(|_| ());
+        if rep.dropped_frames > 0 {
+            tracing::warn!(
+                dropped_frames = rep.dropped_frames,
+                "resilient: frames journaled during the outage were dropped because their \
+                 sessions no longer exist in the primary: deleted or expired elsewhere, or the \
+                 primary lost its data (its health then reports data_loss)"
+            );
+        }
         if rep.entries > 0 || rep.error.is_some() {
             tracing::info!(
                 sessions = rep.sessions,

@@ -264,11 +264,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     }
 
     pub(super) fn drop_frames(&self, id: &SessionId, n: u64, rep: &mut DrainReport) {
-        tracing::warn!(
+        // One line per session at debug; the drain says it once, summed, at warn.
+        tracing::debug!(
             session = %id,
             frames = n,
             "resilient: frames journaled during the outage are dropped: the session no longer \
-             exists in the primary (deleted or expired elsewhere)"
+             exists in the primary"
         );
         ::metrics::counter!(metrics::DRAIN_DROPPED, "reason" => "session_gone").increment(n);
         rep.dropped_frames += n;

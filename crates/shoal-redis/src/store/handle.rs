@@ -12,7 +12,7 @@ use shoal_core::{
     Clock, Direction, Error, Limits, NewFrame, Result, SessionId, SystemClock, Timestamp, codec,
 };
 
-use super::{metrics::PendingMetrics, server_clock::ServerClock};
+use super::{dataset::DatasetWatch, metrics::PendingMetrics, server_clock::ServerClock};
 use crate::{
     config::{RedisConfig, Topology},
     conn::{self, Conn},
@@ -66,6 +66,8 @@ pub(super) struct StoreState {
     pub(super) frame_prefix: Vec<u8>,
     /// Bound on one Redis call, reconnection included.
     pub(super) deadline: Duration,
+    /// The dataset marker this instance adopted, and the losses it noticed.
+    pub(super) dataset: DatasetWatch,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -125,12 +127,14 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 metrics: PendingMetrics::default(),
                 frame_prefix: frame_prefix()?,
+                dataset: DatasetWatch::default(),
             }),
         };
         // Prove the connection (and the credentials) now, not at the first request.
         store.state.cmd("connect", None, redis::cmd("PING")).await?;
         store.state.sync_clock().await?;
         store.state.check_memory_policy().await?;
+        store.state.check_dataset().await?;
         Ok(store)
     }
 

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use shoal_core::{Health, HealthStatus, Result};
 
-use super::handle::StoreState;
+use super::{dataset::LOSS_SHOWN_FOR, handle::StoreState};
 use crate::meta::bytes_of;
 
 impl StoreState {
@@ -18,6 +18,20 @@ impl StoreState {
         if let Err(e) = ping {
             health.status = HealthStatus::Unhealthy;
             return Ok(health.with_detail("error", e.to_string()));
+        }
+        match self.check_dataset().await {
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "redis dataset marker not checked"),
+        }
+        if let Ok(Some((at, what, count))) = self.recorded_loss().await {
+            let ago = self.now().as_millis().saturating_sub(at.as_millis());
+            health = health
+                .with_detail("dataset_losses", count)
+                .with_detail("last_dataset_loss_ms_ago", ago);
+            if u128::from(ago) < LOSS_SHOWN_FOR.as_millis() {
+                health.status = HealthStatus::Degraded;
+                health = health.with_detail("data_loss", what);
+            }
         }
         let mut info = redis::cmd("INFO");
         info.arg("server");

@@ -4,10 +4,11 @@
 //! `session_store` runs each operation on that state, and the operations live by what they
 //! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `quota` (admission quotas), `secret` (shared secrets),
 //! `create`, `restore`,
-//! `list` (listing and counting), `server_clock` (time as the server sees it), `index` (keeping the index sets), `sweep`, `health`, `memory_policy` (can the server evict our keys),
+//! `list` (listing and counting), `server_clock` (time as the server sees it), `index` (keeping the index sets), `sweep`, `health`, `dataset` (noticing a server that lost its data), `memory_policy` (can the server evict our keys),
 //! `metrics`. `exec` runs the commands and reads their replies.
 
 mod create;
+mod dataset;
 mod exec;
 mod frames;
 mod handle;

@@ -76,6 +76,9 @@ impl RedisStore {
                 tick.tick().await;
                 let Some(state) = weak.upgrade() else { break };
                 state.resync_clock_if_due().await;
+                if let Err(e) = state.check_dataset().await {
+                    tracing::debug!(error = %e, "redis dataset marker not checked");
+                }
                 match state.sweep_expired().await {
                     Ok(r) if r.removed > 0 || r.repaired > 0 => {
                         tracing::debug!(
