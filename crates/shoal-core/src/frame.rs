@@ -45,7 +45,7 @@ impl fmt::Display for Direction {
 ///     .with_content_type("application/json");
 /// assert_eq!(f.content.len(), 40);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct NewFrame {
     /// The SSE stream or request this frame belongs to (`None`: no stream).

@@ -47,7 +47,9 @@
 //!                                # cooldown, half_open_probes, close_after
 //! [resilience.health]            # interval, timeout (the health monitor's probe)
 //! [resilience.journal]           # max_entries, max_bytes, seq_map_capacity,
-//!                                # replay_concurrency (sessions drained at once)
+//!                                # replay_concurrency (sessions drained at once),
+//!                                # path (a file: the journal survives a restart; one per
+//!                                # instance), fsync ("always" | "never"), max_file_bytes
 //!
 //! [cache]                        # off unless enabled (or --cache is given)
 //! enabled = true

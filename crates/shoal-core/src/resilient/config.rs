@@ -176,6 +176,20 @@ impl ResilienceConfig {
             "journal.replay_concurrency",
             self.journal.replay_concurrency,
         )?;
+        if self.journal.max_file_bytes < 4096 {
+            return Err(Error::invalid(format!(
+                "resilience.journal.max_file_bytes must be at least 4096, got {}",
+                self.journal.max_file_bytes
+            )));
+        }
+        if let Some(p) = &self.journal.path
+            && (p.as_os_str().is_empty() || p.is_dir())
+        {
+            return Err(Error::invalid(format!(
+                "resilience.journal.path must name a file, got {:?}",
+                p.display().to_string()
+            )));
+        }
         Ok(())
     }
 }
@@ -297,6 +311,30 @@ pub struct JournalConfig {
     /// flight is held in memory as one snapshot while it is copied). 1 drains one session
     /// at a time. Default 16.
     pub replay_concurrency: usize,
+    /// A file that keeps the journal across a restart: every write acknowledged during an
+    /// outage is appended to it first, and [`Resilient::recover`](super::Resilient::recover)
+    /// replays it when the instance starts again. One file per instance (it is locked).
+    /// `None` (the default): the journal lives in process memory only, and an instance that
+    /// dies during an outage loses what it acknowledged.
+    pub path: Option<std::path::PathBuf>,
+    /// When a journal file write counts as done. Default [`FsyncPolicy::Always`].
+    pub fsync: FsyncPolicy,
+    /// Most bytes of the journal file; a write that would pass it is refused like a full
+    /// journal. The file is emptied whenever a drain leaves the journal empty. Default 256 MiB.
+    pub max_file_bytes: u64,
+}
+
+/// When a write to the journal file is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After `fsync` (records arriving together share one): survives a power loss. Costs a
+    /// disk flush per group of writes, during outages only.
+    #[default]
+    Always,
+    /// After the write reaches the kernel: survives the process being killed, not a power
+    /// loss or a kernel crash.
+    Never,
 }
 
 impl Default for JournalConfig {
@@ -306,6 +344,9 @@ impl Default for JournalConfig {
             max_bytes: 64 * 1024 * 1024,
             seq_map_capacity: 100_000,
             replay_concurrency: 16,
+            path: None,
+            fsync: FsyncPolicy::Always,
+            max_file_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -268,6 +268,9 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             }
         }
         rep.complete = self.journal().len() == 0;
+        if rep.complete {
+            self.compact_durable().await;
+        }
         rep.duration = started.elapsed();
         self.with_journal(|_| ());
         if rep.dropped_frames > 0 {
@@ -352,6 +355,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         rep.sessions += 1;
         drop(taken);
         self.with_journal(|j| j.unmark(id));
+        self.log_settled(id);
         Ok(())
     }
 }

@@ -83,6 +83,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         } else {
             None
         };
+        // After a crash from here on, the restore may have reached the primary.
+        self.log_drain_started(id, 0).await.map_err(Stop::other)?;
         match self
             .once("replay_restore", self.bulk(), || {
                 self.state.primary.restore(record)

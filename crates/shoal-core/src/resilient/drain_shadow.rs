@@ -88,6 +88,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         rep.sessions += 1;
         drop(taken);
         self.with_journal(|j| j.unmark(id));
+        self.log_settled(id);
         Ok(())
     }
 
@@ -107,6 +108,12 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             match self.primary_get(id).await? {
                 Some(s) => last = s.last_seq,
                 None => gone = true,
+            }
+            if !gone {
+                // After a crash from here on, these appends may have reached the primary.
+                self.log_drain_started(id, last)
+                    .await
+                    .map_err(Stop::other)?;
             }
         }
         loop {

@@ -224,6 +224,28 @@ impl Journal {
         }
     }
 
+    /// After a restart: the drain of `id` had started (the primary's `last_seq` was `after`)
+    /// when the process died, so its writes may be in the primary already. A local session
+    /// becomes in doubt; a shadow session's appends are read back after `after` first.
+    pub(crate) fn mark_in_doubt(&mut self, id: &SessionId, after: u64) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        match s.kind {
+            MarkKind::Local { .. } => s.kind = MarkKind::Local { in_doubt: true },
+            MarkKind::Shadow { .. } => {
+                for e in &mut s.entries {
+                    if let Op::Append {
+                        ambiguous_after, ..
+                    } = &mut e.op
+                    {
+                        *ambiguous_after = Some(after);
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes the pending entries of `id` that match `pred` (e.g. appends before a delete).
     pub(crate) fn remove_entries(&mut self, id: &SessionId, pred: impl Fn(&Op) -> bool) {
         let Some(s) = self.sessions.get_mut(id) else {

@@ -133,10 +133,12 @@ mod config;
 mod drain;
 mod drain_local;
 mod drain_shadow;
+mod durable;
 mod fallback;
 mod journal;
 mod metrics;
 mod monitor;
+mod recover;
 mod refusal;
 mod route;
 mod seqmap;
@@ -148,10 +150,12 @@ mod write_path;
 
 pub use breaker::BreakerState;
 pub use config::{
-    BreakerConfig, FallbackMode, HealthConfig, JournalConfig, ResilienceConfig, RetryConfig,
+    BreakerConfig, FallbackMode, FsyncPolicy, HealthConfig, JournalConfig, ResilienceConfig,
+    RetryConfig,
 };
 pub use drain::DrainReport;
 pub use monitor::{MonitorHandle, ProbeReport};
+pub use recover::RecoveryReport;
 pub use seqmap::{PROVISIONAL_SEQ_BASE, PROVISIONAL_SEQ_END, is_provisional};
 pub use stats::ResilienceStats;
 pub use wrapper::Resilient;

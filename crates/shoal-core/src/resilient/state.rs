@@ -3,12 +3,18 @@
 
 use std::sync::{
     Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
 };
 
 use super::{
-    breaker::Breaker, config::ResilienceConfig, drain::DrainReport, journal::Journal, metrics,
-    monitor::ProbeReport, seqmap::SeqMap,
+    breaker::Breaker,
+    config::ResilienceConfig,
+    drain::DrainReport,
+    durable::{DurableLog, ReadBack},
+    journal::Journal,
+    metrics,
+    monitor::ProbeReport,
+    seqmap::SeqMap,
 };
 
 /// The state behind a [`Resilient`](super::Resilient) handle (shared by its clones and its
@@ -30,6 +36,16 @@ pub(super) struct ResilientState<P, F> {
     pub(super) journal_full: AtomicU64,
     pub(super) primary_metrics: metrics::Handles,
     pub(super) fallback_metrics: metrics::Handles,
+    /// The journal file, when one is configured.
+    pub(super) durable: Option<DurableLog>,
+    /// What the journal file held at start, until [`recover`](super::Resilient::recover).
+    pub(super) recovered: Mutex<Option<ReadBack>>,
+    /// Set while `recover` replays (the replayed calls are in the file already).
+    pub(super) recovering: AtomicBool,
+    /// Logged writes not yet applied (the file is not emptied while any is in flight).
+    pub(super) logging: AtomicUsize,
+    /// Orders logging a write against emptying the file.
+    pub(super) log_gate: Mutex<()>,
 }
 
 /// Locks `m`.

@@ -14,6 +14,7 @@ use super::{
     breaker::BreakerState,
     call::Call,
     config::FallbackMode,
+    durable::Record,
     journal::{MarkKind, Op},
     route::Route,
     seqmap::is_provisional,
@@ -44,8 +45,10 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                 let r = match kind {
                     MarkKind::Local { in_doubt: false } => {
                         let b = session.metadata_bytes();
+                        let record = Record::Create(session.clone());
                         let fut = self.state.fallback.create(session);
-                        self.local_write(&id, "create", b, Op::Created, fut).await
+                        self.local_write(&id, "create", b, Op::Created, fut, || record)
+                            .await
                     }
                     MarkKind::Local { in_doubt: true } => Err(self.in_doubt_error(&id, "create")),
                     MarkKind::Shadow { .. } => Err(self.pending_error(&id, "create")),
@@ -62,8 +65,15 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                     return Err(self.refused("create"));
                 }
                 let b = session.metadata_bytes();
-                self.create_local(&id, "create", b, || self.state.fallback.create(session))
-                    .await
+                let record = Record::Create(session.clone());
+                self.create_local(
+                    &id,
+                    "create",
+                    b,
+                    || self.state.fallback.create(session),
+                    || record,
+                )
+                .await
             }
         }
     }
@@ -187,6 +197,7 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                             session.metadata_bytes(),
                             Op::LocalWrite,
                             fut,
+                            || Record::Update(session.clone()),
                         )
                         .await
                     }
@@ -216,13 +227,19 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                     let r = match kind {
                         MarkKind::Local { in_doubt: false } => {
                             let fut = self.state.fallback.touch(id);
-                            self.local_write(id, "touch", 0, Op::LocalWrite, fut).await
+                            self.local_write(id, "touch", 0, Op::LocalWrite, fut, || {
+                                Record::Touch(id.clone())
+                            })
+                            .await
                         }
                         MarkKind::Local { in_doubt: true } => Err(self.in_doubt_error(id, "touch")),
                         MarkKind::Shadow { deleted: true } => Err(Self::not_found(id)),
-                        MarkKind::Shadow { .. } => self
-                            .shadow_write(id, Op::Touch, 0)
-                            .map(|()| Timestamp::now().saturating_add(self.limits().session_ttl)),
+                        MarkKind::Shadow { .. } => {
+                            let r = self.shadow_write(id, Op::Touch, 0).map(|()| {
+                                Timestamp::now().saturating_add(self.limits().session_ttl)
+                            });
+                            self.log_after(r, || Record::Touch(id.clone())).await
+                        }
                     };
                     drop(guard);
                     return r;
@@ -251,17 +268,21 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                             if r.is_ok() {
                                 self.with_journal(|j| j.unmark(id));
                             }
-                            r
+                            self.log_after(r, || Record::Delete(id.clone())).await
                         }
                         MarkKind::Local { in_doubt: true } => {
                             // The primary may hold a copy: journal a delete for it.
                             let _ = self
                                 .on_fallback("delete", self.state.fallback.delete(id))
                                 .await;
-                            self.journal_delete(id).map(|()| true)
+                            let r = self.journal_delete(id).map(|()| true);
+                            self.log_after(r, || Record::Delete(id.clone())).await
                         }
                         MarkKind::Shadow { deleted: true } => Ok(false),
-                        MarkKind::Shadow { .. } => self.journal_delete(id).map(|()| true),
+                        MarkKind::Shadow { .. } => {
+                            let r = self.journal_delete(id).map(|()| true);
+                            self.log_after(r, || Record::Delete(id.clone())).await
+                        }
                     };
                     drop(guard);
                     return r;
@@ -306,15 +327,25 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                     let r = match kind {
                         MarkKind::Local { in_doubt: false } => {
                             let b = frames_bytes(&frames);
+                            let record = self.state.durable.as_ref().map(|_| frames.clone());
                             let fut = self.state.fallback.append_frames(id, frames);
-                            self.local_write(id, "append_frames", b, Op::LocalWrite, fut)
-                                .await
+                            self.local_write(id, "append_frames", b, Op::LocalWrite, fut, || {
+                                Record::Append(id.clone(), record.unwrap_or_default())
+                            })
+                            .await
                         }
                         MarkKind::Local { in_doubt: true } => {
                             Err(self.in_doubt_error(id, "append_frames"))
                         }
                         MarkKind::Shadow { deleted: true } => Err(Self::not_found(id)),
-                        MarkKind::Shadow { .. } => self.shadow_append(id, frames),
+                        MarkKind::Shadow { .. } => {
+                            let record = self.state.durable.as_ref().map(|_| frames.clone());
+                            let r = self.shadow_append(id, frames);
+                            self.log_after(r, || {
+                                Record::Append(id.clone(), record.unwrap_or_default())
+                            })
+                            .await
+                        }
                     };
                     drop(guard);
                     return r;
@@ -404,8 +435,10 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                 let r = match kind {
                     MarkKind::Local { in_doubt: false } => {
                         let fut = self.state.fallback.delete_frames(id, through_seq);
-                        self.local_write(id, "delete_frames", 0, Op::LocalWrite, fut)
-                            .await
+                        self.local_write(id, "delete_frames", 0, Op::LocalWrite, fut, || {
+                            Record::DeleteFrames(id.clone(), through_seq)
+                        })
+                        .await
                     }
                     MarkKind::Local { in_doubt: true } => {
                         Err(self.in_doubt_error(id, "delete_frames"))
@@ -434,8 +467,9 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                 let r = match kind {
                     MarkKind::Local { in_doubt: false } => {
                         let b = request.method.len();
+                        let record = Record::AddPending(id.clone(), request.clone());
                         let fut = self.state.fallback.add_pending(id, request);
-                        self.local_write(id, "add_pending", b, Op::LocalWrite, fut)
+                        self.local_write(id, "add_pending", b, Op::LocalWrite, fut, || record)
                             .await
                     }
                     MarkKind::Local { in_doubt: true } => {
@@ -467,8 +501,10 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                 let r = match kind {
                     MarkKind::Local { in_doubt: false } => {
                         let fut = self.state.fallback.take_pending(id, request_id);
-                        self.local_write(id, "take_pending", 0, Op::LocalWrite, fut)
-                            .await
+                        self.local_write(id, "take_pending", 0, Op::LocalWrite, fut, || {
+                            Record::TakePending(id.clone(), request_id.clone())
+                        })
+                        .await
                     }
                     MarkKind::Local { in_doubt: true } => {
                         Err(self.in_doubt_error(id, "take_pending"))
@@ -686,8 +722,10 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                 let r = match kind {
                     MarkKind::Local { in_doubt: false } => {
                         let b = record_bytes(&record);
+                        let logged = Record::Restore(Box::new(record.clone()));
                         let fut = self.state.fallback.restore(record);
-                        self.local_write(&id, "restore", b, Op::Created, fut).await
+                        self.local_write(&id, "restore", b, Op::Created, fut, || logged)
+                            .await
                     }
                     MarkKind::Local { in_doubt: true } => Err(self.in_doubt_error(&id, "restore")),
                     MarkKind::Shadow { .. } => Err(self.pending_error(&id, "restore")),
@@ -704,8 +742,15 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                     return Err(self.refused("restore"));
                 }
                 let b = record_bytes(&record);
-                self.create_local(&id, "restore", b, || self.state.fallback.restore(record))
-                    .await
+                let logged = Record::Restore(Box::new(record.clone()));
+                self.create_local(
+                    &id,
+                    "restore",
+                    b,
+                    || self.state.fallback.restore(record),
+                    || logged,
+                )
+                .await
             }
         }
     }

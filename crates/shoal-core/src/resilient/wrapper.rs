@@ -3,19 +3,20 @@
 
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
 };
 
 use super::{
     breaker::{Breaker, BreakerState},
     config::ResilienceConfig,
     drain::DrainReport,
+    durable::DurableLog,
     journal::{Journal, MarkKind},
     metrics,
     seqmap::{PROVISIONAL_SEQ_BASE, SeqMap, is_provisional},
     state::{ResilientState, lock},
 };
-use crate::{Result, SessionId, SessionStore};
+use crate::{Error, Result, SessionId, SessionStore};
 
 /// A [`SessionStore`] that bounds, retries and breaks calls to a primary store and falls back
 /// to a second store while the primary is out. See the [module docs](super) for the exact
@@ -69,6 +70,20 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         let fallback_metrics = metrics::Handles::new(fallback.backend_name());
         ::metrics::gauge!(metrics::BREAKER_STATE, "backend" => primary.backend_name())
             .set(BreakerState::Closed.gauge_value());
+        let (durable, recovered) = match &config.journal.path {
+            Some(path) => {
+                let (log, found) =
+                    DurableLog::open(path, config.journal.fsync, config.journal.max_file_bytes)
+                        .map_err(|e| {
+                            Error::invalid(format!(
+                                "resilience.journal.path {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                (Some(log), Some(found))
+            }
+            None => (None, None),
+        };
         Ok(Resilient {
             state: Arc::new(ResilientState {
                 primary,
@@ -86,6 +101,11 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 journal_full: AtomicU64::new(0),
                 primary_metrics,
                 fallback_metrics,
+                durable,
+                recovered: Mutex::new(recovered),
+                recovering: AtomicBool::new(false),
+                logging: AtomicUsize::new(0),
+                log_gate: Mutex::new(()),
             }),
         })
     }

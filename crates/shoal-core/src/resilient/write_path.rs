@@ -8,6 +8,7 @@ use std::{
 };
 
 use super::{
+    durable::Record,
     journal::{self, Journal, MarkKind, Op},
     metrics,
     state::lock,
@@ -72,7 +73,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         full.into_error()
     }
 
-    /// A write to a local session: reserve, write to the fallback, journal it.
+    /// A write to a local session: reserve, write to the fallback, journal it, log `record`
+    /// to the journal file (if any) before answering.
     pub(super) async fn local_write<T>(
         &self,
         id: &SessionId,
@@ -80,6 +82,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         bytes: usize,
         entry: Op,
         fut: impl Future<Output = Result<T>>,
+        record: impl FnOnce() -> Record,
     ) -> Result<T> {
         self.reserve(bytes)?;
         let r = self.on_fallback(op, fut).await;
@@ -87,7 +90,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             Ok(_) => j.push(id, entry, bytes),
             Err(_) => j.release(bytes),
         });
-        r
+        self.log_after(r, record).await
     }
 
     /// Creates (or restores) a session in the fallback during an outage and marks it local.
@@ -97,6 +100,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         op: &'static str,
         bytes: usize,
         make: impl FnOnce() -> Fut,
+        record: impl FnOnce() -> Record,
     ) -> Result<T>
     where
         Fut: Future<Output = Result<T>>,
@@ -118,7 +122,9 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 "resilient: session {id} changed state during {op}; try again"
             )));
         }
-        let r = self.local_write(id, op, bytes, Op::Created, make()).await;
+        let r = self
+            .local_write(id, op, bytes, Op::Created, make(), record)
+            .await;
         if r.is_err() {
             self.unmark_if_idle(id);
         }

@@ -161,6 +161,18 @@ impl Stack {
                 .build();
             let resilient = Resilient::new(redis.clone(), fallback, rc)
                 .map_err(|e| InvalidSetting::from_validation("resilience", e))?;
+            // What this instance acknowledged during an outage before it last stopped.
+            let recovered = resilient.recover().await.map_err(StackError::Store)?;
+            if recovered.replayed > 0 || recovered.torn_bytes > 0 {
+                tracing::warn!(
+                    replayed = recovered.replayed,
+                    refused = recovered.refused,
+                    in_doubt = recovered.in_doubt,
+                    torn_bytes = recovered.torn_bytes,
+                    "outage journal recovered from the journal file; it drains once Redis is \
+                     healthy"
+                );
+            }
             stack.monitor = Some(resilient.spawn_monitor());
             stack.store = Arc::new(resilient.clone());
             stack.uncached = Arc::clone(&stack.store);
