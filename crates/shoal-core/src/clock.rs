@@ -14,6 +14,13 @@ use crate::Timestamp;
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;
+
+    /// Whether this clock claims to tell the wall-clock time (the default). A backend may
+    /// correct such a clock to its server's when the two disagree (the Redis store does);
+    /// a clock that says `false` — a test's [`ManualClock`] — is taken as given.
+    fn is_wall_clock(&self) -> bool {
+        true
+    }
 }
 
 /// The system wall clock.
@@ -66,5 +73,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
+    }
+
+    /// A test drives it by hand: never corrected.
+    fn is_wall_clock(&self) -> bool {
+        false
     }
 }

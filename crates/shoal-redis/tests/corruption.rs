@@ -567,9 +567,17 @@ async fn every_key_carries_a_hash_tag() {
                 .unwrap_or_else(|| panic!("{key}: no closing tag"));
             n.len() == 4 && n.parse::<u32>().is_ok_and(|n| n < 1024) && kind == "all"
         } else if let Some(m) = rest.strip_prefix("metrics:") {
-            ["created", "completed", "failed", "deleted", "frames"].contains(&m)
+            [
+                "created",
+                "completed",
+                "failed",
+                "deleted",
+                "frames",
+                "evicted",
+            ]
+            .contains(&m)
         } else {
-            rest == "sweep:lease"
+            ["sweep:lease", "dataset", "dataset:loss"].contains(&rest)
         };
         assert!(ok, "unexpected key {key}");
     }

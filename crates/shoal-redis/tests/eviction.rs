@@ -297,23 +297,42 @@ async fn a_real_evicting_server_under_load_never_serves_a_partial_history() {
             Err(e) => panic!("load{i}: {e}"),
         }
     }
-    // Nothing half-left: every session still holding any key has its meta.
+    // Eviction goes on while the server is over its limit (also during the reads above),
+    // so keys can be left without their meta at any moment; what matters is that the next
+    // call that meets such a session removes the rest instead of using it.
     let keys: BTreeSet<String> = lru
         .cli(&["--scan", "--pattern", &format!("{p}:{{load*")])
         .lines()
         .map(str::to_owned)
         .collect();
+    let mut orphans = Vec::new();
     for k in &keys {
         if let Some(base) = k
             .strip_suffix(":frames")
             .or_else(|| k.strip_suffix(":requests"))
         {
             let meta = format!("{base}:meta");
-            assert!(
-                keys.contains(&meta) || lru.cli(&["EXISTS", &meta]).trim() == "1",
-                "{k} is left without its meta"
-            );
+            if !keys.contains(&meta) && lru.cli(&["EXISTS", &meta]).trim() == "0" {
+                orphans.push(k.clone());
+            }
         }
+    }
+    for k in &orphans {
+        let sid_text = k
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map(|(s, _)| s.to_owned())
+            .unwrap_or_default();
+        let id = sid(&sid_text);
+        match store.frames(&id, &FrameQuery::after(0, 1_000)).await {
+            Err(Error::NotFound { .. }) => {}
+            other => panic!("{k} without meta read as {other:?}"),
+        }
+        assert_eq!(
+            lru.cli(&["EXISTS", k]).trim(),
+            "0",
+            "{k} was left after the session was met without its meta"
+        );
     }
     let listed = store
         .count(&SessionFilter::default())
@@ -321,7 +340,9 @@ async fn a_real_evicting_server_under_load_never_serves_a_partial_history() {
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "evicted_keys {evicted_keys}, write errors {write_errors}, whole {whole}, reported \
-         evicted {reported}, absent {absent}, counted {listed}"
+         evicted {reported}, absent {absent}, counted {listed}, keys left without meta then \
+         removed {}",
+        orphans.len()
     );
     assert_eq!(whole + reported + absent, sessions);
     drop(appended);

@@ -10,7 +10,8 @@
 //! The offset is measured with `TIME` when the store connects and again every
 //! [`RedisConfig::clock_resync`](crate::RedisConfig::clock_resync) by the sweeper task. A
 //! difference within the tolerance is left uncorrected (offset 0), so a well-synchronised
-//! fleet writes exactly its own clocks' times.
+//! fleet writes exactly its own clocks' times. A clock that is not a wall clock
+//! ([`Clock::is_wall_clock`], a test's manual clock) is never corrected.
 
 use std::{
     sync::{
@@ -80,6 +81,10 @@ impl Clock for ServerClock {
     fn now(&self) -> Timestamp {
         shifted(self.local.now(), self.offset_ms())
     }
+
+    fn is_wall_clock(&self) -> bool {
+        self.local.is_wall_clock()
+    }
 }
 
 /// The offset to keep for a measured skew: none within the tolerance, else all of it.
@@ -102,7 +107,12 @@ impl StoreState {
         let server = server_millis(reply)?;
         let local = before / 2 + after / 2 + (before % 2 + after % 2) / 2;
         let skew = i64::try_from(i128::from(server) - i128::from(local)).unwrap_or(i64::MAX);
-        let offset = correction(skew, self.config.max_clock_skew);
+        // A clock driven by hand (a test's) is taken as given.
+        let offset = if self.clock.local.is_wall_clock() {
+            correction(skew, self.config.max_clock_skew)
+        } else {
+            0
+        };
         let previous = self.clock.offset_ms();
         self.clock.record(offset);
         if offset != previous {
