@@ -400,11 +400,11 @@ fn bench_against_redis_measures_the_raw_baselines_and_cleans_up() {
         );
     }
 
-    // Nothing the bench wrote is left but Shoal's counters.
+    // Nothing the bench wrote is left but Shoal's counters and its dataset marker.
     let keys = server.cli(&["-n", "3", "--scan"]);
     let left: Vec<&str> = keys
         .lines()
-        .filter(|k| !k.starts_with("shoal:metrics:"))
+        .filter(|k| !k.starts_with("shoal:metrics:") && *k != "shoal:dataset")
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     // Shoal's own counters recorded the bench's frames.

@@ -10,7 +10,7 @@ use crate::{Error, Result};
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Limits on what a store accepts. Exceeding one returns
-/// [`Error::LimitExceeded`](crate::Error::LimitExceeded) and writes nothing — except
+/// [`Error::LimitExceeded`] and writes nothing — except
 /// `max_frames_per_session`, which is a retention bound: the oldest frames are trimmed and
 /// sequence numbers keep counting.
 ///

@@ -74,9 +74,12 @@
 //!   write, up to [`JournalConfig::replay_concurrency`] at a time, so order holds within a
 //!   session but not across sessions (as for live writes to different sessions). Until a
 //!   local session is drained, `list` and `count` (served by the primary) do not include it.
-//! - **Scope.** The journal lives in process memory: an instance that dies during an outage
-//!   loses what it journaled (those writes were acknowledged). Use fallback mode `none` or
-//!   `read-only` where that is not acceptable.
+//! - **Scope.** Without [`JournalConfig::path`] the journal lives in process memory: an
+//!   instance that dies during an outage loses what it journaled (those writes were
+//!   acknowledged). With it, every fallback-path write is appended to that file before it is
+//!   acknowledged, and [`Resilient::recover`] replays the file when the instance starts again
+//!   (the drain's progress is logged too, so a crash mid-drain reads back instead of writing
+//!   twice).
 //!
 //! # Conflict rules when draining
 //! - **Session deleted (or expired) elsewhere during the outage**: journaled appends and
