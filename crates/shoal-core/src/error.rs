@@ -142,11 +142,42 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
+
+    /// `Unavailable` because an established connection broke under the call (reset, closed,
+    /// a reply cut mid-way): one event fails every call in flight on that connection at once,
+    /// and the backend's client reconnects at once. A resilience layer counts a burst of these
+    /// once and retries idempotent calls on the fresh connection
+    /// ([`Error::is_connection_lost`]).
+    pub fn connection_lost(detail: impl std::fmt::Display) -> Self {
+        Error::Unavailable {
+            reason: format!("{CONNECTION_LOST}{detail}"),
+        }
+    }
+
+    /// True for an error made by [`Error::connection_lost`].
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, Error::Unavailable { reason } if reason.starts_with(CONNECTION_LOST))
+    }
 }
+
+/// The start of the reason of [`Error::connection_lost`].
+const CONNECTION_LOST: &str = "connection lost: ";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_told_apart() {
+        let e = Error::connection_lost("redis get: broken pipe");
+        assert!(matches!(e, Error::Unavailable { .. }));
+        assert!(e.is_connection_lost() && e.is_transient());
+        assert!(!Error::unavailable("connection refused").is_connection_lost());
+        assert_eq!(
+            e.to_string(),
+            "store unavailable: connection lost: redis get: broken pipe"
+        );
+    }
 
     #[test]
     fn messages_name_what_they_are_about() {

@@ -6,7 +6,8 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use shoal_core::{Error, SessionId};
 
 /// Maps `e`, raised by `op` (about session `id`, if any). Connection loss and refusal become
-/// [`Error::Unavailable`], I/O time-outs [`Error::Timeout`], a key of the wrong type
+/// [`Error::Unavailable`] (a connection that broke under the call:
+/// [`Error::connection_lost`]), I/O time-outs [`Error::Timeout`], a key of the wrong type
 /// [`Error::Corrupt`] for that session, anything else [`Error::Backend`].
 ///
 /// A reply redis-rs cannot parse (`ErrorKind::Parse`, e.g. one cut mid-line by a dropped
@@ -29,7 +30,10 @@ pub(crate) fn map(
     if e.is_timeout() {
         return Error::Timeout { op, after: timeout };
     }
-    if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+    if e.is_connection_dropped() || e.kind() == ErrorKind::Parse {
+        return Error::connection_lost(format!("redis {op}: {e}"));
+    }
+    if e.is_connection_refusal() || e.is_io_error() {
         return Error::unavailable(format!("redis {op}: {e}"));
     }
     match e.kind() {
@@ -43,8 +47,7 @@ pub(crate) fn map(
         | ErrorKind::ClusterConnectionNotFound
         | ErrorKind::MasterNameNotFoundBySentinel
         | ErrorKind::NoValidReplicasFoundBySentinel
-        | ErrorKind::EmptySentinelList
-        | ErrorKind::Parse => Error::unavailable(format!("redis {op}: {e}")),
+        | ErrorKind::EmptySentinelList => Error::unavailable(format!("redis {op}: {e}")),
         _ => Error::backend(OpError { op, source: e }),
     }
 }
@@ -74,7 +77,7 @@ mod tests {
     #[test]
     fn a_cut_reply_is_unavailable_not_an_application_error() {
         assert!(
-            matches!(mapped(ErrorKind::Parse), Error::Unavailable { .. }),
+            mapped(ErrorKind::Parse).is_connection_lost(),
             "{:?}",
             mapped(ErrorKind::Parse)
         );

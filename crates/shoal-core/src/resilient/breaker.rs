@@ -467,6 +467,7 @@ mod tests {
             cooldown: Duration::from_secs(2),
             half_open_probes: 2,
             close_after: 2,
+            failure_burst: Duration::ZERO,
         }
     }
 

@@ -105,14 +105,49 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         ticket: Ticket<'_>,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        self.attempt(op, timeout, ticket, fut, false).await
+    }
+
+    /// [`run`](Self::run), where `retried` says a failure from a lost connection will be
+    /// retried at once on the fresh connection: it then does not count (the retry does).
+    async fn attempt<T>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        ticket: Ticket<'_>,
+        fut: impl Future<Output = Result<T>>,
+        retried: bool,
+    ) -> Result<T> {
         let started = Instant::now();
         let r = match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout { op, after: timeout }),
         };
         self.state.primary_metrics.record(op, &r, started.elapsed());
-        self.on_transition(ticket.finish(classify(&r)));
+        let outcome = match &r {
+            Err(e) if e.is_connection_lost() => self.connection_lost_outcome(retried),
+            r => classify(r),
+        };
+        self.on_transition(ticket.finish(outcome));
         r
+    }
+
+    /// How a failure from a lost connection counts: not at all when the call is retried on
+    /// the fresh connection, and once per burst (`breaker.failure_burst`) otherwise.
+    fn connection_lost_outcome(&self, retried: bool) -> Outcome {
+        if retried {
+            return Outcome::Neutral;
+        }
+        let burst = self.state.config.breaker.failure_burst;
+        let now = Instant::now();
+        let mut last = super::state::lock(&self.state.last_connection_lost);
+        match *last {
+            Some(at) if now.saturating_duration_since(at) < burst => Outcome::Neutral,
+            _ => {
+                *last = Some(now);
+                Outcome::Failure
+            }
+        }
     }
 
     /// A non-idempotent call: one attempt, if the breaker allows it.
@@ -132,7 +167,8 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     }
 
     /// An idempotent call: retried with backoff after `Unavailable`/`Timeout` while the
-    /// breaker allows it.
+    /// breaker allows it. A first attempt that lost its connection is retried at once, on
+    /// the fresh connection, and only the retry counts for the breaker.
     pub(super) async fn retrying<T, Fut>(
         &self,
         op: &'static str,
@@ -144,11 +180,19 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     {
         // Built at the first failure only: the common case never needs it.
         let mut backoff: Option<backon::ExponentialBackoff> = None;
+        let mut first = true;
         loop {
             let Some(ticket) = self.admit(op) else {
                 return Call::Rejected;
             };
-            match self.run(op, timeout, ticket, make()).await {
+            let r = self.attempt(op, timeout, ticket, make(), first).await;
+            if first && r.as_ref().is_err_and(Error::is_connection_lost) {
+                first = false;
+                ::metrics::counter!(metrics::RETRIES, "op" => op).increment(1);
+                continue;
+            }
+            first = false;
+            match r {
                 Err(e) if retryable(&e) => {
                     let delays = backoff.get_or_insert_with(|| {
                         let r = &self.state.config.retry;

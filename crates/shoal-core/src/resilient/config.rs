@@ -247,6 +247,11 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
     /// Consecutive successful probes that close the breaker. Default 3.
     pub close_after: u32,
+    /// Failures from a lost connection ([`Error::is_connection_lost`]) within this long of
+    /// the last one that counted count once: one dropped connection fails every call in
+    /// flight at once, and is one event. Zero counts each. Default 250 ms.
+    #[serde(with = "crate::serde_util::duration")]
+    pub failure_burst: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -259,6 +264,7 @@ impl Default for BreakerConfig {
             cooldown: Duration::from_secs(2),
             half_open_probes: 2,
             close_after: 3,
+            failure_burst: Duration::from_millis(250),
         }
     }
 }

@@ -94,21 +94,14 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     pub async fn probe(&self) -> ProbeReport {
         let at = Timestamp::now();
         let started = Instant::now();
-        let timeout = self.state.config.health.timeout;
-        let (ok, error) = match tokio::time::timeout(timeout, self.state.primary.health()).await {
-            Ok(Ok(h)) if h.status != HealthStatus::Unhealthy => (true, None),
-            Ok(Ok(h)) => (
-                false,
-                Some(
-                    h.details
-                        .get("error")
-                        .cloned()
-                        .unwrap_or_else(|| "the primary reports itself unhealthy".into()),
-                ),
-            ),
-            Ok(Err(e)) => (false, Some(e.to_string())),
-            Err(_) => (false, Some(format!("no answer within {timeout:?}"))),
-        };
+        let (mut ok, mut error) = self.probe_once().await;
+        if !ok {
+            // A probe landing in the first instant after a fault (a connection still being
+            // re-established) would cost a whole cooldown: look again, a moment later.
+            let settle = (self.state.config.health.interval / 4).min(Duration::from_millis(250));
+            tokio::time::sleep(settle).await;
+            (ok, error) = self.probe_once().await;
+        }
         let latency = started.elapsed();
         ::metrics::histogram!(metrics::HEALTH_LATENCY).record(latency.as_secs_f64());
         ::metrics::counter!(
@@ -125,5 +118,24 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
         };
         *lock(&self.state.probe) = Some(report.clone());
         report
+    }
+
+    /// Asks the primary's `health()` once, under the health timeout.
+    async fn probe_once(&self) -> (bool, Option<String>) {
+        let timeout = self.state.config.health.timeout;
+        match tokio::time::timeout(timeout, self.state.primary.health()).await {
+            Ok(Ok(h)) if h.status != HealthStatus::Unhealthy => (true, None),
+            Ok(Ok(h)) => (
+                false,
+                Some(
+                    h.details
+                        .get("error")
+                        .cloned()
+                        .unwrap_or_else(|| "the primary reports itself unhealthy".into()),
+                ),
+            ),
+            Ok(Err(e)) => (false, Some(e.to_string())),
+            Err(_) => (false, Some(format!("no answer within {timeout:?}"))),
+        }
     }
 }

@@ -46,6 +46,8 @@ pub(super) struct ResilientState<P, F> {
     pub(super) logging: AtomicUsize,
     /// Orders logging a write against emptying the file.
     pub(super) log_gate: Mutex<()>,
+    /// When a lost-connection failure last counted for the breaker.
+    pub(super) last_connection_lost: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Locks `m`.

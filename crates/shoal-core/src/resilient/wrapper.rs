@@ -106,6 +106,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 recovering: AtomicBool::new(false),
                 logging: AtomicUsize::new(0),
                 log_gate: Mutex::new(()),
+                last_connection_lost: Mutex::new(None),
             }),
         })
     }
