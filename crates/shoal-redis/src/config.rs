@@ -84,6 +84,15 @@ pub struct RedisConfig {
     /// `maxmemory-policy` can evict session keys (anything but `noeviction` once
     /// `maxmemory` is set): log a warning (`warn`, the default) or fail (`refuse`).
     pub evicting_policy: EvictingPolicy,
+    /// Replicas that must acknowledge each write before it is acknowledged (`WAIT`); 0 (the
+    /// default) acknowledges once the master has it — replication is then asynchronous and a
+    /// failover can lose the last writes. A write fewer replicas confirm within
+    /// [`wait_timeout`](Self::wait_timeout) fails with [`NotReplicated`](crate::NotReplicated)
+    /// (it is on the master, not yet safe). At most 16.
+    pub wait_replicas: u32,
+    /// How long one write waits for its replicas. Default 500 ms.
+    #[serde(with = "shoal_core::serde_util::duration")]
+    pub wait_timeout: Duration,
 }
 
 /// What to do on a Redis server whose memory policy may evict session keys.
@@ -112,6 +121,8 @@ impl Default for RedisConfig {
             max_clock_skew: Duration::from_secs(1),
             clock_resync: Duration::from_secs(60),
             evicting_policy: EvictingPolicy::Warn,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -131,6 +142,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("max_clock_skew", &self.max_clock_skew)
             .field("clock_resync", &self.clock_resync)
             .field("evicting_policy", &self.evicting_policy)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }
@@ -212,7 +225,19 @@ impl RedisConfig {
             ("redis.sweep_lease", self.sweep_lease),
             ("redis.max_clock_skew", self.max_clock_skew),
             ("redis.clock_resync", self.clock_resync),
+            ("redis.wait_timeout", self.wait_timeout),
         ])?;
+        if self.wait_replicas > 16 {
+            return Err(Error::invalid(format!(
+                "redis.wait_replicas must be 0 to 16, got {}",
+                self.wait_replicas
+            )));
+        }
+        if self.wait_replicas > 0 && self.wait_timeout.is_zero() {
+            return Err(Error::invalid(
+                "redis.wait_timeout must be greater than zero when redis.wait_replicas is set",
+            ));
+        }
         if self.clock_resync < Duration::from_secs(1) {
             return Err(Error::invalid(format!(
                 "redis.clock_resync must be at least 1s, got {:?}",

@@ -31,6 +31,8 @@
 //! max_clock_skew = "1s"          # beyond it, time is read as the Redis server's (TIME)
 //! clock_resync = "1m"            # how often the clock difference is measured again
 //! evicting_policy = "warn"       # or "refuse": a server whose maxmemory-policy can evict keys
+//! wait_replicas = 0              # replicas that must confirm each write (WAIT); 0 = async
+//! wait_timeout = "500ms"         # how long a write waits for them (then NotReplicated)
 //! sweep_interval = "30s"         # background expiry sweeps while a command runs
 //!
 //! [log]
@@ -44,7 +46,7 @@
 //! drain_timeout = "10s"          # at exit, how long to wait for the outage journal to drain
 //! [resilience.retry]             # max_retries, min_delay, max_delay
 //! [resilience.breaker]           # failure_threshold, failure_ratio, min_calls, window,
-//!                                # cooldown, half_open_probes, close_after
+//!                                # cooldown, half_open_probes, close_after, failure_burst
 //! [resilience.health]            # interval, timeout (the health monitor's probe)
 //! [resilience.journal]           # max_entries, max_bytes, seq_map_capacity,
 //!                                # replay_concurrency (sessions drained at once),

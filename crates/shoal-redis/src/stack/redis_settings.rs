@@ -16,7 +16,8 @@ use crate::RedisConfig;
 ///
 /// The keys are `RedisConfig`'s (`key_prefix`, `connect_timeout`, `response_timeout`,
 /// `connections`, `tls_ca_file`, `expiry_grace`, `sweep_lease`, `reconnect_retries`,
-/// `max_clock_skew`, `clock_resync`, `evicting_policy`) and `sweep_interval`; `url` is refused.
+/// `max_clock_skew`, `clock_resync`, `evicting_policy`, `wait_replicas`, `wait_timeout`) and
+/// `sweep_interval`; `url` is refused.
 ///
 /// ```
 /// use shoal_redis::stack::RedisSettings;
@@ -51,6 +52,8 @@ const KEYS: &[&str] = &[
     "max_clock_skew",
     "clock_resync",
     "evicting_policy",
+    "wait_replicas",
+    "wait_timeout",
     "sweep_interval",
 ];
 

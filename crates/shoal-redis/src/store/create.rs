@@ -149,6 +149,9 @@ impl StoreState {
             // The session exists; only listing misses it until the index is written again.
             tracing::warn!(session = %id, error = %e, "redis: created session could not be indexed");
         }
+        if created_now {
+            self.confirm_replicated("create", Some(id), &mut c).await?;
+        }
         Ok(Some((reply, reserved)))
     }
 

@@ -138,8 +138,11 @@ impl StoreState {
         let reply = self
             .io(op, Some(id), inv.invoke_async::<Value>(&mut c))
             .await?;
-        array(reply)
-            .ok_or_else(|| Error::backend(format!("redis {op}: the script gave a non-array reply")))
+        let reply = array(reply).ok_or_else(|| {
+            Error::backend(format!("redis {op}: the script gave a non-array reply"))
+        })?;
+        self.confirm_script(op, id, &reply, &mut c).await?;
+        Ok(reply)
     }
 
     /// Handles the statuses every live-session script shares; returns the reply on `ok`.

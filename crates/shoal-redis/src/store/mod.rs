@@ -2,7 +2,7 @@
 //!
 //! The handle and the state its clones share are in `handle`; the trait impl in
 //! `session_store` runs each operation on that state, and the operations live by what they
-//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `quota` (admission quotas), `secret` (shared secrets),
+//! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `quota` (admission quotas), `replication` (waiting for replicas), `secret` (shared secrets),
 //! `create`, `restore`,
 //! `list` (listing and counting), `server_clock` (time as the server sees it), `index` (keeping the index sets), `sweep`, `health`, `dataset` (noticing a server that lost its data), `memory_policy` (can the server evict our keys),
 //! `metrics`. `exec` runs the commands and reads their replies.
@@ -20,6 +20,7 @@ mod memory_policy;
 mod metrics;
 mod pending;
 mod quota;
+mod replication;
 mod restore;
 mod secret;
 mod server_clock;
@@ -29,4 +30,5 @@ mod sweep;
 
 pub use handle::RedisStore;
 pub use metrics::RedisMetrics;
+pub use replication::NotReplicated;
 pub use sweep::RedisSweeper;
