@@ -68,7 +68,7 @@ async fn failover_after_appends(wait_replicas: u32) -> Outcome {
         .unwrap_or_else(|e| panic!("create: {e}"));
     let mut acked = BTreeMap::new();
     let mut refused = 0;
-    let mut append = async |n: u32, acked: &mut BTreeMap<u64, String>| {
+    let append = async |n: u32, acked: &mut BTreeMap<u64, String>| {
         let content = format!("f{n}");
         match store
             .append_frame(
