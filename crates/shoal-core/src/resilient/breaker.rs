@@ -340,6 +340,17 @@ impl Breaker {
         Some(self.set_phase(&mut g, Phase::Open { until }, now))
     }
 
+    /// Closes the breaker now (after a journal file was replayed with it open, when a probe
+    /// found the primary healthy). No-op when already closed.
+    pub(crate) fn close(&self) -> Option<Transition> {
+        let now = Instant::now();
+        let mut g = self.lock();
+        if matches!(g.phase, Phase::Closed) {
+            return None;
+        }
+        Some(self.set_phase(&mut g, Phase::Closed, now))
+    }
+
     fn apply(&self, g: &mut PhaseRecord, outcome: Outcome, now: Instant) -> Option<Transition> {
         match outcome {
             Outcome::Neutral => None,

@@ -25,6 +25,9 @@ pub struct RecoveryReport {
     /// Bytes after the last whole record (a write cut by the crash), dropped. Such a write
     /// was never acknowledged.
     pub torn_bytes: u64,
+    /// Journal entries drained into the primary right away (it answered at recovery); the
+    /// rest drain once the health monitor finds it healthy.
+    pub drained: u64,
 }
 
 /// Counts a logged write in flight until dropped.
@@ -40,8 +43,9 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
     /// Replays the journal file (if [`JournalConfig::path`](super::JournalConfig::path) is
     /// set) after a restart: every write this instance acknowledged during an outage and had
     /// not drained is applied again to the fallback and the in-memory journal — with the
-    /// breaker open, so nothing reaches the primary before the health monitor finds it
-    /// healthy and drains as usual. Call it once, before serving (and before
+    /// breaker open, so nothing reaches the primary before the journal's order is rebuilt;
+    /// then, if the primary answers its health check, the breaker is closed and the journal
+    /// drained at once (else the health monitor does it once the primary is back). Call it once, before serving (and before
     /// [`spawn_monitor`](Resilient::spawn_monitor)); later calls find nothing.
     pub async fn recover(&self) -> Result<RecoveryReport> {
         let found = lock(&self.state.recovered).take();
@@ -103,11 +107,27 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
             }
         }
         self.state.recovering.store(false, Ordering::Release);
+        // The breaker was opened only to route the replay; when the primary answers now,
+        // close it and drain at once, so the instance starts as it would without a file.
+        let healthy = matches!(
+            tokio::time::timeout(
+                self.state.config.health.timeout,
+                self.state.primary.health()
+            )
+            .await,
+            Ok(Ok(h)) if h.status != crate::HealthStatus::Unhealthy
+        );
+        if healthy {
+            self.on_transition(self.state.breaker.close());
+            let drained = self.drain_journal().await;
+            report.drained = drained.entries;
+        }
         tracing::info!(
             replayed = report.replayed,
             refused = report.refused,
             in_doubt = report.in_doubt,
-            "resilient: journal file replayed; it drains once the primary is healthy"
+            drained = report.drained,
+            "resilient: journal file replayed"
         );
         Ok(report)
     }

@@ -52,6 +52,20 @@ impl StackConfig {
         self.memory.validate()?;
         self.redis.validate()?;
         self.resilience.validate()?;
+        let wait = &self.redis.connection;
+        if self.resilience.fallback.is_some()
+            && wait.wait_replicas > 0
+            && wait.wait_timeout >= self.resilience.config.op_timeout
+        {
+            return Err(InvalidSetting::new(
+                "redis.wait_timeout",
+                format!(
+                    "redis.wait_timeout ({:?}) must be shorter than resilience.op_timeout ({:?}): \
+                     a write waiting for its replicas would time out first",
+                    wait.wait_timeout, self.resilience.config.op_timeout
+                ),
+            ));
+        }
         self.cache.validate()
     }
 }
