@@ -250,3 +250,58 @@ async fn survives_a_master_failover() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listed.sessions.len(), 1);
 }
+
+/// `wait_replicas` on a Cluster: `WAIT` goes to the master of the session's slot. Each master
+/// has one replica: with 1 required, writes are acknowledged (once the replicas are in
+/// sync); with 2 required, every write fails with `NotReplicated` saying 1 of 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_the_replica_of_their_slot() {
+    let connect = |n: u32| async move {
+        let mut config = RedisConfig::new(cluster().url()).with_key_prefix(next_prefix());
+        config.wait_replicas = n;
+        config.wait_timeout = std::time::Duration::from_millis(300);
+        RedisStore::connect(
+            config,
+            shoal_core::Limits::default(),
+            Arc::new(ManualClock::starting_now()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let one = connect(1).await;
+    let id = SessionId::new("waited").unwrap_or_else(|e| panic!("{e}"));
+    // Fresh replicas start their full sync after a delay: bounded retries until they confirm.
+    let mut created = false;
+    for _ in 0..60 {
+        if one
+            .create(Session::new(id.clone(), Transport::StreamableHttp))
+            .await
+            .is_ok()
+        {
+            created = true;
+            break;
+        }
+        let _ = one.delete(&id).await;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(created, "no replica confirmed a write within 15 s");
+    for _ in 0..10 {
+        one.append_frame(&id, NewFrame::new(Direction::ServerToClient, "{}"))
+            .await
+            .unwrap_or_else(|e| panic!("append with one replica required: {e}"));
+    }
+    let two = connect(2).await;
+    let other = SessionId::new("unwaited").unwrap_or_else(|e| panic!("{e}"));
+    match two
+        .create(Session::new(other.clone(), Transport::StreamableHttp))
+        .await
+    {
+        Err(shoal_core::Error::Backend(e)) => {
+            let e = e
+                .downcast_ref::<shoal_redis::NotReplicated>()
+                .unwrap_or_else(|| panic!("not NotReplicated: {e}"));
+            assert_eq!((e.acked, e.wanted), (1, 2), "{e}");
+        }
+        other => panic!("a write two replicas cannot confirm: {other:?}"),
+    }
+}

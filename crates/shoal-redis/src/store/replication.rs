@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{
+    Value,
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr},
+};
 use shoal_core::{Error, Result, SessionId};
 
 use super::{
@@ -83,7 +86,17 @@ impl StoreState {
                 .unwrap_or(u64::MAX)
                 .max(1),
         );
-        let v: Value = self.io(op, id, wait.query_async(conn)).await?;
+        let v: Value = match (conn, id) {
+            // On a Cluster, WAIT goes to the master of the session's slot (the node that took
+            // the write), not to every master: a fault on another shard must not fail it.
+            (Conn::Cluster(c), Some(session)) => {
+                let [meta_key, ..] = self.keys.session(session);
+                let route = Route::with_slot(Slot::for_key(meta_key.as_bytes()), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                self.io(op, id, c.route_command(wait, routing)).await?
+            }
+            (conn, _) => self.io(op, id, wait.query_async(conn)).await?,
+        };
         let acked = int_of(&v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
         if acked >= u64::from(wanted) {
             return Ok(());
