@@ -266,3 +266,46 @@ fn cli_writes_invalidate_another_instances_cache() {
         bus.close().await;
     });
 }
+
+/// `[resilience.journal] path` belongs to the long-running process: while a store holds the
+/// journal file (locked), one-shot commands on the same configuration still work — they do
+/// not take the file.
+#[test]
+fn one_shot_commands_leave_the_instance_journal_alone() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let rt = runtime();
+    // The "proxy": a resilient store holding the journal file.
+    let holder = rt.block_on(async {
+        let redis = RedisStore::connect(
+            RedisConfig::new(server.url()),
+            Limits::default(),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
+        let mut c = shoal_core::resilient::ResilienceConfig::default()
+            .with_fallback(shoal_core::resilient::FallbackMode::Memory);
+        c.journal.path = Some(journal.clone());
+        shoal_core::resilient::Resilient::new(redis, shoal_core::MemoryStore::new(), c).unwrap()
+    });
+    let out = shoal()
+        .env("SHOAL_RESILIENCE__JOURNAL__PATH", &journal)
+        .args([
+            "--store",
+            &server.url(),
+            "--fallback",
+            "memory",
+            "sessions",
+            "count",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a one-shot command failed on the held journal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(holder);
+}

@@ -28,8 +28,21 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// Opens the configured store.
+    /// Opens the configured store for a one-shot command: without the instance's durable
+    /// outage journal (`[resilience.journal] path` belongs to the long-running process — a
+    /// proxy — and is locked by it; a command's writes during an outage are journaled in
+    /// memory and drained before it exits).
     pub(crate) async fn open(&self) -> anyhow::Result<OpenedStore> {
+        let mut config = self.config.clone();
+        if config.resilience.config.journal.path.take().is_some() {
+            tracing::debug!("one-shot command: the durable journal file is the proxy's; not used");
+        }
+        open_store(&config.store, &config).await
+    }
+
+    /// Opens the configured store for the long-running process (`proxy`), with its durable
+    /// outage journal when one is configured (replayed first if the last run left writes in it).
+    pub(crate) async fn open_instance(&self) -> anyhow::Result<OpenedStore> {
         open_store(&self.config.store, &self.config).await
     }
 }

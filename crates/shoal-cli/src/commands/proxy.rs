@@ -42,7 +42,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     }
     let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
 
-    let opened = ctx.open().await?;
+    let opened = ctx.open_instance().await?;
     if key_file.is_none() {
         // No key configured: every instance on this store agrees on one through it.
         match EventIdKey::shared(&*opened.store()).await {

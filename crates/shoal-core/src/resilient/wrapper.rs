@@ -75,10 +75,7 @@ impl<P: SessionStore, F: SessionStore> Resilient<P, F> {
                 let (log, found) =
                     DurableLog::open(path, config.journal.fsync, config.journal.max_file_bytes)
                         .map_err(|e| {
-                            Error::invalid(format!(
-                                "resilience.journal.path {}: {e}",
-                                path.display()
-                            ))
+                            Error::invalid(format!("the journal file {}: {e}", path.display()))
                         })?;
                 (Some(log), Some(found))
             }

@@ -64,11 +64,7 @@ impl DurableLog {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
-                    format!(
-                        "the journal {} is in use by another process (each instance needs its \
-                         own journal file)",
-                        path.display()
-                    ),
+                    "it is in use by another process (each instance needs its own journal file)",
                 ));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
