@@ -700,6 +700,9 @@ async fn create_session(
             if let Some(p) = &stdio {
                 p.kill();
             }
+            if e.is_transient() {
+                forget_in_doubt_session(inner, &id);
+            }
             return Err(unavailable(&e.to_string()));
         }
     };
@@ -1007,6 +1010,27 @@ async fn delete(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
         Ok(false) => not_found(),
         Err(e) => unavailable(&e.to_string()),
     }
+}
+
+/// A `create` that failed without a clear answer may have been applied: the session would
+/// then hold a place (and memory) until its TTL, though its id was never handed out. Delete it
+/// in the background once the in-flight create has had time to land; nobody else knows the
+/// id, so this can only remove that orphan.
+fn forget_in_doubt_session(inner: &ProxyState, id: &SessionId) {
+    let store = Arc::clone(&inner.store);
+    let id = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        match store.delete(&id).await {
+            Ok(true) => {
+                tracing::info!(session = %id, "an in-doubt create had been applied; removed");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(session = %id, error = %e, "in-doubt create not cleaned up");
+            }
+        }
+    });
 }
 
 async fn healthz() -> Response {

@@ -405,3 +405,75 @@ async fn a_session_past_its_byte_budget_keeps_its_newest_history() {
     }
     assert!(bytes <= 256 * 1024, "{bytes} bytes stored");
 }
+
+/// Applies the next `create`, then loses its reply (a connection cut mid-reply).
+#[derive(Clone, Debug, Default)]
+struct LoseCreateReply(Arc<std::sync::atomic::AtomicBool>);
+
+#[async_trait::async_trait]
+impl shoal_testkit::forwarding::Hooks for LoseCreateReply {
+    type Ticket = bool;
+
+    async fn before(&self, call: shoal_testkit::forwarding::Call<'_>) -> shoal_core::Result<bool> {
+        Ok(call.op() == shoal_testkit::forwarding::Op::Create
+            && self.0.swap(false, std::sync::atomic::Ordering::SeqCst))
+    }
+
+    async fn after(
+        &self,
+        _: shoal_testkit::forwarding::Op,
+        lose: bool,
+        _: shoal_testkit::forwarding::Outcome<'_>,
+    ) -> Option<shoal_core::Error> {
+        lose.then(|| shoal_core::Error::connection_lost("injected: reply cut"))
+    }
+}
+
+/// An `initialize` whose `create` was applied but not answered fails (503), and the proxy
+/// removes the orphan session in the background — its id was never handed out, so it would
+/// only hold a place until its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_create_leaves_no_orphan_session() {
+    let f = fake_upstream().await;
+    let memory = MemoryStore::new();
+    let hooks = LoseCreateReply(Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    let store: Arc<dyn SessionStore> = Arc::new(shoal_testkit::forwarding::ForwardingStore::new(
+        memory.clone(),
+        hooks,
+    ));
+    let mut p = start_proxy(
+        config(UpstreamConfig::Http { url: f.url() }, "orphan"),
+        store,
+    )
+    .await;
+    let c = Client::new(V);
+    let (status, sid, _, _) = init_with(&c, &p.url(), &[]).await;
+    assert_eq!(status, 503, "the lost create reply is an error");
+    assert!(sid.is_none());
+    assert_eq!(
+        memory
+            .count(&shoal_core::SessionFilter::default())
+            .await
+            .unwrap(),
+        1,
+        "the create was applied"
+    );
+    // Bounded wait for the background clean-up.
+    let mut left = 1;
+    for _ in 0..100 {
+        left = memory
+            .count(&shoal_core::SessionFilter::default())
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the orphan session was not removed");
+    // The next initialize works as usual.
+    let (status, sid, _, _) = init_with(&c, &p.url(), &[]).await;
+    assert_eq!(status, 200);
+    assert!(sid.is_some());
+    p.shutdown().await;
+}
