@@ -2,12 +2,13 @@
 # Chaos soak: the verified bench (shoal-bench --verify, fallback memory, a durable journal)
 # against a Sentinel-managed pair and a 6-node Cluster while random faults fire, then the
 # figures: faults fired, acknowledged appends, lost, duplicated, out of order, the longest
-# stall. Loopback only, bounded in time (default 10 minutes in all, half per topology).
+# stall. The bench's JSON reports are kept in target/chaos-soak/. Loopback only, bounded in time (default 10 minutes in all, half per topology).
 #
 #   scripts/chaos-soak.sh [--minutes N] [--only sentinel|cluster] [--rate OPS] [--wait N]
-#                         [--wait-cost SECONDS]
+#                         [--appendfsync everysec|always] [--wait-cost SECONDS]
 #
 # --wait N        run the bench with redis.wait_replicas = N (synchronous replication)
+# --appendfsync   the servers' AOF fsync policy (default everysec)
 # --wait-cost S   instead of the soak: S seconds of the bench on the Sentinel pair without
 #                 faults with wait_replicas 0, then 1, same run; prints both and the ratio
 #
@@ -22,6 +23,7 @@ ONLY=""
 RATE=3000
 WAIT=0
 WAIT_COST=0
+APPENDFSYNC=everysec
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES="$2"; shift 2 ;;
@@ -29,11 +31,13 @@ while [ $# -gt 0 ]; do
     --rate) RATE="$2"; shift 2 ;;
     --wait) WAIT="$2"; shift 2 ;;
     --wait-cost) WAIT_COST="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --appendfsync) APPENDFSYNC="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 case "$MINUTES" in ''|*[!0-9]*) echo "--minutes takes a whole number" >&2; exit 2 ;; esac
+case "$APPENDFSYNC" in everysec|always) ;; *) echo "--appendfsync takes everysec or always" >&2; exit 2 ;; esac
 if [ "$MINUTES" -lt 1 ] || [ "$MINUTES" -gt 120 ]; then
   echo "--minutes must be 1 to 120" >&2; exit 2
 fi
@@ -46,6 +50,8 @@ cargo build --release --locked -q -p shoal-bench
 BENCH="$PWD/target/release/shoal-bench"
 
 WORK="$(mktemp -d /tmp/shoal-chaos.XXXXXX)"
+RESULTS="$PWD/target/chaos-soak"
+mkdir -p "$RESULTS"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do
@@ -85,7 +91,7 @@ declare -A NODE_CMD NODE_PID NODE_PORT
 start_node() {
   local name="$1" port="$2"; shift 2
   mkdir -p "$WORK/$name"
-  NODE_CMD[$name]="redis-server --bind 127.0.0.1 --port $port --dir $WORK/$name --save '' --appendonly yes --appendfsync everysec $*"
+  NODE_CMD[$name]="redis-server --bind 127.0.0.1 --port $port --dir $WORK/$name --save '' --appendonly yes --appendfsync $APPENDFSYNC $*"
   NODE_PORT[$name]="$port"
   (cd "$WORK/$name" && eval "exec ${NODE_CMD[$name]}" >"$WORK/$name/log" 2>&1) &
   NODE_PID[$name]=$!
@@ -200,10 +206,15 @@ for r in rows:
 max_op = max((r.get("max_us", 0) for r in rows), default=0) / 1e6
 tr = (d.get("timeline") or {}).get("transitions", [])
 t = d.get("total", {})
+res = d.get("resilience") or {}
+settle = res.get("settle") or {}
 print(f"{name}: {t.get('count', 0)} ops ({t.get('errors', 0)} errors), {acked} appends acknowledged; "
       f"verify: lost {v.get('lost')}, duplicated {v.get('duplicated')}, out of order "
       f"{v.get('out_of_order')}, unexpected {v.get('unexpected')}; longest op {max_op:.2f} s, "
-      f"longest run of seconds with no successful op {longest}; breaker transitions {len(tr)}")
+      f"longest run of seconds with no successful op {longest}; breaker transitions {len(tr)}; "
+      f"provisional seqs resolved {settle.get('resolved_seqs')}, unresolved "
+      f"{settle.get('unresolved_seqs')} (an unresolved one reads as out of order); journal "
+      f"full rejections {res.get('journal_full_rejections')}")
 PY
 }
 
@@ -223,7 +234,7 @@ soak_sentinel() {
   done
   wait_synced "$r"
   local url="redis+sentinel://$(IFS=,; echo "${sentinels[*]}")/mymaster"
-  bench "$url" "$secs" "$WORK/sentinel.json" &
+  bench "$url" "$secs" "$RESULTS/sentinel.json" &
   local bench_pid=$!
   local end=$(( $(date +%s) + secs ))
   sleep 5
@@ -235,7 +246,7 @@ soak_sentinel() {
   done
   wait "$bench_pid" || true
   # Anything still stopped continues, so the verify could read.
-  report "sentinel" "$WORK/sentinel.json"
+  report "sentinel" "$RESULTS/sentinel.json"
 }
 
 soak_cluster() {
@@ -259,7 +270,7 @@ soak_cluster() {
     fi
   done
   local url="redis+cluster://$(IFS=,; echo "${nodes[*]}")"
-  bench "$url" "$secs" "$WORK/cluster.json" &
+  bench "$url" "$secs" "$RESULTS/cluster.json" &
   local bench_pid=$!
   local end=$(( $(date +%s) + secs ))
   sleep 5
@@ -268,7 +279,7 @@ soak_cluster() {
     sleep "$(( 4 + RANDOM % 7 ))"
   done
   wait "$bench_pid" || true
-  report "cluster" "$WORK/cluster.json"
+  report "cluster" "$RESULTS/cluster.json"
 }
 
 if [ "$WAIT_COST" -gt 0 ]; then
