@@ -158,7 +158,26 @@ impl Error {
     pub fn is_connection_lost(&self) -> bool {
         matches!(self, Error::Unavailable { reason } if reason.starts_with(CONNECTION_LOST))
     }
+
+    /// `Unavailable` because the backend applied a write but could not make it as durable as
+    /// configured (e.g. fewer replicas than required confirmed it): the write is there, not
+    /// safe, and the caller is not told it succeeded. Like any `Unavailable` it counts against
+    /// a circuit breaker — a store that cannot replicate is served by the fallback — and a
+    /// journal drain retries it (reading back first, so nothing is written twice).
+    pub fn not_replicated(detail: impl std::fmt::Display) -> Self {
+        Error::Unavailable {
+            reason: format!("{NOT_REPLICATED}{detail}"),
+        }
+    }
+
+    /// True for an error made by [`Error::not_replicated`].
+    pub fn is_not_replicated(&self) -> bool {
+        matches!(self, Error::Unavailable { reason } if reason.starts_with(NOT_REPLICATED))
+    }
 }
+
+/// The start of the reason of [`Error::not_replicated`].
+const NOT_REPLICATED: &str = "not replicated: ";
 
 /// The start of the reason of [`Error::connection_lost`].
 const CONNECTION_LOST: &str = "connection lost: ";
@@ -173,6 +192,9 @@ mod tests {
         assert!(matches!(e, Error::Unavailable { .. }));
         assert!(e.is_connection_lost() && e.is_transient());
         assert!(!Error::unavailable("connection refused").is_connection_lost());
+        let n = Error::not_replicated("redis append: 0 of 1 replicas");
+        assert!(n.is_not_replicated() && !n.is_connection_lost());
+        assert!(matches!(n, Error::Unavailable { .. }));
         assert_eq!(
             e.to_string(),
             "store unavailable: connection lost: redis get: broken pipe"

@@ -87,8 +87,8 @@ pub struct RedisConfig {
     /// Replicas that must acknowledge each write before it is acknowledged (`WAIT`); 0 (the
     /// default) acknowledges once the master has it — replication is then asynchronous and a
     /// failover can lose the last writes. A write fewer replicas confirm within
-    /// [`wait_timeout`](Self::wait_timeout) fails with [`NotReplicated`](crate::NotReplicated)
-    /// (it is on the master, not yet safe). At most 16.
+    /// [`wait_timeout`](Self::wait_timeout) fails with `Unavailable` ("not replicated: …",
+    /// [`Error::is_not_replicated`]): it is on the master, not yet safe. At most 16.
     pub wait_replicas: u32,
     /// How long one write waits for its replicas. Default 500 ms.
     #[serde(with = "shoal_core::serde_util::duration")]

@@ -4,7 +4,7 @@
 //! (the replication stream stops; the master does not notice), the master is killed, the
 //! replica is promoted. With
 //! `WAIT` no acknowledged frame is lost (the writes the replica could not confirm were
-//! refused with `NotReplicated`); without it the frames only the master had are lost, and
+//! refused "not replicated"); without it the frames only the master had are lost, and
 //! their seqs are handed out again — printed, and asserted, as the documented limit of the
 //! asynchronous mode. Every wait is bounded.
 
@@ -15,10 +15,10 @@ use std::{
 };
 
 use shoal_core::{
-    Direction, Error, FrameQuery, Limits, NewFrame, Session, SessionId, SessionStore, SystemClock,
+    Direction, FrameQuery, Limits, NewFrame, Session, SessionId, SessionStore, SystemClock,
     Transport,
 };
-use shoal_redis::{NotReplicated, RedisConfig, RedisStore};
+use shoal_redis::{RedisConfig, RedisStore};
 use shoal_testkit::{
     fault::{Fault, FaultProxy},
     redis_server::RedisSentinel,
@@ -94,7 +94,7 @@ async fn failover_after_appends(wait_replicas: u32) -> Outcome {
     for n in 20..40 {
         match append(n, &mut acked).await {
             Ok(()) => {}
-            Err(Error::Backend(e)) if e.downcast_ref::<NotReplicated>().is_some() => {
+            Err(e) if e.is_not_replicated() => {
                 refused += 1;
                 if refused >= 3 {
                     break;
@@ -147,7 +147,7 @@ async fn failover_after_appends(wait_replicas: u32) -> Outcome {
         .filter(|(seq, c)| after.get(seq).is_some_and(|now| now != *c))
         .count();
     eprintln!(
-        "wait_replicas {wait_replicas}: {} acknowledged, {refused} refused (NotReplicated), \
+        "wait_replicas {wait_replicas}: {} acknowledged, {refused} refused (not replicated), \
          {lost} acknowledged lost in the failover, {misdirected} acknowledged seqs now \
          holding another frame",
         acked.len()

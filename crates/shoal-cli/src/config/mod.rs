@@ -32,7 +32,7 @@
 //! clock_resync = "1m"            # how often the clock difference is measured again
 //! evicting_policy = "warn"       # or "refuse": a server whose maxmemory-policy can evict keys
 //! wait_replicas = 0              # replicas that must confirm each write (WAIT); 0 = async
-//! wait_timeout = "500ms"         # how long a write waits for them (then NotReplicated)
+//! wait_timeout = "500ms"         # how long a write waits for them (then "not replicated")
 //! sweep_interval = "30s"         # background expiry sweeps while a command runs
 //!
 //! [log]

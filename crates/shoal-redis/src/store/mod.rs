@@ -30,5 +30,4 @@ mod sweep;
 
 pub use handle::RedisStore;
 pub use metrics::RedisMetrics;
-pub use replication::NotReplicated;
 pub use sweep::RedisSweeper;

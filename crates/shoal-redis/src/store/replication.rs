@@ -1,9 +1,11 @@
 //! Opt-in synchronous replication: with [`RedisConfig::wait_replicas`](crate::RedisConfig)
 //! set, every write that changed a session is followed by `WAIT <replicas> <timeout>` on the
 //! same connection, and acknowledged only once that many replicas have it — so a failover
-//! to one of them keeps it. Fewer in time is [`NotReplicated`]: the write *is* on the master
-//! (it was applied), but a failover before the replicas catch up can lose it, and the caller
-//! is told so instead of getting a success.
+//! to one of them keeps it. Fewer in time is [`Error::not_replicated`] (an `Unavailable`,
+//! message from [`NotReplicated`]): the write *is* on the master (it was applied), but a
+//! failover before the replicas catch up can lose it, and the caller is told so instead of
+//! getting a success. Being `Unavailable`, it opens a circuit breaker when replication keeps
+//! failing (the fallback then takes the writes) and a journal drain retries it.
 
 use std::time::Duration;
 
@@ -32,21 +34,18 @@ const WRITES: &[&str] = &[
     "restore",
 ];
 
-/// A write applied on the master that fewer replicas than required acknowledged in time.
+/// What a write applied on the master that fewer replicas than required acknowledged in
+/// time says (the detail of [`Error::not_replicated`]).
 #[derive(Debug, thiserror::Error)]
 #[error(
     "redis {op}: written on the master, but {acked} of {wanted} replicas acknowledged it \
      within {timeout:?}; a failover before they catch up loses it (redis.wait_replicas)"
 )]
-pub struct NotReplicated {
-    /// The operation.
-    pub op: &'static str,
-    /// Replicas that acknowledged.
-    pub acked: u64,
-    /// Replicas required.
-    pub wanted: u32,
-    /// How long the store waited.
-    pub timeout: Duration,
+pub(crate) struct NotReplicated {
+    op: &'static str,
+    acked: u64,
+    wanted: u32,
+    timeout: Duration,
 }
 
 impl StoreState {
@@ -101,11 +100,11 @@ impl StoreState {
         if acked >= u64::from(wanted) {
             return Ok(());
         }
-        Err(Error::Backend(Box::new(NotReplicated {
+        Err(Error::not_replicated(NotReplicated {
             op,
             acked,
             wanted,
             timeout,
-        })))
+        }))
     }
 }
