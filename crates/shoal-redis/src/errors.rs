@@ -30,10 +30,15 @@ pub(crate) fn map(
     if e.is_timeout() {
         return Error::Timeout { op, after: timeout };
     }
+    // A refused connection is a server that is not there (redis-rs counts it as "dropped"
+    // too): every call fails on its own, and each counts.
+    if e.is_connection_refusal() {
+        return Error::unavailable(format!("redis {op}: {e}"));
+    }
     if e.is_connection_dropped() || e.kind() == ErrorKind::Parse {
         return Error::connection_lost(format!("redis {op}: {e}"));
     }
-    if e.is_connection_refusal() || e.is_io_error() {
+    if e.is_io_error() {
         return Error::unavailable(format!("redis {op}: {e}"));
     }
     match e.kind() {
@@ -81,6 +86,19 @@ mod tests {
             "{:?}",
             mapped(ErrorKind::Parse)
         );
+    }
+
+    #[test]
+    fn a_refused_connection_is_not_a_lost_one() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let e = map(refused, "get", None, Duration::from_secs(1));
+        assert!(
+            matches!(e, Error::Unavailable { .. }) && !e.is_connection_lost(),
+            "{e:?}"
+        );
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let e = map(reset, "get", None, Duration::from_secs(1));
+        assert!(e.is_connection_lost(), "{e:?}");
     }
 
     #[test]
