@@ -170,20 +170,7 @@ impl StoreState {
                 tracing::warn!("redis sweep stopped: its lease lapsed and was taken over");
                 break;
             }
-            let now = self.now();
-            let mut c = redis::cmd("ZRANGEBYSCORE");
-            c.arg(key)
-                .arg("-inf")
-                .arg(now.as_millis())
-                .arg("LIMIT")
-                .arg(skip)
-                .arg(SCAN_CHUNK);
-            let members: Vec<String> = array(self.cmd("sweep", None, c).await?)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(bytes_of)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .collect();
+            let members = self.due_members("sweep", key, skip, SCAN_CHUNK).await?;
             if members.is_empty() {
                 break;
             }
@@ -194,17 +181,7 @@ impl StoreState {
                 );
                 break;
             }
-            let outcomes: Vec<(String, Result<ExpireOutcome>)> = stream::iter(members.clone())
-                .map(|m: String| async move {
-                    let outcome = match SessionId::new(&m) {
-                        Ok(id) => self.expire_one(&id).await,
-                        Err(_) => Ok(ExpireOutcome::Gone),
-                    };
-                    (m, outcome)
-                })
-                .buffer_unordered(16)
-                .collect()
-                .await;
+            let outcomes = self.expire_members(members.clone()).await;
             let mut gone = Vec::new();
             let mut live: Vec<(u64, String)> = Vec::new();
             for (m, outcome) in outcomes {
@@ -284,20 +261,48 @@ impl StoreState {
     /// create that finds the store full never pays for a whole sweep). Returns how many
     /// places were freed.
     pub(super) async fn reclaim_due(&self) -> Result<u64> {
+        let members = self
+            .due_members("reserve", &self.keys.cap(), 0, RECLAIM_BATCH)
+            .await?;
+        let outcomes = self.expire_members(members).await;
+        let mut freed = Vec::new();
+        for (m, outcome) in outcomes {
+            if let ExpireOutcome::Gone | ExpireOutcome::Removed = outcome? {
+                freed.push(m);
+            }
+        }
+        self.repair(&freed).await;
+        Ok(freed.len() as u64)
+    }
+
+    /// Up to `count` members of the expiry-scored set `key` due at or before now, from the
+    /// `skip`-th on.
+    async fn due_members(
+        &self,
+        op: &'static str,
+        key: &str,
+        skip: usize,
+        count: usize,
+    ) -> Result<Vec<String>> {
         let mut c = redis::cmd("ZRANGEBYSCORE");
-        c.arg(self.keys.cap())
+        c.arg(key)
             .arg("-inf")
             .arg(self.now().as_millis())
             .arg("LIMIT")
-            .arg(0)
-            .arg(RECLAIM_BATCH);
-        let members: Vec<String> = array(self.cmd("reserve", None, c).await?)
+            .arg(skip)
+            .arg(count);
+        Ok(array(self.cmd(op, None, c).await?)
             .unwrap_or_default()
             .iter()
             .filter_map(bytes_of)
             .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect();
-        let outcomes: Vec<(String, Result<ExpireOutcome>)> = stream::iter(members)
+            .collect())
+    }
+
+    /// Runs the expire script on each member (16 at a time); a member that is not a valid
+    /// session id is `Gone` (a dangling index entry).
+    async fn expire_members(&self, members: Vec<String>) -> Vec<(String, Result<ExpireOutcome>)> {
+        stream::iter(members)
             .map(|m: String| async move {
                 let outcome = match SessionId::new(&m) {
                     Ok(id) => self.expire_one(&id).await,
@@ -307,15 +312,7 @@ impl StoreState {
             })
             .buffer_unordered(16)
             .collect()
-            .await;
-        let mut freed = Vec::new();
-        for (m, outcome) in outcomes {
-            if let ExpireOutcome::Gone | ExpireOutcome::Removed = outcome? {
-                freed.push(m);
-            }
-        }
-        self.repair(&freed).await;
-        Ok(freed.len() as u64)
+            .await
     }
 
     /// Removes `id` if it has expired (lazy expiry outside a write script).
