@@ -1,7 +1,7 @@
 //! # shoal-proxy
 //!
 //! An MCP Streamable HTTP reverse proxy whose sessions live in any Shoal
-//! [`SessionStore`](shoal_core::SessionStore), so any instance can serve any session.
+//! [`SessionStore`], so any instance can serve any session.
 //!
 //! ```text
 //!  MCP client ──HTTP──▶ shoal-proxy (N instances) ──▶ upstream MCP server (HTTP or stdio)
