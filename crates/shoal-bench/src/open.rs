@@ -37,6 +37,19 @@ pub(crate) fn settings(cli: &Cli) -> Result<(String, StackConfig), UsageError> {
         check_file(path)?;
         figment = figment.merge(Toml::file_exact(path));
     }
+    // figment 0.10's value parser panics on a quoted value with a backslash after non-ASCII
+    // text; such a value is refused here, naming the variable.
+    for (k, v) in std::env::vars_os() {
+        let (Some(k), v) = (k.to_str(), v.to_string_lossy()) else {
+            continue;
+        };
+        if k.starts_with("SHOAL_") && v.contains('\\') && !v.is_ascii() {
+            return Err(UsageError(format!(
+                "configuration: {k}: a value with both a backslash and non-ASCII text is not \
+                 supported"
+            )));
+        }
+    }
     figment = figment.merge(Env::prefixed("SHOAL_").split("__").filter(|k| {
         let k = k.as_str().to_ascii_lowercase();
         STORE_SECTIONS

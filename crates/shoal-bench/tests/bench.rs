@@ -415,3 +415,18 @@ fn bench_against_redis_measures_the_raw_baselines_and_cleans_up() {
         .unwrap_or(0);
     assert!(frames > 100, "frames counter {frames}");
 }
+
+/// A `SHOAL_*` value that figment's parser would panic on is refused with a usage error
+/// naming the variable.
+#[test]
+fn an_environment_value_figment_cannot_parse_is_a_usage_error() {
+    let out = bench()
+        .env("SHOAL_REDIS__KEY_PREFIX", "\"é\\n\"")
+        .args(["--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SHOAL_REDIS__KEY_PREFIX"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -63,6 +63,18 @@ impl EnvLayer {
     }
 }
 
+/// A variable's value as figment's own `Env` provider reads it (numbers, booleans, arrays,
+/// quoted strings, else the text) — except text with a backslash and a non-ASCII character,
+/// which is taken as it is: figment's string unescaping (0.10) slices such a quoted string at
+/// a character count instead of a byte offset and panics.
+fn parse_value(raw: &str) -> Value {
+    if raw.contains('\\') && !raw.is_ascii() {
+        return Value::from(raw.to_owned());
+    }
+    raw.parse()
+        .unwrap_or_else(|e: std::convert::Infallible| match e {})
+}
+
 impl Provider for EnvLayer {
     fn metadata(&self) -> Metadata {
         Metadata::named("environment variable")
@@ -72,10 +84,7 @@ impl Provider for EnvLayer {
     fn data(&self) -> figment::Result<Map<Profile, Dict>> {
         let mut dict = Dict::new();
         for (path, raw) in &self.vars {
-            let value: Value = raw
-                .parse()
-                .unwrap_or_else(|e: std::convert::Infallible| match e {});
-            insert_path(&mut dict, path, value);
+            insert_path(&mut dict, path, parse_value(raw));
         }
         Ok(Profile::Default.collect(dict))
     }
@@ -150,4 +159,23 @@ fn known_keys() -> Vec<(String, String)> {
             .map(|(s, k)| ((*s).to_owned(), (*k).to_owned())),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_value_with_a_backslash_after_non_ascii_text_does_not_panic() {
+        // figment 0.10's unescaping panics on this (found by the config property test).
+        for raw in [
+            "\"é\\n\"",
+            "\"\u{1e2ff}C?\\?{\u{1f574}<F\u{11744}\"",
+            "x\\é",
+        ] {
+            assert_eq!(parse_value(raw), Value::from(raw.to_owned()), "{raw}");
+        }
+        assert_eq!(parse_value("5"), Value::from(5u8));
+        assert_eq!(parse_value("\"a\\nb\""), Value::from("a\nb".to_owned()));
+    }
 }
