@@ -266,9 +266,12 @@ impl<'a> Pump<'a> {
             return Step::Continue;
         }
         self.reconnects = 0;
-        // A pump that was held up (a slow store) proves it still owns the stream first.
+        // Nothing is recorded without the lease: a pump takes it before its first event (a
+        // pump held up before its first renewal could otherwise take it back after another
+        // instance took the stream over and released it, and record events twice), and one
+        // that was held up (a slow store, a slow client) proves it still owns the stream.
         let lease = self.inner.cfg.stream_lease;
-        if self.renewed_at.is_some_and(|t| t.elapsed() >= lease / 2)
+        if self.renewed_at.is_none_or(|t| t.elapsed() >= lease / 2)
             && let Step::Stop = self.renew().await
         {
             return Step::Stop;
