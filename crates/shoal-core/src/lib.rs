@@ -29,6 +29,7 @@
 pub mod cached;
 pub mod clock;
 pub mod codec;
+pub mod epoch;
 pub mod error;
 pub mod frame;
 pub mod id;
@@ -50,6 +51,7 @@ pub mod transfer;
 #[cfg(feature = "cache")]
 pub use cached::{CacheConfig, Cached, CachedBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use epoch::{AppendedFrames, EpochStart, FrameEpochs};
 pub use error::{BoxError, Error, Result};
 pub use frame::{Direction, Frame, NewFrame, PendingRequest, RequestId};
 pub use id::SessionId;

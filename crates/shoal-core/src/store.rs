@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, Frame, LeaseReply, LeaseRequest, NewFrame, PendingRequest, QuotaReply, QuotaRequest,
-    RequestId, Result, Session, SessionId, SessionStatus, Timestamp, Transport,
+    AppendedFrames, Error, Frame, FrameEpochs, LeaseReply, LeaseRequest, NewFrame, PendingRequest,
+    QuotaReply, QuotaRequest, RequestId, Result, Session, SessionId, SessionStatus, Timestamp,
+    Transport,
 };
 
 /// The largest page a `list` or `frames` call returns.
@@ -212,6 +213,9 @@ pub struct FramePage {
     pub has_more: bool,
     /// The session's newest seq when the page was read.
     pub last_seq: u64,
+    /// The epochs of the session's frames when the page was read (empty for a backend
+    /// without epochs): a frame's SSE event id carries `epochs.of(frame.seq)`.
+    pub epochs: FrameEpochs,
 }
 
 impl FramePage {
@@ -500,6 +504,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// [`Error::LimitExceeded`] if a frame is too large.
     async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>>;
 
+    /// [`append_frames`](Self::append_frames), also saying the epoch the frames were
+    /// appended in (see [`crate::epoch`]). The default answers epoch 0 (not known): a backend
+    /// whose writes can be rolled back overrides it, and so does every wrapper.
+    async fn append_frames_with_epoch(
+        &self,
+        id: &SessionId,
+        frames: Vec<NewFrame>,
+    ) -> Result<AppendedFrames> {
+        Ok(AppendedFrames::new(
+            self.append_frames(id, frames).await?,
+            0,
+        ))
+    }
+
     /// Appends one frame and returns its seq.
     async fn append_frame(&self, id: &SessionId, frame: NewFrame) -> Result<u64> {
         let seqs = self.append_frames(id, vec![frame]).await?;
@@ -625,6 +643,13 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
         (**self).append_frames(id, frames).await
+    }
+    async fn append_frames_with_epoch(
+        &self,
+        id: &SessionId,
+        frames: Vec<NewFrame>,
+    ) -> Result<AppendedFrames> {
+        (**self).append_frames_with_epoch(id, frames).await
     }
     async fn append_frame(&self, id: &SessionId, frame: NewFrame) -> Result<u64> {
         (**self).append_frame(id, frame).await

@@ -1,9 +1,12 @@
-//! Tamper-evident SSE event ids: `<stream>.<seq>.<mac>`.
+//! Tamper-evident SSE event ids: `<stream>.<seq>.<mac>`, or `<stream>.<seq>.<epoch>.<mac>`
+//! for a frame whose store keeps frame epochs.
 //!
 //! The id names the stream and the store's frame seq, so any instance can replay exactly that
-//! stream after exactly that frame; the MAC (HMAC-SHA-256 over session id, stream and seq,
-//! truncated to 96 bits, base64url) binds it to its session, so an id forged, edited or taken
-//! from another session is refused.
+//! stream after exactly that frame; the epoch (see `shoal_core::epoch`) tells that frame from
+//! another given the same seq after the store rolled back, so a resume never starts after a
+//! frame the client did not receive. The MAC (HMAC-SHA-256 over session id, stream, seq and
+//! epoch, truncated to 96 bits, base64url) binds it to its session, so an id forged, edited
+//! or taken from another session is refused.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit as _, Mac as _};
@@ -18,7 +21,7 @@ const MAX_STREAM_LEN: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventIdError {
-    /// Not of the form `<stream>.<seq>.<mac>`.
+    /// Not of the form `<stream>.<seq>.<mac>` or `<stream>.<seq>.<epoch>.<mac>`.
     Malformed,
     /// Well formed, but the MAC does not match this session (tampered, or from another
     /// session or key).
@@ -43,6 +46,8 @@ pub struct EventId {
     pub stream: String,
     /// The frame seq in the store (0: before the stream's first event, e.g. a priming event).
     pub seq: u64,
+    /// The frame's epoch (0: not known).
+    pub epoch: u64,
 }
 
 /// Encodes event ids with one key and verifies them with it or any previous key (so ids
@@ -67,15 +72,29 @@ pub fn valid_stream(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// `mac` fed with what an event id signs: a version tag, the session, the stream and the seq.
-fn keyed_input(mac: &Hmac<Sha256>, session: &str, stream: &str, seq: u64) -> Hmac<Sha256> {
+/// `mac` fed with what an event id signs: a version tag, the session, the stream, the seq
+/// and (version 2, epoch not 0) the epoch.
+fn keyed_input(
+    mac: &Hmac<Sha256>,
+    session: &str,
+    stream: &str,
+    seq: u64,
+    epoch: u64,
+) -> Hmac<Sha256> {
     let mut m = mac.clone();
-    m.update(b"shoal-eid-v1\0");
+    m.update(if epoch == 0 {
+        b"shoal-eid-v1\0"
+    } else {
+        b"shoal-eid-v2\0"
+    });
     m.update(session.as_bytes());
     m.update(b"\0");
     m.update(stream.as_bytes());
     m.update(b"\0");
     m.update(&seq.to_be_bytes());
+    if epoch != 0 {
+        m.update(&epoch.to_be_bytes());
+    }
     m
 }
 
@@ -99,39 +118,45 @@ impl EventIdCodec {
         }
     }
 
-    fn tag(&self, session: &str, stream: &str, seq: u64) -> [u8; 32] {
-        keyed_input(&self.mac, session, stream, seq)
+    fn tag(&self, session: &str, stream: &str, seq: u64, epoch: u64) -> [u8; 32] {
+        keyed_input(&self.mac, session, stream, seq, epoch)
             .finalize()
             .into_bytes()
             .into()
     }
 
-    /// The event id of frame `seq` of `stream` in `session`.
-    pub fn encode(&self, session: &str, stream: &str, seq: u64) -> String {
-        let tag = self.tag(session, stream, seq);
-        format!(
-            "{stream}.{seq}.{}",
-            URL_SAFE_NO_PAD.encode(&tag[..MAC_BYTES])
-        )
+    /// The event id of frame `seq` (appended in `epoch`, 0 if not known) of `stream` in
+    /// `session`.
+    pub fn encode(&self, session: &str, stream: &str, seq: u64, epoch: u64) -> String {
+        let tag = self.tag(session, stream, seq, epoch);
+        let mac = URL_SAFE_NO_PAD.encode(&tag[..MAC_BYTES]);
+        if epoch == 0 {
+            format!("{stream}.{seq}.{mac}")
+        } else {
+            format!("{stream}.{seq}.{epoch}.{mac}")
+        }
     }
 
     /// Parses and verifies `id` as an event id of `session`.
     pub fn decode(&self, session: &str, id: &str) -> Result<EventId, EventIdError> {
         let id = id.trim();
-        let mut parts = id.split('.');
-        let (Some(stream), Some(seq), Some(mac), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(EventIdError::Malformed);
+        let parts: Vec<&str> = id.splitn(5, '.').collect();
+        let (stream, seq, epoch, mac) = match parts[..] {
+            [stream, seq, mac] => (stream, seq, None, mac),
+            [stream, seq, epoch, mac] => (stream, seq, Some(epoch), mac),
+            _ => return Err(EventIdError::Malformed),
         };
-        if !valid_stream(stream)
-            || seq.is_empty()
-            || seq.len() > 20
-            || !seq.bytes().all(|b| b.is_ascii_digit())
-        {
+        let seq = decimal(seq).ok_or(EventIdError::Malformed)?;
+        let epoch = match epoch {
+            None => 0,
+            // Version 2 ids never carry epoch 0.
+            Some(e) => decimal(e)
+                .filter(|&e| e != 0)
+                .ok_or(EventIdError::Malformed)?,
+        };
+        if !valid_stream(stream) {
             return Err(EventIdError::Malformed);
         }
-        let seq: u64 = seq.parse().map_err(|_| EventIdError::Malformed)?;
         let given = URL_SAFE_NO_PAD
             .decode(mac)
             .map_err(|_| EventIdError::Malformed)?;
@@ -140,7 +165,7 @@ impl EventIdCodec {
         }
         // Constant-time comparison of the truncated tag.
         let verifies = |mac: &Hmac<Sha256>| {
-            keyed_input(mac, session, stream, seq)
+            keyed_input(mac, session, stream, seq, epoch)
                 .verify_truncated_left(&given)
                 .is_ok()
         };
@@ -150,8 +175,17 @@ impl EventIdCodec {
         Ok(EventId {
             stream: stream.to_owned(),
             seq,
+            epoch,
         })
     }
+}
+
+/// A decimal u64 of 1–20 ASCII digits.
+fn decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -165,18 +199,22 @@ mod tests {
     #[test]
     fn round_trips() {
         let c = codec(1);
-        let id = c.encode("sess", "p0123abcd", 42);
+        let id = c.encode("sess", "p0123abcd", 42, 0);
         assert!(id.starts_with("p0123abcd.42."), "{id}");
         assert_eq!(
             c.decode("sess", &id).unwrap(),
             EventId {
                 stream: "p0123abcd".into(),
-                seq: 42
+                seq: 42,
+                epoch: 0,
             }
         );
-        assert_eq!(c.decode("sess", &c.encode("sess", "g1", 0)).unwrap().seq, 0);
         assert_eq!(
-            c.decode("sess", &c.encode("sess", "g1", u64::MAX))
+            c.decode("sess", &c.encode("sess", "g1", 0, 0)).unwrap().seq,
+            0
+        );
+        assert_eq!(
+            c.decode("sess", &c.encode("sess", "g1", u64::MAX, 0))
                 .unwrap()
                 .seq,
             u64::MAX
@@ -184,9 +222,39 @@ mod tests {
     }
 
     #[test]
+    fn ids_with_an_epoch_round_trip_and_bind_it() {
+        let c = codec(1);
+        let epoch = (1u64 << 52) - 3;
+        let id = c.encode("sess", "g0", 42, epoch);
+        assert!(id.starts_with(&format!("g0.42.{epoch}.")), "{id}");
+        assert_eq!(
+            c.decode("sess", &id).unwrap(),
+            EventId {
+                stream: "g0".into(),
+                seq: 42,
+                epoch,
+            }
+        );
+        // The epoch is signed: another epoch, or none, does not verify.
+        let other = id.replacen(&format!(".{epoch}."), ".5.", 1);
+        assert_eq!(c.decode("sess", &other), Err(EventIdError::BadMac));
+        let mac = id.rsplit('.').next().unwrap();
+        assert_eq!(
+            c.decode("sess", &format!("g0.42.{mac}")),
+            Err(EventIdError::BadMac)
+        );
+        // Epoch 0 is written without the field, never as one.
+        assert_eq!(
+            c.decode("sess", &format!("g0.42.0.{mac}")),
+            Err(EventIdError::Malformed)
+        );
+        assert!(!c.encode("sess", "g0", 42, 0).contains(".0."));
+    }
+
+    #[test]
     fn refuses_other_sessions_keys_and_edits() {
         let c = codec(1);
-        let id = c.encode("sess", "p1", 7);
+        let id = c.encode("sess", "p1", 7, 0);
         assert_eq!(c.decode("other", &id), Err(EventIdError::BadMac));
         assert_eq!(codec(2).decode("sess", &id), Err(EventIdError::BadMac));
         let edited = id.replacen(".7.", ".8.", 1);
@@ -202,10 +270,10 @@ mod tests {
     #[test]
     fn a_rotated_codec_accepts_the_previous_key_only_while_listed() {
         let key = |b: u8| EventIdKey::new(vec![b; 32]).unwrap();
-        let old_id = codec(1).encode("sess", "p1", 7);
+        let old_id = codec(1).encode("sess", "p1", 7, 0);
         let rotated = EventIdCodec::with_previous(&key(2), &[key(1)]);
         assert_eq!(rotated.decode("sess", &old_id).unwrap().seq, 7);
-        let new_id = rotated.encode("sess", "p1", 8);
+        let new_id = rotated.encode("sess", "p1", 8, 0);
         assert_eq!(
             codec(2).decode("sess", &new_id).unwrap().seq,
             8,
@@ -235,6 +303,9 @@ mod tests {
             "p1.7.!!!",
             "p1.7.AAAA",
             "p1.7.AAAAAAAAAAAAAAAAAAAA",
+            "p1.7.3.4.AAAAAAAAAAAAAAAA",
+            "p1.7.-3.AAAAAAAAAAAAAAAA",
+            "p1.7..AAAAAAAAAAAAAAAA",
         ] {
             assert_eq!(c.decode("s", bad), Err(EventIdError::Malformed), "{bad:?}");
         }

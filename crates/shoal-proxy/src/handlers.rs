@@ -19,7 +19,8 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 use sha2::Digest as _;
 use shoal_core::{
-    Direction, Error, NewFrame, RequestId, Session, SessionId, SessionState, Transport,
+    AppendedFrames, Direction, Error, NewFrame, RequestId, Session, SessionId, SessionState,
+    Transport,
 };
 use tokio::sync::mpsc;
 
@@ -723,18 +724,18 @@ async fn create_session(
                 .with_content_type("application/json"),
         );
     }
-    let seqs = match crate::retention::append_frames(inner, &id, frames).await {
-        Ok(s) => {
+    let appended = match crate::retention::append_frames(inner, &id, frames).await {
+        Ok(a) => {
             inner
                 .metrics
                 .frames_recorded
-                .fetch_add(s.len() as u64, Relaxed);
-            s
+                .fetch_add(a.seqs.len() as u64, Relaxed);
+            a
         }
         Err(e) => {
             inner.metrics.frame_errors.fetch_add(1, Relaxed);
             tracing::warn!(session = %id, error = %e, "could not record the handshake");
-            Vec::new()
+            AppendedFrames::default()
         }
     };
     inner.insert(live.clone());
@@ -742,9 +743,11 @@ async fn create_session(
     if was_stream {
         let (tx, rx) = mpsc::channel(messages.len() + 1);
         for (i, m) in messages.iter().enumerate() {
-            let eid = seqs
-                .get(i + 1)
-                .map(|seq| inner.codec.encode(id.as_str(), &stream, *seq));
+            let eid = appended.seqs.get(i + 1).map(|seq| {
+                inner
+                    .codec
+                    .encode(id.as_str(), &stream, *seq, appended.epoch)
+            });
             let _ = tx.try_send(sse::encode(eid.as_deref(), None, None, m));
         }
         drop(tx);
@@ -861,6 +864,7 @@ async fn get_stream(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
         None => Follow {
             stream: STANDALONE.to_owned(),
             after: 0,
+            epoch: 0,
         },
         Some(raw) => match raw
             .to_str()
@@ -869,6 +873,7 @@ async fn get_stream(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
             Ok(Ok(eid)) => Follow {
                 stream: eid.stream,
                 after: eid.seq,
+                epoch: eid.epoch,
             },
             Ok(Err(e)) => {
                 tracing::debug!(session = %live.id, error = %e, "Last-Event-ID refused");

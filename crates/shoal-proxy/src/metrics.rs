@@ -44,6 +44,10 @@ pub struct Metrics {
     pub requests_timed_out: AtomicU64,
     /// Client streams ended because the store kept failing or could not resolve a position.
     pub streams_ended_on_error: AtomicU64,
+    /// Resumes whose `Last-Event-ID` named a frame the store rolled back (a failover or a
+    /// restart lost it and its seq was given to another frame): replayed from before the
+    /// reused seqs instead.
+    pub resumes_rewound: AtomicU64,
     /// Upstream streams stopped because another instance owns them now (lease lost).
     pub leases_lost: AtomicU64,
     /// SSE keep-alive comments sent.
@@ -171,6 +175,11 @@ impl Metrics {
             "streams_ended_on_error_total",
             "Client streams ended because the store failed past the deadline.",
             self.streams_ended_on_error.load(Relaxed),
+        );
+        counter(
+            "resumes_rewound_total",
+            "Resumes after an event the store rolled back, replayed from before the reused seqs.",
+            self.resumes_rewound.load(Relaxed),
         );
         counter(
             "leases_lost_total",

@@ -7,19 +7,24 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use shoal_core::{Error, NewFrame, PendingRequest, Result, SessionId};
+use shoal_core::{AppendedFrames, Error, NewFrame, PendingRequest, Result, SessionId};
 
 use crate::state::ProxyState;
 
-/// `append_frames`, making room once if the session's budget refuses it.
+/// `append_frames_with_epoch` (the epoch goes into the frames' event ids), making room once
+/// if the session's budget refuses it.
 pub(crate) async fn append_frames(
     inner: &ProxyState,
     id: &SessionId,
     frames: Vec<NewFrame>,
-) -> Result<Vec<u64>> {
-    match inner.store.append_frames(id, frames.clone()).await {
+) -> Result<AppendedFrames> {
+    match inner
+        .store
+        .append_frames_with_epoch(id, frames.clone())
+        .await
+    {
         Err(e) if over_budget(&e) && make_room(inner, id).await => {
-            inner.store.append_frames(id, frames).await
+            inner.store.append_frames_with_epoch(id, frames).await
         }
         r => r,
     }

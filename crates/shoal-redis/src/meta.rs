@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::Value;
 use serde::{Deserialize, Deserializer, Serialize};
 use shoal_core::{
-    Error, PendingRequest, RequestId, Result, Session, SessionId, SessionState, SessionStatus,
-    Timestamp, Transport, codec,
+    EpochStart, Error, FrameEpochs, PendingRequest, RequestId, Result, Session, SessionId,
+    SessionState, SessionStatus, Timestamp, Transport, codec,
 };
 
 /// The activity and counters field: `<last_activity>:<expires_at>:<created_at>:<seq>:
@@ -37,6 +37,8 @@ use shoal_core::{
 pub(crate) const F_ACTIVITY: &str = "a";
 /// The meta field counting the pending requests the requests hash holds.
 pub(crate) const F_PENDING_COUNT: &str = "q";
+/// The meta field holding the frame epochs (`<epoch>@<first_seq>` pairs, comma-separated).
+pub(crate) const F_EPOCHS: &str = "e";
 /// The names of the blob's chunks, in order.
 pub(crate) const CHUNK_NAMES: [&str; MAX_CHUNKS] = ["d", "d1", "d2", "d3", "d4", "d5", "d6", "d7"];
 /// The longest chunk: Redis's default `hash-max-listpack-value`.
@@ -376,6 +378,24 @@ pub(crate) fn parse_session(id: &SessionId, reply: &Value) -> Result<Option<Sess
         assemble(id, a, &blob)?
     };
     Ok(Some(s))
+}
+
+/// Parses meta field `e` of `id` (absent or empty: no epochs).
+pub(crate) fn parse_epochs(id: &SessionId, v: Option<&[u8]>) -> Result<FrameEpochs> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok(FrameEpochs::default());
+    };
+    let bad = || corrupt(id, F_EPOCHS, "not <epoch>@<first_seq> pairs in order");
+    let text = std::str::from_utf8(v).map_err(|_| bad())?;
+    let mut starts = Vec::new();
+    for pair in text.split(',') {
+        let (epoch, first_seq) = pair.split_once('@').ok_or_else(bad)?;
+        let (Ok(epoch), Ok(first_seq)) = (epoch.parse::<u64>(), first_seq.parse::<u64>()) else {
+            return Err(bad());
+        };
+        starts.push(EpochStart { epoch, first_seq });
+    }
+    FrameEpochs::from_starts(starts).ok_or_else(bad)
 }
 
 /// The hash field of a pending request id: `n:<number>` or `s:<string>`.

@@ -6,7 +6,10 @@
 //! `WAIT` no acknowledged frame is lost (the writes the replica could not confirm were
 //! refused "not replicated"); without it the frames only the master had are lost, and
 //! their seqs are handed out again — printed, and asserted, as the documented limit of the
-//! asynchronous mode. Every wait is bounded.
+//! asynchronous mode. In both modes no acknowledged event id (epoch, seq) resolves to another
+//! frame: the reused seqs belong to a new epoch, and a resume from the newest acknowledged id
+//! starts before them. A restart from an older snapshot is the same rollback without a
+//! replica. Every wait is bounded.
 
 use std::{
     collections::BTreeMap,
@@ -32,6 +35,43 @@ struct Outcome {
     lost: usize,
     /// Acknowledged seqs that now hold another frame.
     misdirected: usize,
+    /// Acknowledged event ids (epoch, seq) that resolve to another frame: the seq holds
+    /// another frame in the same epoch.
+    misresolved: usize,
+    /// Frames written after the failover that a resume from the newest acknowledged id
+    /// would skip, or old frames it would send again that the client already has.
+    resume_errors: usize,
+}
+
+/// Checks acknowledged ids against what the store holds now: how many resolve to another
+/// frame (same epoch, other content), and whether a resume from the newest one sends exactly
+/// what the client lacks — the frames it never got.
+fn check_ids(acked: &BTreeMap<u64, (u64, String)>, page: &shoal_core::FramePage) -> (usize, usize) {
+    let stored: BTreeMap<u64, String> = page
+        .frames
+        .iter()
+        .map(|f| (f.seq, String::from_utf8_lossy(&f.content).into_owned()))
+        .collect();
+    let misresolved = acked
+        .iter()
+        .filter(|(seq, (epoch, c))| {
+            stored.get(seq).is_some_and(|now| now != c) && page.epochs.of(**seq) == *epoch
+        })
+        .count();
+    let Some((&last_seq, (last_epoch, _))) = acked.iter().next_back() else {
+        return (misresolved, 0);
+    };
+    let cursor = page.epochs.resume_after(*last_epoch, last_seq);
+    let resume_errors = stored
+        .iter()
+        .filter(|(seq, c)| {
+            let client_has = acked.get(seq).is_some_and(|(_, a)| a == *c);
+            // Sent by the resume: seq > cursor. Right when exactly the frames the client
+            // lacks are sent.
+            (**seq > cursor) == client_has
+        })
+        .count();
+    (misresolved, resume_errors)
 }
 
 async fn failover_after_appends(wait_replicas: u32) -> Outcome {
@@ -68,17 +108,17 @@ async fn failover_after_appends(wait_replicas: u32) -> Outcome {
         .unwrap_or_else(|e| panic!("create: {e}"));
     let mut acked = BTreeMap::new();
     let mut refused = 0;
-    let append = async |n: u32, acked: &mut BTreeMap<u64, String>| {
+    let append = async |n: u32, acked: &mut BTreeMap<u64, (u64, String)>| {
         let content = format!("f{n}");
         match store
-            .append_frame(
+            .append_frames_with_epoch(
                 &id,
-                NewFrame::new(Direction::ServerToClient, content.clone()),
+                vec![NewFrame::new(Direction::ServerToClient, content.clone())],
             )
             .await
         {
-            Ok(seq) => {
-                acked.insert(seq, content);
+            Ok(a) => {
+                acked.insert(a.seqs[0], (a.epoch, content));
                 Ok(())
             }
             Err(e) => Err(e),
@@ -128,35 +168,41 @@ async fn failover_after_appends(wait_replicas: u32) -> Outcome {
         .collect();
     let lost = acked
         .iter()
-        .filter(|(seq, c)| stored.get(seq) != Some(c))
+        .filter(|(seq, (_, c))| stored.get(seq) != Some(c))
         .count();
     // New writes after the failover: with seqs rolled back they reuse acknowledged ids.
     for n in 100..120 {
         let _ = append(n, &mut BTreeMap::new()).await;
     }
-    let after: BTreeMap<u64, String> = store
+    let after_page = store
         .frames(&id, &FrameQuery::after(0, 1_000))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let after: BTreeMap<u64, String> = after_page
         .frames
         .iter()
         .map(|f| (f.seq, String::from_utf8_lossy(&f.content).into_owned()))
         .collect();
     let misdirected = acked
         .iter()
-        .filter(|(seq, c)| after.get(seq).is_some_and(|now| now != *c))
+        .filter(|(seq, (_, c))| after.get(seq).is_some_and(|now| now != c))
         .count();
+    let (misresolved, resume_errors) = check_ids(&acked, &after_page);
     eprintln!(
         "wait_replicas {wait_replicas}: {} acknowledged, {refused} refused (not replicated), \
          {lost} acknowledged lost in the failover, {misdirected} acknowledged seqs now \
-         holding another frame",
-        acked.len()
+         holding another frame, {misresolved} acknowledged event ids resolving to another \
+         frame, {resume_errors} frames a resume from the newest id gets wrong (epochs {})",
+        acked.len(),
+        after_page.epochs
     );
     Outcome {
-        acked,
+        acked: acked.into_iter().map(|(s, (_, c))| (s, c)).collect(),
         refused,
         lost,
         misdirected,
+        misresolved,
+        resume_errors,
     }
 }
 
@@ -174,6 +220,8 @@ async fn with_wait_no_acknowledged_frame_is_lost_in_a_failover() {
         o.misdirected, 0,
         "acknowledged event ids now name other frames"
     );
+    assert_eq!(o.misresolved, 0);
+    assert_eq!(o.resume_errors, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,4 +235,97 @@ async fn without_wait_a_failover_loses_what_only_the_master_had() {
         o.lost, 20,
         "expected exactly the unreplicated frames to be lost"
     );
+    // Their seqs were handed out again, but in a new epoch: no acknowledged event id
+    // resolves to another frame, and a resume from the newest one sends exactly the frames
+    // written after the failover.
+    assert_eq!(o.misdirected, 20, "the lost frames' seqs were reused");
+    assert_eq!(
+        o.misresolved, 0,
+        "acknowledged event ids resolve to other frames"
+    );
+    assert_eq!(o.resume_errors, 0, "a resume skips or repeats frames");
+}
+
+/// A Redis restarted from a snapshot older than its last acknowledged appends (RDB saved,
+/// more frames appended, the process killed): the frames after the snapshot are lost and the
+/// next appends reuse their seqs — in a new epoch, so the old event ids are told apart and a
+/// resume from the newest of them sends exactly the new frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_snapshot_starts_a_new_epoch() {
+    let mut server = shoal_testkit::redis_server::RedisServer::start();
+    let config = RedisConfig::new(server.url())
+        .with_key_prefix("rb")
+        .with_response_timeout(Duration::from_millis(500))
+        .with_connect_timeout(Duration::from_millis(500));
+    let store = RedisStore::connect(config, Limits::default(), Arc::new(SystemClock))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let id = SessionId::new("rb").unwrap_or_else(|e| panic!("{e}"));
+    store
+        .create(Session::new(id.clone(), Transport::StreamableHttp))
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let mut acked = BTreeMap::new();
+    let append = async |n: u32, acked: &mut BTreeMap<u64, (u64, String)>| {
+        let content = format!("f{n}");
+        let started = Instant::now();
+        loop {
+            match store
+                .append_frames_with_epoch(
+                    &id,
+                    vec![NewFrame::new(Direction::ServerToClient, content.clone())],
+                )
+                .await
+            {
+                Ok(a) => {
+                    acked.insert(a.seqs[0], (a.epoch, content));
+                    return;
+                }
+                Err(e) => {
+                    assert!(started.elapsed() < BOUND, "append {n}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    for n in 0..10 {
+        append(n, &mut acked).await;
+    }
+    assert!(server.cli(&["SAVE"]).contains("OK"));
+    for n in 10..15 {
+        append(n, &mut acked).await;
+    }
+    let before: Vec<u64> = acked.values().map(|(e, _)| *e).collect();
+    assert!(
+        before[0] != 0 && before.iter().all(|e| *e == before[0]),
+        "one epoch before the restart: {before:?}"
+    );
+    server.restart();
+    let mut new = BTreeMap::new();
+    for n in 100..105 {
+        append(n, &mut new).await;
+    }
+    let page = store
+        .frames(&id, &FrameQuery::after(0, 100))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.frames.len(), 15, "10 from the snapshot and 5 new");
+    let new_epoch = new.values().next().map(|(e, _)| *e).unwrap_or(0);
+    assert!(new_epoch != 0 && new_epoch != before[0], "a new epoch");
+    assert_eq!(
+        new.keys().copied().collect::<Vec<_>>(),
+        (11..=15).collect::<Vec<_>>(),
+        "the lost frames' seqs are handed out again"
+    );
+    assert_eq!(page.epochs.of(10), before[0]);
+    assert_eq!(page.epochs.of(11), new_epoch);
+    let (misresolved, resume_errors) = check_ids(&acked, &page);
+    assert_eq!(misresolved, 0, "old ids resolve to new frames");
+    assert_eq!(
+        resume_errors, 0,
+        "a resume from the newest old id skips or repeats"
+    );
+    assert_eq!(page.epochs.resume_after(before[0], 15), 10);
+    assert_eq!(page.epochs.resume_after(before[0], 7), 7);
+    assert_eq!(page.epochs.resume_after(new_epoch, 15), 15);
 }

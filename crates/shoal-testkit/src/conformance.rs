@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
             page_limits_are_validated,
             append_frame_returns_increasing_seqs,
             append_frames_returns_contiguous_seqs,
+            appends_and_pages_agree_on_epochs,
             concurrent_appends_are_totally_ordered,
             frames_pagination_and_stream_filter,
             trimming_keeps_seqs_counting,
@@ -1110,6 +1111,49 @@ pub async fn append_frames_returns_contiguous_seqs(factory: impl StoreFactory) {
             f.seq
         );
         assert_eq!(f.session_id, id, "frame {} belongs to its session", f.seq);
+    }
+}
+
+/// The epoch an append reports is the epoch pages give its frames (0 and no epochs for a
+/// backend without them), the same for every append while the server stays the same, and an
+/// event id of the newest frame resumes after itself.
+pub async fn appends_and_pages_agree_on_epochs(factory: impl StoreFactory) {
+    let store = factory.make(Harness::default()).await;
+    let id = ok(store.create(plain("epochs")).await, "create").id;
+    let first = ok(
+        store
+            .append_frames_with_epoch(&id, vec![frame("1"), frame("2")])
+            .await,
+        "append_frames_with_epoch",
+    );
+    assert_eq!(first.seqs, vec![1, 2]);
+    assert_eq!(ok(store.append_frame(&id, frame("3")).await, "append"), 3);
+    let second = ok(
+        store.append_frames_with_epoch(&id, vec![frame("4")]).await,
+        "append_frames_with_epoch",
+    );
+    assert_eq!(second.seqs, vec![4]);
+    assert_eq!(second.epoch, first.epoch, "one server, one epoch");
+    // Read twice: a wrapper may answer the second read from memory.
+    for read in ["first read", "second read"] {
+        let page = ok(store.frames(&id, &FrameQuery::after(0, 10)).await, read);
+        assert_eq!(seqs(&page.frames), vec![1, 2, 3, 4], "{read}");
+        for f in &page.frames {
+            assert_eq!(
+                page.epochs.of(f.seq),
+                first.epoch,
+                "{read}: frame {} belongs to the epoch its append reported ({})",
+                f.seq,
+                page.epochs
+            );
+        }
+        assert_eq!(page.epochs.current(), first.epoch, "{read}");
+        assert_eq!(page.epochs.is_empty(), first.epoch == 0, "{read}");
+        assert_eq!(
+            page.epochs.resume_after(first.epoch, 4),
+            4,
+            "{read}: nothing was rolled back"
+        );
     }
 }
 

@@ -49,9 +49,9 @@ use std::{any::Any, fmt};
 
 use async_trait::async_trait;
 use shoal_core::{
-    Error, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits, ListPage,
-    ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId, Result, Session,
-    SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
+    AppendedFrames, Error, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest,
+    Limits, ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId,
+    Result, Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 /// A [`SessionStore`] method that a [`ForwardingStore`] forwards.
@@ -467,6 +467,16 @@ impl<S: SessionStore, H: Hooks> SessionStore for ForwardingStore<S, H> {
     async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
         let ticket = self.hooks.before(Call::AppendFrames(id, &frames)).await?;
         let answer = self.inner.append_frames(id, frames).await;
+        self.finish(Op::AppendFrames, ticket, answer).await
+    }
+
+    async fn append_frames_with_epoch(
+        &self,
+        id: &SessionId,
+        frames: Vec<NewFrame>,
+    ) -> Result<AppendedFrames> {
+        let ticket = self.hooks.before(Call::AppendFrames(id, &frames)).await?;
+        let answer = self.inner.append_frames_with_epoch(id, frames).await;
         self.finish(Op::AppendFrames, ticket, answer).await
     }
 

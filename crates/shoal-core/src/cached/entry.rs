@@ -5,7 +5,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use crate::{Frame, FramePage, FrameQuery, Session, Timestamp};
+use crate::{Frame, FrameEpochs, FramePage, FrameQuery, Session, Timestamp};
 
 use super::fence::Ticket;
 
@@ -128,6 +128,9 @@ fn weigh(session: &Session, tail: Option<&Tail>, min_weight: u32) -> u32 {
 pub(super) struct Tail {
     frames: VecDeque<Frame>,
     bytes: usize,
+    /// The session's frame epochs, as the page the tail was filled from and the appends
+    /// since said (pages served from the tail carry them).
+    epochs: FrameEpochs,
 }
 
 impl Tail {
@@ -146,17 +149,43 @@ impl Tail {
         t
     }
 
-    /// This tail followed by `new` (the frames that come right after it), without frames
-    /// before `first_seq`, cut to the caps.
+    /// This tail followed by `new` (the frames that come right after it, appended in
+    /// `epoch`), without frames before `first_seq`, cut to the caps.
     pub(super) fn extended(
         &self,
         new: impl IntoIterator<Item = Frame>,
+        epoch: u64,
         first_seq: u64,
         max_frames: usize,
         max_bytes: usize,
     ) -> Tail {
         let mut t = self.clone();
+        let mut new = new.into_iter().peekable();
+        if let Some(first_new) = new.peek() {
+            t.epochs.record(epoch, first_new.seq);
+        }
         t.extend(new, first_seq, max_frames, max_bytes);
+        t
+    }
+
+    /// A tail of the frames of `page` (which ends at the session's newest frame), without
+    /// frames before `first_seq`, cut to the caps.
+    pub(super) fn from_page(
+        page: &FramePage,
+        first_seq: u64,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> Tail {
+        let mut t = Tail {
+            epochs: page.epochs.clone(),
+            ..Tail::default()
+        };
+        t.extend(
+            page.frames.iter().cloned(),
+            first_seq,
+            max_frames,
+            max_bytes,
+        );
         t
     }
 
@@ -201,6 +230,7 @@ impl Tail {
         let mut page = FramePage {
             last_seq: last,
             trimmed: query.after_seq.saturating_add(1) < first,
+            epochs: self.epochs.clone(),
             ..FramePage::default()
         };
         let start_seq = query.after_seq.saturating_add(1).max(first);
@@ -312,10 +342,33 @@ mod tests {
     }
 
     #[test]
+    fn pages_carry_the_epochs_the_tail_saw() {
+        let s = session(1, 6);
+        let t = Tail::of(&frames(1..=4), 100, 1 << 20).extended(frames(5..=5), 7, 1, 100, 1 << 20);
+        // A later epoch starts at the first frame of the append that reported it.
+        let t = t.extended(frames(6..=6), 9, 1, 100, 1 << 20);
+        let p = t.page(&s, &FrameQuery::after(0, 10), usize::MAX).unwrap();
+        assert_eq!(p.epochs.to_string(), "7@5,9@6");
+        assert_eq!(p.epochs.of(4), 0);
+        assert_eq!(p.epochs.of(5), 7);
+        assert_eq!(p.epochs.of(6), 9);
+        let from_page = Tail::from_page(&p, 1, 100, 1 << 20);
+        let again = from_page
+            .page(&s, &FrameQuery::after(3, 10), usize::MAX)
+            .unwrap();
+        assert_eq!(again.epochs, p.epochs);
+        assert_eq!(seqs_of(&again), vec![4, 5, 6]);
+    }
+
+    fn seqs_of(p: &FramePage) -> Vec<u64> {
+        p.frames.iter().map(|f| f.seq).collect()
+    }
+
+    #[test]
     fn caps_keep_the_newest_frames() {
         let t = Tail::of(&frames(1..=10), 3, 1 << 20);
         assert_eq!(t.start(10), 8);
-        let t = t.extended(frames(11..=12), 1, 3, 1 << 20);
+        let t = t.extended(frames(11..=12), 0, 1, 3, 1 << 20);
         assert_eq!(t.start(12), 10);
         let t = t.since_seq(12);
         assert_eq!(t.start(12), 12);

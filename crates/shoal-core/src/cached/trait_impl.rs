@@ -7,9 +7,10 @@ use async_trait::async_trait;
 
 use super::{entry::Tail, wrapper::Cached};
 use crate::{
-    Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, LeaseReply, LeaseRequest,
-    ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId, Result,
-    Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
+    AppendedFrames, Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, LeaseReply,
+    LeaseRequest, ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest,
+    RequestId, Result, Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport,
+    Timestamp,
 };
 
 #[async_trait]
@@ -168,12 +169,20 @@ impl<S: SessionStore> SessionStore for Cached<S> {
     }
 
     async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+        Ok(self.append_frames_with_epoch(id, frames).await?.seqs)
+    }
+
+    async fn append_frames_with_epoch(
+        &self,
+        id: &SessionId,
+        frames: Vec<NewFrame>,
+    ) -> Result<AppendedFrames> {
         let s = &self.core;
         s.flush_id(id).await?;
         let keep = (s.tail_on() && s.caches_writes()).then(|| frames.clone());
         let now = s.now();
-        let seqs = match s.store.append_frames(id, frames).await {
-            Ok(seqs) => seqs,
+        let appended = match s.store.append_frames_with_epoch(id, frames).await {
+            Ok(a) => a,
             Err(e) => {
                 if e.is_not_found() {
                     s.evict(id, true).await;
@@ -182,13 +191,14 @@ impl<S: SessionStore> SessionStore for Cached<S> {
             }
         };
         let ticket = s.fences.raise(id);
-        if seqs.is_empty() || !s.caches_writes() {
+        if appended.seqs.is_empty() || !s.caches_writes() {
             s.entries.invalidate(id).await;
         } else {
-            s.apply_append(id, &seqs, keep, now, ticket).await;
+            s.apply_append(id, &appended.seqs, appended.epoch, keep, now, ticket)
+                .await;
         }
         s.publish(id);
-        Ok(seqs)
+        Ok(appended)
     }
 
     async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {

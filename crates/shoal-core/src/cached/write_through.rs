@@ -71,12 +71,14 @@ impl<S: SessionStore> CacheCore<S> {
         }
     }
 
-    /// Applies an append the backend made (seqs `seqs`, frames `frames` when the tail is
-    /// kept, at `now` or later) to the cached entry, or drops the entry when it cannot.
+    /// Applies an append the backend made (seqs `seqs` in `epoch`, frames `frames` when the
+    /// tail is kept, at `now` or later) to the cached entry, or drops the entry when it
+    /// cannot.
     pub(super) async fn apply_append(
         &self,
         id: &SessionId,
         seqs: &[u64],
+        epoch: u64,
         frames: Option<Vec<NewFrame>>,
         now: Timestamp,
         ticket: Ticket,
@@ -117,6 +119,7 @@ impl<S: SessionStore> CacheCore<S> {
                                     new.into_iter()
                                         .zip(seqs)
                                         .map(|(f, seq)| f.into_frame(id.clone(), *seq)),
+                                    epoch,
                                     s.first_seq,
                                     max_frames,
                                     max_bytes,
@@ -155,12 +158,8 @@ impl<S: SessionStore> CacheCore<S> {
                             && !fences.crossed(id, ticket)
                             && !fences.crossed(id, c.ticket) =>
                     {
-                        let tail = Tail::default().extended(
-                            page.frames.iter().cloned(),
-                            c.session.first_seq,
-                            max_frames,
-                            max_bytes,
-                        );
+                        let tail =
+                            Tail::from_page(page, c.session.first_seq, max_frames, max_bytes);
                         Op::Put(Arc::new(Entry::new(
                             c.snapshot(),
                             c.loaded_at,

@@ -22,10 +22,10 @@ use super::{
     write_path::{frames_bytes, record_bytes},
 };
 use crate::{
-    Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError, LeaseReply,
-    LeaseRequest, Limits, ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest,
-    RequestId, Result, Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport,
-    Timestamp,
+    AppendedFrames, Error, FramePage, FrameQuery, GetMany, Health, HealthStatus, ItemError,
+    LeaseReply, LeaseRequest, Limits, ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply,
+    QuotaRequest, RequestId, Result, Session, SessionFilter, SessionId, SessionRecord,
+    SessionStore, SweepReport, Timestamp,
 };
 
 #[async_trait]
@@ -321,6 +321,16 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
     }
 
     async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+        Ok(self.append_frames_with_epoch(id, frames).await?.seqs)
+    }
+
+    /// The primary's epoch; appends journaled during an outage have provisional seqs and
+    /// epoch 0 (not known).
+    async fn append_frames_with_epoch(
+        &self,
+        id: &SessionId,
+        frames: Vec<NewFrame>,
+    ) -> Result<AppendedFrames> {
         loop {
             match self.route(id).await {
                 Route::Marked(kind, guard) => {
@@ -348,11 +358,11 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
                         }
                     };
                     drop(guard);
-                    return r;
+                    return r.map(|seqs| AppendedFrames::new(seqs, 0));
                 }
                 Route::Direct => {
                     if let Some(t) = self.admit("append_frames") {
-                        let fut = self.state.primary.append_frames(id, frames);
+                        let fut = self.state.primary.append_frames_with_epoch(id, frames);
                         return self.run("append_frames", self.point(), t, fut).await;
                     }
                     if self.mode() != FallbackMode::Memory {

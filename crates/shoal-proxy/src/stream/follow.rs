@@ -36,6 +36,9 @@ pub(crate) struct Follow {
     /// Replays frames after this seq (0: from the stream's start; on the standalone stream,
     /// leaving out the server's requests that were answered already).
     pub(crate) after: u64,
+    /// The epoch of the frame `after` names (0: not known): a resume starts earlier when the
+    /// store gave seqs up to `after` to frames of a later epoch (see `shoal_core::epoch`).
+    pub(crate) epoch: u64,
 }
 
 /// Why a follower ended.
@@ -115,6 +118,9 @@ struct Follower {
     client_headers: HeaderMap,
     /// Every frame up to this seq was looked at.
     cursor: u64,
+    /// The epoch of the `Last-Event-ID` frame, checked against the first page read (0: none
+    /// to check).
+    resume_epoch: u64,
     /// The requests of a POST stream still unanswered (`None` for a GET stream).
     awaiting: Option<HashSet<RequestId>>,
     /// Server requests on the standalone stream up to this seq that are no longer pending
@@ -141,6 +147,7 @@ impl Follower {
             tx,
             client_headers,
             cursor: from.after,
+            resume_epoch: from.epoch,
             awaiting: None,
             answered_before: None,
             last_seen_ms: Timestamp::now().as_millis(),
@@ -248,6 +255,16 @@ impl Follower {
                 },
             };
             self.retry.ok();
+            if self.resume_epoch != 0 {
+                let epoch = std::mem::take(&mut self.resume_epoch);
+                let from = page.epochs.resume_after(epoch, self.cursor);
+                if from < self.cursor {
+                    self.inner.metrics.resumes_rewound.fetch_add(1, Relaxed);
+                    tracing::warn!(session = %self.live.id, stream = self.stream, after = self.cursor, epoch, from, epochs = %page.epochs, "Last-Event-ID names a frame the store rolled back (failover or restart); replaying after the last frame the client can have");
+                    self.cursor = from;
+                    continue;
+                }
+            }
             if page.trimmed {
                 tracing::warn!(session = %self.live.id, stream = self.stream, after = self.cursor, "frames were trimmed; the replay has a gap");
             }
@@ -264,10 +281,12 @@ impl Follower {
                 if parsed.as_ref().is_some_and(|v| self.answered(f.seq, v)) {
                     continue;
                 }
-                let eid = self
-                    .inner
-                    .codec
-                    .encode(self.live.id.as_str(), &self.stream, f.seq);
+                let eid = self.inner.codec.encode(
+                    self.live.id.as_str(),
+                    &self.stream,
+                    f.seq,
+                    page.epochs.of(f.seq),
+                );
                 if self
                     .tx
                     .send(sse::encode(Some(&eid), None, None, &f.content))

@@ -289,10 +289,10 @@ impl<'a> Pump<'a> {
             }
         }
         if let Some(tx) = &self.client {
-            let eid = seq.map(|s| {
+            let eid = seq.map(|(s, epoch)| {
                 self.inner
                     .codec
-                    .encode(self.live.id.as_str(), &self.stream, s)
+                    .encode(self.live.id.as_str(), &self.stream, s, epoch)
             });
             let chunk = sse::encode(eid.as_deref(), None, None, &data);
             match tokio::time::timeout(self.inner.cfg.client_send_timeout, tx.send(chunk)).await {
@@ -325,8 +325,13 @@ impl<'a> Pump<'a> {
     /// (sampling, elicitation, roots: the client may answer on any instance) before its frame,
     /// so a frame that is visible has its pending entry; then the frame (its seq is the event
     /// id) together with the settlement of the requests it answers. `None`: the session is
-    /// gone; `Some(None)`: forwarded without an event id (the store failed).
-    async fn record(&mut self, data: &Bytes, upstream_id: Option<String>) -> Option<Option<u64>> {
+    /// gone; `Some(None)`: forwarded without an event id (the store failed); else the frame's
+    /// seq and epoch.
+    async fn record(
+        &mut self,
+        data: &Bytes,
+        upstream_id: Option<String>,
+    ) -> Option<Option<(u64, u64)>> {
         let (inner, live, stream) = (self.inner, self.live, &self.stream);
         let (answered, asked) = match serde_json::from_slice::<Value>(data) {
             Ok(v) => (response_ids(&v), server_requests(&v)),
@@ -361,21 +366,22 @@ impl<'a> Pump<'a> {
         let append = async {
             crate::retention::append_frames(inner, &live.id, vec![nf])
                 .await
-                .and_then(|seqs| {
-                    seqs.first()
-                        .copied()
+                .and_then(|a| {
+                    a.seqs
+                        .first()
+                        .map(|&seq| (seq, a.epoch))
                         .ok_or_else(|| Error::backend("append returned no seq"))
                 })
         };
         let (appended, _) = tokio::join!(append, takes);
         match appended {
-            Ok(seq) => {
+            Ok((seq, epoch)) => {
                 inner.metrics.frames_recorded.fetch_add(1, Relaxed);
                 let _ = self.wake.send(seq);
                 if let Some(w) = &inner.wakeups {
                     w.publish(&live.id, stream);
                 }
-                Some(Some(seq))
+                Some(Some((seq, epoch)))
             }
             Err(Error::NotFound { .. }) => {
                 inner.evict(&live.id);

@@ -120,7 +120,7 @@ pub(crate) fn sse_response(
 /// empty data field and the `retry` hint.
 pub(crate) fn priming(inner: &ProxyState, live: &Live, stream: &str) -> Option<Bytes> {
     live.revision.primes_streams().then(|| {
-        let id = inner.codec.encode(live.id.as_str(), stream, 0);
+        let id = inner.codec.encode(live.id.as_str(), stream, 0, 0);
         let retry = u64::try_from(inner.cfg.sse_retry.as_millis()).unwrap_or(u64::MAX);
         sse::encode(Some(&id), None, Some(retry), b"")
     })

@@ -6,14 +6,15 @@
 -- comes from meta's field a (read and written inside this script, so seqs are totally ordered
 -- across every writer). The budget counts what the session holds after the frames trimmed by
 -- the retention bound are gone; over it, nothing is written.
--- Reply: {0, seq1, seq2, ...}, or {-5} over the budget.
+-- Reply: {0, epoch, seq1, seq2, ...} (the frames' epoch, see epoch_for_append; 0 when no
+-- frame was given), or {-5} over the budget.
 local t, r = load_live(now)
 if not t then
   return r
 end
 local k = #ARGV - 7
 local last = t[4]
-local out = {0}
+local out = {0, 0}
 local max = tonumber(ARGV[4])
 local items = {}
 local n
@@ -25,7 +26,7 @@ if k > 0 then
     local seq = last + i
     items[i] = prefix .. mp_uint(seq) .. ARGV[7 + i]
     incoming = incoming + #items[i]
-    out[i + 1] = seq
+    out[i + 2] = seq
   end
   local budget = tonumber(ARGV[5])
   b = stored_bytes() + incoming
@@ -58,6 +59,7 @@ if k > 0 then
     -- with it) and report it, rather than heal the counters over a hole in the history.
     return evicted('frames', n - k, t[6] .. ' retained frames')
   end
+  out[2] = epoch_for_append(last - k + 1)
 end
 -- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything
 -- is written, if the key is not a list; with frames RPUSH does both).

@@ -3,7 +3,7 @@
 -- largest entry that may be stored. Entries are read in steps sized so that what this script
 -- holds stays within ARGV[4] plus one entry, whatever the entries' sizes.
 -- Reply: {0, first_seq, last_seq, retained count, {entries with seq > after_seq ...},
--- 1 if the byte bound stopped the read (else 0)}.
+-- 1 if the byte bound stopped the read (else 0), the frame epochs (meta field e, '' if none)}.
 local t, r = load_live(now)
 if not t then
   return r
@@ -52,4 +52,4 @@ if start <= last and count > 0 then
     idx = idx + step
   end
 end
-return {0, first, last, n, items, stopped}
+return {0, first, last, n, items, stopped, redis.call('HGET', KEYS[1], 'e') or ''}

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use shoal_core::{Error, Frame, FramePage, FrameQuery, NewFrame, Result, SessionId, codec};
+use shoal_core::{
+    AppendedFrames, Error, Frame, FramePage, FrameQuery, NewFrame, Result, SessionId, codec,
+};
 
 use super::{
     exec::{array, not_found, now_arg, num_arg, u64_of},
@@ -33,7 +35,7 @@ impl StoreState {
         self: &Arc<Self>,
         id: &SessionId,
         frames: Vec<NewFrame>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<AppendedFrames> {
         let max_bytes = self.limits.max_frame_bytes;
         if frames.iter().any(|f| f.size() > max_bytes) {
             return Err(Error::LimitExceeded {
@@ -67,7 +69,11 @@ impl StoreState {
             .script("append", id, &self.scripts.append, args)
             .await?;
         let reply = self.live("append", id, reply).await?;
-        let seqs: Option<Vec<u64>> = reply[1..].iter().map(u64_of).collect();
+        let epoch = reply
+            .get(1)
+            .and_then(u64_of)
+            .ok_or_else(|| Error::backend("redis append: no epoch in the reply"))?;
+        let seqs: Option<Vec<u64>> = reply[2..].iter().map(u64_of).collect();
         let seqs = seqs.ok_or_else(|| Error::backend("redis append: bad seqs in the reply"))?;
         if seqs.len() as u64 != n {
             return Err(Error::backend(format!(
@@ -76,7 +82,7 @@ impl StoreState {
             )));
         }
         self.bump(M_FRAMES, n);
-        Ok(seqs)
+        Ok(AppendedFrames::new(seqs, epoch))
     }
 
     pub(super) async fn frames(&self, id: &SessionId, query: &FrameQuery) -> Result<FramePage> {
@@ -116,6 +122,7 @@ impl StoreState {
             };
             if first_call {
                 page.last_seq = last;
+                page.epochs = meta::parse_epochs(id, reply.get(6).and_then(bytes_of))?;
                 first_call = false;
             }
             if after.saturating_add(1) < first {

@@ -4,9 +4,9 @@
 
 use async_trait::async_trait;
 use shoal_core::{
-    FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits, ListPage, ListQuery,
-    NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId, Result, Session, SessionFilter,
-    SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
+    AppendedFrames, FramePage, FrameQuery, GetMany, Health, LeaseReply, LeaseRequest, Limits,
+    ListPage, ListQuery, NewFrame, PendingRequest, QuotaReply, QuotaRequest, RequestId, Result,
+    Session, SessionFilter, SessionId, SessionRecord, SessionStore, SweepReport, Timestamp,
 };
 
 use super::handle::RedisStore;
@@ -54,6 +54,14 @@ impl SessionStore for RedisStore {
     }
 
     async fn append_frames(&self, id: &SessionId, frames: Vec<NewFrame>) -> Result<Vec<u64>> {
+        Ok(self.state.append_frames(id, frames).await?.seqs)
+    }
+
+    async fn append_frames_with_epoch(
+        &self,
+        id: &SessionId,
+        frames: Vec<NewFrame>,
+    ) -> Result<AppendedFrames> {
         self.state.append_frames(id, frames).await
     }
 
