@@ -6,12 +6,15 @@
 #
 #   ./scripts/redis-script-cost.sh [PORT]      # default: a redis-server started for the run
 #
+# SCRIPTS=<dir> measures the scripts in <dir> instead (e.g. another version's, from
+# `git worktree add`), for a before/after ratio from one run.
+#
 # Needs redis-server, redis-cli and redis-benchmark. With PORT, uses (and writes keys
 # `shoal:{lc-*}` and `shoal:{<random>}` into) that server's db 0 and resets its
 # commandstats: point it at a scratch server only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=crates/shoal-redis/src/scripts
+D=${SCRIPTS:-crates/shoal-redis/src/scripts}
 N=${N:-60000}
 PORT=${1:-}
 DIR=""
@@ -54,6 +57,8 @@ echo "redis $(cli info server | grep redis_version | tr -d '\r'), $N calls per r
 # shellcheck disable=SC2086
 cost touch evalsha "$T" 3 $K "$NOW" "$EXP" "$MS"
 # shellcheck disable=SC2086
-cost append1 evalsha "$A" 3 $K "$NOW" "$EXP" "$MS" 1000 PREFIX "$FRAME"
+# ARGV: now, expires_at, PEXPIRE ms, max frames, byte budget (64 MiB), metadata allowance,
+# the frame prefix, one frame's bytes (the list stays at 1,000 frames: trimmed every call).
+cost append1 evalsha "$A" 3 $K "$NOW" "$EXP" "$MS" 1000 67108864 135168 PREFIX "$FRAME"
 cost create evalsha "$C" 3 'shoal:{__rand_int__}:meta' 'shoal:{__rand_int__}:frames' \
   'shoal:{__rand_int__}:requests' "$NOW" "$MS" a "$NOW:$EXP:$NOW:0:1:0:1:0" d xx
