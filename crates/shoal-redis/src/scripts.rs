@@ -57,6 +57,10 @@ const QUOTA_SOURCE: &str = include_str!("scripts/quota.lua");
 /// `max_sessions` in the capacity set.
 pub const RESERVE_SOURCE: &str = include_str!("scripts/reserve.lua");
 
+/// `release_place.lua` (not a per-session script): gives back the place of a session whose
+/// create failed in doubt, unless the session exists.
+const RELEASE_PLACE_SOURCE: &str = include_str!("scripts/release_place.lua");
+
 /// Every script, hashed once.
 pub(crate) struct Scripts {
     pub(crate) create: Script,
@@ -75,6 +79,7 @@ pub(crate) struct Scripts {
     pub(crate) renew_lease: Script,
     pub(crate) quota: Script,
     pub(crate) reserve: Script,
+    pub(crate) release_place: Script,
 }
 
 impl Scripts {
@@ -96,6 +101,7 @@ impl Scripts {
             renew_lease: Script::new(RENEW_LEASE_SOURCE),
             quota: Script::new(QUOTA_SOURCE),
             reserve: Script::new(RESERVE_SOURCE),
+            release_place: Script::new(RELEASE_PLACE_SOURCE),
         }
     }
 }

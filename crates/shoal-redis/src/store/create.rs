@@ -3,7 +3,10 @@
 //! step by step on a Cluster or when the pipeline cannot finish the job — and give a place
 //! back when the session was definitely not written.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use redis::Value;
 use shoal_core::{Error, Result, Session, SessionId, Timestamp};
@@ -15,8 +18,36 @@ use super::{
 };
 use crate::{keys::bucket_of, meta};
 
+/// Most creates settled at once; past it, a place reserved in doubt waits for its expiry.
+const MAX_SETTLING: usize = 1024;
+
+/// When a create that failed in doubt is settled: after each of these waits (from the
+/// failure), until one check gets an answer. The first wait lets a request still in flight
+/// on the old connection reach the server before the check looks.
+const SETTLE_AFTER: [Duration; 4] = [
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+];
+
 impl StoreState {
-    pub(super) async fn create(self: &Arc<Self>, mut session: Session) -> Result<Session> {
+    pub(super) async fn create(self: &Arc<Self>, session: Session) -> Result<Session> {
+        let id = session.id.clone();
+        let r = self.create_session(session).await;
+        // In doubt: the request may have reached the server (a refused connection or an
+        // open breaker is a plain `Unavailable`: nothing was sent).
+        if let Err(e) = &r
+            && (matches!(e, Error::Timeout { .. } | Error::Backend(_)) || e.is_connection_lost())
+        {
+            // The place may be reserved while the session was never written: without this,
+            // it stays taken until the session's expiry (a whole TTL).
+            self.settle_in_doubt_create(&id);
+        }
+        r
+    }
+
+    async fn create_session(self: &Arc<Self>, mut session: Session) -> Result<Session> {
         let now = self.now();
         session.begin(now, &self.limits)?;
         let mut args = vec![
@@ -244,6 +275,70 @@ impl StoreState {
                 "redis create: unexpected script status {other:?}"
             ))),
         }
+    }
+
+    /// Checks, in the background, a create that failed in doubt (a timeout or a lost
+    /// connection: its place may be reserved while the session was not written) and gives the
+    /// place back when the session does not exist. On a single server the check and the
+    /// release are one script; on a Cluster they are two commands (the capacity set and the
+    /// session live in different slots), so a create of the same id that succeeds on another
+    /// instance between them would be left without its place — ids are random, so only a
+    /// caller retrying its own id could do that.
+    pub(super) fn settle_in_doubt_create(self: &Arc<Self>, id: &SessionId) {
+        if self.settling.fetch_add(1, Ordering::Relaxed) >= MAX_SETTLING {
+            self.settling.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(session = %id, "redis: too many creates in doubt to settle; this one's place (if reserved) is freed when its expiry passes");
+            return;
+        }
+        let state = Arc::clone(self);
+        let id = id.clone();
+        tokio::spawn(async move {
+            state.settle(&id).await;
+            state.settling.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    async fn settle(&self, id: &SessionId) {
+        {
+            let mut waited = Duration::ZERO;
+            for after in SETTLE_AFTER {
+                tokio::time::sleep(after.saturating_sub(waited)).await;
+                waited = after;
+                match self.release_orphan_place(id).await {
+                    Ok(true) => {
+                        tracing::info!(session = %id, "redis: a create that failed in doubt had reserved a place without writing the session; the place was given back");
+                        return;
+                    }
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::debug!(session = %id, error = %e, "redis: could not settle a create that failed in doubt yet");
+                    }
+                }
+            }
+            tracing::warn!(session = %id, "redis: a create that failed in doubt could not be settled; its place (if reserved) is freed when its expiry passes");
+        }
+    }
+
+    /// Gives back `id`'s place unless the session exists. `Ok(true)`: a place was released.
+    async fn release_orphan_place(&self, id: &SessionId) -> Result<bool> {
+        let [meta_key, _, _] = self.keys.session(id);
+        if self.cluster {
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(&meta_key);
+            if int_of(&self.cmd("settle", Some(id), exists).await?) != Some(0) {
+                return Ok(false);
+            }
+            let mut rem = redis::cmd("ZREM");
+            rem.arg(self.keys.cap()).arg(id.as_str());
+            return Ok(int_of(&self.cmd("settle", Some(id), rem).await?) == Some(1));
+        }
+        let mut inv = self.scripts.release_place.prepare_invoke();
+        inv.key(self.keys.cap()).key(meta_key).arg(id.as_str());
+        let mut c = self.conn();
+        let v = self
+            .io("settle", Some(id), inv.invoke_async::<Value>(&mut c))
+            .await?;
+        Ok(int_of(&v) == Some(1))
     }
 
     /// Gives back a place reserved for a session that was definitely not written.

@@ -68,6 +68,8 @@ pub(super) struct StoreState {
     pub(super) deadline: Duration,
     /// The dataset marker this instance adopted, and the losses it noticed.
     pub(super) dataset: DatasetWatch,
+    /// Creates that failed in doubt and are being settled in the background (bounded).
+    pub(super) settling: AtomicUsize,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -128,6 +130,7 @@ impl RedisStore {
                 metrics: PendingMetrics::default(),
                 frame_prefix: frame_prefix()?,
                 dataset: DatasetWatch::default(),
+                settling: AtomicUsize::new(0),
             }),
         };
         // Prove the connection (and the credentials) now, not at the first request.
