@@ -16,6 +16,16 @@ pub use crate::{
 /// (decimal); the other fields hold the caller-owned blob.
 pub const ACTIVITY_FIELD: &str = crate::meta::F_ACTIVITY;
 
+/// The append script's arguments between `max frames` and the frame prefix, as
+/// [`RedisStore`](crate::RedisStore) sends them under `limits`: the session's byte budget and
+/// the metadata allowance (see `append.lua`).
+pub fn append_budget_args(limits: &shoal_core::Limits) -> [u64; 2] {
+    [
+        limits.max_session_bytes as u64,
+        crate::store::metadata_allowance(limits),
+    ]
+}
+
 /// Splits the encoding of a frame whose seq is 0 the way the append script receives it: the
 /// bytes before the seq value (the same for every frame) and the bytes after it. `None` when
 /// the codec no longer puts the seq first, which the append script relies on.

@@ -8,6 +8,7 @@
 //! | `b` | append, add_pending, take_pending, delete_frames, restore | stored bytes of the frames and pending requests |
 //! | `q` | add_pending, take_pending, restore | pending requests held (a requests hash with fewer was evicted) |
 //! | `e` | append | the frame epochs, `<epoch>@<first_seq>` pairs in the order they started (see `shoal_core::epoch`; absent: none) |
+//! | `i` | append | the identity of the server that appended last (13 hex digits of its replication id; the current epoch's number in hex) |
 //! | `d`, `d1` … `d7` | create, update, restore | one codec blob (v1 envelope + named MessagePack) of the caller-owned fields, split into chunks of at most [`CHUNK`] bytes |
 //!
 //! Activity and counters share one field because every reply element costs the client a

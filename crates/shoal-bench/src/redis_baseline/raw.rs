@@ -118,6 +118,8 @@ pub(crate) struct RawCtx {
     pub(crate) pexpire_ms: u64,
     /// `max_frames_per_session`.
     pub(crate) max_frames: u64,
+    /// The append script's byte budget and metadata allowance, as the store sends them.
+    pub(crate) append_budget: [u64; 2],
     /// `max_sessions`.
     pub(crate) max_sessions: u64,
 }
@@ -197,6 +199,17 @@ fn script_ok(v: &Value) -> Result<(), String> {
     match v {
         Value::Array(items) if matches!(items.first(), Some(Value::Int(0))) => Ok(()),
         other => Err(format!("script replied {other:?}")),
+    }
+}
+
+/// An append script's reply: status 0, the epoch, then exactly one seq (anything else means
+/// the arguments no longer match the script, e.g. an append of nothing).
+fn appended_one(v: &Value) -> Result<(), String> {
+    match v {
+        Value::Array(items) if items.len() == 3 && matches!(items[0], Value::Int(0)) => Ok(()),
+        other => Err(format!(
+            "append script replied {other:?}, not status, epoch and one seq"
+        )),
     }
 }
 
@@ -281,11 +294,13 @@ pub(crate) fn append(ctx: &Arc<RawCtx>) -> OpFn {
                 .arg((now + ctx.ttl_ms).to_string())
                 .arg(ctx.pexpire_ms.to_string())
                 .arg(ctx.max_frames.to_string())
+                .arg(ctx.append_budget[0].to_string())
+                .arg(ctx.append_budget[1].to_string())
                 .arg(&ctx.frame_prefix[..])
                 .arg(&ctx.suffixes[i][..]);
             let mut conn = ctx.conn.clone();
             let v: Value = inv.invoke_async(&mut conn).await.map_err(err)?;
-            script_ok(&v)
+            appended_one(&v)
         })
     })
 }

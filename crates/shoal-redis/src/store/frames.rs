@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use shoal_core::{
-    AppendedFrames, Error, Frame, FramePage, FrameQuery, NewFrame, Result, SessionId, codec,
+    AppendedFrames, Error, Frame, FramePage, FrameQuery, Limits, NewFrame, Result, SessionId, codec,
 };
 
 use super::{
@@ -21,14 +21,20 @@ use crate::meta::{self, MAX_LUA_INT, bytes_of};
 /// Room for a frame's envelope, ids and seq beyond its counted size.
 const ENTRY_OVERHEAD: usize = 1024;
 
+/// A bound on the stored bytes of a session's caller-owned fields under `limits` (see
+/// [`StoreState::metadata_allowance`]).
+pub(crate) fn metadata_allowance(limits: &Limits) -> u64 {
+    (limits.max_metadata_bytes as u64)
+        .saturating_mul(2)
+        .saturating_add(4096)
+}
+
 impl StoreState {
     /// A bound on the stored bytes of a session's caller-owned fields (metadata, client and
     /// server info, …): while frames and pending requests leave this much room in the budget,
     /// the scripts do not measure the metadata.
     pub(super) fn metadata_allowance(&self) -> u64 {
-        (self.limits.max_metadata_bytes as u64)
-            .saturating_mul(2)
-            .saturating_add(4096)
+        metadata_allowance(&self.limits)
     }
 
     pub(super) async fn append_frames(

@@ -28,6 +28,7 @@ mod session_ops;
 mod session_store;
 mod sweep;
 
+pub(crate) use frames::metadata_allowance;
 pub use handle::RedisStore;
 pub use metrics::RedisMetrics;
 pub use sweep::RedisSweeper;
