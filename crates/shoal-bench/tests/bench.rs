@@ -328,6 +328,7 @@ fn bench_against_redis_measures_the_raw_baselines_and_cleans_up() {
         "300",
         "--redis-benchmark-requests",
         "2000",
+        "--redis-peer",
     ]));
     assert_eq!(v["store"], "redis");
     assert_eq!(v["verify"]["lost"], 0);
@@ -360,6 +361,22 @@ fn bench_against_redis_measures_the_raw_baselines_and_cleans_up() {
             }
             assert!(o["ratio"].as_f64().unwrap() > 0.0, "{o}");
             assert_eq!(o["rounds"].as_array().unwrap().len(), 2);
+            // The peer (tower-sessions-redis-store) beside create, touch and get.
+            let call = match o["op"].as_str().unwrap() {
+                "create" => Some("create"),
+                "touch" => Some("save"),
+                "get" => Some("load"),
+                _ => None,
+            };
+            match call {
+                Some(call) => {
+                    assert_eq!(o["peer_call"], call, "{o}");
+                    assert!(o["peer"]["count"].as_u64().unwrap() > 0, "{o}");
+                    assert_eq!(o["peer"]["errors"], 0, "peer {o} {rb}");
+                    assert!(o["ratio_vs_peer"].as_f64().unwrap() > 0.0, "{o}");
+                }
+                None => assert!(o["peer"].is_null(), "{o}"),
+            }
         }
         assert!(level["raw_get_blob"]["count"].as_u64().unwrap() > 0);
         assert!(level["get_vs_blob"].as_f64().unwrap() > 0.0);
@@ -400,7 +417,8 @@ fn bench_against_redis_measures_the_raw_baselines_and_cleans_up() {
         );
     }
 
-    // Nothing the bench wrote is left but Shoal's counters and its dataset marker.
+    // Nothing the bench wrote is left but Shoal's counters and its dataset marker (the
+    // peer's records included).
     let keys = server.cli(&["-n", "3", "--scan"]);
     let left: Vec<&str> = keys
         .lines()

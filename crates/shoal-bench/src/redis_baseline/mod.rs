@@ -7,7 +7,10 @@
 //!    directly through one `redis::aio::ConnectionManager` ([`raw`]); the order alternates
 //!    per round so drift hits both sides alike. Plus raw `GET` of one blob the size of a
 //!    session hash (what a GET-one-blob session store does per request).
-//! 2. **The server's limit** (when `redis-benchmark` is on PATH and the URL is plain TCP
+//! 2. **Shoal vs the peer** (`--redis-peer`): `tower-sessions-redis-store`'s `create`,
+//!    `save` and `load` ([`peer`]) beside Shoal's `create`, `touch` and `get`, as a third side
+//!    of the same blocks.
+//! 3. **The server's limit** (when `redis-benchmark` is on PATH and the URL is plain TCP
 //!    without credentials): `HGETALL` of a copy of a pool session's hash and `EVALSHA` of
 //!    Shoal's append script with the same KEYS/ARGV, at 64 clients × pipeline 16 ([`tool`]).
 //!
@@ -19,6 +22,7 @@
 //! created, and every key under the raw side's own prefix.
 
 mod driver;
+mod peer;
 mod raw;
 mod tool;
 
@@ -57,6 +61,8 @@ const OPS: [&str; 4] = ["get", "touch", "append", "create"];
 
 /// Goal: every Shoal op at least this fraction of its raw redis-rs baseline.
 const GOAL_VS_RAW: f64 = 0.9;
+/// Goal: `create` and `touch` at least this fraction of the peer's `create` and `save`.
+const GOAL_VS_PEER: f64 = 1.0;
 /// Goal: `get` at least this fraction of raw `GET` of one blob.
 const GOAL_VS_BLOB: f64 = 0.9;
 /// Goal: `append` at least this fraction of `redis-benchmark` EVALSHA append.
@@ -102,6 +108,11 @@ pub(crate) struct RedisBaselineArgs {
     /// Skip the Redis baselines
     #[arg(long)]
     pub(crate) no_redis_baseline: bool,
+
+    /// Also measure tower-sessions-redis-store (create, save, load) against the same server,
+    /// beside Shoal's create, touch and get (plain redis:// only)
+    #[arg(long)]
+    pub(crate) redis_peer: bool,
 }
 
 impl RedisBaselineArgs {
@@ -132,6 +143,7 @@ impl RedisBaselineArgs {
             "redis_ops": self.redis_ops,
             "redis_benchmark_requests": self.redis_benchmark_requests,
             "redis_baseline": !self.no_redis_baseline,
+            "redis_peer": self.redis_peer,
         })
     }
 }
@@ -156,6 +168,12 @@ pub(crate) struct OpComparison {
     pub(crate) ratio_p95: Option<f64>,
     /// Per round: `[shoal ops/s, raw ops/s]` over all its blocks.
     pub(crate) rounds: Vec<[f64; 2]>,
+    /// The peer's call measured beside this op (`--redis-peer`), e.g. `save` for `touch`.
+    pub(crate) peer_call: Option<String>,
+    /// The peer, medians over the rounds.
+    pub(crate) peer: Option<OpStats>,
+    /// Shoal ÷ peer ops/s: the median of the per-round ratios (block medians).
+    pub(crate) ratio_vs_peer: Option<f64>,
 }
 
 /// Everything measured at one concurrency.
@@ -326,7 +344,8 @@ pub(crate) fn median_stats(op: &str, runs: &[OpStats]) -> OpStats {
 /// The per-round measurements before they are summarised.
 #[derive(Default)]
 struct Samples {
-    /// `(level, op, side)` → one `OpStats` per round; side 0 = Shoal, 1 = raw, 2 = blob GET.
+    /// `(level, op, side)` → one `OpStats` per round; side 0 = Shoal, 1 = raw, 2 = blob GET,
+    /// 3 = the peer.
     ops: BTreeMap<(usize, &'static str, usize), Vec<OpStats>>,
     /// `(level, op, side)` → per round, the median over its blocks of Shoal ÷ that side.
     ratios: BTreeMap<(usize, &'static str, usize), Vec<f64>>,
@@ -428,7 +447,14 @@ pub(crate) async fn run(
                 .zip(r)
                 .map(|(a, b)| [a.ops_per_sec, b.ops_per_sec])
                 .collect();
+            let peer_stats = samples.ops.get(&(c, op, 3)).map(|p| median_stats(op, p));
             ops.push(OpComparison {
+                peer_call: peer_stats
+                    .as_ref()
+                    .and(peer::peer_call(op))
+                    .map(str::to_owned),
+                peer: peer_stats,
+                ratio_vs_peer: samples.ratios.get(&(c, op, 3)).map(|r| median(r)),
                 op: op.to_owned(),
                 ratio: samples.ratios.get(&(c, op, 1)).map(|r| median(r)),
                 round_ratios: samples.ratios.get(&(c, op, 1)).cloned().unwrap_or_default(),
@@ -518,6 +544,18 @@ fn goals(levels: &[Level], tool: Option<&ToolReport>) -> Vec<Goal> {
                 o.ratio,
                 GOAL_VS_RAW,
             ));
+        }
+        for o in l.ops.iter().filter(|o| o.op != "get") {
+            if let (Some(call), Some(_)) = (&o.peer_call, &o.peer) {
+                out.push(Goal::at_least(
+                    format!(
+                        "{} ops/s >= {GOAL_VS_PEER}x the peer's {call} at c{}",
+                        o.op, l.concurrency
+                    ),
+                    o.ratio_vs_peer,
+                    GOAL_VS_PEER,
+                ));
+            }
         }
         if l.raw_get_blob.is_some() {
             out.push(Goal::at_least(
@@ -679,7 +717,39 @@ async fn measure(
         append_budget: shoal_redis::layout::append_budget_args(&limits),
         max_sessions: limits.max_sessions as u64,
     });
+    let peer = if !rb.redis_peer {
+        None
+    } else if !redis.config.url.starts_with("redis://") {
+        notes.push("the peer was not measured: it is compared over plain redis:// only".to_owned());
+        None
+    } else {
+        progress.say(|| {
+            format!(
+                "redis baseline: writing the peer's {} records",
+                plan.sessions.len()
+            )
+        });
+        let ttl_s = i64::try_from(limits.session_ttl.as_secs()).unwrap_or(i64::MAX);
+        Some(Arc::new(
+            peer::PeerCtx::connect(
+                &redis.config.url,
+                plan.sessions.len(),
+                session_hash_bytes,
+                ttl_s,
+            )
+            .await?,
+        ))
+    };
+    if peer.is_some() {
+        notes.push(format!(
+            "peer: {}; Shoal create ÷ its create, touch ÷ save, get ÷ load; one fred client \
+             (one connection), records of {session_hash_bytes} data bytes",
+            peer::PEER
+        ));
+    }
     let mut sides = Sides {
+        peer: peer.clone(),
+        peer_created: Vec::new(),
         store: Arc::clone(store),
         ids: Arc::new(plan.sessions.clone()),
         frames: Arc::new(shoal_frames),
@@ -708,109 +778,128 @@ async fn measure(
         duration: WARMUP,
         ops: block.ops,
     };
-    for round in 0..rb.repeat {
-        for &c in levels {
-            for op in OPS {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(anyhow::Error::new(crate::error::Interrupted));
-                }
-                progress.say(|| format!("redis baseline: round {} c{c} {op}", round + 1));
-                let side_list: &[usize] = if op == "get" { &[0, 1, 2] } else { &[0, 1] };
-                let (mut block, mut warm) = (block, warm);
-                if op == "create" {
-                    // Both sides' creates must fit under max_sessions.
-                    let room = create_room(store, &limits).await?;
-                    let per_run = room / (2 * (blocks + 1));
-                    if per_run < 50 {
-                        notes.push(format!(
-                            "create skipped at c{c}: the store has room for {room} sessions"
-                        ));
-                        continue;
+    let rounds = async {
+        for round in 0..rb.repeat {
+            for &c in levels {
+                for op in OPS {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(anyhow::Error::new(crate::error::Interrupted));
                     }
-                    block.ops = block.ops.min(per_run);
-                    warm.ops = warm.ops.min(per_run);
-                }
-                let seed = args.seed ^ (u64::from(round) << 20) ^ ((c as u64) << 8);
-                let phase = |b: &str| format!("{round}c{c}{b}-");
-                for &side in side_list {
-                    sides
-                        .run(side, op, c, &phase("w"), warm, seed, stop)
-                        .await?;
-                }
-                let mut merged: Vec<Option<Driven>> = side_list.iter().map(|_| None).collect();
-                let mut rates: Vec<Vec<f64>> = side_list.iter().map(|_| Vec::new()).collect();
-                for b in 0..blocks {
-                    // Rotate the order block by block, so drift hits every side alike.
-                    let n = side_list.len();
-                    for k in 0..n {
-                        let i = (k + (b as usize) + round as usize) % n;
-                        let d = sides
-                            .run(
-                                side_list[i],
-                                op,
-                                c,
-                                &phase(&format!("b{b}")),
-                                block,
-                                seed ^ b,
-                                stop,
-                            )
-                            .await?;
-                        let secs = d.elapsed.as_secs_f64();
-                        rates[i].push(if secs > 0.0 {
-                            d.hist.len() as f64 / secs
-                        } else {
-                            0.0
-                        });
-                        match &mut merged[i] {
-                            Some(m) => m.absorb(d)?,
-                            slot @ None => *slot = Some(d),
-                        }
-                    }
-                }
-                if op == "create" {
-                    sides.forget(&mut conn).await?;
-                }
-                for (i, m) in merged.into_iter().enumerate() {
-                    let side = side_list[i];
-                    let Some(d) = m else { continue };
-                    let (label, name) = match side {
-                        0 => ("shoal", op),
-                        1 => ("raw", op),
-                        _ => ("raw", "get_blob"),
+                    progress.say(|| format!("redis baseline: round {} c{c} {op}", round + 1));
+                    let mut side_list: Vec<usize> = if op == "get" {
+                        vec![0, 1, 2]
+                    } else {
+                        vec![0, 1]
                     };
-                    let stats = finish(&mut samples, label, name, c, d)?;
-                    samples.ops.entry((c, op, side)).or_default().push(stats);
-                    if side > 0 {
-                        let block_ratios: Vec<f64> = rates[0]
-                            .iter()
-                            .zip(&rates[i])
-                            .filter_map(|(a, b)| ratio(*a, *b))
-                            .collect();
-                        if !block_ratios.is_empty() {
-                            samples
-                                .ratios
-                                .entry((c, op, side))
-                                .or_default()
-                                .push(median(&block_ratios));
+                    if sides.peer.is_some() && peer::peer_call(op).is_some() {
+                        side_list.push(3);
+                    }
+                    let side_list = &side_list[..];
+                    let (mut block, mut warm) = (block, warm);
+                    if op == "create" {
+                        // Both sides' creates must fit under max_sessions.
+                        let room = create_room(store, &limits).await?;
+                        let per_run = room / (2 * (blocks + 1));
+                        if per_run < 50 {
+                            notes.push(format!(
+                                "create skipped at c{c}: the store has room for {room} sessions"
+                            ));
+                            continue;
+                        }
+                        block.ops = block.ops.min(per_run);
+                        warm.ops = warm.ops.min(per_run);
+                    }
+                    let seed = args.seed ^ (u64::from(round) << 20) ^ ((c as u64) << 8);
+                    let phase = |b: &str| format!("{round}c{c}{b}-");
+                    for &side in side_list {
+                        sides
+                            .run(side, op, c, &phase("w"), warm, seed, stop)
+                            .await?;
+                    }
+                    let mut merged: Vec<Option<Driven>> = side_list.iter().map(|_| None).collect();
+                    let mut rates: Vec<Vec<f64>> = side_list.iter().map(|_| Vec::new()).collect();
+                    for b in 0..blocks {
+                        // Rotate the order block by block, so drift hits every side alike.
+                        let n = side_list.len();
+                        for k in 0..n {
+                            let i = (k + (b as usize) + round as usize) % n;
+                            let d = sides
+                                .run(
+                                    side_list[i],
+                                    op,
+                                    c,
+                                    &phase(&format!("b{b}")),
+                                    block,
+                                    seed ^ b,
+                                    stop,
+                                )
+                                .await?;
+                            let secs = d.elapsed.as_secs_f64();
+                            rates[i].push(if secs > 0.0 {
+                                d.hist.len() as f64 / secs
+                            } else {
+                                0.0
+                            });
+                            match &mut merged[i] {
+                                Some(m) => m.absorb(d)?,
+                                slot @ None => *slot = Some(d),
+                            }
+                        }
+                    }
+                    if op == "create" {
+                        sides.forget(&mut conn).await?;
+                    }
+                    for (i, m) in merged.into_iter().enumerate() {
+                        let side = side_list[i];
+                        let Some(d) = m else { continue };
+                        let (label, name) = match side {
+                            0 => ("shoal", op),
+                            1 => ("raw", op),
+                            2 => ("raw", "get_blob"),
+                            _ => ("peer", op),
+                        };
+                        let stats = finish(&mut samples, label, name, c, d)?;
+                        samples.ops.entry((c, op, side)).or_default().push(stats);
+                        if side > 0 {
+                            let block_ratios: Vec<f64> = rates[0]
+                                .iter()
+                                .zip(&rates[i])
+                                .filter_map(|(a, b)| ratio(*a, *b))
+                                .collect();
+                            if !block_ratios.is_empty() {
+                                samples
+                                    .ratios
+                                    .entry((c, op, side))
+                                    .or_default()
+                                    .push(median(&block_ratios));
+                            }
                         }
                     }
                 }
             }
-        }
-        // The server's own limit.
-        if tool_target.is_ok() {
-            match tool_round(&redis.config.url, rb.redis_benchmark_requests, &ctx).await {
-                Ok(Some(pair)) => samples.tool.push(pair),
-                Ok(None) => {}
-                Err(e) => {
-                    samples
-                        .errors
-                        .entry("redis-benchmark".to_owned())
-                        .or_insert_with(|| format!("{e:#}"));
+            // The server's own limit.
+            if tool_target.is_ok() {
+                match tool_round(&redis.config.url, rb.redis_benchmark_requests, &ctx).await {
+                    Ok(Some(pair)) => samples.tool.push(pair),
+                    Ok(None) => {}
+                    Err(e) => {
+                        samples
+                            .errors
+                            .entry("redis-benchmark".to_owned())
+                            .or_insert_with(|| format!("{e:#}"));
+                    }
                 }
             }
         }
+        Ok::<(), anyhow::Error>(())
     }
+    .await;
+    // The peer's records go whatever happened.
+    if let Some(p) = &peer {
+        let runs = std::mem::take(&mut sides.peer_created);
+        p.forget(&runs, true).await?;
+    }
+    rounds?;
     // Rounds that ran but yielded nothing usable are said so, with the first error: the
     // report never just lacks the figures.
     let tool_skipped = match tool_target {
@@ -865,6 +954,10 @@ struct Sides<'a> {
     created: &'a mut Created,
     /// What the raw creates made: id tag and attempts per task.
     raw_created: Vec<(String, Vec<u64>)>,
+    /// The peer (`--redis-peer`).
+    peer: Option<Arc<peer::PeerCtx>>,
+    /// What the peer's creates made: id tag and attempts per task.
+    peer_created: Vec<(String, Vec<u64>)>,
 }
 
 impl Sides<'_> {
@@ -898,13 +991,30 @@ impl Sides<'_> {
                 }
                 Ok(d)
             }
-            _ => drive(&raw::get_blob(&self.ctx), c, limit, seed, stop).await,
+            2 => drive(&raw::get_blob(&self.ctx), c, limit, seed, stop).await,
+            _ => {
+                let tag = format!("pc{phase}");
+                let f = self
+                    .peer
+                    .as_ref()
+                    .and_then(|p| peer::peer_op(op, p, &tag))
+                    .ok_or_else(|| anyhow::anyhow!("no peer side for {op}"))?;
+                let d = drive(&f, c, limit, seed, stop).await?;
+                if op == "create" {
+                    self.peer_created.push((tag, d.attempts.clone()));
+                }
+                Ok(d)
+            }
         }
     }
 
     /// Deletes what both sides' creates made so far (untimed).
     async fn forget(&mut self, conn: &mut redis::aio::ConnectionManager) -> anyhow::Result<()> {
         forget_shoal(&self.store, self.created).await?;
+        if let Some(p) = &self.peer {
+            let runs = std::mem::take(&mut self.peer_created);
+            p.forget(&runs, false).await?;
+        }
         let runs = std::mem::take(&mut self.raw_created);
         forget_raw(conn, &self.ctx, &runs).await
     }
@@ -1208,6 +1318,44 @@ pub(crate) fn render(r: &RedisBaselineReport) -> String {
     }
     out.push_str(&table(&headers, &rows));
     out.push_str("latencies in µs; the GET blob row's ratio is Shoal get ÷ raw GET of one blob\n");
+    let peer_rows: Vec<Vec<String>> = r
+        .levels
+        .iter()
+        .flat_map(|l| {
+            l.ops.iter().filter_map(move |o| {
+                let (p, call) = (o.peer.as_ref()?, o.peer_call.as_deref()?);
+                Some(vec![
+                    o.op.clone(),
+                    call.to_owned(),
+                    l.concurrency.to_string(),
+                    fmt_rate(o.shoal.ops_per_sec),
+                    fmt_rate(p.ops_per_sec),
+                    fmt_x(o.ratio_vs_peer),
+                    fmt_us(o.shoal.p50_us),
+                    fmt_us(o.shoal.p95_us),
+                    fmt_us(p.p50_us),
+                    fmt_us(p.p95_us),
+                ])
+            })
+        })
+        .collect();
+    if !peer_rows.is_empty() {
+        let _ = writeln!(out, "\nShoal vs {} (same server, same blocks)", peer::PEER);
+        let headers = [
+            "shoal op",
+            "peer op",
+            "c",
+            "shoal ops/s",
+            "peer ops/s",
+            "ratio",
+            "shoal p50",
+            "p95",
+            "peer p50",
+            "p95",
+        ];
+        out.push_str(&table(&headers, &peer_rows));
+        out.push_str("ratio = Shoal ÷ peer ops/s, median of per-block ratios; latencies in µs\n");
+    }
     match (&r.redis_benchmark, &r.redis_benchmark_skipped) {
         (Some(t), _) => {
             let _ = writeln!(
@@ -1295,6 +1443,43 @@ mod tests {
     }
 
     #[test]
+    fn creates_and_touches_have_goals_against_the_peer() {
+        let with_peer = |op: &str, call: &str, vs_peer: f64| OpComparison {
+            op: op.into(),
+            shoal: stats(op, 100.0, 200.0),
+            raw: stats(op, 100.0, 200.0),
+            ratio: Some(1.0),
+            round_ratios: vec![],
+            ratio_p50: Some(1.0),
+            ratio_p95: Some(1.0),
+            rounds: vec![],
+            peer_call: Some(call.into()),
+            peer: Some(stats(op, 100.0 / vs_peer, 200.0)),
+            ratio_vs_peer: Some(vs_peer),
+        };
+        let levels = vec![Level {
+            concurrency: 64,
+            ops: vec![
+                with_peer("get", "load", 0.8),
+                with_peer("touch", "save", 1.2),
+                with_peer("create", "create", 0.45),
+            ],
+            raw_get_blob: None,
+            get_vs_blob: None,
+        }];
+        let g = goals(&levels, None);
+        let find = |needle: &str| g.iter().find(|g| g.name.contains(needle)).cloned();
+        let touch = find("touch ops/s >= 1x the peer's save at c64").unwrap();
+        assert_eq!((touch.value, touch.met), (Some(1.2), Some(true)));
+        let create = find("create ops/s >= 1x the peer's create at c64").unwrap();
+        assert_eq!((create.value, create.met), (Some(0.45), Some(false)));
+        assert!(
+            find("the peer's load").is_none(),
+            "get is held to raw HGETALL"
+        );
+    }
+
+    #[test]
     fn goals_cover_every_level_op_blob_tool_and_p95() {
         let cmp = |op: &str, s: f64, r: f64, p95: f64| OpComparison {
             op: op.into(),
@@ -1305,6 +1490,9 @@ mod tests {
             ratio_p50: Some(1.0),
             ratio_p95: Some(1.0),
             rounds: vec![[s, r]],
+            peer_call: None,
+            peer: None,
+            ratio_vs_peer: None,
         };
         let levels = vec![
             Level {
