@@ -129,6 +129,10 @@ async fn failover_after_appends(wait_replicas: u32) -> Outcome {
             .await
             .unwrap_or_else(|e| panic!("append before the fault: {e}"));
     }
+    // The replica has everything written so far (replication is asynchronous: without this
+    // wait a loaded machine can cut the stream before the last of these reached it).
+    let synced = s.master().cli(&["WAIT", "1", "10000"]);
+    assert_eq!(synced.trim(), "1", "the replica did not catch up: {synced}");
     // The replication stream stops; the master keeps writing alone.
     link.set(Fault::Blackhole);
     for n in 20..40 {
