@@ -8,7 +8,7 @@
 
 pub use crate::{
     keys::{BUCKETS, bucket_of, capacity_key, listing_key, session_keys},
-    scripts::{APPEND_SOURCE, CREATE_SOURCE, RESERVE_SOURCE, TOUCH_SOURCE},
+    scripts::{APPEND_SOURCE, CREATE_PLACED_SOURCE, CREATE_SOURCE, RESERVE_SOURCE, TOUCH_SOURCE},
 };
 
 /// The meta hash field holding activity and counters,
@@ -61,7 +61,12 @@ mod tests {
 
     #[test]
     fn scripts_are_the_sources_shoal_loads() {
-        for source in [TOUCH_SOURCE, APPEND_SOURCE, CREATE_SOURCE] {
+        for source in [
+            TOUCH_SOURCE,
+            APPEND_SOURCE,
+            CREATE_SOURCE,
+            CREATE_PLACED_SOURCE,
+        ] {
             assert!(source.starts_with(include_str!("scripts/common.lua")));
         }
         assert_eq!(RESERVE_SOURCE, include_str!("scripts/reserve.lua"));

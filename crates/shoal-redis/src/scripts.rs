@@ -4,7 +4,9 @@
 //! Every per-session script gets exactly the session's three keys (`meta`, `frames`,
 //! `requests`; `session_lease` also the lease's key), all under the `{<sid>}` hash tag, and
 //! never touches another key: index
-//! and metric keys live in other cluster slots and are written by separate commands.
+//! and metric keys live in other cluster slots and are written by separate commands. The one
+//! exception, `create_placed`, runs on a single server only (standalone, Sentinel), where
+//! slots do not matter: it takes the capacity set and the listing bucket as well.
 //!
 //! A per-session script's source is `common.lua`, a newline, then its own file; the constants
 //! below are those full sources, the text whose SHA1 `EVALSHA` names.
@@ -24,6 +26,10 @@ macro_rules! session_source {
 
 /// `common.lua` + `create.lua`: writes a new session's meta hash unless it exists.
 pub const CREATE_SOURCE: &str = session_source!("create.lua");
+/// `common.lua` + `create_placed.lua`: a create with its place under `max_sessions` and its
+/// listing entry, in one script — single server only (it also takes the capacity set and the
+/// listing bucket, which live in other cluster slots).
+pub const CREATE_PLACED_SOURCE: &str = session_source!("create_placed.lua");
 /// `common.lua` + `append.lua`: appends frames, trims to the retention bound, slides the TTL.
 pub const APPEND_SOURCE: &str = session_source!("append.lua");
 /// `common.lua` + `touch.lua`: slides a live session's TTL.
@@ -64,6 +70,7 @@ const RELEASE_PLACE_SOURCE: &str = include_str!("scripts/release_place.lua");
 /// Every script, hashed once.
 pub(crate) struct Scripts {
     pub(crate) create: Script,
+    pub(crate) create_placed: Script,
     pub(crate) append: Script,
     pub(crate) touch: Script,
     pub(crate) update: Script,
@@ -86,6 +93,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
             create: Script::new(CREATE_SOURCE),
+            create_placed: Script::new(CREATE_PLACED_SOURCE),
             append: Script::new(APPEND_SOURCE),
             touch: Script::new(TOUCH_SOURCE),
             update: Script::new(UPDATE_SOURCE),

@@ -10,7 +10,7 @@
 //! | get | `HGETALL <p>:{sid}:meta` (schema 2: fields `a`, `d` [+ `d1`…]) |
 //! | touch | `EVALSHA touch` (KEYS meta, frames, requests; ARGV now, expires_at, pexpire ms) |
 //! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, the encoded-frame prefix, the frame's encoding after its seq) |
-//! | create | one pipeline: `EVALSHA reserve` (KEYS cap set, which is also the expiry index; ARGV sid, expires_at, max sessions), `EVALSHA create` (KEYS meta, frames, requests; ARGV now, pexpire ms, the meta field/value pairs), `ZADD` to the bucket's listing set (on a Cluster Shoal sends these as three round trips; the baseline runs on a single server) |
+//! | create | `EVALSHA create_placed` (KEYS meta, frames, requests, the cap set — also the expiry index — and the bucket's listing set; ARGV now, pexpire ms, expires_at, max sessions, sid, the meta field/value pairs): what Shoal sends on a single server (on a Cluster it sends reserve, create and the listing `ZADD` as three round trips; the baseline runs on a single server) |
 //!
 //! The scripts, key names and listing bucket come from `shoal_redis::layout` (Shoal's own
 //! sources and functions), so the SHA1s and keys are the ones Shoal uses.
@@ -34,10 +34,8 @@ pub(crate) struct Scripts {
     pub(crate) touch: Script,
     /// `common.lua` + `append.lua`.
     pub(crate) append: Script,
-    /// `common.lua` + `create.lua`.
-    pub(crate) create: Script,
-    /// `reserve.lua`.
-    pub(crate) reserve: Script,
+    /// `common.lua` + `create_placed.lua`.
+    pub(crate) create_placed: Script,
 }
 
 impl Scripts {
@@ -46,18 +44,16 @@ impl Scripts {
         Scripts {
             touch: Script::new(layout::TOUCH_SOURCE),
             append: Script::new(layout::APPEND_SOURCE),
-            create: Script::new(layout::CREATE_SOURCE),
-            reserve: Script::new(layout::RESERVE_SOURCE),
+            create_placed: Script::new(layout::CREATE_PLACED_SOURCE),
         }
     }
 
     /// `(name, sha1)` of every script.
-    pub(crate) fn hashes(&self) -> [(&'static str, &str); 4] {
+    pub(crate) fn hashes(&self) -> [(&'static str, &str); 3] {
         [
             ("touch", self.touch.get_hash()),
             ("append", self.append.get_hash()),
-            ("create", self.create.get_hash()),
-            ("reserve", self.reserve.get_hash()),
+            ("create_placed", self.create_placed.get_hash()),
         ]
     }
 }
@@ -318,51 +314,30 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
             let now = now_ms();
             let expires = now + ctx.ttl_ms;
             let mut conn = ctx.conn.clone();
-            let cap = layout::capacity_key(&ctx.prefix);
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            pipe.cmd("EVALSHA")
-                .arg(ctx.scripts.reserve.get_hash())
-                .arg(1)
-                .arg(&cap)
-                .arg(&id)
-                .arg(expires)
-                .arg(ctx.max_sessions.min(i64::MAX as u64));
-            let keys = session_keys(&ctx.prefix, &id);
+            let mut inv = ctx.scripts.create_placed.prepare_invoke();
+            for k in session_keys(&ctx.prefix, &id) {
+                inv.key(k);
+            }
+            inv.key(layout::capacity_key(&ctx.prefix))
+                .key(layout::listing_key(&ctx.prefix, layout::bucket_of(&id)));
             let p = &ctx.create_pairs;
             let now_s = now.to_string();
             let exp_s = expires.to_string();
-            let create = pipe
-                .cmd("EVALSHA")
-                .arg(ctx.scripts.create.get_hash())
-                .arg(3);
-            for k in &keys {
-                create.arg(k);
-            }
-            create.arg(&now_s).arg(ctx.pexpire_ms.to_string());
+            inv.arg(&now_s)
+                .arg(ctx.pexpire_ms.to_string())
+                .arg(&exp_s)
+                .arg(ctx.max_sessions.min(i64::MAX as u64))
+                .arg(&id);
             for (j, (k, v)) in p.pairs.iter().enumerate() {
-                create.arg(&k[..]);
+                inv.arg(&k[..]);
                 if j == p.activity {
-                    create.arg(p.activity_value(&now_s, &exp_s));
+                    inv.arg(p.activity_value(&now_s, &exp_s));
                 } else {
-                    create.arg(&v[..]);
+                    inv.arg(&v[..]);
                 }
             }
-            pipe.cmd("ZADD")
-                .arg(layout::listing_key(&ctx.prefix, layout::bucket_of(&id)))
-                .arg(0)
-                .arg(&id);
-            let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(err)?;
-            let [reserve, created, listed] = <[Value; 3]>::try_from(replies)
-                .map_err(|v| format!("{} replies for 3 commands", v.len()))?;
-            if reserve != Value::Int(1) {
-                return Err(format!("reserve replied {reserve:?}"));
-            }
-            script_ok(&created)?;
-            match listed {
-                Value::ServerError(e) => Err(format!("index write failed: {e:?}")),
-                _ => Ok(()),
-            }
+            let created: Value = inv.invoke_async(&mut conn).await.map_err(err)?;
+            script_ok(&created)
         })
     })
 }

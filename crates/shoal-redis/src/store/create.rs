@@ -1,7 +1,9 @@
-//! `create`: reserve a place under `max_sessions` in the capacity set, write the session with
-//! the create script, add its listing entry — in one pipelined round trip on a single server,
-//! step by step on a Cluster or when the pipeline cannot finish the job — and give a place
-//! back when the session was definitely not written.
+//! `create`: on a single server (standalone, Sentinel) one script writes the session, takes
+//! its place under `max_sessions` in the capacity set and adds its listing entry — one round
+//! trip, atomic, and a full store writes nothing. On a Cluster (the capacity set and the
+//! listing bucket live in other slots) the steps run one by one: reserve a place, run the
+//! create script, add the listing entry, and give the place back when the session was
+//! definitely not written. A create that fails in doubt is settled in the background.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -12,7 +14,7 @@ use redis::Value;
 use shoal_core::{Error, Result, Session, SessionId, Timestamp};
 
 use super::{
-    exec::{ST_CORRUPT, ST_EXISTS, ST_OK, array, int_of, now_arg, num_arg, server_error},
+    exec::{ST_CORRUPT, ST_EXISTS, ST_FULL, ST_OK, array, int_of, now_arg, num_arg},
     handle::StoreState,
     metrics::M_CREATED,
 };
@@ -59,12 +61,8 @@ impl StoreState {
             args.push(v);
         }
         let id = session.id.clone();
-        if !self.cluster
-            && let Some((reply, reserved)) = self
-                .create_in_one_trip(&id, session.expires_at, &args)
-                .await?
-        {
-            self.created_status(&id, &reply, reserved).await?;
+        if !self.cluster {
+            self.create_placed(&id, session.expires_at, args).await?;
             self.bump(M_CREATED, 1);
             return Ok(session);
         }
@@ -102,123 +100,63 @@ impl StoreState {
         })
     }
 
-    /// Create's three steps — reserve a place, run the create script, add the listing
-    /// entry — as one pipeline, so a create costs one round trip instead of three. Only on a
-    /// single server (standalone, Sentinel): the capacity set and the listing bucket live in
-    /// other cluster slots than the session.
-    ///
-    /// Returns the create script's reply and whether the place was newly reserved, or `None`
-    /// when the caller must take the step-by-step path: a script was not loaded yet
-    /// (`NOSCRIPT`), or the store is full — then the session this pipeline may have created is
-    /// removed again first, and the step-by-step path frees the places of expired sessions
-    /// (a bounded batch) and retries or
-    /// refuses. (While it exists, a concurrent `list` or `get` of that id may see it.)
-    async fn create_in_one_trip(
+    /// On a single server (standalone, Sentinel): the session, its place under
+    /// `max_sessions` and its listing entry in one script (`create_placed.lua`), so a create
+    /// is one round trip and one script, and a full store writes nothing. When the store is
+    /// full, the places of a bounded batch of expired sessions are freed (`reclaim_due`) and
+    /// the script runs once more.
+    async fn create_placed(
         &self,
         id: &SessionId,
         expires: Timestamp,
-        args: &[Vec<u8>],
-    ) -> Result<Option<(Vec<Value>, bool)>> {
+        args: Vec<Vec<u8>>,
+    ) -> Result<()> {
         let max = self.max_sessions();
-        let pipe = self.one_trip_pipeline(id, expires, max, args);
-        let mut c = self.conn();
-        let values: Vec<Value> = self
-            .io("create", Some(id), pipe.query_async(&mut c))
-            .await?;
-        let [reserve, created, listed] = <[Value; 3]>::try_from(values).map_err(|v| {
-            Error::backend(format!("redis create: {} replies for 3 commands", v.len()))
-        })?;
-        let noscript = |v: &Value| server_error(v).is_some_and(|e| e.code() == Some("NOSCRIPT"));
-        if noscript(&created) {
-            // Nothing was created; the step-by-step path loads the scripts (a place this
-            // pipeline reserved is found again as "already a member").
-            return Ok(None);
-        }
-        if let Some(e) = server_error(&created) {
-            return Err(self.map_error(e, "create", Some(id)));
-        }
-        let reply = array(created)
-            .ok_or_else(|| Error::backend("redis create: the script gave a non-array reply"))?;
-        let created_now = reply.first().and_then(int_of) == Some(ST_OK);
-        let reserved = if noscript(&reserve) {
-            if !created_now {
-                return Ok(Some((reply, false)));
+        for attempt in 0..2 {
+            let mut inv = self.scripts.create_placed.prepare_invoke();
+            for k in self.keys.session(id) {
+                inv.key(k);
             }
-            match self.reserve_script(id, expires, max).await? {
-                0 => None,
-                r => Some(r == 1),
+            inv.key(self.keys.cap())
+                .key(self.keys.all(bucket_of(id.as_str())));
+            let [now, pexpire, pairs @ ..] = &args[..] else {
+                return Err(Error::backend("redis create: too few arguments"));
+            };
+            inv.arg(&now[..])
+                .arg(&pexpire[..])
+                .arg(expires.as_millis())
+                .arg(max.min(i64::MAX as u64))
+                .arg(id.as_str());
+            for a in pairs {
+                inv.arg(&a[..]);
             }
-        } else if let Some(e) = server_error(&reserve) {
-            if created_now {
-                self.remove_created(id).await;
-            }
-            return Err(self.map_error(e, "create", Some(id)));
-        } else {
-            match int_of(&reserve) {
-                Some(0) => None,
-                Some(1) => Some(true),
-                Some(2) => Some(false),
-                other => {
-                    if created_now {
-                        self.remove_created(id).await;
+            let mut c = self.conn();
+            let v = self
+                .io("create", Some(id), inv.invoke_async::<Value>(&mut c))
+                .await?;
+            let reply = array(v)
+                .ok_or_else(|| Error::backend("redis create: the script gave a non-array reply"))?;
+            match reply.first().and_then(int_of) {
+                Some(ST_FULL) => {
+                    if attempt == 0 && self.reclaim_due().await? > 0 {
+                        continue;
                     }
-                    return Err(Error::backend(format!(
-                        "redis reserve: unexpected reply {other:?}"
-                    )));
+                    return Err(Error::LimitExceeded {
+                        what: "sessions",
+                        limit: max,
+                    });
                 }
+                Some(ST_OK) => {
+                    self.confirm_replicated("create", Some(id), &mut c).await?;
+                    return Ok(());
+                }
+                _ => return self.created_status(id, &reply, false).await,
             }
-        };
-        let Some(reserved) = reserved else {
-            // Full. Whatever the script did to this id is undone only if it created it.
-            if created_now {
-                self.remove_created(id).await;
-                return Ok(None);
-            }
-            return Ok(Some((reply, false)));
-        };
-        if let Some(e) = server_error(&listed) {
-            // The session exists; only listing misses it until the index is written again.
-            tracing::warn!(session = %id, error = %e, "redis: created session could not be indexed");
         }
-        if created_now {
-            self.confirm_replicated("create", Some(id), &mut c).await?;
-        }
-        Ok(Some((reply, reserved)))
-    }
-
-    /// The pipeline of [`create_in_one_trip`](Self::create_in_one_trip): `EVALSHA reserve`,
-    /// `EVALSHA create`, `ZADD` to the listing bucket; errors stay in place.
-    fn one_trip_pipeline(
-        &self,
-        id: &SessionId,
-        expires: Timestamp,
-        max: u64,
-        args: &[Vec<u8>],
-    ) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.cmd("EVALSHA")
-            .arg(self.scripts.reserve.get_hash())
-            .arg(1)
-            .arg(self.keys.cap())
-            .arg(id.as_str())
-            .arg(expires.as_millis())
-            .arg(max.min(i64::MAX as u64));
-        let create = pipe
-            .cmd("EVALSHA")
-            .arg(self.scripts.create.get_hash())
-            .arg(3);
-        for k in self.keys.session(id) {
-            create.arg(k);
-        }
-        for a in args {
-            create.arg(a);
-        }
-        pipe.cmd("ZADD")
-            .arg(self.keys.all(bucket_of(id.as_str())))
-            .arg(0)
-            .arg(id.as_str());
-        pipe
+        Err(Error::LimitExceeded {
+            what: "sessions",
+            limit: max,
+        })
     }
 
     /// One run of the reserve script: 1 reserved, 2 already a member, 0 full.
@@ -238,23 +176,6 @@ impl StoreState {
                 "redis reserve: unexpected reply {other:?}"
             ))),
         }
-    }
-
-    /// Removes a session this instance has just created but may not keep (no place left):
-    /// its keys and its index entries. Counters are not touched: it was never counted.
-    async fn remove_created(&self, id: &SessionId) {
-        let res = self
-            .script(
-                "create",
-                id,
-                &self.scripts.delete,
-                vec![now_arg(self.now())],
-            )
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(session = %id, error = %e, "redis: a session created over the limit could not be removed");
-        }
-        self.unindex(&[id.as_str()]).await;
     }
 
     /// Maps the create script's status to the result; a place newly reserved for a session

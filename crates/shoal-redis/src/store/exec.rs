@@ -23,6 +23,8 @@ pub(super) const ST_EXISTS: i64 = -2;
 pub(super) const ST_CONFLICT: i64 = -3;
 pub(super) const ST_PENDING_LIMIT: i64 = -4;
 pub(super) const ST_OVER_BUDGET: i64 = -5;
+/// `create_placed`: no place left under `max_sessions` (nothing was written).
+pub(super) const ST_FULL: i64 = -6;
 pub(super) const ST_CORRUPT: i64 = -9;
 
 pub(super) fn int_of(v: &Value) -> Option<i64> {
