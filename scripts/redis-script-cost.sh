@@ -7,7 +7,8 @@
 #   ./scripts/redis-script-cost.sh [PORT]      # default: a redis-server started for the run
 #
 # SCRIPTS=<dir> measures the scripts in <dir> instead (e.g. another version's, from
-# `git worktree add`), for a before/after ratio from one run.
+# `git worktree add`), for a before/after ratio from one run: the arguments are this
+# version's, so it fits scripts that take the same ones.
 #
 # Needs redis-server, redis-cli and redis-benchmark. With PORT, uses (and writes keys
 # `shoal:{lc-*}` and `shoal:{<random>}` into) that server's db 0 and resets its
@@ -58,7 +59,8 @@ echo "redis $(cli info server | grep redis_version | tr -d '\r'), $N calls per r
 cost touch evalsha "$T" 3 $K "$NOW" "$EXP" "$MS"
 # shellcheck disable=SC2086
 # ARGV: now, expires_at, PEXPIRE ms, max frames, byte budget (64 MiB), metadata allowance,
+# frame epochs (1; EPOCHS=0 measures an append without them),
 # the frame prefix, one frame's bytes (the list stays at 1,000 frames: trimmed every call).
-cost append1 evalsha "$A" 3 $K "$NOW" "$EXP" "$MS" 1000 67108864 135168 PREFIX "$FRAME"
+cost append1 evalsha "$A" 3 $K "$NOW" "$EXP" "$MS" 1000 67108864 135168 "${EPOCHS:-1}" PREFIX "$FRAME"
 cost create evalsha "$C" 3 'shoal:{__rand_int__}:meta' 'shoal:{__rand_int__}:frames' \
   'shoal:{__rand_int__}:requests' "$NOW" "$MS" a "$NOW:$EXP:$NOW:0:1:0:1:0" d xx

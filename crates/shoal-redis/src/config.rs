@@ -93,6 +93,13 @@ pub struct RedisConfig {
     /// How long one write waits for its replicas. Default 500 ms.
     #[serde(with = "shoal_core::serde_util::duration")]
     pub wait_timeout: Duration,
+    /// Whether appends record frame epochs (see `shoal_core::epoch`), so that an SSE event id
+    /// issued before a rollback — a failover to a replica that lacked the newest appends, a
+    /// restart from an older snapshot or AOF — never resolves to another frame. Costs each
+    /// append one `INFO replication` inside the script (a few µs of server time). Turn it
+    /// off only when writes cannot be rolled back (no replicas, and `appendfsync always` or
+    /// no persistence at all). Default on.
+    pub frame_epochs: bool,
 }
 
 /// What to do on a Redis server whose memory policy may evict session keys.
@@ -123,6 +130,7 @@ impl Default for RedisConfig {
             evicting_policy: EvictingPolicy::Warn,
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(500),
+            frame_epochs: true,
         }
     }
 }
@@ -144,6 +152,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("evicting_policy", &self.evicting_policy)
             .field("wait_replicas", &self.wait_replicas)
             .field("wait_timeout", &self.wait_timeout)
+            .field("frame_epochs", &self.frame_epochs)
             .finish()
     }
 }

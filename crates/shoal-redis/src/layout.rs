@@ -17,12 +17,14 @@ pub use crate::{
 pub const ACTIVITY_FIELD: &str = crate::meta::F_ACTIVITY;
 
 /// The append script's arguments between `max frames` and the frame prefix, as
-/// [`RedisStore`](crate::RedisStore) sends them under `limits`: the session's byte budget and
-/// the metadata allowance (see `append.lua`).
-pub fn append_budget_args(limits: &shoal_core::Limits) -> [u64; 2] {
+/// [`RedisStore`](crate::RedisStore) sends them under `limits` and `config`: the session's
+/// byte budget, the metadata allowance and whether frame epochs are recorded (1 or 0; see
+/// `append.lua`).
+pub fn append_middle_args(limits: &shoal_core::Limits, config: &crate::RedisConfig) -> [u64; 3] {
     [
         limits.max_session_bytes as u64,
         crate::store::metadata_allowance(limits),
+        u64::from(config.frame_epochs),
     ]
 }
 

@@ -250,17 +250,23 @@ async fn without_wait_a_failover_loses_what_only_the_master_had() {
     assert_eq!(o.resume_errors, 0, "a resume skips or repeats frames");
 }
 
-/// A Redis restarted from a snapshot older than its last acknowledged appends (RDB saved,
-/// more frames appended, the process killed): the frames after the snapshot are lost and the
-/// next appends reuse their seqs — in a new epoch, so the old event ids are told apart and a
-/// resume from the newest of them sends exactly the new frames.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_from_an_older_snapshot_starts_a_new_epoch() {
+/// What a restart from an older snapshot leaves: the acknowledged (seq → epoch, content)
+/// before it, the appends after it, and the frames read back.
+struct Restarted {
+    acked: BTreeMap<u64, (u64, String)>,
+    new: BTreeMap<u64, (u64, String)>,
+    page: shoal_core::FramePage,
+}
+
+/// Appends 10 frames, saves an RDB snapshot, appends 5 more, kills the server and restarts it
+/// from the snapshot (the 5 are lost), then appends 5 new frames.
+async fn restart_from_an_older_snapshot(frame_epochs: bool) -> Restarted {
     let mut server = shoal_testkit::redis_server::RedisServer::start();
-    let config = RedisConfig::new(server.url())
+    let mut config = RedisConfig::new(server.url())
         .with_key_prefix("rb")
         .with_response_timeout(Duration::from_millis(500))
         .with_connect_timeout(Duration::from_millis(500));
+    config.frame_epochs = frame_epochs;
     let store = RedisStore::connect(config, Limits::default(), Arc::new(SystemClock))
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
@@ -299,11 +305,6 @@ async fn a_restart_from_an_older_snapshot_starts_a_new_epoch() {
     for n in 10..15 {
         append(n, &mut acked).await;
     }
-    let before: Vec<u64> = acked.values().map(|(e, _)| *e).collect();
-    assert!(
-        before[0] != 0 && before.iter().all(|e| *e == before[0]),
-        "one epoch before the restart: {before:?}"
-    );
     server.restart();
     let mut new = BTreeMap::new();
     for n in 100..105 {
@@ -314,13 +315,28 @@ async fn a_restart_from_an_older_snapshot_starts_a_new_epoch() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.frames.len(), 15, "10 from the snapshot and 5 new");
-    let new_epoch = new.values().next().map(|(e, _)| *e).unwrap_or(0);
-    assert!(new_epoch != 0 && new_epoch != before[0], "a new epoch");
     assert_eq!(
         new.keys().copied().collect::<Vec<_>>(),
         (11..=15).collect::<Vec<_>>(),
         "the lost frames' seqs are handed out again"
     );
+    Restarted { acked, new, page }
+}
+
+/// A Redis restarted from a snapshot older than its last acknowledged appends (RDB saved,
+/// more frames appended, the process killed): the frames after the snapshot are lost and the
+/// next appends reuse their seqs — in a new epoch, so the old event ids are told apart and a
+/// resume from the newest of them sends exactly the new frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_snapshot_starts_a_new_epoch() {
+    let Restarted { acked, new, page } = restart_from_an_older_snapshot(true).await;
+    let before: Vec<u64> = acked.values().map(|(e, _)| *e).collect();
+    assert!(
+        before[0] != 0 && before.iter().all(|e| *e == before[0]),
+        "one epoch before the restart: {before:?}"
+    );
+    let new_epoch = new.values().next().map(|(e, _)| *e).unwrap_or(0);
+    assert!(new_epoch != 0 && new_epoch != before[0], "a new epoch");
     assert_eq!(page.epochs.of(10), before[0]);
     assert_eq!(page.epochs.of(11), new_epoch);
     let (misresolved, resume_errors) = check_ids(&acked, &page);
@@ -332,4 +348,23 @@ async fn a_restart_from_an_older_snapshot_starts_a_new_epoch() {
     assert_eq!(page.epochs.resume_after(before[0], 15), 10);
     assert_eq!(page.epochs.resume_after(before[0], 7), 7);
     assert_eq!(page.epochs.resume_after(new_epoch, 15), 15);
+}
+
+/// With `frame_epochs` off every frame is epoch 0 and nothing tells the reused seqs apart:
+/// the 5 lost frames' ids now name the new frames, and a resume from the newest skips them —
+/// what the setting trades for its cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_frame_epochs_a_rollback_reuses_event_ids() {
+    let Restarted { acked, new, page } = restart_from_an_older_snapshot(false).await;
+    assert!(
+        acked.values().chain(new.values()).all(|(e, _)| *e == 0),
+        "no epochs recorded"
+    );
+    assert!(page.epochs.is_empty());
+    let (misresolved, resume_errors) = check_ids(&acked, &page);
+    assert_eq!(misresolved, 5, "the 5 lost frames' ids name new frames");
+    assert_eq!(
+        resume_errors, 5,
+        "a resume from the newest lost id skips the 5 new frames"
+    );
 }

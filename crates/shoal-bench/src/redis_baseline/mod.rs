@@ -714,7 +714,7 @@ async fn measure(
         ttl_ms,
         pexpire_ms: ttl_ms.saturating_add(grace_ms).max(1_000),
         max_frames: limits.max_frames_per_session as u64,
-        append_budget: shoal_redis::layout::append_budget_args(&limits),
+        append_middle: shoal_redis::layout::append_middle_args(&limits, &redis.config),
         max_sessions: limits.max_sessions as u64,
     });
     let peer = if !rb.redis_peer {
@@ -1066,8 +1066,9 @@ async fn tool_round(
         OsString::from((now + ctx.ttl_ms).to_string()),
         OsString::from(ctx.pexpire_ms.to_string()),
         OsString::from(ctx.max_frames.to_string()),
-        OsString::from(ctx.append_budget[0].to_string()),
-        OsString::from(ctx.append_budget[1].to_string()),
+        OsString::from(ctx.append_middle[0].to_string()),
+        OsString::from(ctx.append_middle[1].to_string()),
+        OsString::from(ctx.append_middle[2].to_string()),
         no_nul(&ctx.frame_prefix),
         no_nul(&ctx.suffixes[0]),
     ]);

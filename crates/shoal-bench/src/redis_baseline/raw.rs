@@ -114,8 +114,9 @@ pub(crate) struct RawCtx {
     pub(crate) pexpire_ms: u64,
     /// `max_frames_per_session`.
     pub(crate) max_frames: u64,
-    /// The append script's byte budget and metadata allowance, as the store sends them.
-    pub(crate) append_budget: [u64; 2],
+    /// The append script's byte budget, metadata allowance and epochs flag, as the store
+    /// sends them.
+    pub(crate) append_middle: [u64; 3],
     /// `max_sessions`.
     pub(crate) max_sessions: u64,
 }
@@ -290,8 +291,9 @@ pub(crate) fn append(ctx: &Arc<RawCtx>) -> OpFn {
                 .arg((now + ctx.ttl_ms).to_string())
                 .arg(ctx.pexpire_ms.to_string())
                 .arg(ctx.max_frames.to_string())
-                .arg(ctx.append_budget[0].to_string())
-                .arg(ctx.append_budget[1].to_string())
+                .arg(ctx.append_middle[0].to_string())
+                .arg(ctx.append_middle[1].to_string())
+                .arg(ctx.append_middle[2].to_string())
                 .arg(&ctx.frame_prefix[..])
                 .arg(&ctx.suffixes[i][..]);
             let mut conn = ctx.conn.clone();

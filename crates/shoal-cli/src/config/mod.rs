@@ -33,6 +33,7 @@
 //! evicting_policy = "warn"       # or "refuse": a server whose maxmemory-policy can evict keys
 //! wait_replicas = 0              # replicas that must confirm each write (WAIT); 0 = async
 //! wait_timeout = "500ms"         # how long a write waits for them (then "not replicated")
+//! frame_epochs = true            # tell frames apart after a rollback (INFO per append)
 //! sweep_interval = "30s"         # background expiry sweeps while a command runs
 //!
 //! [log]

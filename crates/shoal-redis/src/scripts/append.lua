@@ -1,7 +1,8 @@
 -- append: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] = max frames retained,
 -- ARGV[5] = the session's byte budget, ARGV[6] = a bound on the metadata's stored bytes (when
 -- frames and pending requests leave that much room the metadata is not measured),
--- ARGV[7] = the encoded-frame prefix up to the seq value, ARGV[8..] = for each frame the
+-- ARGV[7] = 1 to record frame epochs (0: every frame's epoch is 0, not known),
+-- ARGV[8] = the encoded-frame prefix up to the seq value, ARGV[9..] = for each frame the
 -- encoded bytes after the seq value. Each stored frame is prefix .. seq .. suffix, where seq
 -- comes from meta's field a (read and written inside this script, so seqs are totally ordered
 -- across every writer). The budget counts what the session holds after the frames trimmed by
@@ -12,7 +13,7 @@ local t, r = load_live(now)
 if not t then
   return r
 end
-local k = #ARGV - 7
+local k = #ARGV - 8
 local last = t[4]
 local out = {0, 0}
 local max = tonumber(ARGV[4])
@@ -20,11 +21,11 @@ local items = {}
 local n
 local b
 if k > 0 then
-  local prefix = ARGV[7]
+  local prefix = ARGV[8]
   local incoming = 0
   for i = 1, k do
     local seq = last + i
-    items[i] = prefix .. mp_uint(seq) .. ARGV[7 + i]
+    items[i] = prefix .. mp_uint(seq) .. ARGV[8 + i]
     incoming = incoming + #items[i]
     out[i + 2] = seq
   end
@@ -59,7 +60,9 @@ if k > 0 then
     -- with it) and report it, rather than heal the counters over a hole in the history.
     return evicted('frames', n - k, t[6] .. ' retained frames')
   end
-  out[2] = epoch_for_append(last - k + 1)
+  if ARGV[7] == '1' then
+    out[2] = epoch_for_append(last - k + 1)
+  end
 end
 -- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything
 -- is written, if the key is not a list; with frames RPUSH does both).

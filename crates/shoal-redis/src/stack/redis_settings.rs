@@ -16,8 +16,8 @@ use crate::RedisConfig;
 ///
 /// The keys are `RedisConfig`'s (`key_prefix`, `connect_timeout`, `response_timeout`,
 /// `connections`, `tls_ca_file`, `expiry_grace`, `sweep_lease`, `reconnect_retries`,
-/// `max_clock_skew`, `clock_resync`, `evicting_policy`, `wait_replicas`, `wait_timeout`) and
-/// `sweep_interval`; `url` is refused.
+/// `max_clock_skew`, `clock_resync`, `evicting_policy`, `wait_replicas`, `wait_timeout`,
+/// `frame_epochs`) and `sweep_interval`; `url` is refused.
 ///
 /// ```
 /// use shoal_redis::stack::RedisSettings;
@@ -54,6 +54,7 @@ const KEYS: &[&str] = &[
     "evicting_policy",
     "wait_replicas",
     "wait_timeout",
+    "frame_epochs",
     "sweep_interval",
 ];
 

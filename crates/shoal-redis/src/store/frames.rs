@@ -59,6 +59,7 @@ impl StoreState {
         args.push(num_arg(self.limits.max_frames_per_session as u64));
         args.push(num_arg(self.limits.max_session_bytes as u64));
         args.push(num_arg(self.metadata_allowance()));
+        args.push(num_arg(u64::from(self.config.frame_epochs)));
         args.push(self.frame_prefix.clone());
         let p = self.frame_prefix.len();
         for f in frames {
