@@ -2,7 +2,9 @@
 //! behind a TCP fault proxy: when the session was not written, the place it may have reserved
 //! under `max_sessions` is given back in the background (instead of staying taken for a whole
 //! TTL); when the server did write it (the reply was cut after the server executed the
-//! create), the session keeps its place. Every wait is bounded.
+//! create), the session keeps its place. On a single server a create is one atomic script, so
+//! a place without its session comes from a Cluster's step-by-step create (or an older
+//! version's pipeline); the test makes one by hand. Every wait is bounded.
 
 use std::{
     sync::Arc,
