@@ -128,6 +128,7 @@ impl<S: SessionStore> CachedBuilder<S> {
             dirty: DirtySet::default(),
             queue: WriteQueue::default(),
             flush_lock: tokio::sync::Mutex::new(()),
+            flushes_in_flight: std::sync::atomic::AtomicUsize::new(0),
             wake: Arc::new(Notify::new()),
             stats,
             started: Instant::now(),

@@ -46,6 +46,9 @@ pub(super) struct CacheCore<S: SessionStore> {
     pub(super) dirty: DirtySet,
     pub(super) queue: WriteQueue,
     pub(super) flush_lock: tokio::sync::Mutex<()>,
+    /// Flushes that took updates off the queue and have not written them yet: a read that
+    /// must see every acknowledged write waits for them even when the queue looks empty.
+    pub(super) flushes_in_flight: std::sync::atomic::AtomicUsize,
     pub(super) wake: Arc<Notify>,
     pub(super) stats: Arc<Stats>,
     pub(super) started: Instant,

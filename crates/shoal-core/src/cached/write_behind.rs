@@ -2,7 +2,15 @@
 //! the queue is written in order per session (before anything else touches that session in
 //! the backend, and in the background).
 
-use std::{collections::VecDeque, future::ready, hash::BuildHasher, sync::Arc};
+use std::{
+    collections::VecDeque,
+    future::ready,
+    hash::BuildHasher,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use moka::ops::compute::Op;
 
@@ -189,12 +197,14 @@ impl<S: SessionStore> CacheCore<S> {
     /// Writes the queued updates of `id` before anything else touches it in the backend.
     pub(super) async fn flush_id(self: &Arc<Self>, id: &SessionId) -> Result<()> {
         if !self.queue.contains(id) {
+            self.await_flushes_in_flight().await;
             return Ok(());
         }
         let s = Arc::clone(self);
         let id = id.clone();
         let job = tokio::spawn(async move {
             let _serial = s.flush_lock.lock().await;
+            let _in_flight = InFlight::new(&s.flushes_in_flight);
             let ops = s.queue.take(&id);
             s.apply_updates(&id, ops).await
         });
@@ -205,14 +215,24 @@ impl<S: SessionStore> CacheCore<S> {
         }
     }
 
+    /// Waits until no flush holds updates taken off the queue (another caller's, or the
+    /// background task's): the queue can be empty while they are still being written.
+    async fn await_flushes_in_flight(&self) {
+        if self.flushes_in_flight.load(Ordering::SeqCst) > 0 {
+            drop(self.flush_lock.lock().await);
+        }
+    }
+
     /// Writes every queued update (one session after another in order, sessions at once).
     pub(super) async fn flush_queue(self: &Arc<Self>) -> (FlushReport, Option<Error>) {
         if self.queue.is_empty() {
+            self.await_flushes_in_flight().await;
             return (FlushReport::default(), None);
         }
         let s = Arc::clone(self);
         let job = tokio::spawn(async move {
             let _serial = s.flush_lock.lock().await;
+            let _in_flight = InFlight::new(&s.flushes_in_flight);
             let all = s.queue.take_all();
             let results = run_concurrently(all, FLUSH_CONCURRENCY, |(id, ops)| {
                 let s = Arc::clone(&s);
@@ -237,5 +257,22 @@ impl<S: SessionStore> CacheCore<S> {
                 Some(Error::backend(format!("cache flush failed: {e}"))),
             )
         })
+    }
+}
+
+/// Counts a flush in [`CacheCore::flushes_in_flight`] from before it takes updates off the
+/// queue until they are written (or it is cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
