@@ -31,6 +31,9 @@ pub mod clock;
 pub mod codec;
 pub mod epoch;
 pub mod error;
+#[cfg(feature = "event-id")]
+#[cfg_attr(docsrs, doc(cfg(feature = "event-id")))]
+pub mod event_id;
 pub mod frame;
 pub mod id;
 pub mod lease;

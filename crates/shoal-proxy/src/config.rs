@@ -5,6 +5,8 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use shoal_core::NotifyBus;
 
+pub use shoal_core::event_id::EventIdKey;
+
 use crate::error::ConfigError;
 
 /// Where the proxy sends MCP traffic.
@@ -98,67 +100,6 @@ fn split_words(s: &str) -> Result<Vec<String>, ConfigError> {
         words.push(cur);
     }
     Ok(words)
-}
-
-/// The secret that makes SSE event ids tamper-evident. Every instance serving the same
-/// sessions must use the same key, or resumption across instances fails with 400.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EventIdKey(pub(crate) Vec<u8>);
-
-impl EventIdKey {
-    /// A key from raw bytes (at least 16).
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, ConfigError> {
-        let bytes = bytes.into();
-        if bytes.len() < 16 {
-            return Err(ConfigError::ShortKey(bytes.len()));
-        }
-        Ok(EventIdKey(bytes))
-    }
-
-    /// A fresh random key (32 bytes from the OS CSPRNG). Only good for a single instance.
-    pub fn random() -> Self {
-        let mut k = vec![0u8; 32];
-        crate::fill_random(&mut k);
-        EventIdKey(k)
-    }
-
-    /// Reads a key from a file. A file of text (e.g. `openssl rand -hex 32 > key`) is used
-    /// trimmed of surrounding whitespace, so a trailing newline does not change the key; any
-    /// other file (e.g. `head -c 32 /dev/urandom > key`) is used byte for byte.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|e| ConfigError::key_file(path, e))?;
-        let key = match std::str::from_utf8(&bytes) {
-            Ok(text) => text.trim().as_bytes().to_vec(),
-            Err(_) => bytes,
-        };
-        Self::new(key).map_err(|e| ConfigError::key_file(path, e))
-    }
-}
-
-impl EventIdKey {
-    /// The name of the fleet's event id key in the store
-    /// ([`SessionStore::shared_secret`](shoal_core::SessionStore::shared_secret)).
-    pub const SHARED_NAME: &'static str = "proxy.event-id-key";
-
-    /// The key every instance using `store` agrees on: created once, atomically, by the first
-    /// instance that asks (from a fresh random key), read by every later one. For fleets
-    /// started without a configured key; an explicit key (a file) should win over it.
-    pub async fn shared(store: &dyn shoal_core::SessionStore) -> shoal_core::Result<Self> {
-        let candidate = Self::random();
-        let agreed = store.shared_secret(Self::SHARED_NAME, &candidate.0).await?;
-        Self::new(agreed).map_err(|e| {
-            shoal_core::Error::corrupt(
-                format!("shared secret {:?}", Self::SHARED_NAME),
-                e.to_string(),
-            )
-        })
-    }
-}
-
-impl fmt::Debug for EventIdKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EventIdKey(<{} bytes>)", self.0.len())
-    }
 }
 
 /// How many sessions one client may open: per client address and per principal, at once and
@@ -534,44 +475,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn short_keys_are_refused() {
-        assert!(EventIdKey::new(b"short".to_vec()).is_err());
-        assert!(EventIdKey::new(vec![1u8; 16]).is_ok());
-        assert_eq!(
-            format!("{:?}", EventIdKey::new(vec![1u8; 16]).unwrap()),
-            "EventIdKey(<16 bytes>)"
-        );
-    }
-
-    #[test]
-    fn key_files_hold_text_or_raw_bytes() {
-        let dir = std::env::temp_dir().join(format!("shoal-key-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Text (what `openssl rand -hex 32` writes): trimmed, so the newline is not key.
-        let text = dir.join("text");
-        std::fs::write(&text, "00112233445566778899aabbccddeeff\n").unwrap();
-        assert_eq!(
-            EventIdKey::from_file(&text).unwrap().0,
-            b"00112233445566778899aabbccddeeff".to_vec()
-        );
-        // Raw bytes (what `head -c 32 /dev/urandom` writes): used as they are, whitespace too.
-        let raw = dir.join("raw");
-        let mut bytes = vec![0xffu8, b' ', 0x80, b'\n'];
-        bytes.extend(0u8..28);
-        std::fs::write(&raw, &bytes).unwrap();
-        assert_eq!(EventIdKey::from_file(&raw).unwrap().0, bytes);
-        // Too short, and missing: clear errors naming the file.
-        let short = dir.join("short");
-        std::fs::write(&short, "abc\n").unwrap();
-        let e = EventIdKey::from_file(&short).unwrap_err().to_string();
-        assert!(e.contains("short") && e.contains("at least 16"), "{e}");
-        let e = EventIdKey::from_file(&dir.join("missing"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("missing"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

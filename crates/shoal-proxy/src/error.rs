@@ -2,8 +2,6 @@
 //! event-id key), [`UpstreamError`] for an upstream that could not be asked or whose stream
 //! broke. Handlers turn the latter into 502 answers; neither carries a credential.
 
-use std::path::Path;
-
 /// A proxy setting that cannot be used; the message names the setting and what to change.
 /// `Debug` shows the same redacted message as `Display`.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,17 +34,9 @@ pub enum ConfigError {
     /// The HTTP client for the upstream cannot be built.
     #[error("HTTP client: {0}")]
     HttpClient(String),
-    /// The event-id key is shorter than 16 bytes.
-    #[error("event id key is {0} bytes; at least 16 are needed")]
-    ShortKey(usize),
-    /// The event-id key file cannot be used.
-    #[error("event id key file {path}: {reason}")]
-    KeyFile {
-        /// The file.
-        path: String,
-        /// What is wrong with it (unreadable, too short).
-        reason: String,
-    },
+    /// The event-id key (or its file) cannot be used.
+    #[error(transparent)]
+    EventIdKey(#[from] shoal_core::event_id::KeyError),
     /// A setting out of its range.
     #[error("{name}: {reason}")]
     Setting {
@@ -62,16 +52,6 @@ impl std::fmt::Debug for ConfigError {
         f.debug_tuple("ConfigError")
             .field(&self.to_string())
             .finish()
-    }
-}
-
-impl ConfigError {
-    /// A key-file error for `path`.
-    pub(crate) fn key_file(path: &Path, reason: impl std::fmt::Display) -> Self {
-        ConfigError::KeyFile {
-            path: path.display().to_string(),
-            reason: reason.to_string(),
-        }
     }
 }
 

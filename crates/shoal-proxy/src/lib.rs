@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 mod admission;
 mod config;
 mod error;
-pub mod event_id;
+pub use shoal_core::event_id;
 mod handlers;
 pub mod metrics;
 pub mod protocol;
@@ -62,6 +62,10 @@ mod state;
 mod stream;
 mod upstream;
 mod wake_fanout;
+
+/// The name under which a proxy fleet without a configured key agrees on its event id key
+/// ([`EventIdKey::shared`]).
+pub const EVENT_ID_KEY_NAME: &str = "proxy.event-id-key";
 
 pub use config::{EventIdKey, ProxyConfig, QuotaConfig, UpstreamConfig};
 pub use error::ConfigError;

@@ -705,8 +705,12 @@ async fn instances_without_a_key_agree_on_one_through_the_store() {
         Arc::new(store) as Arc<dyn SessionStore>
     };
     let (store_a, store_b) = (connect().await, connect().await);
-    let key_a = shoal_proxy::EventIdKey::shared(&*store_a).await.unwrap();
-    let key_b = shoal_proxy::EventIdKey::shared(&*store_b).await.unwrap();
+    let key_a = shoal_proxy::EventIdKey::shared(&*store_a, shoal_proxy::EVENT_ID_KEY_NAME)
+        .await
+        .unwrap();
+    let key_b = shoal_proxy::EventIdKey::shared(&*store_b, shoal_proxy::EVENT_ID_KEY_NAME)
+        .await
+        .unwrap();
     assert_eq!(key_a, key_b, "one key for the fleet");
     let (status, progress) = resume_across(store_a.clone(), store_b.clone(), key_a, key_b).await;
     assert_eq!(status, 200);

@@ -45,7 +45,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     let opened = ctx.open_instance().await?;
     if key_file.is_none() {
         // No key configured: every instance on this store agrees on one through it.
-        match EventIdKey::shared(&*opened.store()).await {
+        match EventIdKey::shared(&*opened.store(), shoal_proxy::EVENT_ID_KEY_NAME).await {
             Ok(key) => cfg.event_id_key = key,
             Err(e) => tracing::warn!(
                 error = %e,

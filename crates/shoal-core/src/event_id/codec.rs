@@ -1,18 +1,10 @@
-//! Tamper-evident SSE event ids: `<stream>.<seq>.<mac>`, or `<stream>.<seq>.<epoch>.<mac>`
-//! for a frame whose store keeps frame epochs.
-//!
-//! The id names the stream and the store's frame seq, so any instance can replay exactly that
-//! stream after exactly that frame; the epoch (see `shoal_core::epoch`) tells that frame from
-//! another given the same seq after the store rolled back, so a resume never starts after a
-//! frame the client did not receive. The MAC (HMAC-SHA-256 over session id, stream, seq and
-//! epoch, truncated to 96 bits, base64url) binds it to its session, so an id forged, edited
-//! or taken from another session is refused.
+//! Encoding and verifying event ids with an [`EventIdKey`].
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
-use crate::config::EventIdKey;
+use super::EventIdKey;
 
 const MAC_BYTES: usize = 12;
 const MAX_STREAM_LEN: usize = 64;
@@ -100,7 +92,7 @@ fn keyed_input(
 
 fn mac_of(key: &EventIdKey) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; the error branch cannot happen.
-    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key.0)
+    <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_bytes())
         .unwrap_or_else(|_| <Hmac<Sha256>>::new(&Default::default()))
 }
 
