@@ -1,0 +1,236 @@
+//! rmcp's [`EventStore`] on a Shoal store: events are frames, replays follow the store.
+
+use std::{sync::Arc, time::Duration};
+
+use rmcp::transport::streamable_http_server::session::{
+    EventId, EventStore, EventStoreError, EventStream, ServerSseMessage,
+};
+use shoal_core::{
+    FrameQuery, Session, SessionStore, Transport, event_id::EventIdCodec, session::SessionState,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    error::{Error, Result},
+    sse_frame,
+    stream_ref::{StreamKind, StreamRef},
+    wakeups::Wakeups,
+};
+
+/// How replays read and wait. Defaults: pages of 256 frames, a poll every 100 ms when
+/// wake-ups cross instances (every 25 ms when they cannot), a replay followed for at most 10
+/// minutes.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReplaySettings {
+    /// How often a follower reads the store when no wake-up came.
+    pub poll_interval: Duration,
+    /// The poll interval without a bus that carries wake-ups between instances.
+    pub poll_interval_without_bus: Duration,
+    /// How long one replay follows its stream for events still to come (a request stream
+    /// ends earlier, with its response; a standalone stream ends when the client leaves).
+    pub follow_for: Duration,
+    /// Frames read per store call.
+    pub page_frames: usize,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            poll_interval: Duration::from_millis(100),
+            poll_interval_without_bus: Duration::from_millis(25),
+            follow_for: Duration::from_secs(600),
+            page_frames: 256,
+        }
+    }
+}
+
+/// What the event store and its replays share.
+#[derive(Debug)]
+struct EventState {
+    store: Arc<dyn SessionStore>,
+    codec: EventIdCodec,
+    wakeups: Wakeups,
+    settings: ReplaySettings,
+}
+
+/// rmcp's [`EventStore`] over any Shoal [`SessionStore`]: each SSE event is committed as a
+/// frame before its id is returned; ids are globally unique, tamper-evident and locate their
+/// stream alone (see [`crate::stream_ref`]); a replay reads the store after the id and
+/// follows it for events still being stored by any instance, so a stream cut on one replica
+/// resumes on another with every event exactly once.
+#[derive(Debug, Clone)]
+pub struct ShoalEventStore {
+    state: Arc<EventState>,
+}
+
+impl ShoalEventStore {
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        codec: EventIdCodec,
+        wakeups: Wakeups,
+        settings: ReplaySettings,
+    ) -> Self {
+        ShoalEventStore {
+            state: Arc::new(EventState {
+                store,
+                codec,
+                wakeups,
+                settings,
+            }),
+        }
+    }
+
+    /// Stores `event` of rmcp stream `stream_id`; returns its event id.
+    pub async fn store(&self, stream_id: &str, event: &ServerSseMessage) -> Result<String> {
+        let st = &self.state;
+        let target = StreamRef::of_rmcp(stream_id)?;
+        // A request stream's first event (its priming event) creates the stream's session
+        // and is stored as its position 0: nothing to replay from it but what follows.
+        if target.kind == StreamKind::Request && event.message.is_none() {
+            match st.store.create(stream_session(&target, stream_id)).await {
+                Ok(_) => return Ok(target.event_id(&st.codec, 0, 0)),
+                Err(shoal_core::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let frame = sse_frame::to_frame(event, target.stream)?;
+        let appended = match st
+            .store
+            .append_frames_with_epoch(&target.session, vec![frame.clone()])
+            .await
+        {
+            Err(e) if e.is_not_found() && target.kind == StreamKind::Request => {
+                match st.store.create(stream_session(&target, stream_id)).await {
+                    Ok(_) | Err(shoal_core::Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                st.store
+                    .append_frames_with_epoch(&target.session, vec![frame])
+                    .await?
+            }
+            other => other?,
+        };
+        let seq = appended.seqs.first().copied().ok_or_else(|| Error::Codec {
+            what: format!("appending to {}", target.session),
+            reason: "the store returned no seq".into(),
+        })?;
+        st.wakeups.notify(&target.session, target.stream);
+        Ok(target.event_id(&st.codec, seq, appended.epoch))
+    }
+
+    /// The events of the stream of `last_event_id` after it, followed as they are stored.
+    pub async fn replay(&self, last_event_id: &str) -> Result<ReceiverStream<ServerSseMessage>> {
+        let st = &self.state;
+        let (target, after) = StreamRef::parse_event_id(&st.codec, last_event_id)?;
+        // The first page now, so an unknown or deleted stream is an error the client sees
+        // rather than an empty stream that ends at once.
+        let mut subscription = st.wakeups.subscribe();
+        let query = FrameQuery::after(after.seq, st.settings.page_frames).in_stream(target.stream);
+        let first = st.store.frames(&target.session, &query).await?;
+        let start = first.epochs.resume_after(after.epoch, after.seq);
+        let first = if start == after.seq {
+            first
+        } else {
+            tracing::info!(
+                session = %target.session,
+                from = after.seq,
+                to = start,
+                "the store rolled back past the client's last event; resuming from before the frames it lost"
+            );
+            let q = FrameQuery::after(start, st.settings.page_frames).in_stream(target.stream);
+            st.store.frames(&target.session, &q).await?
+        };
+        let (tx, rx) = mpsc::channel(st.settings.page_frames.clamp(16, 1024));
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + state.settings.follow_for;
+            let mut after_seq = start;
+            let mut page = Some(first);
+            loop {
+                let has_more = match page.take() {
+                    Some(page) => {
+                        if page.trimmed {
+                            tracing::warn!(session = %target.session, "events after the client's last one were trimmed before it resumed; it has a gap");
+                        }
+                        for frame in &page.frames {
+                            after_seq = frame.seq;
+                            let id =
+                                target.event_id(&state.codec, frame.seq, page.epochs.of(frame.seq));
+                            let event = match sse_frame::from_frame(frame, id) {
+                                Ok(e) => e,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "skipping an event that cannot be decoded");
+                                    continue;
+                                }
+                            };
+                            let ends = target.kind == StreamKind::Request
+                                && sse_frame::ends_request(&event);
+                            if tx.send(event).await.is_err() || ends {
+                                return;
+                            }
+                        }
+                        page.has_more
+                    }
+                    None => false,
+                };
+                if !has_more {
+                    let poll = if state.wakeups.crosses_instances() {
+                        state.settings.poll_interval
+                    } else {
+                        state.settings.poll_interval_without_bus
+                    };
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::timeout(poll.min(left), subscription.changed(&target.session)) => {}
+                    }
+                }
+                let q = FrameQuery::after(after_seq, state.settings.page_frames)
+                    .in_stream(target.stream);
+                page = match state.store.frames(&target.session, &q).await {
+                    Ok(p) => Some(p),
+                    // The session was deleted or expired: the stream is over.
+                    Err(e) if e.is_not_found() => return,
+                    // Retried from the same position after the next wait.
+                    Err(e) => {
+                        tracing::warn!(session = %target.session, error = %e, "reading events to replay failed; retrying");
+                        None
+                    }
+                };
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// The Shoal session that holds a request stream's events.
+fn stream_session(target: &StreamRef, stream_id: &str) -> Session {
+    let mut s = Session::new(target.session.clone(), Transport::StreamableHttp);
+    s.state = SessionState::Active;
+    s.metadata
+        .insert("rmcp.stream".into(), stream_id.to_owned());
+    s
+}
+
+#[async_trait::async_trait]
+impl EventStore for ShoalEventStore {
+    async fn store_event(
+        &self,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<EventId, EventStoreError> {
+        Ok(self.store(stream_id, event).await?)
+    }
+
+    async fn replay_events_after(
+        &self,
+        last_event_id: &str,
+    ) -> Result<EventStream, EventStoreError> {
+        Ok(Box::pin(self.replay(last_event_id).await?))
+    }
+}
