@@ -1,12 +1,16 @@
 //! rmcp's [`EventStore`] on a Shoal store: events are frames, replays follow the store.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use rmcp::transport::streamable_http_server::session::{
     EventId, EventStore, EventStoreError, EventStream, ServerSseMessage,
 };
 use shoal_core::{
-    FrameQuery, Session, SessionStore, Transport, event_id::EventIdCodec, session::SessionState,
+    FrameQuery, Session, SessionId, SessionStore, Transport, event_id::EventIdCodec,
+    session::SessionState,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,9 +50,9 @@ impl Default for ReplaySettings {
     }
 }
 
-/// What the event store and its replays share.
+/// What the event stores and their replays share.
 #[derive(Debug)]
-struct EventState {
+pub(crate) struct EventState {
     store: Arc<dyn SessionStore>,
     codec: EventIdCodec,
     wakeups: Wakeups,
@@ -58,11 +62,55 @@ struct EventState {
 /// rmcp's [`EventStore`] over any Shoal [`SessionStore`]: each SSE event is committed as a
 /// frame before its id is returned; ids are globally unique, tamper-evident and locate their
 /// stream alone (see [`crate::stream_ref`]); a replay reads the store after the id and
-/// follows it for events still being stored by any instance, so a stream cut on one replica
+/// follows it for events still being stored by any replica, so a stream cut on one replica
 /// resumes on another with every event exactly once.
+///
+/// This one serves streams rmcp does not tie to a session (stateless requests) and replays
+/// of any id; the [`ShoalSessionManager`](crate::ShoalSessionManager) gives each session an
+/// event store that files its streams under it.
 #[derive(Debug, Clone)]
 pub struct ShoalEventStore {
     state: Arc<EventState>,
+}
+
+/// The event store of one session: its streams are frames of its Shoal session.
+#[derive(Debug)]
+pub(crate) struct SessionEvents {
+    state: Arc<EventState>,
+    session: Arc<OnceLock<SessionId>>,
+}
+
+impl SessionEvents {
+    /// An event store for the session that `session` will name (set as soon as rmcp has
+    /// made the id, before the session can send anything).
+    pub(crate) fn new(events: &ShoalEventStore, session: Arc<OnceLock<SessionId>>) -> Self {
+        SessionEvents {
+            state: events.state.clone(),
+            session,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for SessionEvents {
+    async fn store_event(
+        &self,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<EventId, EventStoreError> {
+        let target = match self.session.get() {
+            Some(session) => StreamRef::in_session(session, stream_id)?,
+            None => StreamRef::of_rmcp(stream_id)?,
+        };
+        Ok(self.state.store_at(&target, stream_id, event).await?)
+    }
+
+    async fn replay_events_after(
+        &self,
+        last_event_id: &str,
+    ) -> Result<EventStream, EventStoreError> {
+        Ok(Box::pin(self.state.clone().replay(last_event_id).await?))
+    }
 }
 
 impl ShoalEventStore {
@@ -82,31 +130,74 @@ impl ShoalEventStore {
         }
     }
 
-    /// Stores `event` of rmcp stream `stream_id`; returns its event id.
+    /// Stores `event` of rmcp stream `stream_id` (a standalone stream, or a stateless
+    /// request's); returns its event id.
     pub async fn store(&self, stream_id: &str, event: &ServerSseMessage) -> Result<String> {
-        let st = &self.state;
         let target = StreamRef::of_rmcp(stream_id)?;
-        // A request stream's first event (its priming event) creates the stream's session
-        // and is stored as its position 0: nothing to replay from it but what follows.
-        if target.kind == StreamKind::Request && event.message.is_none() {
-            match st.store.create(stream_session(&target, stream_id)).await {
-                Ok(_) => return Ok(target.event_id(&st.codec, 0, 0)),
-                Err(shoal_core::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
+        self.state.store_at(&target, stream_id, event).await
+    }
+
+    /// Stores `event` of rmcp stream `stream_id` of `session`; returns its event id.
+    pub async fn store_in(
+        &self,
+        session: &SessionId,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<String> {
+        let target = StreamRef::in_session(session, stream_id)?;
+        self.state.store_at(&target, stream_id, event).await
+    }
+
+    /// The events of the stream of `last_event_id` after it, followed as they are stored.
+    pub async fn replay(&self, last_event_id: &str) -> Result<ReceiverStream<ServerSseMessage>> {
+        self.state.clone().replay(last_event_id).await
+    }
+
+    /// The session an event id of this store belongs to, if it is one (verified).
+    pub fn session_of(&self, event_id: &str) -> Result<SessionId> {
+        Ok(StreamRef::parse_event_id(&self.state.codec, event_id)?
+            .0
+            .session)
+    }
+}
+
+impl EventState {
+    async fn store_at(
+        &self,
+        target: &StreamRef,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<String> {
+        if event.message.is_none() {
+            match target.kind {
+                // rmcp sends a message-less event (the priming event) only as the first of a
+                // request stream: its id is the stream's position 0, nothing to store.
+                StreamKind::Request => return Ok(target.event_id(&self.codec, 0, 0)),
+                // A stateless stream's priming event creates the stream's own session.
+                StreamKind::Stateless => {
+                    match self.store.create(stream_session(target, stream_id)).await {
+                        Ok(_) => return Ok(target.event_id(&self.codec, 0, 0)),
+                        Err(shoal_core::Error::AlreadyExists { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                StreamKind::Common => {}
             }
         }
-        let frame = sse_frame::to_frame(event, target.stream)?;
-        let appended = match st
+        let frame = sse_frame::to_frame(event, &target.stream)?;
+        let appended = match self
             .store
             .append_frames_with_epoch(&target.session, vec![frame.clone()])
             .await
         {
-            Err(e) if e.is_not_found() && target.kind == StreamKind::Request => {
-                match st.store.create(stream_session(&target, stream_id)).await {
+            // Only a stateless stream makes its session; a session's streams never bring
+            // back a session that was deleted or expired.
+            Err(e) if e.is_not_found() && target.kind == StreamKind::Stateless => {
+                match self.store.create(stream_session(target, stream_id)).await {
                     Ok(_) | Err(shoal_core::Error::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
-                st.store
+                self.store
                     .append_frames_with_epoch(&target.session, vec![frame])
                     .await?
             }
@@ -116,18 +207,22 @@ impl ShoalEventStore {
             what: format!("appending to {}", target.session),
             reason: "the store returned no seq".into(),
         })?;
-        st.wakeups.notify(&target.session, target.stream);
-        Ok(target.event_id(&st.codec, seq, appended.epoch))
+        self.wakeups.notify(&target.session, &target.stream);
+        Ok(target.event_id(&self.codec, seq, appended.epoch))
     }
 
     /// The events of the stream of `last_event_id` after it, followed as they are stored.
-    pub async fn replay(&self, last_event_id: &str) -> Result<ReceiverStream<ServerSseMessage>> {
-        let st = &self.state;
+    async fn replay(
+        self: Arc<Self>,
+        last_event_id: &str,
+    ) -> Result<ReceiverStream<ServerSseMessage>> {
+        let st = &self;
         let (target, after) = StreamRef::parse_event_id(&st.codec, last_event_id)?;
         // The first page now, so an unknown or deleted stream is an error the client sees
         // rather than an empty stream that ends at once.
         let mut subscription = st.wakeups.subscribe();
-        let query = FrameQuery::after(after.seq, st.settings.page_frames).in_stream(target.stream);
+        let query =
+            FrameQuery::after(after.seq, st.settings.page_frames).in_stream(target.stream.clone());
         let first = st.store.frames(&target.session, &query).await?;
         let start = first.epochs.resume_after(after.epoch, after.seq);
         let first = if start == after.seq {
@@ -139,11 +234,12 @@ impl ShoalEventStore {
                 to = start,
                 "the store rolled back past the client's last event; resuming from before the frames it lost"
             );
-            let q = FrameQuery::after(start, st.settings.page_frames).in_stream(target.stream);
+            let q =
+                FrameQuery::after(start, st.settings.page_frames).in_stream(target.stream.clone());
             st.store.frames(&target.session, &q).await?
         };
         let (tx, rx) = mpsc::channel(st.settings.page_frames.clamp(16, 1024));
-        let state = self.state.clone();
+        let state = self.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + state.settings.follow_for;
             let mut after_seq = start;
@@ -165,8 +261,8 @@ impl ShoalEventStore {
                                     continue;
                                 }
                             };
-                            let ends = target.kind == StreamKind::Request
-                                && sse_frame::ends_request(&event);
+                            let ends =
+                                target.kind.ends_with_response() && sse_frame::ends_request(&event);
                             if tx.send(event).await.is_err() || ends {
                                 return;
                             }
@@ -191,7 +287,7 @@ impl ShoalEventStore {
                     }
                 }
                 let q = FrameQuery::after(after_seq, state.settings.page_frames)
-                    .in_stream(target.stream);
+                    .in_stream(target.stream.clone());
                 page = match state.store.frames(&target.session, &q).await {
                     Ok(p) => Some(p),
                     // The session was deleted or expired: the stream is over.
@@ -231,6 +327,6 @@ impl EventStore for ShoalEventStore {
         &self,
         last_event_id: &str,
     ) -> Result<EventStream, EventStoreError> {
-        Ok(Box::pin(self.replay(last_event_id).await?))
+        Ok(Box::pin(self.state.clone().replay(last_event_id).await?))
     }
 }

@@ -9,7 +9,10 @@
 //! a session this replica does not run is restored by rmcp from [`ShoalSessionStore`]
 //! (`crate::ShoalSessionStore`).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock, RwLock},
+};
 
 use futures_util::Stream;
 use rmcp::{
@@ -18,24 +21,32 @@ use rmcp::{
         WorkerTransport,
         streamable_http_server::session::{
             EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
-            local::{LocalSessionManager, LocalSessionWorker, SessionConfig},
+            local::{
+                LocalSessionHandle, LocalSessionManager, LocalSessionManagerError,
+                LocalSessionWorker, SessionConfig,
+            },
         },
     },
 };
-use shoal_core::SessionStore;
+use shoal_core::{SessionId as ShoalId, SessionStore};
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     error::{Error, Result},
-    event_store::ShoalEventStore,
+    event_store::{SessionEvents, ShoalEventStore},
     session_store::{new_session, shoal_id},
 };
 
-/// rmcp's local session manager, with existence, limits and TTL in a Shoal store, and
-/// events in a [`ShoalEventStore`].
+/// rmcp's local session workers, with existence, limits and TTL in a Shoal store, and each
+/// session's SSE events filed under it in the store.
 #[derive(Debug)]
 pub struct ShoalSessionManager {
-    local: LocalSessionManager,
+    /// One rmcp local manager per running session: each has an event store that knows its
+    /// session (rmcp's `EventStore` call names only the stream).
+    running: RwLock<HashMap<SessionId, Arc<LocalSessionManager>>>,
     store: Arc<dyn SessionStore>,
+    events: ShoalEventStore,
+    session_config: SessionConfig,
 }
 
 impl ShoalSessionManager {
@@ -44,14 +55,50 @@ impl ShoalSessionManager {
         events: ShoalEventStore,
         session_config: SessionConfig,
     ) -> Self {
-        let mut local = LocalSessionManager::default().with_event_store(Arc::new(events));
-        local.session_config = session_config;
-        ShoalSessionManager { local, store }
+        ShoalSessionManager {
+            running: RwLock::new(HashMap::new()),
+            store,
+            events,
+            session_config,
+        }
     }
 
-    /// The local manager (the sessions this replica runs right now).
-    pub fn local(&self) -> &LocalSessionManager {
-        &self.local
+    /// How many sessions this replica runs right now.
+    pub fn running(&self) -> usize {
+        self.running.read().map_or(0, |m| m.len())
+    }
+
+    fn local_manager(&self, slot: Arc<OnceLock<ShoalId>>) -> Arc<LocalSessionManager> {
+        let events = SessionEvents::new(&self.events, slot);
+        let mut local = LocalSessionManager::default().with_event_store(Arc::new(events));
+        local.session_config = self.session_config.clone();
+        Arc::new(local)
+    }
+
+    fn running_session(&self, id: &SessionId) -> Option<Arc<LocalSessionManager>> {
+        self.running.read().ok()?.get(id).cloned()
+    }
+
+    fn session(&self, id: &SessionId) -> Result<Arc<LocalSessionManager>> {
+        self.running_session(id)
+            .ok_or_else(|| Error::Local(LocalSessionManagerError::SessionNotFound(id.clone())))
+    }
+
+    /// The rmcp handle of running session `id` (owned, so no borrow outlives the call).
+    async fn handle(&self, id: &SessionId) -> Result<LocalSessionHandle> {
+        let local = self.session(id)?;
+        let handle = local.sessions.read().await.get(id).cloned();
+        handle.ok_or_else(|| Error::Local(LocalSessionManagerError::SessionNotFound(id.clone())))
+    }
+
+    fn forget(&self, id: &SessionId) -> Option<Arc<LocalSessionManager>> {
+        self.running.write().ok()?.remove(id)
+    }
+
+    fn insert(&self, id: SessionId, local: Arc<LocalSessionManager>) {
+        if let Ok(mut running) = self.running.write() {
+            running.insert(id, local);
+        }
     }
 }
 
@@ -60,13 +107,17 @@ impl SessionManager for ShoalSessionManager {
     type Transport = WorkerTransport<LocalSessionWorker>;
 
     async fn create_session(&self) -> Result<(SessionId, Self::Transport)> {
-        let (id, transport) = self.local.create_session().await?;
+        let slot = Arc::new(OnceLock::new());
+        let local = self.local_manager(slot.clone());
+        let (id, transport) = local.create_session().await?;
         let created = match shoal_id(&id) {
-            Some(sid) => self
-                .store
-                .create(new_session(sid))
-                .await
-                .map_err(Error::from),
+            Some(sid) => {
+                let _ = slot.set(sid.clone());
+                self.store
+                    .create(new_session(sid))
+                    .await
+                    .map_err(Error::from)
+            }
             None => Err(Error::BadId {
                 id: id.to_string(),
                 reason: "rmcp made a session id Shoal cannot store".into(),
@@ -74,9 +125,10 @@ impl SessionManager for ShoalSessionManager {
         };
         if let Err(e) = created {
             // Refused (e.g. the store's session limit): no session, here or anywhere.
-            let _ = self.local.close_session(&id).await;
+            let _ = local.close_session(&id).await;
             return Err(e);
         }
+        self.insert(id.clone(), local);
         Ok((id, transport))
     }
 
@@ -85,12 +137,16 @@ impl SessionManager for ShoalSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage> {
-        Ok(self.local.initialize_session(id, message).await?)
+        Ok(self.session(id)?.initialize_session(id, message).await?)
     }
 
     async fn has_session(&self, id: &SessionId) -> Result<bool> {
-        if !self.local.has_session(id).await? {
+        let Some(local) = self.running_session(id) else {
             // rmcp then asks the session store and restores the session if it exists.
+            return Ok(false);
+        };
+        if !local.has_session(id).await? {
+            self.forget(id);
             return Ok(false);
         }
         let Some(sid) = shoal_id(id) else {
@@ -100,7 +156,8 @@ impl SessionManager for ShoalSessionManager {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => {
                 // Deleted on another replica, or expired: end the worker here too.
-                let _ = self.local.close_session(id).await;
+                self.forget(id);
+                let _ = local.close_session(id).await;
                 Ok(false)
             }
             Err(e) => Err(e.into()),
@@ -108,7 +165,10 @@ impl SessionManager for ShoalSessionManager {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<()> {
-        Ok(self.local.close_session(id).await?)
+        match self.forget(id) {
+            Some(local) => Ok(local.close_session(id).await?),
+            None => Ok(()),
+        }
     }
 
     async fn create_stream(
@@ -116,18 +176,33 @@ impl SessionManager for ShoalSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static> {
-        Ok(self.local.create_stream(id, message).await?)
+        let handle = self.handle(id).await?;
+        let receiver = handle
+            .establish_request_wise_channel()
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        handle
+            .push_message(message, receiver.http_request_id)
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        Ok(ReceiverStream::new(receiver.inner))
     }
 
     async fn accept_message(&self, id: &SessionId, message: ClientJsonRpcMessage) -> Result<()> {
-        Ok(self.local.accept_message(id, message).await?)
+        Ok(self.session(id)?.accept_message(id, message).await?)
     }
 
     async fn create_standalone_stream(
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static> {
-        Ok(self.local.create_standalone_stream(id).await?)
+        let receiver = self
+            .handle(id)
+            .await?
+            .establish_common_channel()
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        Ok(ReceiverStream::new(receiver.inner))
     }
 
     async fn resume(
@@ -135,14 +210,34 @@ impl SessionManager for ShoalSessionManager {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static> {
-        Ok(self.local.resume(id, last_event_id).await?)
+        // Only this session's streams: an id of another session is refused like a forged one.
+        let owner = self.events.session_of(&last_event_id)?;
+        if owner.as_str() != &**id {
+            return Err(Error::EventId {
+                id: String::new(),
+                reason: "the event id belongs to another session".into(),
+            });
+        }
+        self.session(id)?;
+        self.events.replay(&last_event_id).await
     }
 
     async fn restore_session(&self, id: SessionId) -> Result<RestoreOutcome<Self::Transport>> {
-        Ok(self.local.restore_session(id).await?)
+        if self.running_session(&id).is_some() {
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        let Some(sid) = shoal_id(&id) else {
+            return Ok(RestoreOutcome::NotSupported);
+        };
+        let local = self.local_manager(Arc::new(OnceLock::from(sid)));
+        let outcome = local.restore_session(id.clone()).await?;
+        if matches!(outcome, RestoreOutcome::Restored(_)) {
+            self.insert(id, local);
+        }
+        Ok(outcome)
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
-        self.local.event_store()
+        Some(Arc::new(self.events.clone()))
     }
 }

@@ -1,11 +1,15 @@
 //! Where an rmcp event stream lives in Shoal, and the event ids the adapter hands out.
 //!
-//! rmcp names a session's standalone (GET) stream `<session id>:common`; its events are frames
-//! of that session's Shoal session, in stream `common`. Every other stream (one per POST that
-//! answers with SSE, and the stateless streams of 2026-07-28 servers) is a UUID that rmcp does
-//! not tie to a session in the `EventStore` call, so its events go to a Shoal session of its
-//! own, `rmcp-stream-<uuid>`, stream `r`, created by its first event and expiring with the
-//! store's session TTL.
+//! A session's streams live in that session's Shoal session, as frames tagged with the
+//! stream: its standalone (GET) stream — rmcp's `<session id>:common` — as stream `common`,
+//! each POST's SSE stream as the UUID rmcp gave it. So a session's events are trimmed, bounded,
+//! expired and deleted with the session. The [`ShoalSessionManager`](crate::ShoalSessionManager)
+//! gives every session an event store that knows its session, since rmcp's `EventStore` call
+//! names only the stream.
+//!
+//! Streams of stateless requests (2026-07-28 servers, `legacy_session_mode = false`) have no
+//! session: each gets a Shoal session of its own, `rmcp-stream-<uuid>`, stream `r`, created by
+//! its first event and expiring with the store's session TTL.
 //!
 //! An event id is `<Shoal session id>/<stream>.<seq>[.<epoch>].<mac>`: the part after the
 //! slash is the proxy's tamper-evident id ([`shoal_core::event_id`]), whose MAC covers the
@@ -13,7 +17,7 @@
 
 use shoal_core::{
     SessionId,
-    event_id::{EventId, EventIdCodec},
+    event_id::{EventId, EventIdCodec, valid_stream},
 };
 
 use crate::error::{Error, Result};
@@ -22,18 +26,26 @@ use crate::error::{Error, Result};
 pub const REQUEST_STREAM_PREFIX: &str = "rmcp-stream-";
 /// The stream name of a session's standalone stream.
 pub const COMMON_STREAM: &str = "common";
-/// The stream name of a request stream (in its own Shoal session).
-pub const REQUEST_STREAM: &str = "r";
+/// The stream name of a stateless request's stream (in its own Shoal session).
+pub const STATELESS_STREAM: &str = "r";
 
 /// Which kind of rmcp stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
-    /// A session's standalone stream: lives in the rmcp session's Shoal session, which the
-    /// adapter never creates for it (a deleted session is not brought back by a late event).
+    /// A session's standalone stream. Never ends by itself.
     Common,
-    /// A POST's (or stateless request's) stream: its own Shoal session, created on demand;
-    /// it ends with the request's response.
+    /// A POST's stream in its session. Ends with the request's response.
     Request,
+    /// A stateless request's stream, in a Shoal session of its own that its first event
+    /// creates. Ends with the request's response.
+    Stateless,
+}
+
+impl StreamKind {
+    /// Whether the stream ends with a JSON-RPC response or error.
+    pub fn ends_with_response(self) -> bool {
+        self != StreamKind::Common
+    }
 }
 
 /// An rmcp stream's place in the store.
@@ -42,13 +54,36 @@ pub struct StreamRef {
     /// The Shoal session holding its events.
     pub session: SessionId,
     /// The stream name inside it.
-    pub stream: &'static str,
+    pub stream: String,
     /// Which kind.
     pub kind: StreamKind,
 }
 
 impl StreamRef {
-    /// Where rmcp's stream `stream_id` lives.
+    /// Where rmcp's stream `stream_id` of `session` lives.
+    pub fn in_session(session: &SessionId, stream_id: &str) -> Result<Self> {
+        if stream_id.ends_with(":common") {
+            return Ok(StreamRef {
+                session: session.clone(),
+                stream: COMMON_STREAM.into(),
+                kind: StreamKind::Common,
+            });
+        }
+        if !valid_stream(stream_id) || stream_id == COMMON_STREAM {
+            return Err(Error::BadId {
+                id: stream_id.to_owned(),
+                reason: "not a stream name (1–64 of A–Z, a–z, 0–9, - and _)".into(),
+            });
+        }
+        Ok(StreamRef {
+            session: session.clone(),
+            stream: stream_id.to_owned(),
+            kind: StreamKind::Request,
+        })
+    }
+
+    /// Where rmcp's stream `stream_id` lives when the caller does not know its session: a
+    /// standalone stream names it; any other is a stateless request's stream.
     pub fn of_rmcp(stream_id: &str) -> Result<Self> {
         let bad = |reason: String| Error::BadId {
             id: stream_id.to_owned(),
@@ -57,14 +92,14 @@ impl StreamRef {
         match stream_id.strip_suffix(":common") {
             Some(session) => Ok(StreamRef {
                 session: SessionId::new(session).map_err(|e| bad(e.to_string()))?,
-                stream: COMMON_STREAM,
+                stream: COMMON_STREAM.into(),
                 kind: StreamKind::Common,
             }),
             None => Ok(StreamRef {
                 session: SessionId::new(format!("{REQUEST_STREAM_PREFIX}{stream_id}"))
                     .map_err(|e| bad(e.to_string()))?,
-                stream: REQUEST_STREAM,
-                kind: StreamKind::Request,
+                stream: STATELESS_STREAM.into(),
+                kind: StreamKind::Stateless,
             }),
         }
     }
@@ -74,7 +109,7 @@ impl StreamRef {
         format!(
             "{}/{}",
             self.session,
-            codec.encode(self.session.as_str(), self.stream, seq, epoch)
+            codec.encode(self.session.as_str(), &self.stream, seq, epoch)
         )
     }
 
@@ -88,15 +123,19 @@ impl StreamRef {
         let event = codec
             .decode(session.as_str(), local)
             .map_err(|e| Error::event_id(id, e))?;
-        let (stream, kind) = match event.stream.as_str() {
-            COMMON_STREAM => (COMMON_STREAM, StreamKind::Common),
-            REQUEST_STREAM => (REQUEST_STREAM, StreamKind::Request),
-            other => return Err(Error::event_id(id, format!("unknown stream {other:?}"))),
+        let kind = if event.stream == COMMON_STREAM {
+            StreamKind::Common
+        } else if event.stream == STATELESS_STREAM
+            && session.as_str().starts_with(REQUEST_STREAM_PREFIX)
+        {
+            StreamKind::Stateless
+        } else {
+            StreamKind::Request
         };
         Ok((
             StreamRef {
                 session,
-                stream,
+                stream: event.stream.clone(),
                 kind,
             },
             event,
@@ -118,15 +157,36 @@ mod tests {
     fn common_and_request_streams_map_to_sessions() {
         let c = StreamRef::of_rmcp("0b5f0a0e-1f7c-4a57-a3d5-6a8f3b1c2d4e:common").unwrap();
         assert_eq!(c.session.as_str(), "0b5f0a0e-1f7c-4a57-a3d5-6a8f3b1c2d4e");
-        assert_eq!((c.stream, c.kind), (COMMON_STREAM, StreamKind::Common));
+        assert_eq!(
+            (c.stream.as_str(), c.kind),
+            (COMMON_STREAM, StreamKind::Common)
+        );
         let r = StreamRef::of_rmcp("9d1e6c1a-0000-4000-8000-000000000001").unwrap();
         assert_eq!(
             r.session.as_str(),
             "rmcp-stream-9d1e6c1a-0000-4000-8000-000000000001"
         );
-        assert_eq!((r.stream, r.kind), (REQUEST_STREAM, StreamKind::Request));
+        assert_eq!(
+            (r.stream.as_str(), r.kind),
+            (STATELESS_STREAM, StreamKind::Stateless)
+        );
         assert!(StreamRef::of_rmcp(":common").is_err());
         assert!(StreamRef::of_rmcp("has space").is_err());
+        // In a known session: the UUID is the stream.
+        let sid = SessionId::new("0b5f0a0e-1f7c-4a57-a3d5-6a8f3b1c2d4e").unwrap();
+        let p = StreamRef::in_session(&sid, "9d1e6c1a-0000-4000-8000-000000000001").unwrap();
+        assert_eq!(
+            (p.session.clone(), p.kind),
+            (sid.clone(), StreamKind::Request)
+        );
+        assert_eq!(p.stream, "9d1e6c1a-0000-4000-8000-000000000001");
+        let g = StreamRef::in_session(&sid, "0b5f0a0e-1f7c-4a57-a3d5-6a8f3b1c2d4e:common").unwrap();
+        assert_eq!(
+            (g.stream.as_str(), g.kind),
+            (COMMON_STREAM, StreamKind::Common)
+        );
+        assert!(StreamRef::in_session(&sid, "no.dots").is_err());
+        assert!(StreamRef::in_session(&sid, "common").is_err());
     }
 
     #[test]
@@ -136,6 +196,21 @@ mod tests {
         let id = r.event_id(&c, 7, 0);
         let (back, ev) = StreamRef::parse_event_id(&c, &id).unwrap();
         assert_eq!(back, r);
+        let sid = SessionId::new("s1").unwrap();
+        let p = StreamRef::in_session(&sid, "9d1e6c1a-0000-4000-8000-000000000001").unwrap();
+        assert_eq!(
+            StreamRef::parse_event_id(&c, &p.event_id(&c, 3, 0))
+                .unwrap()
+                .0,
+            p
+        );
+        let g = StreamRef::in_session(&sid, "s1:common").unwrap();
+        assert_eq!(
+            StreamRef::parse_event_id(&c, &g.event_id(&c, 3, 9))
+                .unwrap()
+                .0,
+            g
+        );
         assert_eq!((ev.seq, ev.epoch), (7, 0));
         let with_epoch = r.event_id(&c, 8, 12345);
         assert_eq!(
