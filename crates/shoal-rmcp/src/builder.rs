@@ -33,7 +33,7 @@ pub const EVENT_ID_KEY_NAME: &str = "rmcp.event-id-key";
 ///
 /// let shoal = shoal_rmcp::ShoalRmcp::open("redis://127.0.0.1:6379").await?;
 /// let service = StreamableHttpService::new(|| Ok(Counter), shoal.session_manager(), shoal.server_config());
-/// let app = axum::Router::new().nest_service("/mcp", service);
+/// let app: axum::Router = axum::Router::new().nest_service("/mcp", service);
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]

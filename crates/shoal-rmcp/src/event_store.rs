@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     error::{Error, Result},
+    inbox::{Inbox, request_key},
     sse_frame,
     stream_ref::{StreamKind, StreamRef},
     wakeups::Wakeups,
@@ -78,15 +79,22 @@ pub struct ShoalEventStore {
 pub(crate) struct SessionEvents {
     state: Arc<EventState>,
     session: Arc<OnceLock<SessionId>>,
+    inbox: Arc<Inbox>,
 }
 
 impl SessionEvents {
     /// An event store for the session that `session` will name (set as soon as rmcp has
-    /// made the id, before the session can send anything).
-    pub(crate) fn new(events: &ShoalEventStore, session: Arc<OnceLock<SessionId>>) -> Self {
+    /// made the id, before the session can send anything); requests the session's worker
+    /// sends are awaited in `inbox`.
+    pub(crate) fn new(
+        events: &ShoalEventStore,
+        session: Arc<OnceLock<SessionId>>,
+        inbox: Arc<Inbox>,
+    ) -> Self {
         SessionEvents {
             state: events.state.clone(),
             session,
+            inbox,
         }
     }
 }
@@ -102,7 +110,11 @@ impl EventStore for SessionEvents {
             Some(session) => StreamRef::in_session(session, stream_id)?,
             None => StreamRef::of_rmcp(stream_id)?,
         };
-        Ok(self.state.store_at(&target, stream_id, event).await?)
+        let (id, seq) = self.state.store_at(&target, stream_id, event).await?;
+        if let Some(key) = event.message.as_deref().and_then(request_key) {
+            self.inbox.sent(&self.state, &target.session, key, seq);
+        }
+        Ok(id)
     }
 
     async fn replay_events_after(
@@ -134,7 +146,7 @@ impl ShoalEventStore {
     /// request's); returns its event id.
     pub async fn store(&self, stream_id: &str, event: &ServerSseMessage) -> Result<String> {
         let target = StreamRef::of_rmcp(stream_id)?;
-        self.state.store_at(&target, stream_id, event).await
+        Ok(self.state.store_at(&target, stream_id, event).await?.0)
     }
 
     /// Stores `event` of rmcp stream `stream_id` of `session`; returns its event id.
@@ -145,12 +157,21 @@ impl ShoalEventStore {
         event: &ServerSseMessage,
     ) -> Result<String> {
         let target = StreamRef::in_session(session, stream_id)?;
-        self.state.store_at(&target, stream_id, event).await
+        Ok(self.state.store_at(&target, stream_id, event).await?.0)
     }
 
     /// The events of the stream of `last_event_id` after it, followed as they are stored.
     pub async fn replay(&self, last_event_id: &str) -> Result<ReceiverStream<ServerSseMessage>> {
         self.state.clone().replay(last_event_id).await
+    }
+
+    /// Files a client's answer to a request another replica sent (see [`crate::inbox`]).
+    pub(crate) async fn file_answer(
+        &self,
+        session: &SessionId,
+        message: &rmcp::model::ClientJsonRpcMessage,
+    ) -> Result<()> {
+        crate::inbox::file(&self.state, session, message).await
     }
 
     /// The session an event id of this store belongs to, if it is one (verified).
@@ -162,21 +183,44 @@ impl ShoalEventStore {
 }
 
 impl EventState {
+    pub(crate) fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    pub(crate) fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    pub(crate) fn settings(&self) -> &ReplaySettings {
+        &self.settings
+    }
+
+    /// How long a follower waits for a wake-up before it reads the store anyway.
+    pub(crate) fn poll_interval(&self) -> Duration {
+        if self.wakeups.crosses_instances() {
+            self.settings.poll_interval
+        } else {
+            self.settings.poll_interval_without_bus
+        }
+    }
+
+    /// Stores `event` at `target`: its event id and the frame's seq (0 for a position that
+    /// needed no frame).
     async fn store_at(
         &self,
         target: &StreamRef,
         stream_id: &str,
         event: &ServerSseMessage,
-    ) -> Result<String> {
+    ) -> Result<(String, u64)> {
         if event.message.is_none() {
             match target.kind {
                 // rmcp sends a message-less event (the priming event) only as the first of a
                 // request stream: its id is the stream's position 0, nothing to store.
-                StreamKind::Request => return Ok(target.event_id(&self.codec, 0, 0)),
+                StreamKind::Request => return Ok((target.event_id(&self.codec, 0, 0), 0)),
                 // A stateless stream's priming event creates the stream's own session.
                 StreamKind::Stateless => {
                     match self.store.create(stream_session(target, stream_id)).await {
-                        Ok(_) => return Ok(target.event_id(&self.codec, 0, 0)),
+                        Ok(_) => return Ok((target.event_id(&self.codec, 0, 0), 0)),
                         Err(shoal_core::Error::AlreadyExists { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -208,7 +252,7 @@ impl EventState {
             reason: "the store returned no seq".into(),
         })?;
         self.wakeups.notify(&target.session, &target.stream);
-        Ok(target.event_id(&self.codec, seq, appended.epoch))
+        Ok((target.event_id(&self.codec, seq, appended.epoch), seq))
     }
 
     /// The events of the stream of `last_event_id` after it, followed as they are stored.
@@ -272,11 +316,7 @@ impl EventState {
                     None => false,
                 };
                 if !has_more {
-                    let poll = if state.wakeups.crosses_instances() {
-                        state.settings.poll_interval
-                    } else {
-                        state.settings.poll_interval_without_bus
-                    };
+                    let poll = state.poll_interval();
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     if left.is_zero() {
                         return;

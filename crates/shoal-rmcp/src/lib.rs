@@ -15,7 +15,7 @@
 //!
 //! let shoal = shoal_rmcp::ShoalRmcp::open("redis://127.0.0.1:6379").await?;
 //! let mcp = StreamableHttpService::new(|| Ok(MyServer), shoal.session_manager(), shoal.server_config());
-//! let app = axum::Router::new().nest_service("/mcp", mcp);
+//! let app: axum::Router = axum::Router::new().nest_service("/mcp", mcp);
 //! # Ok(()) }
 //! ```
 //!
@@ -32,6 +32,7 @@
 mod builder;
 mod error;
 mod event_store;
+pub mod inbox;
 mod session_manager;
 mod session_store;
 mod sse_frame;

@@ -34,6 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::{
     error::{Error, Result},
     event_store::{SessionEvents, ShoalEventStore},
+    inbox::{Inbox, answer_key},
     session_store::{new_session, shoal_id},
 };
 
@@ -43,10 +44,17 @@ use crate::{
 pub struct ShoalSessionManager {
     /// One rmcp local manager per running session: each has an event store that knows its
     /// session (rmcp's `EventStore` call names only the stream).
-    running: RwLock<HashMap<SessionId, Arc<LocalSessionManager>>>,
+    running: RwLock<HashMap<SessionId, Running>>,
     store: Arc<dyn SessionStore>,
     events: ShoalEventStore,
     session_config: SessionConfig,
+}
+
+/// A session this replica runs: its rmcp local manager and the answers it awaits.
+#[derive(Debug, Clone)]
+struct Running {
+    local: Arc<LocalSessionManager>,
+    inbox: Arc<Inbox>,
 }
 
 impl ShoalSessionManager {
@@ -68,36 +76,39 @@ impl ShoalSessionManager {
         self.running.read().map_or(0, |m| m.len())
     }
 
-    fn local_manager(&self, slot: Arc<OnceLock<ShoalId>>) -> Arc<LocalSessionManager> {
-        let events = SessionEvents::new(&self.events, slot);
+    fn start(&self, slot: Arc<OnceLock<ShoalId>>) -> Running {
+        let inbox = Arc::new(Inbox::default());
+        let events = SessionEvents::new(&self.events, slot, inbox.clone());
         let mut local = LocalSessionManager::default().with_event_store(Arc::new(events));
         local.session_config = self.session_config.clone();
-        Arc::new(local)
+        let local = Arc::new(local);
+        inbox.attach(&local);
+        Running { local, inbox }
     }
 
-    fn running_session(&self, id: &SessionId) -> Option<Arc<LocalSessionManager>> {
+    fn running_session(&self, id: &SessionId) -> Option<Running> {
         self.running.read().ok()?.get(id).cloned()
     }
 
-    fn session(&self, id: &SessionId) -> Result<Arc<LocalSessionManager>> {
+    fn session(&self, id: &SessionId) -> Result<Running> {
         self.running_session(id)
             .ok_or_else(|| Error::Local(LocalSessionManagerError::SessionNotFound(id.clone())))
     }
 
     /// The rmcp handle of running session `id` (owned, so no borrow outlives the call).
     async fn handle(&self, id: &SessionId) -> Result<LocalSessionHandle> {
-        let local = self.session(id)?;
+        let local = self.session(id)?.local;
         let handle = local.sessions.read().await.get(id).cloned();
         handle.ok_or_else(|| Error::Local(LocalSessionManagerError::SessionNotFound(id.clone())))
     }
 
     fn forget(&self, id: &SessionId) -> Option<Arc<LocalSessionManager>> {
-        self.running.write().ok()?.remove(id)
+        self.running.write().ok()?.remove(id).map(|r| r.local)
     }
 
-    fn insert(&self, id: SessionId, local: Arc<LocalSessionManager>) {
+    fn insert(&self, id: SessionId, session: Running) {
         if let Ok(mut running) = self.running.write() {
-            running.insert(id, local);
+            running.insert(id, session);
         }
     }
 }
@@ -108,7 +119,8 @@ impl SessionManager for ShoalSessionManager {
 
     async fn create_session(&self) -> Result<(SessionId, Self::Transport)> {
         let slot = Arc::new(OnceLock::new());
-        let local = self.local_manager(slot.clone());
+        let session = self.start(slot.clone());
+        let local = session.local.clone();
         let (id, transport) = local.create_session().await?;
         let created = match shoal_id(&id) {
             Some(sid) => {
@@ -128,7 +140,7 @@ impl SessionManager for ShoalSessionManager {
             let _ = local.close_session(&id).await;
             return Err(e);
         }
-        self.insert(id.clone(), local);
+        self.insert(id.clone(), session);
         Ok((id, transport))
     }
 
@@ -137,11 +149,12 @@ impl SessionManager for ShoalSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage> {
-        Ok(self.session(id)?.initialize_session(id, message).await?)
+        let local = self.session(id)?.local;
+        Ok(local.initialize_session(id, message).await?)
     }
 
     async fn has_session(&self, id: &SessionId) -> Result<bool> {
-        let Some(local) = self.running_session(id) else {
+        let Some(Running { local, .. }) = self.running_session(id) else {
             // rmcp then asks the session store and restores the session if it exists.
             return Ok(false);
         };
@@ -189,7 +202,18 @@ impl SessionManager for ShoalSessionManager {
     }
 
     async fn accept_message(&self, id: &SessionId, message: ClientJsonRpcMessage) -> Result<()> {
-        Ok(self.session(id)?.accept_message(id, message).await?)
+        let running = self.session(id)?;
+        match answer_key(&message) {
+            // An answer to a request another replica's worker sent: file it for that replica.
+            Some(key) if !running.inbox.take(&key) => {
+                let sid = shoal_id(id).ok_or_else(|| Error::BadId {
+                    id: id.to_string(),
+                    reason: "not a Shoal session id".into(),
+                })?;
+                self.events.file_answer(&sid, &message).await
+            }
+            _ => running.inbox.deliver(id, message).await,
+        }
     }
 
     async fn create_standalone_stream(
@@ -229,10 +253,10 @@ impl SessionManager for ShoalSessionManager {
         let Some(sid) = shoal_id(&id) else {
             return Ok(RestoreOutcome::NotSupported);
         };
-        let local = self.local_manager(Arc::new(OnceLock::from(sid)));
-        let outcome = local.restore_session(id.clone()).await?;
+        let session = self.start(Arc::new(OnceLock::from(sid)));
+        let outcome = session.local.restore_session(id.clone()).await?;
         if matches!(outcome, RestoreOutcome::Restored(_)) {
-            self.insert(id, local);
+            self.insert(id, session);
         }
         Ok(outcome)
     }
