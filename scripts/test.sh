@@ -24,6 +24,8 @@ cargo test --workspace --doc --locked
 # End-to-end: real MCP software from npm/PyPI (reference server, TypeScript SDK client, Python
 # mcp client, the official conformance suite on node 22) through two `shoal proxy` instances
 # sharing a real Redis. Installs into target/e2e-cache; every step bounded by `timeout`.
+# Then shoal-rmcp: the TypeScript and Python clients against two replicas of an rmcp server.
 if [ "${SHOAL_SKIP_E2E:-0}" != "1" ]; then
   crates/shoal-proxy/tests/e2e/run.sh
+  crates/shoal-rmcp/tests/e2e/run.sh
 fi

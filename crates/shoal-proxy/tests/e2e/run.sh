@@ -19,64 +19,17 @@ if [ "${SHOAL_SKIP_E2E:-0}" = "1" ]; then
 fi
 E2E=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$E2E/../../../.." && pwd)
-CACHE="$ROOT/target/e2e-cache"
-LOG="$CACHE/logs"
-mkdir -p "$CACHE/npm" "$LOG"
+# shellcheck source=../../../../scripts/e2e-lib.sh
+. "$ROOT/scripts/e2e-lib.sh"
 CONFORMANCE=1
 [ "${1:-}" = "--no-conformance" ] && CONFORMANCE=0
 
-passed=0; failed=0; skipped=0
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
-note() { echo "e2e: $*" >&2; }
-pass() { passed=$((passed + 1)); echo "PASS $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-skip() { skipped=$((skipped + 1)); echo "SKIP $*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { # host:port within 30 s
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-summary() {
-  echo "e2e: $passed passed, $failed failed, $skipped skipped"
-  echo "$passed passed, $failed failed"
-  if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ] && [ "$skipped" -gt 0 ]; then
-    echo "e2e: every part was skipped and nothing was tested; failing (set SHOAL_SKIP_E2E=1 to skip the end-to-end tests on purpose)"
-    exit 1
-  fi
-  [ "$failed" -eq 0 ]
-  exit $?
-}
-# Reads "ok …" / "FAIL …" lines of a client's output into the counters.
-tally() {
-  local out=$1 rc=$2 name=$3
-  while IFS= read -r line; do
-    case "$line" in
-      "ok "*) pass "$name: ${line#ok }" ;;
-      "FAIL "*) fail "$name: ${line#FAIL }" ;;
-    esac
-  done < "$out"
-  if [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' "$out"; then fail "$name: exited $rc (see $out)"; fi
-}
-
 # ---- install
 command -v node >/dev/null || { skip "node is not installed"; summary; }
-NPM_PKGS=(@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/sdk@1.32.2)
-if [ ! -f "$CACHE/npm/.done-v1" ]; then
-  note "npm install ${NPM_PKGS[*]} (into target/e2e-cache/npm)"
-  if (cd "$CACHE/npm" && [ -f package.json ] || echo '{"private":true}' > package.json) &&
-     timeout 300 npm install --prefix "$CACHE/npm" --no-audit --no-fund --loglevel=error "${NPM_PKGS[@]}" > "$LOG/npm.log" 2>&1; then
-    touch "$CACHE/npm/.done-v1"
-  else
-    skip "npm registry unreachable or install failed (see $LOG/npm.log): real-software tests not run"
-    summary
-  fi
+if ! install_npm; then
+  skip "npm registry unreachable or install failed (see $LOG/npm.log): real-software tests not run"
+  summary
 fi
-NM="$CACHE/npm/node_modules"
 EVERYTHING="$NM/@modelcontextprotocol/server-everything/dist/index.js"
 
 note "building the proxy"
@@ -126,15 +79,7 @@ start_proxy c "$UP"; URL_C=$PROXY_URL
 start_proxy d "$UP"; PID_D=$PROXY_PID; URL_D=$PROXY_URL
 
 # ---- Python client
-PY="$CACHE/py/bin/python"
-if [ ! -f "$CACHE/py/.done-v1" ]; then
-  note "pip install mcp (into target/e2e-cache/py)"
-  if timeout 300 python3 -m venv "$CACHE/py" > "$LOG/pip.log" 2>&1 &&
-     timeout 300 "$CACHE/py/bin/pip" install -q "mcp==2.3.0" >> "$LOG/pip.log" 2>&1; then
-    touch "$CACHE/py/.done-v1"
-  fi
-fi
-if [ -f "$CACHE/py/.done-v1" ]; then
+if install_py; then
   note "Python SDK client"
   URL_A=$URL_C URL_B=$URL_D PID_B=$PID_D timeout 180 "$PY" "$E2E/py_client.py" > "$LOG/py_client.out" 2>&1
   tally "$LOG/py_client.out" $? "python-sdk"
