@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use clap::Parser;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
