@@ -186,6 +186,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.name,
         listener.local_addr()?
     );
+    // SSE answers are several small writes: without TCP_NODELAY each waits for a delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
