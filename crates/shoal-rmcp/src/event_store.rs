@@ -18,14 +18,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::{
     error::{Error, Result},
     inbox::{Inbox, request_key},
+    producer::{self, Producing},
     sse_frame,
     stream_ref::{StreamKind, StreamRef},
     wakeups::Wakeups,
 };
 
-/// How replays read and wait. Defaults: pages of 256 frames, a poll every 100 ms when
-/// wake-ups cross instances (every 25 ms when they cannot), a replay followed for at most 10
-/// minutes.
+/// How replays read and wait, and how a replica shows it still produces a request stream.
+/// Defaults: pages of 256 frames, a poll every 100 ms when wake-ups cross instances (every
+/// 25 ms when they cannot), a replay followed for at most 10 minutes; a request running for
+/// 1 s takes a producer lease of 6 s (renewed every 2 s); a replay that saw no event for 8 s
+/// ends when no replica holds that lease.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ReplaySettings {
@@ -38,6 +41,13 @@ pub struct ReplaySettings {
     pub follow_for: Duration,
     /// Frames read per store call.
     pub page_frames: usize,
+    /// How long a request runs before its replica takes the producer lease.
+    pub lease_after: Duration,
+    /// The producer lease's time (renewed every third of it).
+    pub lease_ttl: Duration,
+    /// How long a replay waits without a new event before it asks whether the stream still
+    /// has a producer (at least `lease_after + lease_ttl`).
+    pub orphan_after: Duration,
 }
 
 impl Default for ReplaySettings {
@@ -47,6 +57,9 @@ impl Default for ReplaySettings {
             poll_interval_without_bus: Duration::from_millis(25),
             follow_for: Duration::from_secs(600),
             page_frames: 256,
+            lease_after: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(6),
+            orphan_after: Duration::from_secs(8),
         }
     }
 }
@@ -55,6 +68,8 @@ impl Default for ReplaySettings {
 #[derive(Debug)]
 pub(crate) struct EventState {
     store: Arc<dyn SessionStore>,
+    /// This replica's owner token for producer leases.
+    owner: String,
     codec: EventIdCodec,
     wakeups: Wakeups,
     settings: ReplaySettings,
@@ -80,6 +95,7 @@ pub(crate) struct SessionEvents {
     state: Arc<EventState>,
     session: Arc<OnceLock<SessionId>>,
     inbox: Arc<Inbox>,
+    producing: Arc<Producing>,
 }
 
 impl SessionEvents {
@@ -95,6 +111,7 @@ impl SessionEvents {
             state: events.state.clone(),
             session,
             inbox,
+            producing: Arc::new(Producing::default()),
         }
     }
 }
@@ -113,6 +130,11 @@ impl EventStore for SessionEvents {
         let (id, seq) = self.state.store_at(&target, stream_id, event).await?;
         if let Some(key) = event.message.as_deref().and_then(request_key) {
             self.inbox.sent(&self.state, &target.session, key, seq);
+        }
+        if target.kind == StreamKind::Request {
+            let ends = sse_frame::ends_request(event);
+            self.producing
+                .event(&self.state, &target.session, &target.stream, ends);
         }
         Ok(id)
     }
@@ -135,6 +157,7 @@ impl ShoalEventStore {
         ShoalEventStore {
             state: Arc::new(EventState {
                 store,
+                owner: format!("rmcp-{}", SessionId::generate()),
                 codec,
                 wakeups,
                 settings,
@@ -185,6 +208,10 @@ impl ShoalEventStore {
 impl EventState {
     pub(crate) fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
+    }
+
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
     }
 
     pub(crate) fn wakeups(&self) -> &Wakeups {
@@ -288,11 +315,20 @@ impl EventState {
             let deadline = tokio::time::Instant::now() + state.settings.follow_for;
             let mut after_seq = start;
             let mut page = Some(first);
+            let mut last_event = tokio::time::Instant::now();
+            let mut last_lease_check = tokio::time::Instant::now();
+            let mut producer_gone = false;
             loop {
                 let has_more = match page.take() {
                     Some(page) => {
                         if page.trimmed {
                             tracing::warn!(session = %target.session, "events after the client's last one were trimmed before it resumed; it has a gap");
+                        }
+                        if !page.frames.is_empty() {
+                            last_event = tokio::time::Instant::now();
+                        } else if producer_gone {
+                            tracing::warn!(session = %target.session, stream = %target.stream, "no replica produces this stream any more (its replica stopped before the response); ending the replay");
+                            return;
                         }
                         for frame in &page.frames {
                             after_seq = frame.seq;
@@ -315,7 +351,18 @@ impl EventState {
                     }
                     None => false,
                 };
-                if !has_more {
+                producer_gone = false;
+                if !has_more
+                    && target.kind == StreamKind::Request
+                    && last_event.elapsed() >= state.settings.orphan_after
+                    && last_lease_check.elapsed() >= Duration::from_secs(1)
+                {
+                    last_lease_check = tokio::time::Instant::now();
+                    // No holder: read once more (events stored before it let go), then end.
+                    producer_gone =
+                        !producer::has_producer(&state, &target.session, &target.stream).await;
+                }
+                if !has_more && !producer_gone {
                     let poll = state.poll_interval();
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     if left.is_zero() {
@@ -368,5 +415,105 @@ impl EventStore for ShoalEventStore {
         last_event_id: &str,
     ) -> Result<EventStream, EventStoreError> {
         Ok(Box::pin(self.state.clone().replay(last_event_id).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt as _;
+    use rmcp::model::ServerJsonRpcMessage;
+    use serde_json::json;
+    use shoal_core::{MemoryStore, event_id::EventIdKey};
+
+    use super::*;
+
+    fn fast() -> ReplaySettings {
+        ReplaySettings {
+            poll_interval: Duration::from_millis(20),
+            poll_interval_without_bus: Duration::from_millis(20),
+            lease_after: Duration::from_millis(50),
+            lease_ttl: Duration::from_millis(300),
+            orphan_after: Duration::from_millis(500),
+            ..ReplaySettings::default()
+        }
+    }
+
+    fn message(v: serde_json::Value) -> ServerSseMessage {
+        ServerSseMessage::from_message(serde_json::from_value::<ServerJsonRpcMessage>(v).unwrap())
+    }
+
+    async fn setup() -> (ShoalEventStore, SessionEvents, SessionId) {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let sid = SessionId::new("s1").unwrap();
+        store
+            .create(Session::new(sid.clone(), Transport::StreamableHttp))
+            .await
+            .unwrap();
+        let events = ShoalEventStore::new(
+            store,
+            EventIdCodec::new(&EventIdKey::new(vec![3u8; 32]).unwrap()),
+            Wakeups::new(None),
+            fast(),
+        );
+        let session = SessionEvents::new(
+            &events,
+            Arc::new(OnceLock::from(sid.clone())),
+            Arc::new(Inbox::default()),
+        );
+        (events, session, sid)
+    }
+
+    const STREAM: &str = "9d1e6c1a-0000-4000-8000-0000000000f1";
+
+    #[tokio::test]
+    async fn a_replay_waits_for_a_live_producer_past_orphan_after() {
+        let (events, session, _) = setup().await;
+        let first = session
+            .store_event(STREAM, &ServerSseMessage::retry(Duration::from_secs(3)))
+            .await
+            .unwrap();
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}});
+        session
+            .store_event(STREAM, &message(progress))
+            .await
+            .unwrap();
+        let mut replay = events.replay(&first).await.unwrap();
+        assert!(replay.next().await.is_some(), "the stored progress");
+        // Three times orphan_after without an event: the producer's lease keeps it open.
+        let quiet = tokio::time::timeout(Duration::from_millis(1500), replay.next()).await;
+        assert!(quiet.is_err(), "the replay must still wait: {quiet:?}");
+        let done = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
+        session.store_event(STREAM, &message(done)).await.unwrap();
+        let last = tokio::time::timeout(Duration::from_secs(5), replay.next())
+            .await
+            .unwrap();
+        assert!(last.is_some_and(|e| sse_frame::ends_request(&e)));
+        let end = tokio::time::timeout(Duration::from_secs(5), replay.next())
+            .await
+            .unwrap();
+        assert!(end.is_none(), "ends after the response");
+    }
+
+    #[tokio::test]
+    async fn a_replay_ends_when_its_producer_is_gone() {
+        let (events, session, _) = setup().await;
+        let first = session
+            .store_event(STREAM, &ServerSseMessage::retry(Duration::from_secs(3)))
+            .await
+            .unwrap();
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}});
+        session
+            .store_event(STREAM, &message(progress))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The replica stops (its session's event store goes, its lease with it).
+        drop(session);
+        let mut replay = events.replay(&first).await.unwrap();
+        assert!(replay.next().await.is_some());
+        let end = tokio::time::timeout(Duration::from_secs(5), replay.next()).await;
+        assert!(matches!(end, Ok(None)), "the replay ends: {end:?}");
     }
 }

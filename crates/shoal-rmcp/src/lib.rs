@@ -33,6 +33,7 @@ mod builder;
 mod error;
 mod event_store;
 pub mod inbox;
+mod producer;
 mod session_manager;
 mod session_store;
 mod sse_frame;
