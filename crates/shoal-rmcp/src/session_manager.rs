@@ -2,12 +2,15 @@
 //! deciding which sessions exist.
 //!
 //! Each replica runs the sessions it serves in rmcp's [`LocalSessionManager`] (the MCP
-//! handler needs a live worker); the store is the truth about existence. A session is
-//! created in the store with its local worker (so the store's limits refuse an `initialize`
-//! before the client gets an id), every request slides its TTL and proves it still exists
-//! (a session deleted on another replica, or expired, is closed here and answered 404), and
-//! a session this replica does not run is restored by rmcp from [`ShoalSessionStore`]
-//! (`crate::ShoalSessionStore`).
+//! handler needs a live worker), one local manager per session so that the session's event
+//! store knows which session its streams belong to. The store is the truth about existence:
+//! a session is created in the store with its local worker (so the store's limits refuse an
+//! `initialize` before the client gets an id), every request slides its TTL and proves it
+//! still exists (a session deleted on another replica, or expired, is closed here and
+//! answered 404), and a session this replica does not run is restored by rmcp from
+//! [`ShoalSessionStore`](crate::ShoalSessionStore). A session whose worker ends before its
+//! handshake was recorded is deleted from the store, so failed `initialize` calls leave
+//! nothing behind.
 
 use std::{
     collections::HashMap,
@@ -178,10 +181,19 @@ impl SessionManager for ShoalSessionManager {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<()> {
-        match self.forget(id) {
-            Some(local) => Ok(local.close_session(id).await?),
-            None => Ok(()),
+        let Some(local) = self.forget(id) else {
+            return Ok(());
+        };
+        local.close_session(id).await?;
+        // A session that never finished its handshake (its `initialize` failed, or the client
+        // never sent it) would hold a place under the session limit until its TTL.
+        if let Some(sid) = shoal_id(id)
+            && let Ok(Some(session)) = self.store.get(&sid).await
+            && session.initialize_params.is_none()
+        {
+            let _ = self.store.delete(&sid).await;
         }
+        Ok(())
     }
 
     async fn create_stream(

@@ -381,6 +381,25 @@ async fn the_store_refuses_an_initialize_over_its_session_limit(f: Fleet) {
     );
 }
 
+async fn a_worker_ending_here_keeps_a_live_session_but_not_a_failed_handshake(f: Fleet) {
+    let manager = f.a.session_manager();
+    // A worker that ends (idle keep-alive, a restart) leaves the session to other replicas.
+    let live = session(&f).await;
+    manager.close_session(&live).await.unwrap();
+    let sid = SessionId::new(&*live).unwrap();
+    assert!(f.a.store().get(&sid).await.unwrap().is_some());
+    assert!(f.b.session_store().load(&live).await.unwrap().is_some());
+    // One whose handshake never got recorded leaves nothing under the session limit.
+    let (failed, _transport) = manager.create_session().await.unwrap();
+    let fid = SessionId::new(&*failed).unwrap();
+    assert!(
+        f.a.store().get(&fid).await.unwrap().is_some(),
+        "created with its worker"
+    );
+    manager.close_session(&failed).await.unwrap();
+    assert!(f.a.store().get(&fid).await.unwrap().is_none());
+}
+
 async fn stateless_streams_get_their_own_session(f: Fleet) {
     let stream = "9d1e6c1a-0000-4000-8000-00000000000e";
     let events = f.a.event_store();
@@ -425,6 +444,10 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn the_store_refuses_an_initialize_over_its_session_limit() {
                     super::the_store_refuses_an_initialize_over_its_session_limit(super::$backend(json!({"max_sessions": 1})).await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_worker_ending_here_keeps_a_live_session_but_not_a_failed_handshake() {
+                    super::a_worker_ending_here_keeps_a_live_session_but_not_a_failed_handshake(super::$backend(json!({})).await).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn stateless_streams_get_their_own_session() {
