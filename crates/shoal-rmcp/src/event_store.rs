@@ -20,6 +20,7 @@ use crate::{
     inbox::{Inbox, request_key},
     producer::{self, Producing},
     sse_frame,
+    stateless_cleanup::StatelessCleanup,
     stream_ref::{StreamKind, StreamRef},
     wakeups::Wakeups,
 };
@@ -48,6 +49,9 @@ pub struct ReplaySettings {
     /// How long a replay waits without a new event before it asks whether the stream still
     /// has a producer (at least `lease_after + lease_ttl`).
     pub orphan_after: Duration,
+    /// How long a stateless request's stream is kept after its response (for late resumes)
+    /// before its session is deleted.
+    pub stateless_keep: Duration,
 }
 
 impl Default for ReplaySettings {
@@ -60,6 +64,7 @@ impl Default for ReplaySettings {
             lease_after: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(6),
             orphan_after: Duration::from_secs(8),
+            stateless_keep: Duration::from_secs(60),
         }
     }
 }
@@ -73,6 +78,7 @@ pub(crate) struct EventState {
     codec: EventIdCodec,
     wakeups: Wakeups,
     settings: ReplaySettings,
+    stateless_cleanup: StatelessCleanup,
 }
 
 /// rmcp's [`EventStore`] over any Shoal [`SessionStore`]: each SSE event is committed as a
@@ -156,6 +162,7 @@ impl ShoalEventStore {
     ) -> Self {
         ShoalEventStore {
             state: Arc::new(EventState {
+                stateless_cleanup: StatelessCleanup::start(store.clone(), settings.stateless_keep),
                 store,
                 owner: format!("rmcp-{}", SessionId::generate()),
                 codec,
@@ -279,6 +286,9 @@ impl EventState {
             reason: "the store returned no seq".into(),
         })?;
         self.wakeups.notify(&target.session, &target.stream);
+        if target.kind == StreamKind::Stateless && sse_frame::ends_request(event) {
+            self.stateless_cleanup.finished(&target.session);
+        }
         Ok((target.event_id(&self.codec, seq, appended.epoch), seq))
     }
 

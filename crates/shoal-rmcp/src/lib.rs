@@ -37,6 +37,7 @@ mod producer;
 mod session_manager;
 mod session_store;
 mod sse_frame;
+mod stateless_cleanup;
 pub mod stream_ref;
 mod wakeups;
 

@@ -9,7 +9,7 @@
 //!
 //! Streams of stateless requests (2026-07-28 servers, `legacy_session_mode = false`) have no
 //! session: each gets a Shoal session of its own, `rmcp-stream-<uuid>`, stream `r`, created by
-//! its first event and expiring with the store's session TTL.
+//! its first event and deleted a while after its response (`ReplaySettings::stateless_keep`).
 //!
 //! An event id is `<Shoal session id>/<stream>.<seq>[.<epoch>].<mac>`: the part after the
 //! slash is the proxy's tamper-evident id ([`shoal_core::event_id`]), whose MAC covers the

@@ -409,6 +409,32 @@ async fn stateless_streams_get_their_own_session(f: Fleet) {
     events.store(stream, &response(2)).await.unwrap();
     let got = collect(f.b.event_store().replay(&first).await.unwrap(), 100).await;
     assert_eq!(got.len(), 2);
+    // Deleted a while after its response (here at once), not left for the session TTL.
+    let mut quick = shoal_rmcp::ReplaySettings::default();
+    quick.stateless_keep = Duration::ZERO;
+    let c = ShoalRmcp::builder()
+        .store(f.a.store().clone())
+        .replay_settings(quick)
+        .build()
+        .await
+        .unwrap();
+    let other = "9d1e6c1a-0000-4000-8000-00000000000f";
+    c.event_store().store(other, &priming()).await.unwrap();
+    c.event_store().store(other, &response(3)).await.unwrap();
+    let own = SessionId::new(format!("rmcp-stream-{other}")).unwrap();
+    let store = f.a.store().clone();
+    eventually("the finished stateless stream is deleted", || async {
+        store.get(&own).await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        f.a.store()
+            .get(&SessionId::new(format!("rmcp-stream-{stream}")).unwrap())
+            .await
+            .unwrap()
+            .is_some(),
+        "one kept for 60 s is still there"
+    );
 }
 
 macro_rules! contract {
