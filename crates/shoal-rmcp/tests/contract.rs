@@ -1,6 +1,7 @@
-//! The adapter's contract, run against every kind of store: memory, Redis, Redis with the
-//! hot-session cache, Redis behind the resilience wrapper. Two "replicas" (two `ShoalRmcp`
-//! values; on Redis each with its own store stack, cache and bus) share the store.
+//! The adapter's contract, run against every kind of store: memory, Redis, a 6-node Redis
+//! Cluster, Redis with the hot-session cache (`invalidate`, `strict`), Redis behind the
+//! resilience wrapper. Two "replicas" (two `ShoalRmcp` values; on Redis each with its own store
+//! stack, cache and bus) share the store.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::{sync::Arc, time::Duration};
@@ -59,6 +60,22 @@ async fn redis_with(stack: serde_json::Value, limits: serde_json::Value) -> Flee
 
 async fn redis(limits: serde_json::Value) -> Fleet {
     redis_with(json!({}), limits).await
+}
+
+/// One 6-node cluster for the whole file; each fleet has a key prefix of its own (so its own
+/// session limit and listing).
+async fn redis_cluster(limits: serde_json::Value) -> Fleet {
+    static CLUSTER: std::sync::OnceLock<shoal_testkit::redis_server::RedisCluster> =
+        std::sync::OnceLock::new();
+    static FLEETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let cluster = CLUSTER.get_or_init(shoal_testkit::redis_server::RedisCluster::start);
+    let n = FLEETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cfg = config(json!({"limits": limits, "redis": {"key_prefix": format!("rmcp{n}")}}));
+    let url = cluster.url();
+    let open = || ShoalRmcp::open_with(&url, &cfg, Builder::default());
+    let a = open().await.expect("open a");
+    let b = open().await.expect("open b");
+    Fleet { a, b, _redis: None }
 }
 
 async fn redis_cached(limits: serde_json::Value) -> Fleet {
@@ -487,6 +504,7 @@ macro_rules! contract {
 contract!(
     memory,
     redis,
+    redis_cluster,
     redis_cached,
     redis_cached_strict,
     redis_resilient
