@@ -195,6 +195,17 @@ impl ShoalEventStore {
         self.state.clone().replay(last_event_id).await
     }
 
+    /// The standalone stream of `session` from now on, served from the store (so it carries
+    /// what every replica sends on it), until the session is gone or the client leaves;
+    /// `guard` is dropped when it ends.
+    pub(crate) async fn follow_common(
+        &self,
+        session: &SessionId,
+        guard: tokio_util::sync::DropGuard,
+    ) -> Result<ReceiverStream<ServerSseMessage>> {
+        self.state.clone().follow_live(session, guard).await
+    }
+
     /// Files a client's answer to a request another replica sent (see [`crate::inbox`]).
     pub(crate) async fn file_answer(
         &self,
@@ -301,7 +312,7 @@ impl EventState {
         let (target, after) = StreamRef::parse_event_id(&st.codec, last_event_id)?;
         // The first page now, so an unknown or deleted stream is an error the client sees
         // rather than an empty stream that ends at once.
-        let mut subscription = st.wakeups.subscribe();
+        let subscription = st.wakeups.subscribe();
         let query =
             FrameQuery::after(after.seq, st.settings.page_frames).in_stream(target.stream.clone());
         let first = st.store.frames(&target.session, &query).await?;
@@ -319,12 +330,53 @@ impl EventState {
                 FrameQuery::after(start, st.settings.page_frames).in_stream(target.stream.clone());
             st.store.frames(&target.session, &q).await?
         };
-        let (tx, rx) = mpsc::channel(st.settings.page_frames.clamp(16, 1024));
-        let state = self.clone();
+        Ok(self
+            .clone()
+            .spawn_follower(target, start, Some(first), subscription, None))
+    }
+
+    /// Follows `stream` of `session` from now on, without end (until the session is gone or
+    /// the receiver is dropped): a standalone stream served from the store, so it carries
+    /// what every replica's worker sends on it. `guard` is dropped when the follower ends.
+    pub(crate) async fn follow_live(
+        self: Arc<Self>,
+        session: &SessionId,
+        guard: tokio_util::sync::DropGuard,
+    ) -> Result<ReceiverStream<ServerSseMessage>> {
+        let subscription = self.wakeups.subscribe();
+        let now = self
+            .store
+            .get(session)
+            .await?
+            .ok_or_else(|| Error::Store(shoal_core::Error::session_not_found(session)))?;
+        let target = StreamRef {
+            session: session.clone(),
+            stream: crate::stream_ref::COMMON_STREAM.to_owned(),
+            kind: StreamKind::Common,
+        };
+        Ok(self.spawn_follower(target, now.last_seq, None, subscription, Some(guard)))
+    }
+
+    /// The follower task of a replay or a live stream: delivers the frames of `target` after
+    /// `start` (beginning with `first`, when read already) into the returned stream.
+    fn spawn_follower(
+        self: Arc<Self>,
+        target: StreamRef,
+        start: u64,
+        first: Option<shoal_core::FramePage>,
+        mut subscription: crate::wakeups::Subscription,
+        guard: Option<tokio_util::sync::DropGuard>,
+    ) -> ReceiverStream<ServerSseMessage> {
+        let (tx, rx) = mpsc::channel(self.settings.page_frames.clamp(16, 1024));
+        let state = self;
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + state.settings.follow_for;
+            // A live standalone stream lasts as long as its client; a replay `follow_for`.
+            let deadline = guard
+                .is_none()
+                .then(|| tokio::time::Instant::now() + state.settings.follow_for);
+            let _guard = guard;
             let mut after_seq = start;
-            let mut page = Some(first);
+            let mut page = first;
             let mut last_event = tokio::time::Instant::now();
             let mut last_lease_check = tokio::time::Instant::now();
             let mut producer_gone = false;
@@ -374,13 +426,18 @@ impl EventState {
                 }
                 if !has_more && !producer_gone {
                     let poll = state.poll_interval();
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    if left.is_zero() {
+                    let wait = match deadline {
+                        Some(d) => d
+                            .saturating_duration_since(tokio::time::Instant::now())
+                            .min(poll),
+                        None => poll,
+                    };
+                    if wait.is_zero() {
                         return;
                     }
                     tokio::select! {
                         _ = tx.closed() => return,
-                        _ = tokio::time::timeout(poll.min(left), subscription.changed(&target.session)) => {}
+                        _ = tokio::time::timeout(wait, subscription.changed(&target.session)) => {}
                     }
                 }
                 let q = FrameQuery::after(after_seq, state.settings.page_frames)
@@ -397,7 +454,7 @@ impl EventState {
                 };
             }
         });
-        Ok(ReceiverStream::new(rx))
+        ReceiverStream::new(rx)
     }
 }
 

@@ -33,6 +33,7 @@ use rmcp::{
 };
 use shoal_core::{SessionId as ShoalId, SessionStore};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::{Error, Result},
@@ -232,13 +233,31 @@ impl SessionManager for ShoalSessionManager {
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static> {
+        let sid = shoal_id(id).ok_or_else(|| Error::BadId {
+            id: id.to_string(),
+            reason: "not a Shoal session id".into(),
+        })?;
         let receiver = self
             .handle(id)
             .await?
             .establish_common_channel()
             .await
             .map_err(LocalSessionManagerError::from)?;
-        Ok(ReceiverStream::new(receiver.inner))
+        // rmcp's worker sends this replica's standalone messages into `local` after storing
+        // them; the client is served from the store, which has every replica's. `local` is
+        // drained (and kept, so the worker sees a live stream) while the client stays.
+        let stop = CancellationToken::new();
+        let guard = stop.clone().drop_guard();
+        let mut local = receiver.inner;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = local.recv() => if m.is_none() { break },
+                }
+            }
+        });
+        self.events.follow_common(&sid, guard).await
     }
 
     async fn resume(

@@ -1,6 +1,7 @@
 //! Two in-process replicas of an rmcp server on one real Redis, driven over HTTP: the 2025
 //! session protocol (initialize on A, requests on B, a progress stream cut on A and resumed on
-//! B, DELETE on B → 404 on A) and the 2026-07-28 stateless protocol (a request's stream cut on
+//! B, a message of no request sent by A's worker on the client's standalone stream open on B,
+//! DELETE on B → 404 on A) and the 2026-07-28 stateless protocol (a request's stream cut on
 //! A and resumed with `Last-Event-ID` on B).
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -54,6 +55,17 @@ impl Counter {
             "counted to {}",
             args.steps
         ))]))
+    }
+
+    #[tool(description = "Tell the client the tool list changed (a message of no request)")]
+    async fn announce(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
+        ctx.peer
+            .notify_tool_list_changed()
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        Ok(CallToolResult::success(vec![ContentBlock::text(
+            "announced",
+        )]))
     }
 }
 
@@ -191,6 +203,39 @@ async fn a_2025_session_moves_between_replicas() {
         "every notification exactly once: {after:?}"
     );
     assert!(has_result(&after), "then the result");
+
+    // The client's standalone stream is on B; a message of no request sent by A's worker
+    // reaches it (the stream is served from the store, not from B's worker alone).
+    let standalone = with_sid(http.get(&b))
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", V)
+        .send()
+        .await
+        .unwrap();
+    assert!(standalone.status().is_success(), "{}", standalone.status());
+    let listen = tokio::spawn(events(standalone, |e| {
+        e.iter()
+            .any(|(_, v)| v["method"] == "notifications/tools/list_changed")
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let announced = with_sid(post(&http, &a, V))
+        .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "announce", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    let answer = events(announced, |e| e.iter().any(|(_, v)| v.get("id").is_some())).await;
+    assert!(has_result(&answer), "{answer:?}");
+    let heard = listen.await.unwrap();
+    let changed: Vec<_> = heard
+        .iter()
+        .filter(|(_, v)| v["method"] == "notifications/tools/list_changed")
+        .collect();
+    assert_eq!(changed.len(), 1, "once, on B's stream: {heard:?}");
+    assert!(
+        changed[0].0.contains("/common."),
+        "a resumable id: {}",
+        changed[0].0
+    );
 
     // DELETE on B; A answers 404.
     let d = with_sid(http.delete(&b))
