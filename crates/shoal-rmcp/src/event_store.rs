@@ -312,7 +312,7 @@ impl EventState {
         let (target, after) = StreamRef::parse_event_id(&st.codec, last_event_id)?;
         // The first page now, so an unknown or deleted stream is an error the client sees
         // rather than an empty stream that ends at once.
-        let subscription = st.wakeups.subscribe();
+        let subscription = st.wakeups.subscribe(&target.session);
         let query =
             FrameQuery::after(after.seq, st.settings.page_frames).in_stream(target.stream.clone());
         let first = st.store.frames(&target.session, &query).await?;
@@ -343,7 +343,7 @@ impl EventState {
         session: &SessionId,
         guard: tokio_util::sync::DropGuard,
     ) -> Result<ReceiverStream<ServerSseMessage>> {
-        let subscription = self.wakeups.subscribe();
+        let subscription = self.wakeups.subscribe(session);
         let now = self
             .store
             .get(session)
@@ -437,7 +437,7 @@ impl EventState {
                     }
                     tokio::select! {
                         _ = tx.closed() => return,
-                        _ = tokio::time::timeout(wait, subscription.changed(&target.session)) => {}
+                        _ = tokio::time::timeout(wait, subscription.changed()) => {}
                     }
                 }
                 let q = FrameQuery::after(after_seq, state.settings.page_frames)

@@ -176,7 +176,7 @@ async fn follow(
     rmcp_id: RmcpId,
     mut cursor: u64,
 ) {
-    let mut wakeups = state.wakeups().subscribe();
+    let mut wakeups = state.wakeups().subscribe(&session);
     let deadline = tokio::time::Instant::now() + state.settings().follow_for;
     loop {
         let query = FrameQuery::after(cursor, 64).in_stream(INBOX_STREAM);
@@ -217,7 +217,7 @@ async fn follow(
             return;
         }
         let poll = state.poll_interval().min(left);
-        let _ = tokio::time::timeout(poll, wakeups.changed(&session)).await;
+        let _ = tokio::time::timeout(poll, wakeups.changed()).await;
     }
 }
 
