@@ -7,52 +7,25 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-A = httpx2.URL(os.environ["URL_A"])
-B = httpx2.URL(os.environ["URL_B"])
-failures = 0
-state = {"turn": 0, "b_dead": False, "hosts": set(), "sessions": set()}
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "scripts" / "e2e"))
+from alternating import Alternating, Report  # noqa: E402
 
-
-def ok(name):
-    print(f"ok {name}", flush=True)
-
-
-def fail(name, why):
-    global failures
-    failures += 1
-    print(f"FAIL {name}: {why}", flush=True)
-
-
-class Alternating(httpx2.AsyncBaseTransport):
-    """Sends each request to the other instance (only A once B is dead)."""
-
-    def __init__(self):
-        self.inner = httpx2.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request):
-        target = A if state["b_dead"] or state["turn"] % 2 == 0 else B
-        state["turn"] += 1
-        state["hosts"].add(target.port)
-        sid = request.headers.get("mcp-session-id")
-        if sid:
-            state["sessions"].add(sid)
-        request.url = request.url.copy_with(host=target.host, port=target.port)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self):
-        await self.inner.aclose()
+A = os.environ["URL_A"]
+report = Report()
+route = Alternating(A, os.environ["URL_B"])
 
 
 async def main():
-    http = httpx2.AsyncClient(transport=Alternating(), timeout=30)
-    transport = streamable_http_client(str(A), http_client=http)
+    http = httpx2.AsyncClient(transport=route, timeout=30)
+    transport = streamable_http_client(A, http_client=http)
     async with Client(transport, mode="legacy") as client:
-        ok("initialize (legacy, session mode) through the proxy")
+        report.ok("initialize (legacy, session mode) through the proxy")
         good = 0
         for i in range(6):
             tools = await client.list_tools()
@@ -61,26 +34,27 @@ async def main():
             r = await client.call_tool("echo", {"message": f"py{i}"})
             if f"py{i}" in str(r.content):
                 good += 1
-        if good == 12 and len(state["hosts"]) == 2 and len(state["sessions"]) == 1:
-            ok("12 requests alternating between instances, one session id")
+        hosts = {entry.split("->")[1] for entry in route.log}
+        if good == 12 and hosts == {"A", "B"} and len(route.sessions) == 1:
+            report.ok("12 requests alternating between instances, one session id")
         else:
-            fail("alternating", f"good={good} hosts={state['hosts']} sessions={len(state['sessions'])}")
+            report.fail("alternating", f"good={good} hosts={hosts} sessions={len(route.sessions)}")
         os.kill(int(os.environ["PID_B"]), signal.SIGKILL)
-        state["b_dead"] = True
+        route.b_dead = True
         after = 0
         for i in range(3):
             r = await client.call_tool("get-sum", {"a": i, "b": 100})
             if str(i + 100) in str(r.content):
                 after += 1
-        if after == 3 and len(state["sessions"]) == 1:
-            ok("instance B killed; the same session carries on through A")
+        if after == 3 and len(route.sessions) == 1:
+            report.ok("instance B killed; the same session carries on through A")
         else:
-            fail("kill", f"after={after} sessions={len(state['sessions'])}")
+            report.fail("kill", f"after={after} sessions={len(route.sessions)}")
     await http.aclose()
 
 
 try:
     asyncio.run(asyncio.wait_for(main(), 120))
 except BaseException as e:  # noqa: BLE001 - report anything as a failure line
-    fail("python client", repr(e))
-sys.exit(1 if failures else 0)
+    report.fail("python client", repr(e))
+sys.exit(1 if report.failures else 0)

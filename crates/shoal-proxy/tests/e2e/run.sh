@@ -69,7 +69,7 @@ UP="http://127.0.0.1:$SP/mcp"
 start_proxy a "$UP"; PID_A=$PROXY_PID; URL_A=$PROXY_URL
 start_proxy b "$UP"; URL_B=$PROXY_URL
 
-cp "$E2E"/*.mjs "$CACHE/npm/"
+cp "$E2E"/*.mjs "$ROOT/scripts/e2e/cut_stream.mjs" "$CACHE/npm/"
 note "TypeScript SDK client"
 (cd "$CACHE/npm" && URL_A=$URL_A URL_B=$URL_B PID_A=$PID_A timeout 180 node ts_client.mjs) > "$LOG/ts_client.out" 2>&1
 tally "$LOG/ts_client.out" $? "ts-sdk"

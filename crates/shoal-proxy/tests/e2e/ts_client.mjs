@@ -3,6 +3,7 @@
 // Prints one line per check: "ok <name>" or "FAIL <name>: <why>"; exit 1 on any failure.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { cutAfterProgress, retarget } from './cut_stream.mjs';
 
 const A = process.env.URL_A, B = process.env.URL_B;
 let failures = 0;
@@ -15,9 +16,6 @@ let cut = null; // { after: n } cuts the next SSE POST reply after n progress ev
 let lastPostTarget = null;
 const seen = { A: 0, B: 0 };
 
-function retarget(url, base) {
-  const u = new URL(url); const t = new URL(base); u.host = t.host; return u;
-}
 
 async function routedFetch(url, init = {}) {
   const method = (init.method || 'GET').toUpperCase();
@@ -33,19 +31,7 @@ async function routedFetch(url, init = {}) {
   const ct = resp.headers.get('content-type') || '';
   if (cut && method === 'POST' && ct.startsWith('text/event-stream')) {
     const after = cut.after; cut = null;
-    const reader = resp.body.getReader();
-    let n = 0; const dec = new TextDecoder();
-    const body = new ReadableStream({
-      async pull(c) {
-        const { value, done } = await reader.read();
-        if (done) { c.close(); return; }
-        c.enqueue(value);
-        n += (dec.decode(value).match(/notifications\/progress/g) || []).length;
-        if (n >= after) { reader.cancel().catch(() => {}); c.error(new Error('connection cut by the test')); }
-      },
-      cancel() { reader.cancel().catch(() => {}); },
-    });
-    return new Response(body, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
+    return cutAfterProgress(resp, after);
   }
   return resp;
 }

@@ -4,15 +4,13 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { cutAfterProgress, retarget } from './cut_stream.mjs';
 
 const A = process.env.URL_A, B = process.env.URL_B;
 let failures = 0;
 const ok = (name) => console.log(`ok ${name}`);
 const fail = (name, why) => { failures++; console.log(`FAIL ${name}: ${why}`); };
 
-function retarget(url, base) {
-  const u = new URL(url); const t = new URL(base); u.host = t.host; return u;
-}
 
 // Routing: the first POST (initialize) goes to A, every later request to B, except a POST
 // the test sends to A on purpose (`nextPostToA`) and everything once A is dead.
@@ -30,19 +28,7 @@ function router(label) {
     const ct = resp.headers.get('content-type') || '';
     if (r.cut && method === 'POST' && ct.startsWith('text/event-stream')) {
       const after = r.cut.after; r.cut = null;
-      const reader = resp.body.getReader();
-      let n = 0; const dec = new TextDecoder();
-      const body = new ReadableStream({
-        async pull(c) {
-          const { value, done } = await reader.read();
-          if (done) { c.close(); return; }
-          c.enqueue(value);
-          n += (dec.decode(value).match(/notifications\/progress/g) || []).length;
-          if (n >= after) { reader.cancel().catch(() => {}); c.error(new Error('connection cut by the test')); }
-        },
-        cancel() { reader.cancel().catch(() => {}); },
-      });
-      return new Response(body, { status: resp.status, statusText: resp.statusText, headers: resp.headers });
+      return cutAfterProgress(resp, after);
     }
     return resp;
   };

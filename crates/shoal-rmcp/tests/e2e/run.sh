@@ -50,7 +50,7 @@ elif ! install_npm; then
 else
   start_replica a; PID_A=$REPLICA_PID; URL_A=$REPLICA_URL
   start_replica b; URL_B=$REPLICA_URL
-  cp "$E2E/rmcp_ts_client.mjs" "$CACHE/npm/"
+  cp "$E2E/rmcp_ts_client.mjs" "$ROOT/scripts/e2e/cut_stream.mjs" "$CACHE/npm/"
   note "TypeScript SDK client against two rmcp replicas"
   (cd "$CACHE/npm" && URL_A=$URL_A URL_B=$URL_B PID_A=$PID_A timeout 180 node rmcp_ts_client.mjs) > "$LOG/rmcp_ts_client.out" 2>&1
   tally "$LOG/rmcp_ts_client.out" $? "rmcp-ts-sdk"
