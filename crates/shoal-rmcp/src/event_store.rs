@@ -534,9 +534,9 @@ mod tests {
 
     const STREAM: &str = "9d1e6c1a-0000-4000-8000-0000000000f1";
 
-    #[tokio::test]
-    async fn a_replay_waits_for_a_live_producer_past_orphan_after() {
-        let (events, session, _) = setup().await;
+    /// A request stream begun by `session`'s worker: its priming event (whose id is
+    /// returned) and one progress notification.
+    async fn begun(session: &SessionEvents) -> String {
         let first = session
             .store_event(STREAM, &ServerSseMessage::retry(Duration::from_secs(3)))
             .await
@@ -546,6 +546,13 @@ mod tests {
             .store_event(STREAM, &message(progress))
             .await
             .unwrap();
+        first
+    }
+
+    #[tokio::test]
+    async fn a_replay_waits_for_a_live_producer_past_orphan_after() {
+        let (events, session, _) = setup().await;
+        let first = begun(&session).await;
         let mut replay = events.replay(&first).await.unwrap();
         assert!(replay.next().await.is_some(), "the stored progress");
         // Three times orphan_after without an event: the producer's lease keeps it open.
@@ -566,15 +573,7 @@ mod tests {
     #[tokio::test]
     async fn a_replay_ends_when_its_producer_is_gone() {
         let (events, session, _) = setup().await;
-        let first = session
-            .store_event(STREAM, &ServerSseMessage::retry(Duration::from_secs(3)))
-            .await
-            .unwrap();
-        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}});
-        session
-            .store_event(STREAM, &message(progress))
-            .await
-            .unwrap();
+        let first = begun(&session).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
         // The replica stops (its session's event store goes, its lease with it).
         drop(session);

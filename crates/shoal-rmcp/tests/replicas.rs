@@ -145,6 +145,25 @@ fn has_result(events: &[(String, Value)]) -> bool {
     events.iter().any(|(_, v)| v.get("result").is_some())
 }
 
+/// A GET with `Last-Event-ID` (and the session, if any) on `url`: the rest of a stream.
+async fn resume(
+    http: &reqwest::Client,
+    url: &str,
+    version: &str,
+    session: Option<&str>,
+    last: &str,
+) -> Vec<(String, Value)> {
+    let mut get = http
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", version)
+        .header("last-event-id", last);
+    if let Some(sid) = session {
+        get = get.header("mcp-session-id", sid);
+    }
+    events(get.send().await.unwrap(), |_| false).await
+}
+
 fn post(http: &reqwest::Client, url: &str, version: &str) -> reqwest::RequestBuilder {
     http.post(url)
         .header("content-type", "application/json")
@@ -187,14 +206,7 @@ async fn a_2025_session_moves_between_replicas() {
         .unwrap();
     let before = events(call, |e| progress(e).len() == 2).await;
     let last = before.last().unwrap().0.clone();
-    let resumed = with_sid(http.get(&b))
-        .header("accept", "text/event-stream")
-        .header("mcp-protocol-version", V)
-        .header("last-event-id", &last)
-        .send()
-        .await
-        .unwrap();
-    let after = events(resumed, |_| false).await;
+    let after = resume(&http, &b, V, Some(&sid), &last).await;
     let mut all = progress(&before);
     all.extend(progress(&after));
     assert_eq!(
@@ -286,15 +298,7 @@ async fn a_2026_stateless_stream_resumes_on_another_replica() {
         .0
         .clone();
     assert!(last.starts_with("rmcp-stream-"), "{last}");
-    let resumed = http
-        .get(&b)
-        .header("accept", "text/event-stream")
-        .header("mcp-protocol-version", V)
-        .header("last-event-id", &last)
-        .send()
-        .await
-        .unwrap();
-    let after = events(resumed, |_| false).await;
+    let after = resume(&http, &b, V, None, &last).await;
     let mut all = progress(&before);
     all.extend(progress(&after));
     assert_eq!(
