@@ -185,6 +185,8 @@ struct Round {
 }
 
 async fn run(setup: &Setup, clients: usize, seconds: f64) -> Round {
+    // In a workspace build reqwest may lack a TLS provider (the proxy's `rustls-no-provider`).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();

@@ -164,6 +164,13 @@ async fn resume(
     events(get.send().await.unwrap(), |_| false).await
 }
 
+/// An HTTP client. In a workspace build reqwest may be built without a TLS provider (the
+/// proxy's `rustls-no-provider`): install ring first, as the proxy does.
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 fn post(http: &reqwest::Client, url: &str, version: &str) -> reqwest::RequestBuilder {
     http.post(url)
         .header("content-type", "application/json")
@@ -176,7 +183,7 @@ async fn a_2025_session_moves_between_replicas() {
     let redis = RedisServer::start();
     let (a, _ka) = replica(&redis.url(), false).await;
     let (b, _kb) = replica(&redis.url(), false).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     const V: &str = "2025-06-18";
     let init = post(&http, &a, V)
         .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -269,7 +276,7 @@ async fn a_2026_stateless_stream_resumes_on_another_replica() {
     let redis = RedisServer::start();
     let (a, _ka) = replica(&redis.url(), true).await;
     let (b, _kb) = replica(&redis.url(), true).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     const V: &str = "2026-07-28";
     let call = post(&http, &a, V)
         .header("mcp-method", "tools/call")
