@@ -78,7 +78,7 @@ impl Inbox {
     }
 
     /// The worker sent request `key`: true when a follower must be started.
-    fn expect(&self, key: String) -> bool {
+    fn await_answer(&self, key: String) -> bool {
         let Ok(mut w) = self.waiting.lock() else {
             return false;
         };
@@ -139,7 +139,7 @@ impl Inbox {
         key: String,
         seq: u64,
     ) {
-        if self.expect(key) {
+        if self.await_answer(key) {
             tokio::spawn(follow(
                 self.clone(),
                 state.clone(),
@@ -257,14 +257,14 @@ mod tests {
     #[test]
     fn a_follower_starts_once_and_stops_when_nothing_is_awaited() {
         let inbox = Inbox::default();
-        assert!(inbox.expect("1".into()));
-        assert!(!inbox.expect("2".into()), "one follower at a time");
+        assert!(inbox.await_answer("1".into()));
+        assert!(!inbox.await_answer("2".into()), "one follower at a time");
         assert!(!inbox.stop_if_idle());
         assert!(inbox.take("1") && inbox.take("2"));
         assert!(!inbox.take("1"), "an answer is taken once");
         assert!(inbox.stop_if_idle());
         assert!(
-            inbox.expect("3".into()),
+            inbox.await_answer("3".into()),
             "a new request starts a new follower"
         );
     }
