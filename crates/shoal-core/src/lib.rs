@@ -10,6 +10,8 @@
 //! - [`codec`]: the versioned MessagePack format backends persist;
 //! - [`MemoryStore`]: the in-memory backend, the embedded default;
 //! - [`transfer`]: JSON Lines export and import between any two stores;
+//! - [`feed`]: the change feed (every session change and frame, read from a position or by
+//!   consumer groups) and its in-process implementation;
 //! - [`notify`]: pub/sub between instances ([`NotifyBus`]: cache invalidations and stream
 //!   wake-ups), with the in-process [`LocalBus`].
 //!
@@ -34,6 +36,7 @@ pub mod error;
 #[cfg(feature = "event-id")]
 #[cfg_attr(docsrs, doc(cfg(feature = "event-id")))]
 pub mod event_id;
+pub mod feed;
 pub mod frame;
 pub mod id;
 pub mod lease;
@@ -56,6 +59,7 @@ pub use cached::{CacheConfig, Cached, CachedBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use epoch::{AppendedFrames, EpochStart, FrameEpochs};
 pub use error::{BoxError, Error, Result};
+pub use feed::{Change, ChangeFeed, ChangeKind, FeedConfig, FeedCursor, FeedId};
 pub use frame::{Direction, Frame, NewFrame, PendingRequest, RequestId};
 pub use id::SessionId;
 pub use lease::{Lease, LeaseReply, LeaseRequest};

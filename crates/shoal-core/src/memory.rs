@@ -39,6 +39,9 @@ use async_trait::async_trait;
 use crossbeam_skiplist::SkipMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::feed::{
+    Change, ChangeFeed, ChangeKind, FeedConfig, FrameSummary, MemoryFeed, SessionSummary,
+};
 use crate::lease::{self, LeaseRecord};
 use crate::quota::{QuotaReply, QuotaRequest};
 use crate::{
@@ -88,6 +91,10 @@ struct StoreState {
     secrets: Mutex<HashMap<String, Vec<u8>>>,
     /// Admission quota logs by subject ([`SessionStore::quota`]).
     quotas: Mutex<QuotaBook>,
+    /// The change feed, when enabled; written under the session's lock.
+    feed: Option<Arc<MemoryFeed>>,
+    /// A session's touches are reported at most once per window of this many ms (0: never).
+    touch_every_ms: u64,
 }
 
 /// The memory store's admission quota logs.
@@ -138,6 +145,7 @@ impl Slot {
 pub struct MemoryStoreBuilder {
     limits: Limits,
     clock: Option<Arc<dyn Clock>>,
+    feed: Option<FeedConfig>,
 }
 
 impl MemoryStoreBuilder {
@@ -153,8 +161,21 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// Writes the change feed with these settings (off unless set; the feed is
+    /// [`SessionStore::change_feed`]).
+    pub fn feed(mut self, config: FeedConfig) -> Self {
+        self.feed = Some(config);
+        self
+    }
+
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
+        let feed = self
+            .feed
+            .as_ref()
+            .filter(|f| f.enabled)
+            .map(|f| Arc::new(MemoryFeed::new(f.cap)));
+        let touch_every_ms = self.feed.as_ref().map_or(0, FeedConfig::touch_every_ms);
         MemoryStore {
             state: Arc::new(StoreState {
                 shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
@@ -165,6 +186,8 @@ impl MemoryStoreBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 secrets: Mutex::new(HashMap::new()),
                 quotas: Mutex::new(QuotaBook::default()),
+                feed,
+                touch_every_ms,
             }),
         }
     }
@@ -279,6 +302,23 @@ impl StoreState {
         self.read_shard(id).get(id).cloned()
     }
 
+    /// Writes `change` to the feed, when there is one. Called with the session's lock held,
+    /// so a session's entries are in the order of its changes.
+    fn report(&self, change: impl FnOnce() -> Change) {
+        if let Some(feed) = &self.feed {
+            feed.push(self.now(), [change()]);
+        }
+    }
+
+    /// Reports that `data`'s session ended with `kind`.
+    fn report_end(&self, kind: ChangeKind, data: &SlotData) {
+        self.report(|| {
+            let mut c = Change::new(kind, data.session.id.as_str());
+            c.created_at = Some(data.session.created_at);
+            c
+        });
+    }
+
     /// Marks a session dead, once. Called with its mutex held; follow with [`StoreState::unlink`]
     /// after releasing it.
     fn mark_dead(&self, data: &mut SlotData) {
@@ -321,6 +361,9 @@ impl StoreState {
             return Err(Error::session_not_found(id));
         }
         if data.session.is_expired_at(now) {
+            if !data.dead {
+                self.report_end(ChangeKind::Expired, &data);
+            }
             self.mark_dead(&mut data);
             let slot = Arc::clone(slot);
             drop(data);
@@ -372,9 +415,20 @@ impl StoreState {
                 }
                 // Dead or expired: the new slot takes its place (its ordered node is
                 // replaced below).
+                if !other.dead {
+                    self.report_end(ChangeKind::Expired, &other);
+                }
                 self.mark_dead(&mut other);
             }
             shard.insert(id.clone(), Arc::clone(&slot));
+            // Under the shard's write lock: no change to the new session can be reported
+            // before its creation.
+            self.report(|| {
+                let data = slot.lock();
+                let mut c = Change::new(ChangeKind::Created, id.as_str());
+                c.session = Some(SessionSummary::of(&data.session));
+                c
+            });
         }
         // Replace an ordered node only if it belongs to a dead slot: a racing create of the
         // same id that already won keeps its place.
@@ -403,6 +457,7 @@ impl StoreState {
                 drop(data);
                 entry.remove();
             } else if data.session.is_expired_at(now) {
+                self.report_end(ChangeKind::Expired, &data);
                 self.mark_dead(&mut data);
                 drop(data);
                 self.unlink(entry.key(), &slot);
@@ -475,6 +530,13 @@ impl SessionStore for MemoryStore {
         &self.state.limits
     }
 
+    fn change_feed(&self) -> Option<Arc<dyn ChangeFeed>> {
+        self.state
+            .feed
+            .as_ref()
+            .map(|f| Arc::clone(f) as Arc<dyn ChangeFeed>)
+    }
+
     async fn create(&self, mut session: Session) -> Result<Session> {
         let state = &self.state;
         session.begin(state.now(), &state.limits)?;
@@ -526,6 +588,12 @@ impl SessionStore for MemoryStore {
             d.meta_bytes = meta_bytes;
             d.session.revision += 1;
             d.touch(now, expires);
+            state.report(|| {
+                let mut c = Change::new(ChangeKind::Updated, session.id.as_str());
+                c.revision = Some(d.session.revision);
+                c.status = Some(d.session.status);
+                c
+            });
             Ok(d.session.clone())
         })
     }
@@ -535,6 +603,12 @@ impl SessionStore for MemoryStore {
         let now = state.now();
         let expires = state.expiry_from(now);
         state.with_live(id, now, |d| {
+            let window = state.touch_every_ms;
+            if window > 0
+                && d.session.last_activity.as_millis() / window != now.as_millis() / window
+            {
+                state.report(|| Change::new(ChangeKind::Touched, id.as_str()));
+            }
             d.touch(now, expires);
             Ok(expires)
         })
@@ -547,6 +621,11 @@ impl SessionStore for MemoryStore {
         };
         let mut data = slot.lock();
         let existed = !data.dead && !data.session.is_expired_at(state.now());
+        if existed {
+            state.report_end(ChangeKind::Deleted, &data);
+        } else if !data.dead {
+            state.report_end(ChangeKind::Expired, &data);
+        }
         state.mark_dead(&mut data);
         data.frames = VecDeque::new();
         data.pending = HashMap::new();
@@ -620,6 +699,11 @@ impl SessionStore for MemoryStore {
         let sizes: Vec<usize> = frames.iter().map(NewFrame::size).collect();
         let now = state.now();
         let expires = state.expiry_from(now);
+        // Summaries are read outside the session's lock.
+        let summaries: Vec<FrameSummary> = match &state.feed {
+            Some(_) => frames.iter().map(FrameSummary::of).collect(),
+            None => Vec::new(),
+        };
         state.with_live(id, now, |d| {
             if !sizes.is_empty() && d.bytes_after(&sizes, keep) > state.limits.max_session_bytes {
                 return Err(session_bytes_exceeded(&state.limits));
@@ -631,6 +715,15 @@ impl SessionStore for MemoryStore {
                 d.frames.push_back(f.into_frame(id.clone(), seq));
                 d.bytes += size;
                 seqs.push(seq);
+            }
+            if let Some(feed) = &state.feed {
+                let changes = summaries.into_iter().zip(&seqs).map(|(summary, seq)| {
+                    let mut c = Change::new(ChangeKind::Frame, id.as_str());
+                    c.seq = Some(*seq);
+                    c.frame = Some(summary);
+                    c
+                });
+                feed.push(now, changes);
             }
             if d.frames.is_empty() {
                 d.session.first_seq = d.session.last_seq + 1;

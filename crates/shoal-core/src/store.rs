@@ -470,6 +470,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// The limits this store enforces.
     fn limits(&self) -> &crate::Limits;
 
+    /// The store's change feed (see [`feed`](crate::feed)), when it writes one. Wrappers
+    /// return their inner (primary) store's. The default has none.
+    fn change_feed(&self) -> Option<Arc<dyn crate::feed::ChangeFeed>> {
+        None
+    }
+
     /// Stores a new session. The store sets `created_at`, `last_activity`, `expires_at`,
     /// `frame_count = 0`, `last_seq = 0`, `first_seq = 1` and `revision = 1`, and returns what
     /// it stored. [`Error::AlreadyExists`] if the id is taken.
@@ -616,6 +622,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     fn limits(&self) -> &crate::Limits {
         (**self).limits()
+    }
+    fn change_feed(&self) -> Option<Arc<dyn crate::feed::ChangeFeed>> {
+        (**self).change_feed()
     }
     async fn create(&self, session: Session) -> Result<Session> {
         (**self).create(session).await

@@ -416,6 +416,10 @@ impl<S: SessionStore, H: Hooks> SessionStore for ForwardingStore<S, H> {
         self.inner.limits()
     }
 
+    fn change_feed(&self) -> Option<std::sync::Arc<dyn shoal_core::feed::ChangeFeed>> {
+        self.inner.change_feed()
+    }
+
     async fn create(&self, session: Session) -> Result<Session> {
         let ticket = self.hooks.before(Call::Create(&session)).await?;
         let answer = self.inner.create(session).await;

@@ -23,6 +23,10 @@ impl<S: SessionStore> SessionStore for Cached<S> {
         self.core.store.limits()
     }
 
+    fn change_feed(&self) -> Option<std::sync::Arc<dyn crate::feed::ChangeFeed>> {
+        self.core.store.change_feed()
+    }
+
     async fn create(&self, session: Session) -> Result<Session> {
         let s = &self.core;
         let id = session.id.clone();

@@ -38,6 +38,10 @@ impl<P: SessionStore, F: SessionStore> SessionStore for Resilient<P, F> {
         self.state.primary.limits()
     }
 
+    fn change_feed(&self) -> Option<std::sync::Arc<dyn crate::feed::ChangeFeed>> {
+        self.state.primary.change_feed()
+    }
+
     async fn create(&self, session: Session) -> Result<Session> {
         let id = session.id.clone();
         match self.route(&id).await {
