@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{Error, Result};
+use shoal_core::{Error, FeedConfig, Result};
 
 /// How to reach Redis and how the store behaves on it.
 ///
@@ -100,6 +100,11 @@ pub struct RedisConfig {
     /// off only when writes cannot be rolled back (no replicas, and `appendfsync always` or
     /// no persistence at all). Default on.
     pub frame_epochs: bool,
+    /// The change feed (see `shoal_core::feed`): off unless set here or with
+    /// [`RedisConfig::with_feed`]; a stack sets it from its `[feed]` section (it is not read
+    /// from `[redis]`).
+    #[serde(skip, default = "FeedConfig::disabled")]
+    pub feed: FeedConfig,
 }
 
 /// What to do on a Redis server whose memory policy may evict session keys.
@@ -131,6 +136,7 @@ impl Default for RedisConfig {
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(500),
             frame_epochs: true,
+            feed: FeedConfig::disabled(),
         }
     }
 }
@@ -153,6 +159,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("wait_replicas", &self.wait_replicas)
             .field("wait_timeout", &self.wait_timeout)
             .field("frame_epochs", &self.frame_epochs)
+            .field("feed", &self.feed)
             .finish()
     }
 }
@@ -196,6 +203,12 @@ impl RedisConfig {
         self
     }
 
+    /// Writes the change feed with these settings (see [`RedisConfig::feed`]).
+    pub fn with_feed(mut self, feed: FeedConfig) -> Self {
+        self.feed = feed;
+        self
+    }
+
     /// Sets the server-side expiry grace.
     pub fn with_expiry_grace(mut self, d: Duration) -> Self {
         self.expiry_grace = d;
@@ -205,6 +218,9 @@ impl RedisConfig {
     /// Checks the prefix, counts and timeouts, and that the URL has a known scheme. The
     /// message of a bad setting starts with its key (`redis.connections must be …`).
     pub fn validate(&self) -> Result<()> {
+        if self.feed.enabled {
+            self.feed.check()?;
+        }
         let p = &self.key_prefix;
         if p.is_empty() || p.len() > 64 {
             return Err(Error::invalid(format!(

@@ -134,6 +134,12 @@ impl Keys {
         ]
     }
 
+    /// `<prefix>:feed:{f<shard>}`: shard `shard` of the change feed (a Stream). The tag
+    /// puts the shard's analytics keys in its slot.
+    pub(crate) fn feed(&self, shard: u16) -> String {
+        format!("{}:feed:{{f{shard}}}", self.prefix)
+    }
+
     /// `<prefix>:sweep:lease`.
     pub(crate) fn sweep_lease(&self) -> String {
         format!("{}:sweep:lease", self.prefix)
@@ -185,5 +191,6 @@ mod tests {
         assert_eq!(session_keys("p", "abc"), k.session(&id));
         assert_eq!(listing_key("p", 7), "p:idx:{b0007}:all");
         assert_eq!(capacity_key("p"), k.cap());
+        assert_eq!(k.feed(0), "p:feed:{f0}");
     }
 }

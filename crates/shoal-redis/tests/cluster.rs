@@ -23,7 +23,9 @@ fn next_prefix() -> String {
 }
 
 async fn redis_cluster(h: Harness) -> Arc<dyn SessionStore> {
-    let config = RedisConfig::new(cluster().url()).with_key_prefix(next_prefix());
+    let config = RedisConfig::new(cluster().url())
+        .with_key_prefix(next_prefix())
+        .with_feed(h.feed.clone());
     Arc::new(
         RedisStore::connect(config, h.limits, Arc::new(h.clock))
             .await
@@ -32,6 +34,7 @@ async fn redis_cluster(h: Harness) -> Arc<dyn SessionStore> {
 }
 
 shoal_testkit::conformance_suite!(redis_cluster);
+shoal_testkit::feed_suite!(redis_cluster);
 shoal_testkit::model_test!(redis_cluster);
 
 /// Sessions spread over every master, and one store call reaches all of them.

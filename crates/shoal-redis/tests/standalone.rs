@@ -19,7 +19,9 @@ fn server() -> &'static RedisServer {
 async fn redis(h: Harness) -> Arc<dyn SessionStore> {
     static N: AtomicU64 = AtomicU64::new(0);
     let prefix = format!("t{}", N.fetch_add(1, Ordering::Relaxed));
-    let config = RedisConfig::new(server().url()).with_key_prefix(prefix);
+    let config = RedisConfig::new(server().url())
+        .with_key_prefix(prefix)
+        .with_feed(h.feed.clone());
     let store = RedisStore::connect(config, h.limits, Arc::new(h.clock))
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
@@ -27,6 +29,7 @@ async fn redis(h: Harness) -> Arc<dyn SessionStore> {
 }
 
 shoal_testkit::conformance_suite!(redis);
+shoal_testkit::feed_suite!(redis);
 shoal_testkit::model_test!(redis);
 
 /// 1,000 frames of 1 MiB through one real redis-server: no page over 8 MiB.

@@ -23,10 +23,11 @@
 
 use std::{future::Future, sync::Arc};
 
-use shoal_core::{Limits, ManualClock, SessionStore};
+use shoal_core::{FeedConfig, Limits, ManualClock, SessionStore};
 
 pub mod conformance;
 pub mod fault;
+pub mod feed_conformance;
 pub mod forwarding;
 pub mod model;
 pub mod redis_server;
@@ -43,6 +44,10 @@ pub struct Harness {
     pub limits: Limits,
     /// The clock the store must use for "now".
     pub clock: ManualClock,
+    /// The change feed a factory that can write one should write (on by default, so the
+    /// conformance suite also proves every operation with its feed entry; the
+    /// [`feed_conformance`] cases set their own).
+    pub feed: FeedConfig,
 }
 
 impl Harness {
@@ -51,6 +56,7 @@ impl Harness {
         Harness {
             limits,
             clock: ManualClock::starting_now(),
+            feed: FeedConfig::default(),
         }
     }
 }

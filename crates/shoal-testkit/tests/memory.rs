@@ -11,12 +11,14 @@ async fn memory(h: Harness) -> Arc<dyn SessionStore> {
         MemoryStore::builder()
             .limits(h.limits)
             .clock(Arc::new(h.clock))
+            .feed(h.feed)
             .build(),
     )
 }
 
 shoal_testkit::conformance_suite!(memory);
 shoal_testkit::model_test!(memory);
+shoal_testkit::feed_suite!(memory);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_frame_pages_stay_within_their_byte_bound() {

@@ -6,7 +6,7 @@
 //! - [`summary`]: what an entry says about a session or a frame (never the payload);
 //! - [`reader`]: the [`ChangeFeed`] trait, cursors, group starts, stats;
 //! - [`memory_feed`]: the in-process feed the memory store writes;
-//! - [`config`]: [`FeedConfig`].
+//! - [`config`]: its settings, [`FeedConfig`].
 //!
 //! A store exposes its feed through
 //! [`SessionStore::change_feed`](crate::SessionStore::change_feed); wrappers forward their

@@ -92,7 +92,6 @@ pub enum GroupStart {
 
 /// One consumer group's progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct GroupStats {
     /// The group's name.
     pub name: String,
@@ -106,7 +105,6 @@ pub struct GroupStats {
 
 /// The feed's size and its groups.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct FeedStats {
     /// Entries held, over every shard.
     pub length: u64,

@@ -7,6 +7,7 @@
 -- comes from meta's field a (read and written inside this script, so seqs are totally ordered
 -- across every writer). The budget counts what the session holds after the frames trimmed by
 -- the retention bound are gone; over it, nothing is written.
+-- With the feed, one 'frame' entry per frame (detail: one line each).
 -- Reply: {0, epoch, seq1, seq2, ...} (the frames' epoch, see epoch_for_append; 0 when no
 -- frame was given), or {-5} over the budget.
 local t, r = load_live(now)
@@ -63,6 +64,17 @@ if k > 0 then
   if ARGV[7] == '1' then
     out[2] = epoch_for_append(last - k + 1)
   end
+  if feed then
+    -- One entry per frame, in seq order; the detail has one line per frame.
+    local i = 0
+    for line in string.gmatch(feed.detail, '[^\n]+') do
+      i = i + 1
+      if i > k then
+        break
+      end
+      feed_add('frame', 'q', out[i + 2], 'x', line)
+    end
+  end
 end
 -- Without frames to push, LLEN reads the length (and fails with WRONGTYPE, before anything
 -- is written, if the key is not a list; with frames RPUSH does both).
@@ -83,7 +95,7 @@ if n > max then
   end
   n = max
 end
-t[1] = tonumber(ARGV[1])
+t[1] = now
 t[2] = tonumber(ARGV[2])
 t[4] = last
 t[5] = last - n + 1

@@ -4,7 +4,10 @@
 --   KEYS[1] = <prefix>:{<sid>}:meta      Hash (schema 2, see meta.rs)
 --   KEYS[2] = <prefix>:{<sid>}:frames    List
 --   KEYS[3] = <prefix>:{<sid>}:requests  Hash
--- and ARGV[1] = now (ms since the epoch, from the calling store's clock).
+-- and ARGV[1] = now (ms since the epoch, from the calling store's clock), or, when the change
+-- feed is written here (single server), '<now> <cap> <touch_ms> <sid>' then a newline and the
+-- entry detail the caller built (one line per frame for append); the feed stream is then the
+-- last key (KEYS[#KEYS]). See feed_add for the entries.
 --
 -- The meta hash has two kinds of fields:
 --   a          '<last_activity>:<expires_at>:<created_at>:<seq>:<first_seq>:<frame_count>:
@@ -33,6 +36,29 @@
 --   -9  corrupt; second element the name of the bad meta field (or 'frames' / 'requests':
 --       the list or hash lost entries meta counts — evicted — and the session's remaining
 --       keys were removed, so it is whole or absent), third the reason
+
+-- now (a number), now_s (its decimal text) and the feed (nil when not written by the scripts).
+local now, now_s, feed
+do
+  local head, detail = string.match(ARGV[1], '^([^\n]*)\n?(.*)$')
+  local n, cap, touch, sid = string.match(head, '^(%d+) (%d+) (%d+) (%S+)$')
+  if n then
+    now_s = n
+    feed = {key = KEYS[#KEYS], cap = cap, touch = tonumber(touch), sid = sid, detail = detail}
+  else
+    now_s = head
+  end
+  now = tonumber(now_s)
+end
+
+-- Writes one change feed entry (wire format v1: fields v, k, s, then the kind's own; see
+-- shoal_core::feed::change) into the feed stream, capped with MAXLEN ~, in this script:
+-- the entry and its change are one atomic step. Nothing when the feed is off here.
+local function feed_add(kind, ...)
+  if feed then
+    redis.call('XADD', feed.key, 'MAXLEN', '~', feed.cap, '*', 'v', '1', 'k', kind, 's', feed.sid, ...)
+  end
+end
 
 -- A stored non-negative integer, or nil if the value is not one. Lua numbers are doubles,
 -- so only values up to 2^53 - 1 are accepted.
@@ -113,6 +139,7 @@ local function load_live(now)
     if redis.call('EXISTS', KEYS[1]) == 0 then
       -- Frames or requests without their meta: the meta was evicted. Remove the rest.
       if redis.call('DEL', KEYS[2], KEYS[3]) > 0 then
+        feed_add('evicted')
         return nil, {-1, 2}
       end
       return nil, {-1, 0}
@@ -128,6 +155,7 @@ local function load_live(now)
   end
   if t[2] <= now then
     redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    feed_add('expired', 'c', t[3])
     return nil, {-1, 1}
   end
   return t
@@ -155,7 +183,13 @@ end
 -- removed by hand): what is left is removed whole, never served with holes. The reply says
 -- which key and how much was left.
 local function evicted(which, left, counted)
+  local t = parse_a(redis.call('HGET', KEYS[1], 'a'))
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  if t then
+    feed_add('evicted', 'c', t[3])
+  else
+    feed_add('evicted')
+  end
   return {-9, which, 'evicted: ' .. left .. ' of ' .. counted .. ' are left; the session was removed'}
 end
 
@@ -238,7 +272,7 @@ end
 -- every grace/2 re-arms its TTL once per grace/2 instead of three PEXPIREs per write.
 local function slide_ttl(created)
   local ms = tonumber(ARGV[3])
-  local left = tonumber(ARGV[2]) - tonumber(ARGV[1])
+  local left = tonumber(ARGV[2]) - now
   if not created and redis.call('PTTL', KEYS[1]) >= left + (ms - left) / 2 then
     return
   end
@@ -285,5 +319,3 @@ local function check_free(now)
   end
   return nil
 end
-
-local now = tonumber(ARGV[1])

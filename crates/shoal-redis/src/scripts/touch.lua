@@ -1,11 +1,13 @@
 -- touch: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms.
 -- The hot path (a live, well-formed session) reads field `a` once, checks its shape with one
 -- match and rewrites only its first two numbers; anything else goes through load_live for
--- the exact reply (not found, expired and removed, corrupt).
+-- the exact reply (not found, expired and removed, corrupt). A 'touched' feed entry is
+-- written when the last activity was in an earlier touch window (at most one per window).
+-- Reply: {0, the previous last activity}.
 local v = redis.call('HGET', KEYS[1], 'a')
-local e, rest
+local la, e, rest
 if v then
-  e, rest = string.match(v, '^%d+:(%d+):(%d+:%d+:%d+:%d+:%d+:%d+)$')
+  la, e, rest = string.match(v, '^(%d+):(%d+):(%d+:%d+:%d+:%d+:%d+:%d+)$')
 end
 if not rest or tonumber(e) > 9007199254740991 or tonumber(e) <= now then
   local t, r = load_live(now)
@@ -15,6 +17,9 @@ if not rest or tonumber(e) > 9007199254740991 or tonumber(e) <= now then
   -- load_live accepted what the match refused: cannot happen, but never write blindly.
   return {-9, 'a', 'unexpected layout'}
 end
-redis.call('HSET', KEYS[1], 'a', ARGV[1] .. ':' .. ARGV[2] .. ':' .. rest)
+redis.call('HSET', KEYS[1], 'a', now_s .. ':' .. ARGV[2] .. ':' .. rest)
 slide_ttl(false)
-return {0}
+if feed and feed.touch > 0 and math.floor(tonumber(la) / feed.touch) ~= math.floor(now / feed.touch) then
+  feed_add('touched')
+end
+return {0, la}

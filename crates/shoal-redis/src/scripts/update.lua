@@ -17,7 +17,7 @@ for i = 0, 64 do
   end
   old[#old + 1] = v
 end
-t[1] = tonumber(ARGV[1])
+t[1] = now
 t[2] = tonumber(ARGV[2])
 t[7] = t[7] + 1
 local a = pack_a(t)
@@ -27,4 +27,5 @@ while redis.call('HDEL', KEYS[1], 'd' .. i) == 1 do
   i = i + 1
 end
 slide_ttl(false)
+feed_add('updated', 'r', t[7], 'x', feed and feed.detail)
 return {0, table.concat(old), a}

@@ -11,7 +11,9 @@ use std::{
 };
 
 use redis::Value;
-use shoal_core::{Error, Result, Session, SessionId, Timestamp};
+use shoal_core::{
+    Change, ChangeKind, Error, Result, Session, SessionId, Timestamp, feed::SessionSummary,
+};
 
 use super::{
     exec::{ST_CORRUPT, ST_EXISTS, ST_FULL, ST_OK, array, int_of, now_arg, num_arg},
@@ -19,6 +21,13 @@ use super::{
     metrics::M_CREATED,
 };
 use crate::{keys::bucket_of, meta};
+
+/// The `created` entry of `session` (written after the change on a Cluster).
+pub(super) fn created_change(session: &Session) -> Change {
+    let mut c = Change::new(ChangeKind::Created, session.id.as_str());
+    c.session = Some(SessionSummary::of(session));
+    c
+}
 
 /// Most creates settled at once; past it, a place reserved in doubt waits for its expiry.
 const MAX_SETTLING: usize = 1024;
@@ -61,8 +70,10 @@ impl StoreState {
             args.push(v);
         }
         let id = session.id.clone();
+        let detail = self.created_detail(&session);
         if !self.cluster {
-            self.create_placed(&id, session.expires_at, args).await?;
+            self.create_placed(&id, session.expires_at, args, &detail)
+                .await?;
             self.bump(M_CREATED, 1);
             return Ok(session);
         }
@@ -71,6 +82,8 @@ impl StoreState {
             .script("create", &id, &self.scripts.create, args)
             .await?;
         self.created_status(&id, &reply, reserved).await?;
+        self.feed_after(id.as_str(), vec![created_change(&session)])
+            .await;
         if let Err(e) = self.index(&[(id.as_str(), session.expires_at)]).await {
             // The session exists; only listing misses it until the index is written again.
             tracing::warn!(session = %id, error = %e, "redis: created session could not be indexed");
@@ -110,6 +123,7 @@ impl StoreState {
         id: &SessionId,
         expires: Timestamp,
         args: Vec<Vec<u8>>,
+        detail: &str,
     ) -> Result<()> {
         let max = self.max_sessions();
         for attempt in 0..2 {
@@ -122,7 +136,11 @@ impl StoreState {
             let [now, pexpire, pairs @ ..] = &args[..] else {
                 return Err(Error::backend("redis create: too few arguments"));
             };
-            inv.arg(&now[..])
+            let (head, feed_key) = self.script_head(now.clone(), id, detail);
+            if let Some(k) = feed_key {
+                inv.key(k);
+            }
+            inv.arg(head)
                 .arg(&pexpire[..])
                 .arg(expires.as_millis())
                 .arg(max.min(i64::MAX as u64))

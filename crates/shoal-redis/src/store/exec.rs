@@ -5,7 +5,7 @@ use std::{collections::HashMap, future::Future};
 
 use futures_util::{StreamExt, stream};
 use redis::{Cmd, RedisError, Script, Value, cluster_routing::Slot};
-use shoal_core::{Error, Result, SessionId, Timestamp};
+use shoal_core::{ChangeKind, Error, Result, SessionId, Timestamp};
 
 use super::{handle::StoreState, metrics::M_EVICTED};
 use crate::{
@@ -113,7 +113,7 @@ impl StoreState {
         script: &Script,
         args: Vec<Vec<u8>>,
     ) -> Result<Vec<Value>> {
-        self.script_with_key(op, id, script, None, args).await
+        self.run_script(op, id, script, None, args, "").await
     }
 
     /// [`script`](Self::script) with a fourth key after the session's three (one of the
@@ -126,11 +126,47 @@ impl StoreState {
         fourth_key: Option<String>,
         args: Vec<Vec<u8>>,
     ) -> Result<Vec<Value>> {
+        self.run_script(op, id, script, fourth_key, args, "").await
+    }
+
+    /// [`script`](Self::script) for a change whose feed entry carries `detail` (see
+    /// `feed_write`; ignored when the script does not write the feed).
+    pub(super) async fn script_reporting(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        script: &Script,
+        args: Vec<Vec<u8>>,
+        detail: &str,
+    ) -> Result<Vec<Value>> {
+        self.run_script(op, id, script, None, args, detail).await
+    }
+
+    /// Runs a per-session script: its keys (and the feed stream last, when the script writes
+    /// the feed), `args` with `args[0]` (now) turned into the feed header when it does.
+    async fn run_script(
+        &self,
+        op: &'static str,
+        id: &SessionId,
+        script: &Script,
+        fourth_key: Option<String>,
+        mut args: Vec<Vec<u8>>,
+        detail: &str,
+    ) -> Result<Vec<Value>> {
+        let mut feed_key = None;
+        if let Some(first) = args.first_mut() {
+            let (head, key) = self.script_head(std::mem::take(first), id, detail);
+            *first = head;
+            feed_key = key;
+        }
         let mut inv = script.prepare_invoke();
         for k in self.keys.session(id) {
             inv.key(k);
         }
         if let Some(k) = fourth_key {
+            inv.key(k);
+        }
+        if let Some(k) = feed_key {
             inv.key(k);
         }
         for a in args {
@@ -158,9 +194,15 @@ impl StoreState {
             Some(ST_OK) => Ok(reply),
             Some(ST_NOT_FOUND) => {
                 match reply.get(1).and_then(int_of) {
-                    Some(1) => self.unindex(&[id.as_str()]).await,
+                    Some(1) => {
+                        self.unindex(&[id.as_str()]).await;
+                        self.feed_end_after(id.as_str(), ChangeKind::Expired, None)
+                            .await;
+                    }
                     Some(2) => {
                         self.unindex(&[id.as_str()]).await;
+                        self.feed_end_after(id.as_str(), ChangeKind::Evicted, None)
+                            .await;
                         self.add_uncommitted(M_EVICTED, 1);
                         tracing::warn!(
                             session = id.as_str(),
@@ -194,6 +236,8 @@ impl StoreState {
             .is_some_and(|r| r.starts_with(b"evicted"));
         if evicted && matches!(which, Some(b"frames" | b"requests")) {
             self.unindex(&[id.as_str()]).await;
+            self.feed_end_after(id.as_str(), ChangeKind::Evicted, None)
+                .await;
             self.add_uncommitted(M_EVICTED, 1);
             tracing::warn!(
                 session = id.as_str(),

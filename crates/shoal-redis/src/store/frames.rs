@@ -7,11 +7,13 @@
 use std::sync::Arc;
 
 use shoal_core::{
-    AppendedFrames, Error, Frame, FramePage, FrameQuery, Limits, NewFrame, Result, SessionId, codec,
+    AppendedFrames, Change, ChangeKind, Error, Frame, FramePage, FrameQuery, Limits, NewFrame,
+    Result, SessionId, codec,
 };
 
 use super::{
     exec::{array, not_found, now_arg, num_arg, u64_of},
+    feed_write::FeedMode,
     handle::StoreState,
     metrics::M_FRAMES,
     sweep::ExpireOutcome,
@@ -52,6 +54,16 @@ impl StoreState {
         let now = self.now();
         let expires = self.expiry_from(now);
         let n = frames.len() as u64;
+        let summaries = self.frame_summaries(&frames);
+        let detail = if self.feed_in_script() {
+            summaries
+                .iter()
+                .map(|s| s.to_detail())
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            String::new()
+        };
         let mut args = Vec::with_capacity(frames.len() + 5);
         args.push(now_arg(now));
         args.push(num_arg(expires.as_millis()));
@@ -73,7 +85,7 @@ impl StoreState {
             args.push(bytes[p + 1..].to_vec());
         }
         let reply = self
-            .script("append", id, &self.scripts.append, args)
+            .script_reporting("append", id, &self.scripts.append, args, &detail)
             .await?;
         let reply = self.live("append", id, reply).await?;
         let epoch = reply
@@ -89,6 +101,19 @@ impl StoreState {
             )));
         }
         self.bump(M_FRAMES, n);
+        if self.feed_mode() == FeedMode::After {
+            let changes = summaries
+                .into_iter()
+                .zip(&seqs)
+                .map(|(summary, seq)| {
+                    let mut c = Change::new(ChangeKind::Frame, id.as_str());
+                    c.seq = Some(*seq);
+                    c.frame = Some(summary);
+                    c
+                })
+                .collect();
+            self.feed_after(id.as_str(), changes).await;
+        }
         Ok(AppendedFrames::new(seqs, epoch))
     }
 

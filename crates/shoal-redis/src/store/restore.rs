@@ -35,8 +35,9 @@ impl StoreState {
         let reserved = self.reserve(&s.id, s.expires_at).await?;
         let args = self.restore_args(&record, self.now())?;
         let id = &s.id;
+        let detail = self.created_detail(s);
         let reply = self
-            .script("restore", id, &self.scripts.restore, args)
+            .script_reporting("restore", id, &self.scripts.restore, args, &detail)
             .await?;
         match reply.first().and_then(int_of) {
             Some(ST_OK) => {}
@@ -60,6 +61,8 @@ impl StoreState {
         if let Err(e) = self.index(&[(id.as_str(), s.expires_at)]).await {
             tracing::warn!(session = %id, error = %e, "redis: restored session could not be indexed");
         }
+        self.feed_after(id.as_str(), vec![super::create::created_change(s)])
+            .await;
         self.bump(M_CREATED, 1);
         Ok(())
     }

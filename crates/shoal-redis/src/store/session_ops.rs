@@ -4,10 +4,14 @@
 use std::sync::Arc;
 
 use redis::Value;
-use shoal_core::{Error, GetMany, ItemError, Result, Session, SessionId, SessionStatus, Timestamp};
+use shoal_core::{
+    Change, ChangeKind, Error, GetMany, ItemError, Result, Session, SessionId, SessionStatus,
+    Timestamp,
+};
 
 use super::{
     exec::{ST_CONFLICT, array, int_of, not_found, now_arg, num_arg, server_error, u64_of},
+    feed_write::FeedMode,
     handle::{RedisStore, StoreState},
     metrics::{M_COMPLETED, M_DELETED, M_FAILED},
     sweep::ExpireOutcome,
@@ -83,8 +87,9 @@ impl StoreState {
             args.push(v);
         }
         let id = &session.id;
+        let detail = self.updated_detail(session.status);
         let reply = self
-            .script("update", id, &self.scripts.update, args)
+            .script_reporting("update", id, &self.scripts.update, args, &detail)
             .await?;
         if reply.first().and_then(int_of) == Some(ST_CONFLICT) {
             return Err(Error::Conflict {
@@ -112,6 +117,12 @@ impl StoreState {
         {
             self.bump(m, 1);
         }
+        if self.feed_mode() == FeedMode::After {
+            let mut c = Change::new(ChangeKind::Updated, id.as_str());
+            c.revision = Some(stored.revision);
+            c.status = Some(stored.status);
+            self.feed_after(id.as_str(), vec![c]).await;
+        }
         Ok(stored)
     }
 
@@ -124,7 +135,18 @@ impl StoreState {
             num_arg(self.pexpire_ms(expires, now)),
         ];
         let reply = self.script("touch", id, &self.scripts.touch, args).await?;
-        self.live("touch", id, reply).await?;
+        let reply = self.live("touch", id, reply).await?;
+        let window = self.feed_config().touch_every_ms();
+        if self.feed_mode() == FeedMode::After && window > 0 {
+            let before = reply.get(1).and_then(u64_of).unwrap_or(0);
+            if before / window != now.as_millis() / window {
+                self.feed_after(
+                    id.as_str(),
+                    vec![Change::new(ChangeKind::Touched, id.as_str())],
+                )
+                .await;
+            }
+        }
         Ok(expires)
     }
 
@@ -139,6 +161,14 @@ impl StoreState {
             .await?;
         let existed = reply.first().and_then(int_of) == Some(1);
         self.unindex(&[id.as_str()]).await;
+        let created = reply.get(1).and_then(u64_of);
+        if existed {
+            self.feed_end_after(id.as_str(), ChangeKind::Deleted, created)
+                .await;
+        } else if reply.get(2).and_then(int_of) == Some(1) {
+            self.feed_end_after(id.as_str(), ChangeKind::Expired, created)
+                .await;
+        }
         if existed {
             self.bump(M_DELETED, 1);
         }

@@ -21,6 +21,11 @@ impl SessionStore for RedisStore {
         &self.state.limits
     }
 
+    fn change_feed(&self) -> Option<std::sync::Arc<dyn shoal_core::ChangeFeed>> {
+        self.feed()
+            .map(|f| f as std::sync::Arc<dyn shoal_core::ChangeFeed>)
+    }
+
     async fn create(&self, session: Session) -> Result<Session> {
         self.state.create(session).await
     }

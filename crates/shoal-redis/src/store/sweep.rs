@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, stream};
 use redis::Value;
-use shoal_core::{Result, SessionId, SweepReport};
+use shoal_core::{ChangeKind, Result, SessionId, SweepReport};
 
 use super::{
     exec::{array, int_of, now_arg, server_error, u64_of},
@@ -327,7 +327,12 @@ impl StoreState {
             .await?;
         Ok(match reply.first().and_then(int_of) {
             Some(0) => ExpireOutcome::Gone,
-            Some(1) => ExpireOutcome::Removed,
+            Some(1) => {
+                let created = reply.get(1).and_then(u64_of);
+                self.feed_end_after(id.as_str(), ChangeKind::Expired, created)
+                    .await;
+                ExpireOutcome::Removed
+            }
             Some(2) => ExpireOutcome::Live(reply.get(1).and_then(u64_of).unwrap_or(0)),
             _ => ExpireOutcome::Unreadable,
         })

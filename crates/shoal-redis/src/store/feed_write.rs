@@ -1,0 +1,148 @@
+//! Writing the change feed (see `shoal_core::feed` for the entries and guarantees).
+//!
+//! On a single server (standalone, Sentinel) the entry is written by the change's own script:
+//! every per-session script gets the feed stream as its last key and, in `ARGV[1]`, a header
+//! (`<now> <cap> <touch_ms> <sid>`) and the entry's detail built here (`feed_add` in
+//! `common.lua`). On a Cluster the stream cannot share the session's slot, so the entry is
+//! written right after the change succeeded, to the shard of the session id.
+
+use redis::Value;
+use shoal_core::feed::{FrameSummary, SessionSummary};
+use shoal_core::{
+    Change, ChangeKind, FeedConfig, NewFrame, Session, SessionId, SessionStatus, Timestamp,
+};
+
+use super::handle::StoreState;
+use crate::keys::bucket_of;
+
+/// Where this store's feed entries are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FeedMode {
+    /// No feed.
+    Off,
+    /// By the change's script (single server).
+    InScript,
+    /// After the change, by a separate `XADD` (Cluster).
+    After,
+}
+
+impl StoreState {
+    pub(super) fn feed_config(&self) -> &FeedConfig {
+        &self.config.feed
+    }
+
+    pub(super) fn feed_mode(&self) -> FeedMode {
+        match (self.config.feed.enabled, self.cluster) {
+            (false, _) => FeedMode::Off,
+            (true, false) => FeedMode::InScript,
+            (true, true) => FeedMode::After,
+        }
+    }
+
+    /// How many feed shards: 1 on a single server, `cluster_shards` on a Cluster.
+    pub(super) fn feed_shards(&self) -> u16 {
+        if self.cluster {
+            self.config.feed.cluster_shards.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// The shard a session's entries go to.
+    pub(super) fn feed_shard_of(&self, id: &str) -> u16 {
+        (bucket_of(id) % u32::from(self.feed_shards())) as u16
+    }
+
+    /// Whether a script should be given a detail (only computed when the script writes it).
+    pub(super) fn feed_in_script(&self) -> bool {
+        self.feed_mode() == FeedMode::InScript
+    }
+
+    /// `ARGV[1]` of a per-session script and the feed key to add after its keys: `now`
+    /// alone when the script does not write the feed.
+    pub(super) fn script_head(
+        &self,
+        now: Vec<u8>,
+        id: &SessionId,
+        detail: &str,
+    ) -> (Vec<u8>, Option<String>) {
+        if !self.feed_in_script() {
+            return (now, None);
+        }
+        let f = &self.config.feed;
+        let mut head = now;
+        head.extend_from_slice(
+            format!(" {} {} {}", f.cap, f.touch_every_ms(), id.as_str()).as_bytes(),
+        );
+        if !detail.is_empty() {
+            head.push(b'\n');
+            head.extend_from_slice(detail.as_bytes());
+        }
+        (head, Some(self.keys.feed(0)))
+    }
+
+    /// The `created` detail of `session` (empty when no script writes it).
+    pub(super) fn created_detail(&self, session: &Session) -> String {
+        if self.feed_in_script() {
+            SessionSummary::of(session).to_detail()
+        } else {
+            String::new()
+        }
+    }
+
+    /// The `updated` detail: the status after the update.
+    pub(super) fn updated_detail(&self, status: SessionStatus) -> String {
+        if self.feed_in_script() {
+            status.as_str().to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// The frames' summaries, when the feed is written (in a script or after).
+    pub(super) fn frame_summaries(&self, frames: &[NewFrame]) -> Vec<FrameSummary> {
+        if self.feed_mode() == FeedMode::Off {
+            Vec::new()
+        } else {
+            frames.iter().map(FrameSummary::of).collect()
+        }
+    }
+
+    /// Writes `changes` of session `id` after the fact (Cluster only; a no-op otherwise).
+    /// A failure is logged, not returned: the change itself happened.
+    pub(super) async fn feed_after(&self, id: &str, changes: Vec<Change>) {
+        if self.feed_mode() != FeedMode::After || changes.is_empty() {
+            return;
+        }
+        let key = self.keys.feed(self.feed_shard_of(id));
+        let cap = self.config.feed.cap;
+        let mut pipe = redis::pipe();
+        for c in &changes {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(cap)
+                .arg("*");
+            for (k, v) in c.to_fields() {
+                cmd.arg(k).arg(v);
+            }
+        }
+        let mut conn = self.conn();
+        let r: Result<Vec<Value>, _> = self.io("feed", None, pipe.query_async(&mut conn)).await;
+        if let Err(e) = r {
+            tracing::warn!(session = id, entries = changes.len(), error = %e, "redis: change feed entries lost (the changes themselves were written)");
+        }
+    }
+
+    /// Cluster: the entry of a session that ended with `kind`.
+    pub(super) async fn feed_end_after(&self, id: &str, kind: ChangeKind, created: Option<u64>) {
+        if self.feed_mode() != FeedMode::After {
+            return;
+        }
+        let mut c = Change::new(kind, id);
+        c.created_at = created.filter(|c| *c > 0).map(Timestamp);
+        self.feed_after(id, vec![c]).await;
+    }
+}
