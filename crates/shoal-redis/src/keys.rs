@@ -140,6 +140,12 @@ impl Keys {
         format!("{}:feed:{{f{shard}}}", self.prefix)
     }
 
+    /// `<prefix>:an:{f<shard>}:<name>`: an analytics structure computed from feed shard
+    /// `shard` (in the shard's slot, so one script updates it and acknowledges the entries).
+    pub(crate) fn analytics(&self, shard: u16, name: &str) -> String {
+        format!("{}:an:{{f{shard}}}:{name}", self.prefix)
+    }
+
     /// `<prefix>:sweep:lease`.
     pub(crate) fn sweep_lease(&self) -> String {
         format!("{}:sweep:lease", self.prefix)
@@ -192,5 +198,6 @@ mod tests {
         assert_eq!(listing_key("p", 7), "p:idx:{b0007}:all");
         assert_eq!(capacity_key("p"), k.cap());
         assert_eq!(k.feed(0), "p:feed:{f0}");
+        assert_eq!(k.analytics(3, "methods"), "p:an:{f3}:methods");
     }
 }

@@ -67,6 +67,10 @@ pub const RESERVE_SOURCE: &str = include_str!("scripts/reserve.lua");
 /// create failed in doubt, unless the session exists.
 const RELEASE_PLACE_SOURCE: &str = include_str!("scripts/release_place.lua");
 
+/// `analytics_apply.lua` (not a per-session script): applies a batch of feed entries to a
+/// shard's analytics, each at most once (only entries its `XACK` acknowledged).
+const ANALYTICS_APPLY_SOURCE: &str = include_str!("scripts/analytics_apply.lua");
+
 /// Every script, hashed once.
 pub(crate) struct Scripts {
     pub(crate) create: Script,
@@ -87,6 +91,7 @@ pub(crate) struct Scripts {
     pub(crate) quota: Script,
     pub(crate) reserve: Script,
     pub(crate) release_place: Script,
+    pub(crate) analytics_apply: Script,
 }
 
 impl Scripts {
@@ -110,6 +115,7 @@ impl Scripts {
             quota: Script::new(QUOTA_SOURCE),
             reserve: Script::new(RESERVE_SOURCE),
             release_place: Script::new(RELEASE_PLACE_SOURCE),
+            analytics_apply: Script::new(ANALYTICS_APPLY_SOURCE),
         }
     }
 }

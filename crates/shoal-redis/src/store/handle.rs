@@ -169,6 +169,53 @@ impl RedisStore {
     pub fn topology(&self) -> &'static str {
         self.state.topology
     }
+
+    /// Runs one command under the store's deadline (for the crate's own parts beside the
+    /// store: analytics).
+    pub(crate) async fn command(&self, op: &'static str, cmd: redis::Cmd) -> Result<redis::Value> {
+        self.state.cmd(op, None, cmd).await
+    }
+
+    /// Runs a script that is not a per-session one, with `keys` and `args`.
+    pub(crate) async fn eval(
+        &self,
+        op: &'static str,
+        script: &redis::Script,
+        keys: &[String],
+        args: Vec<Vec<u8>>,
+    ) -> Result<redis::Value> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        let mut c = self.state.conn();
+        self.state
+            .io(op, None, inv.invoke_async::<redis::Value>(&mut c))
+            .await
+    }
+
+    /// Key names under this store's prefix.
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.state.keys
+    }
+
+    /// The scripts, hashed once.
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.state.scripts
+    }
+
+    /// How many change feed shards this store writes (1 on a single server).
+    pub(crate) fn feed_shard_count(&self) -> u16 {
+        self.state.feed_shards()
+    }
+
+    /// This store's clock (see [`RedisStore::clock`]), as a time.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.state.now()
+    }
 }
 
 impl StoreState {
