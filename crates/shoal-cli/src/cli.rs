@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::TypedValueParser as _};
 use shoal_core::{
-    SessionFilter, SessionId, SessionStatus, Transport,
+    ChangeKind, SessionFilter, SessionId, SessionStatus, Transport,
     cached::{Consistency, WriteMode},
     resilient::FallbackMode,
     store::MAX_PAGE_LIMIT,
@@ -123,6 +123,45 @@ pub(crate) enum Command {
     Config(ConfigCommand),
     /// Run the MCP Streamable HTTP reverse proxy (sessions in the store)
     Proxy(ProxyArgs),
+    /// Follow the change feed: every session change and frame across the fleet, as it
+    /// happens (one line each; --json: one JSON object per line)
+    Tail(TailArgs),
+    /// Session analytics from the change feed (Redis): sessions per minute, live clients and
+    /// protocol versions, top methods and tools with error rates and latency, session lengths
+    Analytics(AnalyticsArgs),
+}
+
+/// `shoal tail`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TailArgs {
+    /// Only this session's entries
+    #[arg(long, value_name = "ID")]
+    pub(crate) session: Option<String>,
+    /// Only these kinds, comma-separated: created, updated, touched, deleted, expired,
+    /// evicted, frame
+    #[arg(long, value_delimiter = ',', value_name = "KINDS", value_parser = kind_parser())]
+    pub(crate) kinds: Vec<ChangeKind>,
+    /// Where to start: now, start (the oldest entry kept), a feed id (1733300000000-0), or a
+    /// time ago (10m, 2h)
+    #[arg(long, default_value = "now", value_name = "FROM")]
+    pub(crate) from: String,
+    /// Stop after printing this many entries
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<u64>,
+    /// Stop after following this long (e.g. 30s) [default: until Ctrl-C]
+    #[arg(long = "for", value_name = "DURATION")]
+    pub(crate) follow_for: Option<humantime::Duration>,
+}
+
+/// `shoal analytics`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct AnalyticsArgs {
+    /// The window of the per-minute session counts
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub(crate) since: humantime::Duration,
+    /// How many methods and tools to show
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) top: u16,
 }
 
 /// `shoal proxy`: flags override the `[proxy]` configuration section.
@@ -352,6 +391,16 @@ fn page_limit() -> impl clap::builder::TypedValueParser<Value = usize> {
     clap::builder::RangedU64ValueParser::<u64>::new()
         .range(1..=MAX_PAGE_LIMIT as u64)
         .try_map(usize::try_from)
+}
+
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = ChangeKind> {
+    clap::builder::PossibleValuesParser::new(
+        ChangeKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .try_map(|s| s.parse::<ChangeKind>())
 }
 
 fn fallback_parser() -> impl clap::builder::TypedValueParser<Value = FallbackMode> {

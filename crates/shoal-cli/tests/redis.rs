@@ -637,3 +637,135 @@ fn connection_errors_say_what_to_fix() {
     );
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }
+
+/// `shoal tail` follows what another process writes (every kind, in order, as JSON lines and
+/// as text), and `shoal analytics` reports what the analytics consumer computed from it.
+#[test]
+fn tail_follows_another_process_and_analytics_report_it() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let rt = runtime();
+    let store = rt.block_on(async {
+        RedisStore::connect(
+            RedisConfig::new(&url).with_feed(shoal_core::FeedConfig::default()),
+            Limits::default(),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap()
+    });
+    // A follower started before the writes, from now.
+    let follower = std::process::Command::new(assert_cmd::cargo::cargo_bin("shoal"))
+        .args([
+            "--store", &url, "--json", "tail", "--limit", "4", "--for", "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let id = SessionId::new("tailed").unwrap();
+    rt.block_on(async {
+        let mut s = Session::new(id.clone(), Transport::StreamableHttp);
+        s.client_info = Some(serde_json::json!({"name": "probe", "version": "1"}));
+        store.create(s).await.unwrap();
+        store
+            .append_frames(
+                &id,
+                vec![
+                    NewFrame::new(
+                        Direction::ClientToServer,
+                        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}"#,
+                    ),
+                    NewFrame::new(
+                        Direction::ServerToClient,
+                        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"no"}}"#,
+                    ),
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(store.delete(&id).await.unwrap());
+    });
+    let out = follower.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "frame", "frame", "deleted"]);
+    assert!(lines.iter().all(|l| l["session_id"] == "tailed"));
+    assert_eq!(lines[0]["session"]["client_name"], "probe");
+    assert_eq!(lines[1]["frame"]["tool"], "add");
+    assert_eq!(lines[2]["frame"]["error"], "rpc");
+
+    // The same entries as text, from the start, this session's frames only.
+    let text = shoal()
+        .args([
+            "--store",
+            &url,
+            "tail",
+            "--from",
+            "start",
+            "--session",
+            "tailed",
+            "--kinds",
+            "frame",
+            "--limit",
+            "2",
+            "--for",
+            "10s",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("#1 -> tools/call id=1 tool=add"), "{text}");
+    assert!(text.contains("#2 <- response id=1 ERROR"), "{text}");
+
+    // The analytics consumer (a proxy runs one) catches up; the command reports it.
+    rt.block_on(async {
+        let worker = shoal_redis::analytics::AnalyticsWorker::spawn(
+            store.clone(),
+            shoal_redis::analytics::AnalyticsConfig::default(),
+        )
+        .unwrap();
+        let feed = store.feed().unwrap();
+        for _ in 0..200 {
+            use shoal_core::ChangeFeed as _;
+            let stats = feed.stats().await.unwrap();
+            if stats
+                .groups
+                .iter()
+                .any(|g| g.name == "analytics" && g.lag == Some(0) && g.pending == 0)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(worker);
+    });
+    let v = json_out(shoal().args(["--store", &url, "--json", "analytics"]));
+    assert_eq!(v["totals"]["created"], 1);
+    assert_eq!(v["totals"]["deleted"], 1);
+    assert_eq!(v["tools"][0]["name"], "add");
+    assert_eq!(v["tools"][0]["errors"], 1);
+    assert_eq!(v["methods"][0]["name"], "tools/call");
+    let text = shoal()
+        .args(["--store", &url, "analytics"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("sessions: 1 created, 1 ended"), "{text}");
+
+    // The memory store has a feed but no analytics: a usage error that says so.
+    shoal()
+        .args(["--store", "memory://", "analytics"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("analytics are kept in Redis"));
+}

@@ -10,12 +10,14 @@ use crate::{
     store::{OpenedStore, open_store},
 };
 
+pub(crate) mod analytics;
 pub(crate) mod config;
 pub(crate) mod health;
 pub(crate) mod proxy;
 pub(crate) mod sessions;
 pub(crate) mod stats;
 pub(crate) mod sweep;
+pub(crate) mod tail;
 pub(crate) mod transfer;
 
 /// What every command gets.
@@ -70,6 +72,8 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> 
         Command::Health => interruptible(health::run(ctx)).await,
         Command::Stats => interruptible(stats::run(ctx)).await,
         Command::Proxy(a) => proxy::run(ctx, &a).await,
+        Command::Tail(a) => interruptible(tail::run(ctx, &a)).await,
+        Command::Analytics(a) => interruptible(analytics::run(ctx, &a)).await,
         Command::Demo(a) => interruptible(crate::demo::run(ctx, &a)).await,
         Command::Config(crate::cli::ConfigCommand::Show) => config::show(ctx),
         Command::Config(crate::cli::ConfigCommand::Check(_)) => {

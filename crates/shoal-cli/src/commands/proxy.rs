@@ -42,7 +42,10 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     }
     let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
 
-    let opened = ctx.open_instance().await?;
+    let mut opened = ctx.open_instance().await?;
+    if opened.start_analytics() {
+        tracing::debug!("analytics: this instance keeps them up to date when it holds the lease");
+    }
     if key_file.is_none() {
         // No key configured: every instance on this store agrees on one through it.
         match EventIdKey::shared(&*opened.store(), shoal_proxy::EVENT_ID_KEY_NAME).await {

@@ -4,7 +4,7 @@
 use std::{fmt, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use shoal_core::Limits;
+use shoal_core::{FeedConfig, Limits};
 use shoal_redis::{
     StackConfig, redact_url,
     stack::{CacheSettings, MemorySettings, RedisSettings, ResilienceSettings},
@@ -20,6 +20,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "proxy",
     "resilience",
     "cache",
+    "feed",
 ];
 
 /// The effective configuration of one `shoal` run.
@@ -45,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) resilience: ResilienceSettings,
     /// The hot-session cache.
     pub(crate) cache: CacheSettings,
+    /// The change feed.
+    pub(crate) feed: FeedConfig,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             proxy: ProxySection::default(),
             resilience: ResilienceSettings::default(),
             cache: CacheSettings::default(),
+            feed: FeedConfig::default(),
         }
     }
 }
@@ -74,6 +78,7 @@ impl fmt::Debug for Config {
             .field("proxy", &shown.proxy)
             .field("resilience", &shown.resilience)
             .field("cache", &shown.cache)
+            .field("feed", &shown.feed)
             .finish()
     }
 }
@@ -96,6 +101,7 @@ impl Config {
         stack.redis.clone_from(&self.redis);
         stack.resilience.clone_from(&self.resilience);
         stack.cache.clone_from(&self.cache);
+        stack.feed.clone_from(&self.feed);
         stack
     }
 }

@@ -59,6 +59,7 @@ pub(crate) async fn open_store(url: &str, config: &Config) -> anyhow::Result<Ope
             let memory = MemoryStore::builder()
                 .limits(stack_config.limits.clone())
                 .clock(Arc::new(SystemClock))
+                .feed(stack_config.feed.clone())
                 .build();
             check_parent(&path)?;
             let loaded = load_file(&memory, &path).await?;
@@ -112,6 +113,13 @@ impl OpenedStore {
     /// The store, shareable.
     pub(crate) fn store(&self) -> Arc<dyn SessionStore> {
         self.stack.store()
+    }
+
+    /// Starts the analytics consumer (Redis, `[feed]` on; see
+    /// `shoal_redis::Stack::start_analytics`); returns whether it runs.
+    pub(crate) fn start_analytics(&mut self) -> bool {
+        self.stack
+            .start_analytics(shoal_redis::analytics::AnalyticsConfig::default())
     }
 
     /// The resilience wrapper, when on.

@@ -22,6 +22,9 @@ pub struct FeedConfig {
     pub touch_every: Duration,
     /// Feed shards on Redis Cluster (a single server always has one).
     pub cluster_shards: u16,
+    /// Long-running instances (`shoal proxy`) on Redis keep the session analytics up to date
+    /// from the feed (one instance at a time; default on).
+    pub analytics: bool,
 }
 
 impl Default for FeedConfig {
@@ -31,6 +34,7 @@ impl Default for FeedConfig {
             cap: 100_000,
             touch_every: Duration::from_secs(60),
             cluster_shards: 8,
+            analytics: true,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::Limits;
+use shoal_core::{FeedConfig, Limits};
 
 use super::{
     cache_settings::CacheSettings, errors::InvalidSetting, redis_settings::RedisSettings,
@@ -41,6 +41,8 @@ pub struct StackConfig {
     pub resilience: ResilienceSettings,
     /// The hot-session cache (off unless enabled).
     pub cache: CacheSettings,
+    /// The change feed (`[feed]`; on by default) of the memory or Redis store.
+    pub feed: FeedConfig,
 }
 
 impl StackConfig {
@@ -50,6 +52,9 @@ impl StackConfig {
             .validate()
             .map_err(|e| InvalidSetting::from_validation("limits", e))?;
         self.memory.validate()?;
+        self.feed
+            .check()
+            .map_err(|e| InvalidSetting::from_validation("feed", e))?;
         self.redis.validate()?;
         self.resilience.validate()?;
         let wait = &self.redis.connection;

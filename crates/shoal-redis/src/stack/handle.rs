@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 use shoal_core::{MemoryStore, NotifyBus, SessionId, SessionStore, resilient::MonitorHandle};
 
 use super::{ResilientRedis, cache_control::CacheControl, sweeper::Sweeper};
-use crate::{BusConfig, BusStats, RedisConfig, RedisPubSub, RedisStore};
+use crate::{
+    BusConfig, BusStats, RedisConfig, RedisPubSub, RedisStore,
+    analytics::{AnalyticsConfig, AnalyticsWorker},
+};
 
 /// The tested production composition of Shoal's stores, opened from a URL and a
 /// [`StackConfig`](super::StackConfig) (see the [module docs](super) for what it is made of).
@@ -30,6 +33,10 @@ pub struct Stack {
     pub(super) cache_publishes: bool,
     /// How to open a bus.
     pub(super) bus_config: BusConfig,
+    /// The analytics consumer, once started ([`Stack::start_analytics`]).
+    pub(super) analytics: Option<AnalyticsWorker>,
+    /// `[feed] enabled` and `analytics`.
+    pub(super) analytics_wanted: bool,
 }
 
 /// The backend under the wrappers.
@@ -154,6 +161,20 @@ impl Stack {
             Some(ids) => bus.publish(ids),
             None => bus.publish_all(),
         }
+    }
+
+    /// Starts keeping the session analytics up to date from the change feed (see
+    /// [`crate::analytics`]) — for a long-running instance; one instance of a fleet applies
+    /// entries at a time. Returns whether it runs: only on Redis, with `[feed] enabled` and
+    /// `analytics` on.
+    pub fn start_analytics(&mut self, config: AnalyticsConfig) -> bool {
+        if self.analytics.is_none()
+            && self.analytics_wanted
+            && let Backend::Redis { store, .. } = &self.backend
+        {
+            self.analytics = AnalyticsWorker::spawn(store.clone(), config);
+        }
+        self.analytics.is_some()
     }
 
     /// Stops the background sweeper (so an explicit sweep reports everything it removes).

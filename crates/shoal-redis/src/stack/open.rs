@@ -64,6 +64,7 @@ impl Stack {
                 let memory = MemoryStore::builder()
                     .limits(config.limits.clone())
                     .clock(Arc::clone(&clock))
+                    .feed(config.feed.clone())
                     .build();
                 Stack::over_memory_with_clock(memory, config, clock).await
             }
@@ -135,7 +136,8 @@ impl Stack {
         config: &StackConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Stack, StackError> {
-        let redis_config = config.redis.connection_for(url);
+        let mut redis_config = config.redis.connection_for(url);
+        redis_config.feed = config.feed.clone();
         let redis = RedisStore::connect(
             redis_config.clone(),
             config.limits.clone(),
@@ -231,6 +233,8 @@ impl Stack {
             bus: tokio::sync::Mutex::new(None),
             cache_publishes: false,
             bus_config: config.cache.bus.clone(),
+            analytics: None,
+            analytics_wanted: config.feed.enabled && config.feed.analytics,
         }
     }
 
