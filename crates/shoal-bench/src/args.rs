@@ -21,7 +21,7 @@ use crate::{
 
 const AFTER_HELP: &str = "\
 Store URLs: memory:// (default), redis://, rediss://, redis+cluster://, redis+sentinel://.
-Store settings come from the [limits] [memory] [redis] [resilience] [cache] sections of a shoal
+Store settings come from the [limits] [memory] [redis] [resilience] [cache] [feed] sections of a shoal
 config file (--config) and SHOAL_<SECTION>__<KEY> variables, as for `shoal`; flags win.
 
 Exit codes: 0 success, 1 error or --verify found lost/duplicated/out-of-order frames,

@@ -18,7 +18,7 @@ use crate::{args::Cli, error::UsageError};
 
 /// The sections of a shoal config file the bench reads; any other section (`[log]`,
 /// `[proxy]`, …) is left alone.
-const STORE_SECTIONS: [&str; 5] = ["limits", "memory", "redis", "resilience", "cache"];
+const STORE_SECTIONS: [&str; 6] = ["limits", "memory", "redis", "resilience", "cache", "feed"];
 
 /// The Redis store behind a Redis URL, with the configuration it was opened with (the raw
 /// baselines connect to the same server the same way).

@@ -417,12 +417,17 @@ fn bench_against_redis_measures_the_raw_baselines_and_cleans_up() {
         );
     }
 
-    // Nothing the bench wrote is left but Shoal's counters and its dataset marker (the
-    // peer's records included).
+    // Nothing the bench wrote is left but Shoal's counters, its dataset marker and the change
+    // feed (the fleet's capped history of changes, not the bench's data; the peer's records
+    // included).
     let keys = server.cli(&["-n", "3", "--scan"]);
     let left: Vec<&str> = keys
         .lines()
-        .filter(|k| !k.starts_with("shoal:metrics:") && *k != "shoal:dataset")
+        .filter(|k| {
+            !k.starts_with("shoal:metrics:")
+                && *k != "shoal:dataset"
+                && !k.starts_with("shoal:feed:")
+        })
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     // Shoal's own counters recorded the bench's frames.
