@@ -6,6 +6,9 @@
 #
 #   ./scripts/redis-script-cost.sh [PORT]      # default: a redis-server started for the run
 #
+# FEED=1 runs them as a single server with the change feed on does: ARGV[1] carries the feed
+# header and the entry's detail, the feed stream is a fourth key (each call adds an entry).
+#
 # SCRIPTS=<dir> measures the scripts in <dir> instead (e.g. another version's, from
 # `git worktree add`), for a before/after ratio from one run: the arguments are this
 # version's, so it fits scripts that take the same ones.
@@ -54,13 +57,30 @@ A=$(load append)
 cli evalsha "$C" 3 $K "$NOW" "$MS" a "$NOW:$EXP:$NOW:0:1:0:1:0" d "$(printf 'x%.0s' $(seq 60))" \
   d1 "$(printf 'y%.0s' $(seq 40))" >/dev/null
 FRAME=$(printf 'f%.0s' $(seq 200))
+TAB=$'\t'
+if [[ "${FEED:-0}" == "1" ]]; then
+  FK='shoal:feed:{f0}'
+  NK=4
+  T_NOW="$NOW 100000 60000 lc-s1"
+  T_WINDOW=$((NOW / 60000 * 60000))
+  A_NOW="$NOW 100000 60000 lc-s1"$'\n'"c${TAB}post-1${TAB}tools/call${TAB}17${TAB}add${TAB}${TAB}200${TAB}$NOW"
+  C_NOW="$NOW 100000 60000 lc-new"$'\n'"streamable_http${TAB}2025-11-25${TAB}claude-code${TAB}2.1${TAB}"
+else
+  FK=''
+  NK=3
+  T_NOW=$NOW
+  T_WINDOW=''
+  A_NOW=$NOW
+  C_NOW=$NOW
+fi
 echo "redis $(cli info server | grep redis_version | tr -d '\r'), $N calls per run"
 # shellcheck disable=SC2086
-cost touch evalsha "$T" 3 $K "$NOW" "$EXP" "$MS"
+# shellcheck disable=SC2086
+cost touch evalsha "$T" $NK $K $FK "$T_NOW" "$EXP" "$MS" $T_WINDOW
 # shellcheck disable=SC2086
 # ARGV: now, expires_at, PEXPIRE ms, max frames, byte budget (64 MiB), metadata allowance,
 # frame epochs (1; EPOCHS=0 measures an append without them),
 # the frame prefix, one frame's bytes (the list stays at 1,000 frames: trimmed every call).
-cost append1 evalsha "$A" 3 $K "$NOW" "$EXP" "$MS" 1000 67108864 135168 "${EPOCHS:-1}" PREFIX "$FRAME"
-cost create evalsha "$C" 3 'shoal:{__rand_int__}:meta' 'shoal:{__rand_int__}:frames' \
-  'shoal:{__rand_int__}:requests' "$NOW" "$MS" a "$NOW:$EXP:$NOW:0:1:0:1:0" d xx
+cost append1 evalsha "$A" $NK $K $FK "$A_NOW" "$EXP" "$MS" 1000 67108864 135168 "${EPOCHS:-1}" PREFIX "$FRAME"
+cost create evalsha "$C" $NK 'shoal:{__rand_int__}:meta' 'shoal:{__rand_int__}:frames' \
+  'shoal:{__rand_int__}:requests' $FK "$C_NOW" "$MS" a "$NOW:$EXP:$NOW:0:1:0:1:0" d xx

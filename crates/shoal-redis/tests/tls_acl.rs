@@ -53,6 +53,20 @@ const SHOAL_COMMANDS: &[&str] = &[
     "+incrby",
     // health (optional: without it the report lacks the server version)
     "+info",
+    // the change feed: written by the scripts; read by followers, consumer groups, stats
+    "+xadd",
+    "+xread",
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xgroup|create",
+    "+xlen",
+    "+xrevrange",
+    "+xinfo|groups",
+    "+memory|usage",
+    // analytics
+    "+hincrby",
+    "+expire",
 ];
 
 const ACL_PASSWORD: &str = "s3cret-pw";
@@ -93,6 +107,20 @@ fn acl_server() -> &'static RedisServer {
         args.extend(SHOAL_COMMANDS.iter().filter(|c| **c != "+zadd"));
         let out = server.cli(&args);
         assert_eq!(out.trim(), "OK", "ACL SETUSER failed: {out}");
+        // A user who may not write the change feed.
+        let mut args = vec![
+            "ACL",
+            "SETUSER",
+            "noxadd",
+            "reset",
+            "on",
+            ">s3cret-pw",
+            "~acl*",
+            "resetchannels",
+        ];
+        args.extend(SHOAL_COMMANDS.iter().filter(|c| **c != "+xadd"));
+        let out = server.cli(&args);
+        assert_eq!(out.trim(), "OK", "ACL SETUSER failed: {out}");
         server
     })
 }
@@ -121,7 +149,9 @@ async fn redis_tls(h: Harness) -> Arc<dyn SessionStore> {
 
 async fn redis_acl(h: Harness) -> Arc<dyn SessionStore> {
     let url = acl_server().url_with_user("shoal", ACL_PASSWORD);
-    let config = RedisConfig::new(url).with_key_prefix(next_prefix("acl"));
+    let config = RedisConfig::new(url)
+        .with_key_prefix(next_prefix("acl"))
+        .with_feed(h.feed.clone());
     Arc::new(
         RedisStore::connect(config, h.limits, Arc::new(h.clock))
             .await
@@ -131,6 +161,40 @@ async fn redis_acl(h: Harness) -> Arc<dyn SessionStore> {
 
 shoal_testkit::conformance_suite!(tls, redis_tls);
 shoal_testkit::conformance_suite!(acl, redis_acl);
+shoal_testkit::feed_suite!(acl_feed, redis_acl);
+
+/// A user who may not write the change feed: with the feed on, the store refuses to start and
+/// says what to grant or turn off (every write would otherwise fail after its change); with
+/// the feed off it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_xadd_is_told_at_connect() {
+    let url = acl_server().url_with_user("noxadd", ACL_PASSWORD);
+    let err = RedisStore::connect(
+        RedisConfig::new(url.clone())
+            .with_key_prefix(next_prefix("acl"))
+            .with_feed(shoal_core::FeedConfig::default()),
+        Limits::default(),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await
+    .err()
+    .unwrap_or_else(|| panic!("connected without XADD permission"));
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+    assert!(err.to_string().contains("[feed] enabled = false"), "{err}");
+    assert!(!err.to_string().contains(ACL_PASSWORD), "{err}");
+    let store = RedisStore::connect(
+        RedisConfig::new(url).with_key_prefix(next_prefix("acl")),
+        Limits::default(),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("without the feed: {e}"));
+    let id = SessionId::new("nofeed").unwrap_or_else(|e| panic!("{e}"));
+    store
+        .create(Session::new(id, Transport::Http))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
 shoal_testkit::model_test!(model_over_tls, redis_tls);
 shoal_testkit::model_test!(model_as_acl_user, redis_acl);
 

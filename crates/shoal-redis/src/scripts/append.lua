@@ -66,13 +66,18 @@ if k > 0 then
   end
   if feed then
     -- One entry per frame, in seq order; the detail has one line per frame.
-    local i = 0
-    for line in string.gmatch(feed.detail, '[^\n]+') do
-      i = i + 1
-      if i > k then
-        break
+    local detail = feed_header().detail
+    if k == 1 then
+      feed_add('frame', 'q', out[3], 'x', detail)
+    else
+      local i = 0
+      for line in string.gmatch(detail, '[^\n]+') do
+        i = i + 1
+        if i > k then
+          break
+        end
+        feed_add('frame', 'q', out[i + 2], 'x', line)
       end
-      feed_add('frame', 'q', out[i + 2], 'x', line)
     end
   end
 end

@@ -37,18 +37,29 @@
 --       the list or hash lost entries meta counts — evicted — and the session's remaining
 --       keys were removed, so it is whole or absent), third the reason
 
--- now (a number), now_s (its decimal text) and the feed (nil when not written by the scripts).
+-- now (a number), now_s (its decimal text) and feed: ARGV[1] when it carries the feed header
+-- (nil when the scripts do not write the feed), parsed only when an entry is written.
 local now, now_s, feed
 do
-  local head, detail = string.match(ARGV[1], '^([^\n]*)\n?(.*)$')
-  local n, cap, touch, sid = string.match(head, '^(%d+) (%d+) (%d+) (%S+)$')
-  if n then
-    now_s = n
-    feed = {key = KEYS[#KEYS], cap = cap, touch = tonumber(touch), sid = sid, detail = detail}
+  local a = ARGV[1]
+  local sp = string.find(a, ' ', 1, true)
+  if sp then
+    now_s = string.sub(a, 1, sp - 1)
+    feed = a
   else
-    now_s = head
+    now_s = a
   end
   now = tonumber(now_s)
+end
+
+-- The feed header's parts {key, cap, touch (ms), sid, detail}, parsed at the first use.
+local feed_parts
+local function feed_header()
+  if not feed_parts then
+    local cap, touch, sid, detail = string.match(feed, '^%d+ (%d+) (%d+) (%S+)\n?(.*)$')
+    feed_parts = {key = KEYS[#KEYS], cap = cap, touch = tonumber(touch), sid = sid, detail = detail}
+  end
+  return feed_parts
 end
 
 -- Writes one change feed entry (wire format v1: fields v, k, s, then the kind's own; see
@@ -56,7 +67,8 @@ end
 -- the entry and its change are one atomic step. Nothing when the feed is off here.
 local function feed_add(kind, ...)
   if feed then
-    redis.call('XADD', feed.key, 'MAXLEN', '~', feed.cap, '*', 'v', '1', 'k', kind, 's', feed.sid, ...)
+    local h = feed_header()
+    redis.call('XADD', h.key, 'MAXLEN', '~', h.cap, '*', 'v', '1', 'k', kind, 's', h.sid, ...)
   end
 end
 

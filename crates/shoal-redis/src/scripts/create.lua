@@ -7,5 +7,5 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-feed_add('created', 'x', feed and feed.detail)
+feed_add('created', 'x', feed and feed_header().detail)
 return {0}

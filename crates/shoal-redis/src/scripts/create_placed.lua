@@ -20,5 +20,5 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[5], 0, ARGV[5])
-feed_add('created', 'x', feed and feed.detail)
+feed_add('created', 'x', feed and feed_header().detail)
 return {0}

@@ -33,5 +33,5 @@ while i < #ARGV do
 end
 redis.call('HSET', KEYS[1], 'b', b, 'q', q)
 pexpire_all(ARGV[2])
-feed_add('created', 'x', feed and feed.detail)
+feed_add('created', 'x', feed and feed_header().detail)
 return {0}

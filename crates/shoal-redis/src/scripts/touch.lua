@@ -1,8 +1,10 @@
--- touch: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms.
+-- touch: ARGV[2] = new expires_at, ARGV[3] = PEXPIRE ms, ARGV[4] (with the feed) = the start
+-- of the current touch window (ms; absent: touches are not reported).
 -- The hot path (a live, well-formed session) reads field `a` once, checks its shape with one
 -- match and rewrites only its first two numbers; anything else goes through load_live for
 -- the exact reply (not found, expired and removed, corrupt). A 'touched' feed entry is
--- written when the last activity was in an earlier touch window (at most one per window).
+-- written when the last activity was before the current touch window (at most one per
+-- window; the header is parsed only then).
 -- Reply: {0, the previous last activity}.
 local v = redis.call('HGET', KEYS[1], 'a')
 local la, e, rest
@@ -19,7 +21,7 @@ if not rest or tonumber(e) > 9007199254740991 or tonumber(e) <= now then
 end
 redis.call('HSET', KEYS[1], 'a', now_s .. ':' .. ARGV[2] .. ':' .. rest)
 slide_ttl(false)
-if feed and feed.touch > 0 and math.floor(tonumber(la) / feed.touch) ~= math.floor(now / feed.touch) then
+if feed and ARGV[4] and tonumber(la) < tonumber(ARGV[4]) then
   feed_add('touched')
 end
 return {0, la}

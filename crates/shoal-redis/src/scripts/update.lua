@@ -27,5 +27,5 @@ while redis.call('HDEL', KEYS[1], 'd' .. i) == 1 do
   i = i + 1
 end
 slide_ttl(false)
-feed_add('updated', 'r', t[7], 'x', feed and feed.detail)
+feed_add('updated', 'r', t[7], 'x', feed and feed_header().detail)
 return {0, table.concat(old), a}

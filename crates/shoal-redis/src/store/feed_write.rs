@@ -9,7 +9,8 @@
 use redis::Value;
 use shoal_core::feed::{FrameSummary, SessionSummary};
 use shoal_core::{
-    Change, ChangeKind, FeedConfig, NewFrame, Session, SessionId, SessionStatus, Timestamp,
+    Change, ChangeKind, Error, FeedConfig, NewFrame, Result, Session, SessionId, SessionStatus,
+    Timestamp,
 };
 
 use super::handle::StoreState;
@@ -105,6 +106,34 @@ impl StoreState {
             Vec::new()
         } else {
             frames.iter().map(FrameSummary::of).collect()
+        }
+    }
+
+    /// At connect, when the feed is on: may this user write the feed stream? A probe `XADD …
+    /// NOMKSTREAM` on a key that never exists (so nothing is written) is checked against the
+    /// ACL like the scripts' `XADD`; refused, the store does not start (every write would fail
+    /// after its change was applied) and says what to grant or turn off.
+    pub(super) async fn check_feed_permission(&self) -> Result<()> {
+        if self.feed_mode() == FeedMode::Off {
+            return Ok(());
+        }
+        let mut probe = redis::cmd("XADD");
+        probe
+            .arg(format!("{}:acl-probe", self.keys.feed(0)))
+            .arg("NOMKSTREAM")
+            .arg("*")
+            .arg("v")
+            .arg("1");
+        match self.cmd("connect", None, probe).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("NOPERM") || e.to_string().contains("permission") => {
+                Err(Error::invalid(format!(
+                    "the Redis user may not write the change feed ({e}): grant +xadd on the \
+                     key prefix (and the feed's reading commands, see the ACL section of the \
+                     shoal-redis README), or set [feed] enabled = false"
+                )))
+            }
+            Err(e) => Err(e),
         }
     }
 

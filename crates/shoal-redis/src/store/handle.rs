@@ -138,6 +138,7 @@ impl RedisStore {
         store.state.sync_clock().await?;
         store.state.check_memory_policy().await?;
         store.state.check_dataset().await?;
+        store.state.check_feed_permission().await?;
         Ok(store)
     }
 

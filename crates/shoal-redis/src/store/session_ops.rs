@@ -129,14 +129,17 @@ impl StoreState {
     pub(super) async fn touch(&self, id: &SessionId) -> Result<Timestamp> {
         let now = self.now();
         let expires = self.expiry_from(now);
-        let args = vec![
+        let mut args = vec![
             now_arg(now),
             num_arg(expires.as_millis()),
             num_arg(self.pexpire_ms(expires, now)),
         ];
+        let window = self.feed_config().touch_every_ms();
+        if self.feed_in_script() && window > 0 {
+            args.push(num_arg(now.as_millis() / window * window));
+        }
         let reply = self.script("touch", id, &self.scripts.touch, args).await?;
         let reply = self.live("touch", id, reply).await?;
-        let window = self.feed_config().touch_every_ms();
         if self.feed_mode() == FeedMode::After && window > 0 {
             let before = reply.get(1).and_then(u64_of).unwrap_or(0);
             if before / window != now.as_millis() / window {
