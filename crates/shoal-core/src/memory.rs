@@ -95,6 +95,8 @@ struct StoreState {
     feed: Option<Arc<MemoryFeed>>,
     /// A session's touches are reported at most once per window of this many ms (0: never).
     touch_every_ms: u64,
+    /// Whether appended frames have feed entries.
+    feed_frames: bool,
 }
 
 /// The memory store's admission quota logs.
@@ -188,6 +190,7 @@ impl MemoryStoreBuilder {
                 quotas: Mutex::new(QuotaBook::default()),
                 feed,
                 touch_every_ms,
+                feed_frames: self.feed.as_ref().is_some_and(|f| f.frames),
             }),
         }
     }
@@ -701,8 +704,8 @@ impl SessionStore for MemoryStore {
         let expires = state.expiry_from(now);
         // Summaries are read outside the session's lock.
         let summaries: Vec<FrameSummary> = match &state.feed {
-            Some(_) => frames.iter().map(FrameSummary::of).collect(),
-            None => Vec::new(),
+            Some(_) if state.feed_frames => frames.iter().map(FrameSummary::of).collect(),
+            _ => Vec::new(),
         };
         state.with_live(id, now, |d| {
             if !sizes.is_empty() && d.bytes_after(&sizes, keep) > state.limits.max_session_bytes {
@@ -716,7 +719,7 @@ impl SessionStore for MemoryStore {
                 d.bytes += size;
                 seqs.push(seq);
             }
-            if let Some(feed) = &state.feed {
+            if let Some(feed) = state.feed.as_ref().filter(|_| state.feed_frames) {
                 let changes = summaries.into_iter().zip(&seqs).map(|(summary, seq)| {
                     let mut c = Change::new(ChangeKind::Frame, id.as_str());
                     c.seq = Some(*seq);

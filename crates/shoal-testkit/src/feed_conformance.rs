@@ -30,6 +30,7 @@ macro_rules! feed_suite {
             groups_deliver_every_entry_once,
             a_dead_consumers_entries_are_claimed,
             the_cap_holds,
+            without_frames_the_feed_carries_the_lifecycle,
             a_waiting_read_sees_the_next_entry,
             bad_reads_are_refused,
         );
@@ -412,6 +413,37 @@ pub async fn the_cap_holds(factory: impl StoreFactory) {
     );
     let all = read_all(feed.as_ref()).await;
     assert_eq!(all.last().and_then(|c| c.seq), Some(2000));
+}
+
+/// `frames = false`: appends leave no entries; every lifecycle change still has one.
+pub async fn without_frames_the_feed_carries_the_lifecycle(factory: impl StoreFactory) {
+    let mut config = feed_config(Duration::ZERO, 100_000);
+    config.frames = false;
+    let (store, feed) = fed_store(&factory, harness(config)).await;
+    let id = sid("no-frames");
+    ok(
+        "create",
+        store
+            .create(Session::new(id.clone(), Transport::Http))
+            .await,
+    );
+    let batch = (0..3)
+        .map(|_| NewFrame::new(Direction::ClientToServer, "{}"))
+        .collect();
+    ok("append", store.append_frames(&id, batch).await);
+    ok(
+        "append",
+        store
+            .append_frame(&id, NewFrame::new(Direction::ServerToClient, "{}"))
+            .await,
+    );
+    assert!(ok("delete", store.delete(&id).await));
+    let all = read_all(feed.as_ref()).await;
+    assert_eq!(
+        kinds(&all.iter().collect::<Vec<_>>()),
+        [ChangeKind::Created, ChangeKind::Deleted],
+        "{all:#?}"
+    );
 }
 
 /// A reader waiting at the end gets an entry written while it waits.

@@ -17,6 +17,10 @@ pub struct FeedConfig {
     /// Entries kept per shard (oldest trimmed first). Redis trims with `MAXLEN ~`, so a
     /// shard may hold up to one stream node (100 entries by default) more.
     pub cap: u64,
+    /// Write one `frame` entry per appended frame (default on). Off, the feed carries the
+    /// session lifecycle only: appends cost next to nothing more, and the analytics lose
+    /// methods, tools and latencies.
+    pub frames: bool,
     /// A session's touches are reported at most once per window of this length (0: never).
     #[serde(with = "crate::serde_util::duration")]
     pub touch_every: Duration,
@@ -32,6 +36,7 @@ impl Default for FeedConfig {
         FeedConfig {
             enabled: true,
             cap: 100_000,
+            frames: true,
             touch_every: Duration::from_secs(60),
             cluster_shards: 8,
             analytics: true,

@@ -64,9 +64,10 @@ if k > 0 then
   if ARGV[7] == '1' then
     out[2] = epoch_for_append(last - k + 1)
   end
-  if feed then
-    -- One entry per frame, in seq order; the detail has one line per frame.
-    local detail = feed_header().detail
+  -- One entry per frame, in seq order; the detail has one line per frame (none: the feed
+  -- carries no frames).
+  local detail = feed and feed_header().detail or ''
+  if detail ~= '' then
     if k == 1 then
       feed_add('frame', 'q', out[3], 'x', detail)
     else

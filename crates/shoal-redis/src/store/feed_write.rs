@@ -100,9 +100,9 @@ impl StoreState {
         }
     }
 
-    /// The frames' summaries, when the feed is written (in a script or after).
+    /// The frames' summaries, when the feed is written (in a script or after) with frames.
     pub(super) fn frame_summaries(&self, frames: &[NewFrame]) -> Vec<FrameSummary> {
-        if self.feed_mode() == FeedMode::Off {
+        if self.feed_mode() == FeedMode::Off || !self.config.feed.frames {
             Vec::new()
         } else {
             frames.iter().map(FrameSummary::of).collect()

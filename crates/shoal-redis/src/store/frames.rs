@@ -101,7 +101,7 @@ impl StoreState {
             )));
         }
         self.bump(M_FRAMES, n);
-        if self.feed_mode() == FeedMode::After {
+        if self.feed_mode() == FeedMode::After && !summaries.is_empty() {
             let changes = summaries
                 .into_iter()
                 .zip(&seqs)
