@@ -72,16 +72,24 @@ async fn main() {
         cfg.quota.sessions_per_address_per_minute = n;
         cfg.quota.sessions_per_principal_per_minute = n;
     }
+    let mut analytics = None;
     let store: Arc<dyn SessionStore> = if store_url.starts_with("memory:") {
         Arc::new(MemoryStore::new())
     } else {
-        let redis = shoal_redis::RedisConfig::new(&store_url);
+        // As `shoal proxy` runs on Redis: the change feed on, and the analytics kept (one
+        // instance of the fleet at a time applies them).
+        let redis =
+            shoal_redis::RedisConfig::new(&store_url).with_feed(shoal_core::FeedConfig::default());
         let store = shoal_redis::RedisStore::connect_default(redis.clone())
             .await
             .unwrap_or_else(|e| {
                 eprintln!("store {store_url}: {e}");
                 std::process::exit(1)
             });
+        analytics = shoal_redis::analytics::AnalyticsWorker::spawn(
+            store.clone(),
+            shoal_redis::analytics::AnalyticsConfig::default(),
+        );
         // Cross-instance wake-ups over pub/sub on the store's own servers (any topology).
         match shoal_redis::RedisPubSub::connect(&redis, shoal_redis::BusConfig::default()).await {
             Ok(bus) => cfg = cfg.with_bus(Arc::new(bus)),
@@ -113,6 +121,7 @@ async fn main() {
         eprintln!("proxy: {e}");
         std::process::exit(1)
     }
+    drop(analytics);
 }
 
 fn tracing_init() {

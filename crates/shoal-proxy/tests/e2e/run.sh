@@ -33,11 +33,13 @@ fi
 EVERYTHING="$NM/@modelcontextprotocol/server-everything/dist/index.js"
 
 note "building the proxy"
-if ! (cd "$ROOT" && timeout 900 cargo build -q -p shoal-proxy --example proxy) > "$LOG/build.log" 2>&1; then
+if ! (cd "$ROOT" && timeout 900 cargo build -q -p shoal-proxy --example proxy && timeout 900 cargo build -q -p shoal-cli --bin shoal) > "$LOG/build.log" 2>&1; then
   fail "cargo build (see $LOG/build.log)"; summary
 fi
 BIN="$ROOT/target/debug/examples/proxy"
 [ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/debug/examples/proxy"
+SHOAL_BIN="$ROOT/target/debug/shoal"
+[ -n "${CARGO_TARGET_DIR:-}" ] && SHOAL_BIN="$CARGO_TARGET_DIR/debug/shoal"
 
 command -v redis-server >/dev/null || { skip "redis-server is not installed"; summary; }
 RP=$(free_port)
@@ -127,6 +129,11 @@ if wait_port "$RSP"; then
 else
   fail "race_server did not start (see $LOG/race_server.log)"
 fi
+
+# ---- the change feed and the analytics the proxies kept from every client above
+note "change feed and analytics"
+timeout 120 python3 "$E2E/feed_check.py" "$SHOAL_BIN" "$STORE" > "$LOG/feed.out" 2>&1
+tally "$LOG/feed.out" $? "feed"
 
 # ---- conformance suite: direct vs through the proxy
 if [ "$CONFORMANCE" -eq 1 ]; then
