@@ -392,3 +392,59 @@ async fn a_dead_consumers_batch_is_applied_once() {
     let report = drain(&store).await;
     check(&report, &expected, ids.len() as u64, 0);
 }
+
+/// The feed stream disappears under a running consumer (a server restarted empty, a flush):
+/// the worker creates its group again and counts what comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_recovers_when_the_feed_disappears() {
+    let store = store(server().url()).await;
+    let mut config = AnalyticsConfig::default();
+    config.lease = Duration::from_secs(2);
+    let _worker =
+        AnalyticsWorker::spawn(store.clone(), config).unwrap_or_else(|| panic!("no feed"));
+    let created = |n: u64| {
+        let store = store.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = read_report(&store, Duration::from_secs(3600), 10)
+                    .await
+                    .unwrap_or_else(|e| panic!("report: {e}"));
+                if r.totals.get("created").copied() == Some(n) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "created {:?}, want {n}",
+                    r.totals.get("created")
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for i in 0..3 {
+        store
+            .create(Session::new(sid(&format!("gone-a{i}")), Transport::Http))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    created(3).await;
+    let mut del = redis::cmd("DEL");
+    del.arg(format!("{}:feed:{{f0}}", store.key_prefix()));
+    let client = redis::Client::open(server().url()).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _: i64 = del
+        .query_async(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..2 {
+        store
+            .create(Session::new(sid(&format!("gone-b{i}")), Transport::Http))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    created(5).await;
+}

@@ -70,6 +70,9 @@ impl Run {
             if let Err(e) = self.round().await {
                 tracing::warn!(error = %e, "analytics: a round failed; retrying in 1s");
                 self.holding = false;
+                // The stream (and its group) may be gone — a server restarted empty, a
+                // flushed database: create the group again before the next read.
+                self.group_ready = false;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
