@@ -654,10 +654,11 @@ fn tail_follows_another_process_and_analytics_report_it() {
         .await
         .unwrap()
     });
-    // A follower started before the writes, from now.
+    // A follower started before the writes (from the start of this server's empty feed, so
+    // a slow start under load cannot make it miss the first entries).
     let follower = std::process::Command::new(assert_cmd::cargo::cargo_bin("shoal"))
         .args([
-            "--store", &url, "--json", "tail", "--limit", "4", "--for", "60s",
+            "--store", &url, "--json", "tail", "--from", "start", "--limit", "4", "--for", "60s",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
