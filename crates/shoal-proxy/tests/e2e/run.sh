@@ -109,7 +109,15 @@ if wait_port "$RSP"; then
   }
   note "race: server requests on the standalone stream, directly"
   race direct URL="$RUP" LABEL=direct
-  tally "$LOG/race-direct.out" $? "race-direct"
+  # The direct run is the baseline without Shoal: the SDK's GET races its first POST at the
+  # server itself, so on a loaded machine it can lose a call — the race the proxy closes. It is
+  # reported, not judged (the control below shows the race is observable; the proxy runs must
+  # lose nothing).
+  if grep -q '^ok race' "$LOG/race-direct.out"; then
+    pass "race-direct (baseline without Shoal): $(sed -n 's/^ok race: //p' "$LOG/race-direct.out")"
+  else
+    note "race-direct (baseline without Shoal, not judged): $(sed -n 's/^FAIL race: //p' "$LOG/race-direct.out")"
+  fi
   # Control: with the GET held back 300 ms the server's request finds no stream and is dropped,
   # so directly the first call of each session is lost: the test can see the race.
   race control URL="$RUP" LABEL="direct, GET held back 300 ms" GET_DELAY_MS=300 SESSIONS=3 CALLS=2 TIMEOUT_MS=2000
