@@ -156,7 +156,7 @@ pub(crate) struct TailArgs {
 /// `shoal analytics`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct AnalyticsArgs {
-    /// The window of the per-minute session counts
+    /// The window of the per-minute session counts (they are kept 49 h)
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub(crate) since: humantime::Duration,
     /// How many methods and tools to show

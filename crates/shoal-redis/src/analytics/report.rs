@@ -10,6 +10,9 @@ use shoal_core::{ChangeFeed, Result, Timestamp, feed::FeedStats};
 use super::histogram::{Histogram, Percentiles};
 use crate::RedisStore;
 
+/// How long the per-minute counts are kept (the apply script's `EXPIRE` of each hour's hash).
+pub const PER_MINUTE_KEPT: Duration = Duration::from_secs(49 * 3600);
+
 /// Calls of one method or tool.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallStats {
@@ -107,7 +110,8 @@ fn add_histogram(into: &mut Histogram, from: Vec<(String, String)>) {
     }
 }
 
-/// Reads the analytics of `store`'s feed: the per-minute series over the last `window`, and
+/// Reads the analytics of `store`'s feed: the per-minute series over the last `window` (at
+/// most [`PER_MINUTE_KEPT`]), and
 /// the `top` most frequent methods and tools with their latency.
 pub async fn read_report(
     store: &RedisStore,
@@ -133,6 +137,8 @@ pub async fn read_report(
     ];
     let mut durations = Histogram::default();
     let mut minutes: BTreeMap<u64, MinuteCounts> = BTreeMap::new();
+    // Per-minute counts are kept 49 h: a longer window reads nothing more.
+    let window = window.min(PER_MINUTE_KEPT);
     let first_minute = now.as_millis().saturating_sub(window.as_millis() as u64) / 60_000;
     let last_minute = now.as_millis() / 60_000;
     for shard in 0..shards {
