@@ -192,7 +192,12 @@ async fn main() -> anyhow::Result<()> {
         st.bytes.unwrap_or(0) as f64 / st.length.max(1) as f64
     );
 
-    // Clean up what this probe wrote.
+    // Clean up what this probe wrote (a single server; on a Cluster the keys are left under
+    // the printed prefix).
+    if url.contains("+cluster") {
+        println!("keys left under the prefixes {prefix} and {prefix}l (Cluster: not cleaned up)");
+        return Ok(());
+    }
     for p in [prefix.clone(), format!("{prefix}l")] {
         let client = redis::Client::open(url.as_str())?;
         let mut c = client.get_multiplexed_async_connection().await?;

@@ -22,10 +22,10 @@
 //!   its change, cannot be observed. One shard; entries in the order the server ran the
 //!   scripts (so a session's entries are in its change order).
 //! - **Redis Cluster**: a session's keys and a shared stream cannot be in one slot, so the
-//!   entry is written right after the change succeeded, into the shard chosen by the session
-//!   id (`cluster_shards` streams). A session's entries are in one shard, in the order its
-//!   writes completed on that instance; a process that dies between the change and its entry
-//!   loses that entry (at most once).
+//!   entry follows the change: queued in completion order and written in batches by one task
+//!   per instance, into the shard chosen by the session id (`cluster_shards` streams). A
+//!   session's entries are in one shard, in the order its writes completed on that instance;
+//!   entries still queued when a process dies are lost (at most once).
 //! - Consumer groups deliver each entry to one member; entries stay pending until
 //!   acknowledged, and [`ChangeFeed::claim_stale`] hands a dead member's to another
 //!   (at-least-once). The feed is capped (`cap` entries per shard): a reader slower than the

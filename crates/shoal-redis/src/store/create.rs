@@ -82,8 +82,7 @@ impl StoreState {
             .script("create", &id, &self.scripts.create, args)
             .await?;
         self.created_status(&id, &reply, reserved).await?;
-        self.feed_after(id.as_str(), vec![created_change(&session)])
-            .await;
+        self.feed_after(id.as_str(), vec![created_change(&session)]);
         if let Err(e) = self.index(&[(id.as_str(), session.expires_at)]).await {
             // The session exists; only listing misses it until the index is written again.
             tracing::warn!(session = %id, error = %e, "redis: created session could not be indexed");

@@ -196,13 +196,11 @@ impl StoreState {
                 match reply.get(1).and_then(int_of) {
                     Some(1) => {
                         self.unindex(&[id.as_str()]).await;
-                        self.feed_end_after(id.as_str(), ChangeKind::Expired, None)
-                            .await;
+                        self.feed_end_after(id.as_str(), ChangeKind::Expired, None);
                     }
                     Some(2) => {
                         self.unindex(&[id.as_str()]).await;
-                        self.feed_end_after(id.as_str(), ChangeKind::Evicted, None)
-                            .await;
+                        self.feed_end_after(id.as_str(), ChangeKind::Evicted, None);
                         self.add_uncommitted(M_EVICTED, 1);
                         tracing::warn!(
                             session = id.as_str(),
@@ -236,8 +234,7 @@ impl StoreState {
             .is_some_and(|r| r.starts_with(b"evicted"));
         if evicted && matches!(which, Some(b"frames" | b"requests")) {
             self.unindex(&[id.as_str()]).await;
-            self.feed_end_after(id.as_str(), ChangeKind::Evicted, None)
-                .await;
+            self.feed_end_after(id.as_str(), ChangeKind::Evicted, None);
             self.add_uncommitted(M_EVICTED, 1);
             tracing::warn!(
                 session = id.as_str(),

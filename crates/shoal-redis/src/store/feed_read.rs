@@ -223,6 +223,7 @@ impl ChangeFeed for RedisFeed {
     }
 
     async fn end(&self) -> Result<FeedCursor> {
+        self.state.flush_feed().await;
         let mut ids = Vec::new();
         for shard in 0..RedisFeed::shards(self) {
             let mut cmd = redis::cmd("XREVRANGE");
@@ -248,6 +249,7 @@ impl ChangeFeed for RedisFeed {
         wait: Option<Duration>,
     ) -> Result<Vec<Change>> {
         check_count(count)?;
+        self.state.flush_feed().await;
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         loop {
             let got = self.read_once(cursor, count).await?;
@@ -304,6 +306,7 @@ impl ChangeFeed for RedisFeed {
         check_name("consumer group", group)?;
         check_name("consumer", consumer)?;
         check_count(count)?;
+        self.state.flush_feed().await;
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         loop {
             // Shards one by one, each asked only for what is still wanted: every entry
@@ -360,6 +363,7 @@ impl ChangeFeed for RedisFeed {
         check_name("consumer group", group)?;
         check_name("consumer", consumer)?;
         check_count(count)?;
+        self.state.flush_feed().await;
         let mut out = Vec::new();
         for shard in 0..RedisFeed::shards(self) {
             let mut start = "0-0".to_string();
@@ -396,6 +400,7 @@ impl ChangeFeed for RedisFeed {
     }
 
     async fn stats(&self) -> Result<FeedStats> {
+        self.state.flush_feed().await;
         let shards = RedisFeed::shards(self);
         let mut stats = FeedStats {
             cap: self.state.config.feed.cap,

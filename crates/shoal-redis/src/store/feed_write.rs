@@ -6,7 +6,6 @@
 //! `common.lua`). On a Cluster the stream cannot share the session's slot, so the entry is
 //! written right after the change succeeded, to the shard of the session id.
 
-use redis::Value;
 use shoal_core::feed::{FrameSummary, SessionSummary};
 use shoal_core::{
     Change, ChangeKind, Error, FeedConfig, NewFrame, Result, Session, SessionId, SessionStatus,
@@ -137,41 +136,32 @@ impl StoreState {
         }
     }
 
-    /// Writes `changes` of session `id` after the fact (Cluster only; a no-op otherwise).
-    /// A failure is logged, not returned: the change itself happened.
-    pub(super) async fn feed_after(&self, id: &str, changes: Vec<Change>) {
-        if self.feed_mode() != FeedMode::After || changes.is_empty() {
+    /// Queues `changes` of session `id`, written after the fact (Cluster only; a no-op
+    /// otherwise): see `feed_outbox`.
+    pub(super) fn feed_after(&self, id: &str, changes: Vec<Change>) {
+        if changes.is_empty() {
             return;
         }
-        let key = self.keys.feed(self.feed_shard_of(id));
-        let cap = self.config.feed.cap;
-        let mut pipe = redis::pipe();
-        for c in &changes {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(cap)
-                .arg("*");
-            for (k, v) in c.to_fields() {
-                cmd.arg(k).arg(v);
-            }
+        if let Some(outbox) = &self.feed_outbox {
+            outbox.push(&self.keys.feed(self.feed_shard_of(id)), changes);
         }
-        let mut conn = self.conn();
-        let r: Result<Vec<Value>, _> = self.io("feed", None, pipe.query_async(&mut conn)).await;
-        if let Err(e) = r {
-            tracing::warn!(session = id, entries = changes.len(), error = %e, "redis: change feed entries lost (the changes themselves were written)");
+    }
+
+    /// Waits until this process's queued feed entries are written (Cluster), so a reader here
+    /// sees the entries of every change that returned.
+    pub(super) async fn flush_feed(&self) {
+        if let Some(outbox) = &self.feed_outbox {
+            outbox.flush(self.deadline).await;
         }
     }
 
     /// Cluster: the entry of a session that ended with `kind`.
-    pub(super) async fn feed_end_after(&self, id: &str, kind: ChangeKind, created: Option<u64>) {
+    pub(super) fn feed_end_after(&self, id: &str, kind: ChangeKind, created: Option<u64>) {
         if self.feed_mode() != FeedMode::After {
             return;
         }
         let mut c = Change::new(kind, id);
         c.created_at = created.filter(|c| *c > 0).map(Timestamp);
-        self.feed_after(id, vec![c]).await;
+        self.feed_after(id, vec![c]);
     }
 }

@@ -112,7 +112,7 @@ impl StoreState {
                     c
                 })
                 .collect();
-            self.feed_after(id.as_str(), changes).await;
+            self.feed_after(id.as_str(), changes);
         }
         Ok(AppendedFrames::new(seqs, epoch))
     }

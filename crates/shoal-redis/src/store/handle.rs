@@ -12,7 +12,10 @@ use shoal_core::{
     Clock, Direction, Error, Limits, NewFrame, Result, SessionId, SystemClock, Timestamp, codec,
 };
 
-use super::{dataset::DatasetWatch, metrics::PendingMetrics, server_clock::ServerClock};
+use super::{
+    dataset::DatasetWatch, feed_outbox::FeedOutbox, metrics::PendingMetrics,
+    server_clock::ServerClock,
+};
 use crate::{
     config::{RedisConfig, Topology},
     conn::{self, Conn},
@@ -70,6 +73,8 @@ pub(super) struct StoreState {
     pub(super) dataset: DatasetWatch,
     /// Creates that failed in doubt and are being settled in the background (bounded).
     pub(super) settling: AtomicUsize,
+    /// Cluster with the feed on: the entries written after their changes, in batches.
+    pub(super) feed_outbox: Option<FeedOutbox>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -113,6 +118,16 @@ impl RedisStore {
         config.validate()?;
         let topology = Topology::parse(&config.url)?;
         let conns = conn::connect(&config, &topology).await?;
+        let deadline = config
+            .connect_timeout
+            .saturating_add(config.response_timeout);
+        let cluster = matches!(topology, Topology::Cluster { .. });
+        let feed_outbox = match conns.first() {
+            Some(c) if cluster && config.feed.enabled => {
+                Some(FeedOutbox::spawn(c.clone(), config.feed.cap, deadline))
+            }
+            _ => None,
+        };
         let store = RedisStore {
             state: Arc::new(StoreState {
                 conns,
@@ -120,17 +135,16 @@ impl RedisStore {
                 keys: Keys::new(&config.key_prefix),
                 limits,
                 clock: Arc::new(ServerClock::new(clock)),
-                deadline: config
-                    .connect_timeout
-                    .saturating_add(config.response_timeout),
+                deadline,
                 topology: topology.name(),
-                cluster: matches!(topology, Topology::Cluster { .. }),
+                cluster,
                 config,
                 scripts: Scripts::new(),
                 metrics: PendingMetrics::default(),
                 frame_prefix: frame_prefix()?,
                 dataset: DatasetWatch::default(),
                 settling: AtomicUsize::new(0),
+                feed_outbox,
             }),
         };
         // Prove the connection (and the credentials) now, not at the first request.

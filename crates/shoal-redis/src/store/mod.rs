@@ -5,11 +5,12 @@
 //! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `quota` (admission quotas), `replication` (waiting for replicas), `secret` (shared secrets),
 //! `create`, `restore`,
 //! `list` (listing and counting), `server_clock` (time as the server sees it), `index` (keeping the index sets), `sweep`, `health`, `dataset` (noticing a server that lost its data), `memory_policy` (can the server evict our keys),
-//! `feed_write` (the change feed's entries), `feed_read` (reading it: [`RedisFeed`]), `metrics`. `exec` runs the commands and reads their replies.
+//! `feed_write` (the change feed's entries), `feed_outbox` (a Cluster's entries, queued and written in batches), `feed_read` (reading it: [`RedisFeed`]), `metrics`. `exec` runs the commands and reads their replies.
 
 mod create;
 mod dataset;
 mod exec;
+mod feed_outbox;
 mod feed_read;
 mod feed_write;
 mod frames;

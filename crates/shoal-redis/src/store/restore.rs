@@ -61,8 +61,7 @@ impl StoreState {
         if let Err(e) = self.index(&[(id.as_str(), s.expires_at)]).await {
             tracing::warn!(session = %id, error = %e, "redis: restored session could not be indexed");
         }
-        self.feed_after(id.as_str(), vec![super::create::created_change(s)])
-            .await;
+        self.feed_after(id.as_str(), vec![super::create::created_change(s)]);
         self.bump(M_CREATED, 1);
         Ok(())
     }

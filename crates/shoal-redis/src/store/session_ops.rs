@@ -121,7 +121,7 @@ impl StoreState {
             let mut c = Change::new(ChangeKind::Updated, id.as_str());
             c.revision = Some(stored.revision);
             c.status = Some(stored.status);
-            self.feed_after(id.as_str(), vec![c]).await;
+            self.feed_after(id.as_str(), vec![c]);
         }
         Ok(stored)
     }
@@ -146,8 +146,7 @@ impl StoreState {
                 self.feed_after(
                     id.as_str(),
                     vec![Change::new(ChangeKind::Touched, id.as_str())],
-                )
-                .await;
+                );
             }
         }
         Ok(expires)
@@ -166,11 +165,9 @@ impl StoreState {
         self.unindex(&[id.as_str()]).await;
         let created = reply.get(1).and_then(u64_of);
         if existed {
-            self.feed_end_after(id.as_str(), ChangeKind::Deleted, created)
-                .await;
+            self.feed_end_after(id.as_str(), ChangeKind::Deleted, created);
         } else if reply.get(2).and_then(int_of) == Some(1) {
-            self.feed_end_after(id.as_str(), ChangeKind::Expired, created)
-                .await;
+            self.feed_end_after(id.as_str(), ChangeKind::Expired, created);
         }
         if existed {
             self.bump(M_DELETED, 1);

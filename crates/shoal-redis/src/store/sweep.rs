@@ -329,8 +329,7 @@ impl StoreState {
             Some(0) => ExpireOutcome::Gone,
             Some(1) => {
                 let created = reply.get(1).and_then(u64_of);
-                self.feed_end_after(id.as_str(), ChangeKind::Expired, created)
-                    .await;
+                self.feed_end_after(id.as_str(), ChangeKind::Expired, created);
                 ExpireOutcome::Removed
             }
             Some(2) => ExpireOutcome::Live(reply.get(1).and_then(u64_of).unwrap_or(0)),
