@@ -24,7 +24,7 @@ const BATCH: usize = 512;
 
 enum Item {
     /// An entry for the stream `key`.
-    Entry { key: String, change: Change },
+    Entry { key: String, change: Box<Change> },
     /// Answered once everything queued before it was written (or failed).
     Flush(oneshot::Sender<()>),
 }
@@ -61,11 +61,11 @@ impl FeedOutbox {
         for change in changes {
             let item = Item::Entry {
                 key: key.to_string(),
-                change,
+                change: Box::new(change),
             };
             if self.tx.try_send(item).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n == 1 || n % 10_000 == 0 {
+                if n == 1 || n.is_multiple_of(10_000) {
                     tracing::warn!(
                         dropped = n,
                         "redis: change feed entries dropped: the writer is {CAPACITY} entries \
