@@ -763,6 +763,33 @@ fn tail_follows_another_process_and_analytics_report_it() {
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.contains("sessions: 1 created, 1 ended"), "{text}");
 
+    // `stats` says how big the feed is and how far the analytics group is behind.
+    let v = json_out(shoal().args(["--store", &url, "--json", "stats"]));
+    assert_eq!(v["feed"]["length"], 4, "{v}");
+    assert!(v["feed"]["bytes"].as_u64().unwrap() > 0, "{v}");
+    let group = v["feed"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "analytics")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (group["pending"].as_u64(), group["lag"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    let text = shoal().args(["--store", &url, "stats"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("4 entries (cap 100000 per shard, 1 shard"),
+        "{text}"
+    );
+    assert!(
+        text.contains("group analytics: 0 pending, 0 behind"),
+        "{text}"
+    );
+
     // The memory store has a feed but no analytics: a usage error that says so.
     shoal()
         .args(["--store", "memory://", "analytics"])

@@ -41,6 +41,9 @@ struct Stats {
     /// Why `counters` is `null`.
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'static str>,
+    /// The change feed: entries held, cap, shards, bytes, consumer groups; `null` when the
+    /// store writes none.
+    feed: Option<shoal_core::feed::FeedStats>,
 }
 
 /// `stats`.
@@ -62,7 +65,12 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
+    let feed = match store.change_feed() {
+        Some(f) => Some(f.stats().await?),
+        None => None,
+    };
     let stats = Stats {
+        feed,
         store: opened.url().to_owned(),
         backend: store.backend_name(),
         sessions,
@@ -89,6 +97,30 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
                 ("evicted", c.evicted.to_string()),
             ]),
             None => pairs.push(("counters", "- (kept by the Redis backend only)".to_owned())),
+        }
+        match &stats.feed {
+            Some(f) => {
+                let mut line = format!(
+                    "{} entries (cap {} per shard, {} shard",
+                    f.length, f.cap, f.shards
+                );
+                if f.shards != 1 {
+                    line.push('s');
+                }
+                if let Some(b) = f.bytes {
+                    line.push_str(&format!(", {b} bytes"));
+                }
+                line.push(')');
+                for g in &f.groups {
+                    let lag = g.lag.map_or("?".to_owned(), |l| l.to_string());
+                    line.push_str(&format!(
+                        "; group {}: {} pending, {lag} behind",
+                        g.name, g.pending
+                    ));
+                }
+                pairs.push(("feed", line));
+            }
+            None => pairs.push(("feed", "- (off)".to_owned())),
         }
         print_text(&key_values(&pairs))?;
     }
