@@ -6,7 +6,6 @@
 
 use std::{
     net::{IpAddr, Ipv6Addr},
-    sync::atomic::Ordering::Relaxed,
     time::Duration,
 };
 
@@ -138,7 +137,7 @@ pub(crate) async fn admit(
         };
         let refusal = match inner.store.quota(request).await {
             Ok(QuotaReply::Refused { bound, retry_after }) => {
-                inner.metrics.quota_refusals.fetch_add(1, Relaxed);
+                inner.metrics.quota_refusals.inc();
                 let kind = subject.split(':').next().unwrap_or("client");
                 tracing::info!(
                     bound = bound.as_str(),

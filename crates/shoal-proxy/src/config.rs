@@ -254,6 +254,10 @@ pub struct ProxyConfig {
     /// Zero records every request (frame and pending entry) as soon as it arrives. Default
     /// 50 ms.
     pub pending_after: Duration,
+    /// Where the proxy's metrics are registered and what `/metrics` renders: by default a
+    /// recorder of this proxy's own; [`MetricsExport::install_global`](crate::MetricsExport::install_global)
+    /// to export them beside the store's.
+    pub metrics: crate::MetricsExport,
 }
 
 impl ProxyConfig {
@@ -293,6 +297,7 @@ impl ProxyConfig {
             stdio_cwd: None,
             bus: None,
             pending_after: Duration::from_millis(50),
+            metrics: crate::MetricsExport::private(),
         }
     }
 

@@ -75,7 +75,7 @@ pub(crate) fn router(inner: Arc<ProxyState>) -> Router {
 /// The answer when the request bounds fail a request: 504 after `request_timeout`.
 fn request_failed(metrics: &crate::metrics::Metrics, e: &BoxError) -> Response {
     if e.is::<tower::timeout::error::Elapsed>() {
-        metrics.requests_timed_out.fetch_add(1, Relaxed);
+        metrics.requests_timed_out.inc();
         tracing::info!("request timed out before its response was ready");
         return refuse(
             StatusCode::GATEWAY_TIMEOUT,
@@ -91,14 +91,15 @@ fn request_failed(metrics: &crate::metrics::Metrics, e: &BoxError) -> Response {
 /// client's address for the handlers.
 async fn observe(State(inner): S, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    inner.metrics.request(req.method());
+    let method = req.method().clone();
+    inner.metrics.request(&method);
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     let resp = if !protocol::host_allowed(
         req.headers(),
         authority.as_deref(),
         &inner.cfg.allowed_hosts,
     ) {
-        inner.metrics.hosts_refused.fetch_add(1, Relaxed);
+        inner.metrics.hosts_refused.inc();
         tracing::debug!("request refused: host not allowed");
         refuse(StatusCode::FORBIDDEN, -32000, "Forbidden: Host not allowed")
     } else if protocol::origin_allowed(req.headers(), &inner.cfg.allowed_origins) {
@@ -121,8 +122,9 @@ async fn observe(State(inner): S, mut req: Request, next: Next) -> Response {
             "Forbidden: Origin not allowed",
         )
     };
-    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    inner.metrics.response(resp.status().as_u16(), us);
+    inner
+        .metrics
+        .response(&method, resp.status().as_u16(), started.elapsed());
     resp
 }
 
@@ -184,7 +186,7 @@ fn not_found() -> Response {
 }
 
 fn bad_gateway(inner: &ProxyState, e: &UpstreamError) -> Response {
-    inner.metrics.upstream_errors.fetch_add(1, Relaxed);
+    inner.metrics.upstream_errors.inc();
     tracing::warn!(error = %e, "upstream failed");
     refuse(
         StatusCode::BAD_GATEWAY,
@@ -497,7 +499,7 @@ async fn forward_post(
                 success: status.is_success(),
             });
             if status.is_server_error() {
-                inner.metrics.upstream_errors.fetch_add(1, Relaxed);
+                inner.metrics.upstream_errors.inc();
             }
             let mut r = (status, body).into_response();
             copy_back(&uh, r.headers_mut());
@@ -707,7 +709,7 @@ async fn create_session(
             return Err(unavailable(&e.to_string()));
         }
     };
-    inner.metrics.sessions_created.fetch_add(1, Relaxed);
+    inner.metrics.sessions_created.inc();
     let live = Arc::new(live_from(&stored, stdio));
     tracing::info!(session = %id, protocol = ?live.protocol_version, "session created");
 
@@ -729,11 +731,11 @@ async fn create_session(
             inner
                 .metrics
                 .frames_recorded
-                .fetch_add(a.seqs.len() as u64, Relaxed);
+                .add(a.seqs.len() as u64);
             a
         }
         Err(e) => {
-            inner.metrics.frame_errors.fetch_add(1, Relaxed);
+            inner.metrics.frame_errors.inc();
             tracing::warn!(session = %id, error = %e, "could not record the handshake");
             AppendedFrames::default()
         }
@@ -1008,7 +1010,7 @@ async fn delete(inner: Arc<ProxyState>, headers: HeaderMap) -> Response {
     }
     match existed {
         Ok(true) => {
-            inner.metrics.sessions_deleted.fetch_add(1, Relaxed);
+            inner.metrics.sessions_deleted.inc();
             tracing::info!(session = %live.id, "session deleted");
             StatusCode::OK.into_response()
         }
@@ -1059,10 +1061,7 @@ async fn readyz(State(inner): S) -> Response {
 }
 
 async fn metrics(State(inner): S) -> Response {
-    let mut r = inner
-        .metrics
-        .render(inner.store.backend_name())
-        .into_response();
+    let mut r = inner.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -69,7 +69,7 @@ pub const EVENT_ID_KEY_NAME: &str = "proxy.event-id-key";
 
 pub use config::{EventIdKey, ProxyConfig, QuotaConfig, UpstreamConfig};
 pub use error::ConfigError;
-pub use metrics::Metrics;
+pub use metrics::{DURATION_BUCKETS, Level, Metrics, MetricsExport, Tally};
 pub use upstream::FORWARDED_HEADERS;
 
 /// Fills `buf` from the OS CSPRNG.
@@ -140,7 +140,11 @@ pub fn prepare<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(
+        config.metrics.clone(),
+        store.backend_name(),
+        &config.instance_id,
+    ));
     let token = CancellationToken::new();
     let fanout = config
         .bus
@@ -192,9 +196,11 @@ where
         }
         let reaper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
+            let mut upkeep = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = reaper_token.cancelled() => break,
+                    _ = upkeep.tick() => reaper_inner.metrics.export().run_upkeep(),
                     _ = tick.tick() => {
                         let n = reaper_inner.evict_idle(idle);
                         if n > 0 {

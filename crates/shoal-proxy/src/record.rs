@@ -18,7 +18,7 @@
 //! round trip (and the requests forwarded during the last `pending_after`) are missing from
 //! the store; SSE events are never sent before they are recorded (their ids are their seqs).
 
-use std::sync::{Arc, atomic::Ordering::Relaxed};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -183,13 +183,13 @@ async fn append(inner: &ProxyState, live: &Live, frames: Vec<NewFrame>) {
     let n = frames.len() as u64;
     match crate::retention::append_frames(inner, &live.id, frames).await {
         Ok(_) => {
-            inner.metrics.frames_recorded.fetch_add(n, Relaxed);
+            inner.metrics.frames_recorded.add(n);
         }
         Err(Error::NotFound { .. }) => {
             inner.evict(&live.id);
         }
         Err(e) => {
-            inner.metrics.frame_errors.fetch_add(n, Relaxed);
+            inner.metrics.frame_errors.add(n);
             tracing::warn!(session = %live.id, error = %e, "could not record frames");
         }
     }

@@ -5,7 +5,6 @@
 //! once more. A client resuming from before the deleted frames sees a gap, as after any trim.
 //! A write that does not fit even then (pending requests and metadata fill the budget) fails.
 
-use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_core::{AppendedFrames, Error, NewFrame, PendingRequest, Result, SessionId};
 
@@ -57,7 +56,7 @@ async fn make_room(inner: &ProxyState, id: &SessionId) -> bool {
     let through = session.first_seq + (session.frame_count / 2).max(1) - 1;
     match inner.store.delete_frames(id, Some(through)).await {
         Ok(n) if n > 0 => {
-            inner.metrics.budget_trims.fetch_add(n, Relaxed);
+            inner.metrics.budget_trims.add(n);
             tracing::debug!(session = %id, deleted = n, "oldest frames deleted to keep the session within its byte budget");
             true
         }

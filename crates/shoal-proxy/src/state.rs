@@ -144,7 +144,7 @@ impl ProxyState {
             UpstreamConfig::Stdio { .. } => Some(self.restore_stdio(&s).await?),
             UpstreamConfig::Http { .. } => None,
         };
-        self.metrics.sessions_loaded.fetch_add(1, Relaxed);
+        self.metrics.sessions_loaded.inc();
         tracing::info!(session = %id, restored = stdio.is_some(), "session loaded from the store");
         Ok(Arc::new(live_from(&s, stdio)))
     }
@@ -199,7 +199,7 @@ impl ProxyState {
         proc.post(std::slice::from_ref(&initialized))
             .await
             .map_err(|e| LoadError::Failed(e.0))?;
-        self.metrics.sessions_restored.fetch_add(1, Relaxed);
+        self.metrics.sessions_restored.inc();
         Ok(proc)
     }
 

@@ -9,7 +9,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
+    sync::{Arc, Mutex},
 };
 
 use shoal_core::{
@@ -89,7 +89,7 @@ impl WakeupFanout {
             .get(&(w.session.clone(), w.stream.to_string()))
             .cloned();
         if let Some(tx) = tx {
-            self.metrics.wakeups_received.fetch_add(1, Relaxed);
+            self.metrics.wakeups_received.inc();
             let _ = tx.send(());
         }
     }
@@ -147,7 +147,7 @@ mod tests {
     async fn wakes_the_followers_of_the_stream_and_everyone_on_bus_changes() {
         let here = LocalBus::new();
         let there = here.endpoint();
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(crate::MetricsExport::private(), "memory", "test"));
         let (fanout, feed) = WakeupFanout::new(Arc::new(here.clone()), metrics.clone()).unwrap();
         let fanout = Arc::new(fanout);
         let stop = CancellationToken::new();
@@ -162,7 +162,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(g.try_recv().is_err(), "other streams sleep on");
-        assert_eq!(metrics.wakeups_received.load(Relaxed), 1);
+        assert_eq!(metrics.wakeups_received.get(), 1);
         there.publish_wakeup(&sid("unknown"), "p1");
 
         here.set_up(false);
@@ -176,7 +176,7 @@ mod tests {
             .unwrap();
         assert!(!fanout.is_up());
         assert_eq!(
-            metrics.wakeups_received.load(Relaxed),
+            metrics.wakeups_received.get(),
             1,
             "only matches count"
         );

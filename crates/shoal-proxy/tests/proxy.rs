@@ -410,7 +410,7 @@ async fn get_stream_taken_over(store: Arc<dyn SessionStore>) {
         b.handle
             .metrics()
             .standalone_streams
-            .load(std::sync::atomic::Ordering::Relaxed),
+            .get(),
         1
     );
 }
@@ -595,7 +595,6 @@ scenarios!(redis_store, redis::store().await);
 macro_rules! woken_across_instances {
     ($mod:ident, $store_and_buses:expr) => {
         mod $mod {
-            use std::sync::atomic::Ordering::Relaxed;
 
             use super::*;
 
@@ -603,14 +602,14 @@ macro_rules! woken_across_instances {
             async fn sse_resumed_on_the_other_instance_is_woken_by_pub_sub() {
                 let (store, buses) = $store_and_buses;
                 let b = cut_and_resume_waking(store, buses).await;
-                assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+                assert!(b.handle.metrics().wakeups_received.get() > 0);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn get_stream_followed_on_the_other_instance_is_woken_by_pub_sub() {
                 let (store, buses) = $store_and_buses;
                 let b = get_stream_followed_waking(store, buses).await;
-                assert!(b.handle.metrics().wakeups_received.load(Relaxed) > 0);
+                assert!(b.handle.metrics().wakeups_received.get() > 0);
             }
         }
     };
@@ -759,7 +758,7 @@ mod redis_takeover {
             b.handle
                 .metrics()
                 .stream_takeovers
-                .load(std::sync::atomic::Ordering::Relaxed),
+                .get(),
             1
         );
         eprintln!(

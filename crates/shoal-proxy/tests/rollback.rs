@@ -7,7 +7,7 @@
 mod common;
 
 use std::{
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -116,13 +116,13 @@ async fn a_resume_from_a_rolled_back_event_gets_exactly_the_new_frames() {
             "{eid}: ids carry the new epoch"
         );
     }
-    assert_eq!(a.handle.metrics().resumes_rewound.load(Relaxed), 1);
+    assert_eq!(a.handle.metrics().resumes_rewound.get(), 1);
     // A client whose last event was progress 9 (kept in the snapshot) gets the same.
     let kept = &old[9];
     let run = resume(kept.seqs[0], kept.epoch).await;
     assert_eq!(run.progress, (100..105).collect::<Vec<_>>());
     assert_eq!(
-        a.handle.metrics().resumes_rewound.load(Relaxed),
+        a.handle.metrics().resumes_rewound.get(),
         1,
         "nothing to rewind"
     );

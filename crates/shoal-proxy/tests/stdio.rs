@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{sync::Arc, sync::atomic::Ordering::Relaxed};
+use std::sync::Arc;
 
 use common::*;
 use serde_json::{Value, json};
@@ -53,7 +53,7 @@ async fn stdio_session_restored_on_another_instance() {
     let on_b = tools_meta(&c, &b.url(), &sid, 2).await;
     assert_ne!(on_a["pid"], on_b["pid"], "a separate server process on B");
     assert_eq!(on_b["handshakes"], 1, "exactly one replayed initialize");
-    assert_eq!(b.handle.metrics().sessions_restored.load(Relaxed), 1);
+    assert_eq!(b.handle.metrics().sessions_restored.get(), 1);
 
     // A streaming call through the restored session.
     let v = c
@@ -84,7 +84,7 @@ async fn stdio_session_restored_on_another_instance() {
         pids.insert(m["pid"].to_string());
     }
     assert_eq!(pids.len(), 1);
-    assert_eq!(d.handle.metrics().sessions_restored.load(Relaxed), 1);
+    assert_eq!(d.handle.metrics().sessions_restored.get(), 1);
 
     // DELETE ends it everywhere.
     let r = c

@@ -231,7 +231,7 @@ async fn a_standalone_stream_that_lost_its_lease_is_opened_again() {
     let sid = c.initialize(&a.url()).await;
     let id = SessionId::new(&sid).unwrap();
     let metrics = a.handle.metrics();
-    assert_eq!(metrics.standalone_streams.load(Relaxed), 1);
+    assert_eq!(metrics.standalone_streams.get(), 1);
     assert_eq!(f.state.lock().unwrap().gets, 1);
     // Renewals stall; the lease runs out and another owner takes it, then gives it back.
     hooks.hooks().0.store(true, Relaxed);
@@ -242,8 +242,8 @@ async fn a_standalone_stream_that_lost_its_lease_is_opened_again() {
     };
     wait_for_async(|| async { store.lease(&id, take).await.unwrap().granted }).await;
     hooks.hooks().0.store(false, Relaxed);
-    wait_for_async(|| async { metrics.standalone_streams.load(Relaxed) == 0 }).await;
-    assert!(metrics.leases_lost.load(Relaxed) >= 1);
+    wait_for_async(|| async { metrics.standalone_streams.get() == 0 }).await;
+    assert!(metrics.leases_lost.get() >= 1);
     let give_back = shoal_core::LeaseRequest::Release {
         name: "stream.g0",
         owner: "intruder",
@@ -261,7 +261,7 @@ async fn a_standalone_stream_that_lost_its_lease_is_opened_again() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    wait_for_async(|| async { metrics.standalone_streams.load(Relaxed) == 1 }).await;
+    wait_for_async(|| async { metrics.standalone_streams.get() == 1 }).await;
     assert_eq!(f.state.lock().unwrap().gets, 2, "a second upstream GET");
 }
 
@@ -380,7 +380,7 @@ async fn stream_ends_when_reads_fail(mode: u8, deadline: Duration) -> Duration {
     }
     let took = started.elapsed();
     assert_eq!(
-        a.handle.metrics().streams_ended_on_error.load(Relaxed),
+        a.handle.metrics().streams_ended_on_error.get(),
         1,
         "counted"
     );
@@ -450,7 +450,7 @@ async fn a_stalled_client_never_stalls_the_recording() {
             .any(|(_, v)| v["id"] == 7)
     })
     .await;
-    assert!(a.handle.metrics().clients_detached.load(Relaxed) >= 1);
+    assert!(a.handle.metrics().clients_detached.get() >= 1);
     drop(r);
     // Exactly once, in order: progress 0..count, then the result.
     let mut progress = Vec::new();
@@ -541,18 +541,18 @@ async fn a_held_up_holder_stops_after_a_takeover() {
     // still exactly once, from the last recorded event.)
     let metrics_b = b.handle.metrics();
     assert!(
-        metrics_b.stream_takeovers.load(Relaxed) >= 1,
+        metrics_b.stream_takeovers.get() >= 1,
         "B took the stream over"
     );
     // A wakes (its client send times out), finds its lease gone and stops.
     let metrics_a = a.handle.metrics();
-    wait_for_async(|| async { metrics_a.open_pumps.load(Relaxed) == 0 }).await;
+    wait_for_async(|| async { metrics_a.open_pumps.get() == 0 }).await;
     assert!(
-        metrics_a.clients_detached.load(Relaxed) >= 1,
+        metrics_a.clients_detached.get() >= 1,
         "A's client was detached"
     );
     assert!(
-        metrics_a.leases_lost.load(Relaxed) >= 1,
+        metrics_a.leases_lost.get() >= 1,
         "A's pump stopped on its lease"
     );
     drop(stalled);
@@ -629,7 +629,7 @@ async fn requests_end_at_their_deadline_and_wait_for_a_slot() {
         first_took < Duration::from_secs(10),
         "ended at its deadline, not at the upstream's answer (20 s): {first_took:?}"
     );
-    assert_eq!(a.handle.metrics().requests_timed_out.load(Relaxed), 1);
+    assert_eq!(a.handle.metrics().requests_timed_out.get(), 1);
     let (second, second_took) = second;
     let resp = second.unwrap();
     assert_eq!(
@@ -751,5 +751,5 @@ async fn quiet_streams_get_keep_alive_comments() {
     })
     .await
     .unwrap();
-    assert!(a.handle.metrics().keepalives_sent.load(Relaxed) >= 2);
+    assert!(a.handle.metrics().keepalives_sent.get() >= 2);
 }

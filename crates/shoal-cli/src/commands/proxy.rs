@@ -42,6 +42,13 @@ pub(crate) async fn run(ctx: &Ctx, args: &ProxyArgs) -> anyhow::Result<Outcome> 
     }
     let listen = args.listen.clone().unwrap_or_else(|| p.listen.clone());
 
+    // The global recorder before the store is opened: the cache and the resilience wrapper
+    // register their handles when they are built, and `/metrics` shows them beside the
+    // proxy's own.
+    match shoal_proxy::MetricsExport::install_global() {
+        Ok(export) => cfg.metrics = export,
+        Err(e) => tracing::warn!(error = %e, "metrics: the proxy exports only its own"),
+    }
     let mut opened = ctx.open_instance().await?;
     if opened.start_analytics() {
         tracing::debug!("analytics: this instance keeps them up to date when it holds the lease");

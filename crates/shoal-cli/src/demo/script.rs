@@ -396,16 +396,15 @@ async fn show_store(
 }
 
 fn print_metrics(out: &Printer, instance: &Instance) {
-    use std::sync::atomic::Ordering::Relaxed;
     let m = instance.handle.metrics();
-    let requests: u64 = m.requests.iter().map(|r| r.load(Relaxed)).sum();
+    let requests: u64 = m.requests.iter().map(|r| r.get()).sum();
     out.line(format!(
         "   proxy {}: {requests} requests, {} session(s) created, {} loaded from the store, {} \
          SSE event(s) replayed from the store, {} wake-up(s) received",
         instance.name,
-        m.sessions_created.load(Relaxed),
-        m.sessions_loaded.load(Relaxed),
-        m.sse_replayed.load(Relaxed),
-        m.wakeups_received.load(Relaxed),
+        m.sessions_created.get(),
+        m.sessions_loaded.get(),
+        m.sse_replayed.get(),
+        m.wakeups_received.get(),
     ));
 }

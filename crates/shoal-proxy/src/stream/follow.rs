@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::Arc,
     time::Duration,
 };
 
@@ -105,7 +105,7 @@ pub(crate) async fn follow(
     let stream = from.stream.clone();
     let mut f = Follower::new(inner, live, from, tx, client_headers);
     if f.run().await == End::Failed {
-        f.inner.metrics.streams_ended_on_error.fetch_add(1, Relaxed);
+        f.inner.metrics.streams_ended_on_error.inc();
         tracing::warn!(session = %f.live.id, stream, "the store could not serve this stream; ended it (the client resumes or starts over)");
     }
 }
@@ -259,7 +259,7 @@ impl Follower {
                 let epoch = std::mem::take(&mut self.resume_epoch);
                 let from = page.epochs.resume_after(epoch, self.cursor);
                 if from < self.cursor {
-                    self.inner.metrics.resumes_rewound.fetch_add(1, Relaxed);
+                    self.inner.metrics.resumes_rewound.inc();
                     tracing::warn!(session = %self.live.id, stream = self.stream, after = self.cursor, epoch, from, epochs = %page.epochs, "Last-Event-ID names a frame the store rolled back (failover or restart); replaying after the last frame the client can have");
                     self.cursor = from;
                     continue;
@@ -295,7 +295,7 @@ impl Follower {
                 {
                     return Err(End::Done);
                 }
-                self.inner.metrics.sse_replayed.fetch_add(1, Relaxed);
+                self.inner.metrics.sse_replayed.inc();
                 if let (Some(aw), Some(v)) = (&mut self.awaiting, &parsed) {
                     for id in response_ids(v) {
                         aw.remove(&id);
@@ -437,7 +437,7 @@ impl Follower {
         };
         match reply {
             Ok(Reply::Stream { events, .. }) => {
-                inner.metrics.stream_takeovers.fetch_add(1, Relaxed);
+                inner.metrics.stream_takeovers.inc();
                 tracing::info!(session = %live.id, stream, "took over a stream whose holder is gone");
                 spawn_pump(
                     inner,

@@ -63,10 +63,10 @@ pub(crate) struct PumpSpec {
 /// `orphan_stream_timeout` and `max_orphan_streams`), so a client can resume on any instance;
 /// the session's standalone stream is recorded for as long as the session lives.
 pub(crate) fn spawn_pump(inner: &Arc<ProxyState>, live: &Arc<Live>, spec: PumpSpec) {
-    inner.metrics.open_pumps.fetch_add(1, Relaxed);
+    inner.metrics.open_pumps.up();
     let standalone = spec.stream == STANDALONE;
     if standalone {
-        inner.metrics.standalone_streams.fetch_add(1, Relaxed);
+        inner.metrics.standalone_streams.up();
     }
     let inner = inner.clone();
     let live = live.clone();
@@ -82,15 +82,15 @@ pub(crate) fn spawn_pump(inner: &Arc<ProxyState>, live: &Arc<Live>, spec: PumpSp
             tracing::debug!(session = %live.id, stream, error = %e, "could not release the lease");
         }
         if orphan {
-            inner.metrics.orphan_streams.fetch_sub(1, Relaxed);
+            inner.metrics.orphan_streams.down();
         }
         if standalone {
-            inner.metrics.standalone_streams.fetch_sub(1, Relaxed);
+            inner.metrics.standalone_streams.down();
             // The next request of the session (on this instance) makes sure some instance
             // reads the standalone stream again, e.g. after this pump lost its lease.
             live.standalone_checked.store(false, Relaxed);
         }
-        inner.metrics.open_pumps.fetch_sub(1, Relaxed);
+        inner.metrics.open_pumps.down();
         tracing::debug!(session = %live.id, stream, "upstream stream finished");
     });
 }
@@ -220,7 +220,7 @@ impl<'a> Pump<'a> {
                 Step::Continue
             }
             Ok(false) => {
-                self.inner.metrics.leases_lost.fetch_add(1, Relaxed);
+                self.inner.metrics.leases_lost.inc();
                 tracing::info!(session = %self.live.id, stream = self.stream, "this instance no longer holds the stream (its lease ran out or another instance took it); stopping");
                 // Not ours: nothing to release.
                 self.renewed_at = None;
@@ -245,7 +245,7 @@ impl<'a> Pump<'a> {
             return Step::Continue;
         }
         self.orphan = true;
-        let n = self.inner.metrics.orphan_streams.fetch_add(1, Relaxed) + 1;
+        let n = self.inner.metrics.orphan_streams.up();
         if usize::try_from(n).unwrap_or(0) > self.inner.cfg.max_orphan_streams {
             tracing::warn!(session = %self.live.id, stream = self.stream, orphans = n, "too many streams without a client; this one stops recording");
             return Step::Stop;
@@ -297,7 +297,7 @@ impl<'a> Pump<'a> {
             let chunk = sse::encode(eid.as_deref(), None, None, &data);
             match tokio::time::timeout(self.inner.cfg.client_send_timeout, tx.send(chunk)).await {
                 Ok(Ok(())) => {
-                    self.inner.metrics.sse_events.fetch_add(1, Relaxed);
+                    self.inner.metrics.sse_events.inc();
                 }
                 Ok(Err(_)) => {
                     tracing::debug!(session = %self.live.id, stream = self.stream, "client went away; still recording");
@@ -306,7 +306,7 @@ impl<'a> Pump<'a> {
                     }
                 }
                 Err(_) => {
-                    self.inner.metrics.clients_detached.fetch_add(1, Relaxed);
+                    self.inner.metrics.clients_detached.inc();
                     tracing::info!(session = %self.live.id, stream = self.stream, "client did not read in time; detached (it resumes with Last-Event-ID)");
                     if let Step::Stop = self.detach() {
                         return Step::Stop;
@@ -376,7 +376,7 @@ impl<'a> Pump<'a> {
         let (appended, _) = tokio::join!(append, takes);
         match appended {
             Ok((seq, epoch)) => {
-                inner.metrics.frames_recorded.fetch_add(1, Relaxed);
+                inner.metrics.frames_recorded.inc();
                 let _ = self.wake.send(seq);
                 if let Some(w) = &inner.wakeups {
                     w.publish(&live.id, stream);
@@ -388,7 +388,7 @@ impl<'a> Pump<'a> {
                 None
             }
             Err(e) => {
-                inner.metrics.frame_errors.fetch_add(1, Relaxed);
+                inner.metrics.frame_errors.inc();
                 tracing::warn!(session = %live.id, stream, error = %e, "could not record a frame; forwarded without an event id");
                 Some(None)
             }

@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::Ordering::{Relaxed, SeqCst},
+        atomic::Ordering::SeqCst,
     },
     time::Duration,
 };
@@ -36,7 +36,7 @@ struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.live.open_streams.fetch_sub(1, SeqCst);
-        self.inner.metrics.open_streams.fetch_sub(1, Relaxed);
+        self.inner.metrics.open_streams.down();
     }
 }
 
@@ -74,7 +74,7 @@ pub(crate) fn sse_response(
     if !slot_taken {
         live.open_streams.fetch_add(1, SeqCst);
     }
-    inner.metrics.open_streams.fetch_add(1, Relaxed);
+    inner.metrics.open_streams.up();
     let guard = StreamGuard {
         live: live.clone(),
         inner: inner.clone(),
@@ -91,7 +91,7 @@ pub(crate) fn sse_response(
                 _ = c.cancelled() => return None,
                 item = rx.recv() => item?,
                 _ = quiet_for(keepalive) => {
-                    metrics.keepalives_sent.fetch_add(1, Relaxed);
+                    metrics.keepalives_sent.inc();
                     Bytes::from_static(KEEPALIVE)
                 }
             };
