@@ -728,10 +728,7 @@ async fn create_session(
     }
     let appended = match crate::retention::append_frames(inner, &id, frames).await {
         Ok(a) => {
-            inner
-                .metrics
-                .frames_recorded
-                .add(a.seqs.len() as u64);
+            inner.metrics.frames_recorded.add(a.seqs.len() as u64);
             a
         }
         Err(e) => {

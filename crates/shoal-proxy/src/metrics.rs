@@ -29,7 +29,9 @@ use std::sync::{
 };
 
 use metrics::{Counter, Gauge, Histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// Histogram bucket bounds (seconds) for every `*_seconds` histogram: 100 µs … 10 s, so p50
 /// and p99 of both a loopback store call and a slow upstream are read from the buckets.
@@ -398,7 +400,12 @@ impl Metrics {
     }
 
     /// Counts a response by status and records its time to the response head.
-    pub(crate) fn response(&self, method: &axum::http::Method, status: u16, took: std::time::Duration) {
+    pub(crate) fn response(
+        &self,
+        method: &axum::http::Method,
+        status: u16,
+        took: std::time::Duration,
+    ) {
         let i = match status {
             200..=299 => 0,
             300..=399 => 1,
@@ -443,21 +450,40 @@ mod tests {
         m.sessions_created.add(2);
         m.open_streams.up();
         let text = m.render();
-        assert!(text.contains("shoal_proxy_requests_total{method=\"POST\"} 1"), "{text}");
-        assert!(text.contains("shoal_proxy_responses_total{class=\"4xx\"} 1"), "{text}");
-        assert!(text.contains("shoal_proxy_sessions_created_total 2"), "{text}");
+        assert!(
+            text.contains("shoal_proxy_requests_total{method=\"POST\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_proxy_responses_total{class=\"4xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_proxy_sessions_created_total 2"),
+            "{text}"
+        );
         assert!(text.contains("shoal_proxy_open_streams 1"), "{text}");
-        assert!(text.contains("shoal_proxy_info{store=\"memory\",instance=\"i1\"} 1"), "{text}");
+        assert!(
+            text.contains("shoal_proxy_info{store=\"memory\",instance=\"i1\"} 1"),
+            "{text}"
+        );
         // 300 µs falls in the 0.0005 bucket and every one above it.
         assert!(
-            text.contains("shoal_proxy_request_duration_seconds_bucket{method=\"POST\",le=\"0.0005\"} 1"),
+            text.contains(
+                "shoal_proxy_request_duration_seconds_bucket{method=\"POST\",le=\"0.0005\"} 1"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("shoal_proxy_request_duration_seconds_bucket{method=\"POST\",le=\"0.00025\"} 0"),
+            text.contains(
+                "shoal_proxy_request_duration_seconds_bucket{method=\"POST\",le=\"0.00025\"} 0"
+            ),
             "{text}"
         );
-        assert!(text.contains("# TYPE shoal_proxy_request_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains("# TYPE shoal_proxy_request_duration_seconds histogram"),
+            "{text}"
+        );
         assert_eq!(m.sessions_created.get(), 2);
         assert_eq!(m.open_streams.get(), 1);
     }

@@ -5,7 +5,6 @@
 //! once more. A client resuming from before the deleted frames sees a gap, as after any trim.
 //! A write that does not fit even then (pending requests and metadata fill the budget) fails.
 
-
 use shoal_core::{AppendedFrames, Error, NewFrame, PendingRequest, Result, SessionId};
 
 use crate::state::ProxyState;

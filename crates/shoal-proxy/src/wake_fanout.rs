@@ -147,7 +147,11 @@ mod tests {
     async fn wakes_the_followers_of_the_stream_and_everyone_on_bus_changes() {
         let here = LocalBus::new();
         let there = here.endpoint();
-        let metrics = Arc::new(Metrics::new(crate::MetricsExport::private(), "memory", "test"));
+        let metrics = Arc::new(Metrics::new(
+            crate::MetricsExport::private(),
+            "memory",
+            "test",
+        ));
         let (fanout, feed) = WakeupFanout::new(Arc::new(here.clone()), metrics.clone()).unwrap();
         let fanout = Arc::new(fanout);
         let stop = CancellationToken::new();
@@ -175,11 +179,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!fanout.is_up());
-        assert_eq!(
-            metrics.wakeups_received.get(),
-            1,
-            "only matches count"
-        );
+        assert_eq!(metrics.wakeups_received.get(), 1, "only matches count");
         stop.cancel();
         task.await.unwrap();
     }

@@ -406,13 +406,7 @@ async fn get_stream_taken_over(store: Arc<dyn SessionStore>) {
     assert_eq!(v["params"]["data"]["n"], 2);
     // B reads the session's standalone stream upstream now (A released it on shutdown, so
     // the resuming GET opened it at once instead of waiting for the lease to run out).
-    assert_eq!(
-        b.handle
-            .metrics()
-            .standalone_streams
-            .get(),
-        1
-    );
+    assert_eq!(b.handle.metrics().standalone_streams.get(), 1);
 }
 
 /// Requests the upstream sends the client (here `sampling/createMessage` on a POST stream)
@@ -754,13 +748,7 @@ mod redis_takeover {
         );
         // B resumed the upstream exactly once, right after the last event A recorded.
         assert_eq!(f.state.lock().unwrap().resumes, vec!["r1-2".to_string()]);
-        assert_eq!(
-            b.handle
-                .metrics()
-                .stream_takeovers
-                .get(),
-            1
-        );
+        assert_eq!(b.handle.metrics().stream_takeovers.get(), 1);
         eprintln!(
             "takeover: the rest of the stream arrived {:?} after the resume (lease {:?})",
             started.elapsed(),

@@ -24,4 +24,6 @@ pub use config::{EvictingPolicy, RedisConfig, redact_url};
 pub use pubsub::{BusConfig, BusStats, RedisPubSub};
 #[cfg(feature = "stack")]
 pub use stack::{Stack, StackConfig, StackError};
-pub use store::{CLUSTER_POLL, RedisFeed, RedisMetrics, RedisStore, RedisSweeper};
+pub use store::{
+    CLUSTER_POLL, ClusterNode, RedisFeed, RedisMetrics, RedisStore, RedisSweeper, ServerInfo,
+};

@@ -1,10 +1,6 @@
 //! The follower: replays a stream from the store and continues live.
 
-use std::{
-    collections::HashSet,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::http::HeaderMap;
 use bytes::Bytes;

@@ -2,10 +2,7 @@
 //! and the per-session stream slot it holds while open.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::Ordering::SeqCst,
-    },
+    sync::{Arc, atomic::Ordering::SeqCst},
     time::Duration,
 };
 

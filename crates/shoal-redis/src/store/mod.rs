@@ -5,7 +5,7 @@
 //! touch: `session_ops` (a session's meta hash), `frames`, `pending`, `lease` (named leases), `quota` (admission quotas), `replication` (waiting for replicas), `secret` (shared secrets),
 //! `create`, `restore`,
 //! `list` (listing and counting), `server_clock` (time as the server sees it), `index` (keeping the index sets), `sweep`, `health`, `dataset` (noticing a server that lost its data), `memory_policy` (can the server evict our keys),
-//! `feed_write` (the change feed's entries), `feed_outbox` (a Cluster's entries, queued and written in batches), `feed_read` (reading it: [`RedisFeed`]), `metrics`. `exec` runs the commands and reads their replies.
+//! `feed_write` (the change feed's entries), `feed_outbox` (a Cluster's entries, queued and written in batches), `feed_read` (reading it: [`RedisFeed`]), `metrics`, `server_info` (`INFO` and the Cluster's nodes, for monitoring). `exec` runs the commands and reads their replies.
 
 mod create;
 mod dataset;
@@ -27,6 +27,7 @@ mod replication;
 mod restore;
 mod secret;
 mod server_clock;
+mod server_info;
 mod session_ops;
 mod session_store;
 mod sweep;
@@ -35,4 +36,5 @@ pub use feed_read::{CLUSTER_POLL, RedisFeed};
 pub(crate) use frames::metadata_allowance;
 pub use handle::RedisStore;
 pub use metrics::RedisMetrics;
+pub use server_info::{ClusterNode, ServerInfo};
 pub use sweep::RedisSweeper;
