@@ -129,6 +129,39 @@ pub(crate) enum Command {
     /// Session analytics from the change feed (Redis): sessions per minute, live clients and
     /// protocol versions, top methods and tools with error rates and latency, session lengths
     Analytics(AnalyticsArgs),
+    /// The live console: a web dashboard of the fleet (proxies, Redis, incidents, analytics,
+    /// sessions) on a loopback address, or anywhere with a token
+    Console(ConsoleArgs),
+}
+
+/// `shoal console`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ConsoleArgs {
+    /// Address to listen on (off loopback a token is required)
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub(crate) listen: String,
+    /// A proxy to watch, by its base URL (its /metrics is read); repeat or comma-separate
+    #[arg(
+        long = "proxy",
+        env = "SHOAL_CONSOLE_PROXIES",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub(crate) proxies: Vec<String>,
+    /// File holding the access token (at least 16 characters), required off loopback; or
+    /// set SHOAL_CONSOLE_TOKEN
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Show everything, change nothing (no delete actions)
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// A Host name the console answers besides loopback names (against DNS rebinding);
+    /// repeat for more, * for any
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// How often the proxies are read
+    #[arg(long, default_value = "500ms", value_name = "DURATION")]
+    pub(crate) scrape_interval: humantime::Duration,
 }
 
 /// `shoal tail`.

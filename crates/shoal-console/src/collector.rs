@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::ConsoleConfig,
+    error::ConsoleError,
     redis_view::RedisView,
     scrape::{
         parse::parse,
@@ -106,7 +107,8 @@ fn now_ms() -> u64 {
 
 impl Collector {
     /// A collector for `cfg.proxies` and `sources`; nothing runs until [`Collector::run`].
-    pub fn new(cfg: ConsoleConfig, sources: Sources) -> Arc<Self> {
+    /// Errors when no HTTP client can be built.
+    pub fn new(cfg: ConsoleConfig, sources: Sources) -> Result<Arc<Self>, ConsoleError> {
         let tracks = cfg
             .proxies
             .iter()
@@ -121,14 +123,22 @@ impl Collector {
             })
             .collect();
         let timeout = cfg.scrape_interval.max(Duration::from_secs(1));
+        // reqwest is built without a bundled TLS provider (ring, as the Redis backend uses):
+        // install it unless the process has one.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .no_proxy()
             .build()
-            .unwrap_or_default();
+            .map_err(|e| ConsoleError::Setting {
+                name: "proxies",
+                reason: format!("no HTTP client for scraping: {e}"),
+            })?;
         let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
-        Arc::new(Collector {
+        Ok(Arc::new(Collector {
             cfg,
             sources,
             http,
@@ -138,7 +148,7 @@ impl Collector {
             }),
             tx,
             analytics_group: shoal_redis::analytics::AnalyticsConfig::default().group,
-        })
+        }))
     }
 
     /// How many proxies are watched.

@@ -66,7 +66,7 @@ impl Console {
                 reason: reason.into(),
             })?;
         let read_only = config.read_only;
-        let collector = Collector::new(config, sources);
+        let collector = Collector::new(config, sources)?;
         Ok(Console {
             app: Arc::new(routes::App {
                 collector,

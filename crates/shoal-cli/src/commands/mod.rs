@@ -12,6 +12,7 @@ use crate::{
 
 pub(crate) mod analytics;
 pub(crate) mod config;
+pub(crate) mod console;
 pub(crate) mod health;
 pub(crate) mod proxy;
 pub(crate) mod sessions;
@@ -74,6 +75,7 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> anyhow::Result<Outcome> 
         Command::Proxy(a) => proxy::run(ctx, &a).await,
         Command::Tail(a) => interruptible(tail::run(ctx, &a)).await,
         Command::Analytics(a) => interruptible(analytics::run(ctx, &a)).await,
+        Command::Console(a) => console::run(ctx, &a).await,
         Command::Demo(a) => interruptible(crate::demo::run(ctx, &a)).await,
         Command::Config(crate::cli::ConfigCommand::Show) => config::show(ctx),
         Command::Config(crate::cli::ConfigCommand::Check(_)) => {

@@ -20,8 +20,7 @@ impl Reading {
         self.samples
             .iter()
             .filter(|s| s.name == name && filter(s))
-            .map(|s| s.value)
-            .sum()
+            .fold(0.0, |sum, s| sum + s.value)
     }
 
     /// The first value of `name` whose labels pass `filter`.
