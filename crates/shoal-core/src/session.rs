@@ -209,6 +209,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// A field of the client's `clientInfo` (`name`, `version`): read from `client_info`
+    /// whether it holds the `Implementation` itself (`{"name": …}`) or the proxy's shape
+    /// (`{"clientInfo": {"name": …}, "capabilities": …}`).
+    pub fn client_field(&self, field: &str) -> Option<&str> {
+        let info = self.client_info.as_ref()?;
+        info.get(field)
+            .or_else(|| info.get("clientInfo").and_then(|c| c.get(field)))
+            .and_then(Value::as_str)
+    }
+
     /// A new session with the given id and transport, `Active`/`Initializing`, everything else
     /// empty. The store fills in the bookkeeping fields on create.
     pub fn new(id: SessionId, transport: Transport) -> Self {

@@ -20,10 +20,7 @@ pub struct Search {
 
 /// A session's client name (`client_info.name`).
 pub fn client_name(s: &Session) -> Option<&str> {
-    s.client_info
-        .as_ref()
-        .and_then(|c| c.get("name"))
-        .and_then(|n| n.as_str())
+    s.client_field("name")
 }
 
 /// The page: the form, the results, and a note (how many were scanned, errors).

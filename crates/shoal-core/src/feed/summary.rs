@@ -58,14 +58,7 @@ pub struct SessionSummary {
 impl SessionSummary {
     /// The summary of `session`.
     pub fn of(session: &Session) -> Self {
-        let info = |k: &str| {
-            session
-                .client_info
-                .as_ref()
-                .and_then(|v| v.get(k))
-                .and_then(|v| v.as_str())
-                .map(clean)
-        };
+        let info = |k: &str| session.client_field(k).map(clean);
         SessionSummary {
             transport: session.transport.as_str().to_string(),
             protocol_version: session.protocol_version.as_deref().map(clean),
@@ -364,6 +357,27 @@ mod tests {
             "{m:?}"
         );
         assert_eq!(clean("é".repeat(100).as_str()).len(), 128);
+    }
+
+    #[test]
+    fn client_info_in_either_shape() {
+        let mut s = Session::new(
+            crate::SessionId::generate(),
+            crate::Transport::StreamableHttp,
+        );
+        s.client_info = Some(serde_json::json!({"name": "direct", "version": "1"}));
+        assert_eq!(
+            SessionSummary::of(&s).client_name.as_deref(),
+            Some("direct")
+        );
+        // The proxy keeps the whole initialize: {"clientInfo": {...}, "capabilities": {...}}.
+        s.client_info = Some(serde_json::json!({
+            "clientInfo": {"name": "via-proxy", "version": "2.0"},
+            "capabilities": {}
+        }));
+        let summary = SessionSummary::of(&s);
+        assert_eq!(summary.client_name.as_deref(), Some("via-proxy"));
+        assert_eq!(summary.client_version.as_deref(), Some("2.0"));
     }
 
     #[test]
