@@ -12,13 +12,13 @@ pub fn hbars(id: &str, rows: &[(String, f64, String)]) -> Markup {
         @if rows.is_empty() {
             p.empty { "nothing yet" }
         } @else {
-            svg.chart.hbars id=(id) viewBox=(format!("0 0 600 {height}")) role="img" {
+            svg.chart.hbars id=(id) viewBox=(format!("0 0 640 {height}")) role="img" {
                 @for (i, (label, value, note)) in rows.iter().enumerate() {
                     @let y = i as f64 * row_h;
-                    @let w = 300.0 * value / max;
-                    text x="0" y=(y + 15.0) class="label" { (truncate(label, 28)) }
-                    rect x="200" y=(y + 3.0) width=(format!("{w:.1}")) height="16" rx="2" {}
-                    text x=(format!("{:.1}", 206.0 + w)) y=(y + 15.0) class="value" { (note) }
+                    @let w = 160.0 * value / max;
+                    text x="0" y=(y + 15.0) class="label" { (truncate(label, 26)) }
+                    rect x="180" y=(y + 3.0) width=(format!("{w:.1}")) height="16" rx="2" {}
+                    text x=(format!("{:.1}", 186.0 + w)) y=(y + 15.0) class="value" { (note) }
                 }
             }
         }
@@ -93,8 +93,8 @@ mod tests {
         )
         .into_string();
         assert!(m.contains("&lt;script&gt;"), "{m}");
-        assert!(m.contains("width=\"300.0\""), "{m}");
-        assert!(m.contains("width=\"150.0\""), "{m}");
+        assert!(m.contains("width=\"160.0\""), "{m}");
+        assert!(m.contains("width=\"80.0\""), "{m}");
         assert!(hbars("y", &[]).into_string().contains("nothing yet"));
         let c = columns("c", &[("a".into(), 0.0), ("b".into(), 5.0)], "sessions").into_string();
         assert!(c.contains("height=\"110.0\""), "{c}");
