@@ -925,3 +925,36 @@ fn json_output_is_one_document_and_logs_stay_on_stderr() {
         .success()
         .stderr("");
 }
+
+/// `shoal console` refuses what it cannot serve safely before it binds anything.
+#[test]
+fn console_settings_are_checked_before_listening() {
+    // Off loopback without a token: refused (the address is never bound).
+    shoal()
+        .env_remove("SHOAL_CONSOLE_TOKEN")
+        .args(["console", "--listen", "0.0.0.0:0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not on loopback"));
+    shoal()
+        .args(["console", "--proxy", "ftp://example"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("console.proxies"));
+    shoal()
+        .env("SHOAL_CONSOLE_TOKEN", "short")
+        .args(["console", "--listen", "127.0.0.1:0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("at least 16"));
+    shoal()
+        .args(["console", "--listen", "nowhere"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not an address"));
+    shoal()
+        .args(["console", "--scrape-interval", "1ms"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("scrape_interval"));
+}

@@ -589,10 +589,19 @@ impl Track {
 fn redis_changes(before: &RedisView, now: &RedisView) -> Vec<(IncidentKind, String)> {
     let mut out = Vec::new();
     if !before.run_id.is_empty() && !now.run_id.is_empty() && before.run_id != now.run_id {
-        out.push((
-            IncidentKind::RedisRestarted,
-            format!("run id changed; up {:.0} s", now.uptime_s),
-        ));
+        // Behind Sentinel the store follows the master: another server answering is a
+        // failover; the same address with a new run id is a restart.
+        if now.topology == "sentinel" && now.uptime_s > before.uptime_s {
+            out.push((
+                IncidentKind::Failover,
+                "Sentinel's master is another server now".to_owned(),
+            ));
+        } else {
+            out.push((
+                IncidentKind::RedisRestarted,
+                format!("run id changed; up {:.0} s", now.uptime_s),
+            ));
+        }
     }
     if now.evicted_keys > before.evicted_keys {
         out.push((
