@@ -648,6 +648,72 @@ fn redis_changes(before: &RedisView, now: &RedisView) -> Vec<(IncidentKind, Stri
 mod tests {
     use super::*;
 
+    fn reading(text: &str) -> Result<Reading, String> {
+        Ok(Reading {
+            at: Instant::now(),
+            samples: parse(text).0,
+        })
+    }
+
+    #[test]
+    fn a_proxy_s_changes_are_incidents() {
+        let mut t = Track {
+            url: "http://p".into(),
+            shown: "http://p".into(),
+            readings: VecDeque::new(),
+            up: None,
+            error: None,
+            breaker: None,
+            replayed: None,
+        };
+        let w = Duration::from_secs(10);
+        let kinds = |t: &mut Track| -> Vec<IncidentKind> {
+            t.incidents().into_iter().map(|(k, ..)| k).collect()
+        };
+        t.apply(
+            reading("shoal_resilient_breaker_state{backend=\"redis\"} 0\n"),
+            w,
+        );
+        assert!(
+            kinds(&mut t).is_empty(),
+            "the first reading is the baseline"
+        );
+        t.apply(
+            reading(
+                "shoal_resilient_breaker_state{backend=\"redis\"} 2\n\
+                 shoal_resilient_replayed_total{kind=\"frames\"} 0\n",
+            ),
+            w,
+        );
+        assert_eq!(kinds(&mut t), vec![IncidentKind::BreakerOpened]);
+        t.apply(Err("connection refused or unreachable".into()), w);
+        assert_eq!(kinds(&mut t), vec![IncidentKind::InstanceDown]);
+        t.apply(
+            reading(
+                "shoal_resilient_breaker_state{backend=\"redis\"} 0\n\
+                 shoal_resilient_replayed_total{kind=\"frames\"} 4\n\
+                 shoal_resilient_replayed_total{kind=\"session\"} 1\n",
+            ),
+            w,
+        );
+        assert_eq!(
+            kinds(&mut t),
+            vec![
+                IncidentKind::InstanceUp,
+                IncidentKind::BreakerClosed,
+                IncidentKind::Replayed
+            ]
+        );
+        t.apply(
+            reading("shoal_resilient_breaker_state{backend=\"redis\"} 0\n"),
+            w,
+        );
+        assert!(
+            kinds(&mut t).is_empty(),
+            "a restarted proxy's counters are no replay"
+        );
+    }
+
     #[test]
     fn redis_changes_are_incidents() {
         let a = RedisView {

@@ -30,10 +30,12 @@ if [ ! -f "$CON/.done-v1" ]; then
     > "$LOG/console-npm.log" 2>&1 && touch "$CON/.done-v1" || { fail "npm install (see $LOG/console-npm.log)"; summary; }
 fi
 
-note "building shoal"
-(cd "$ROOT" && timeout 900 cargo build -q -p shoal-cli --bin shoal) > "$LOG/console-build.log" 2>&1 || { fail "cargo build (see $LOG/console-build.log)"; summary; }
-SHOAL="$ROOT/target/debug/shoal"
-[ -n "${CARGO_TARGET_DIR:-}" ] && SHOAL="$CARGO_TARGET_DIR/debug/shoal"
+# SHOAL_PROFILE=release measures the console's cost on release binaries (default: debug).
+PROFILE=${SHOAL_PROFILE:-debug}
+note "building shoal ($PROFILE)"
+flag=""; [ "$PROFILE" = release ] && flag="--release"
+(cd "$ROOT" && timeout 900 cargo build -q $flag -p shoal-cli --bin shoal) > "$LOG/console-build.log" 2>&1 || { fail "cargo build (see $LOG/console-build.log)"; summary; }
+SHOAL="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/shoal"
 
 RP=$(free_port)
 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no > "$LOG/console-redis.log" 2>&1 &
