@@ -137,7 +137,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20_000)]
     pub(crate) scaling_appends: u64,
 
-    /// Skip the baseline (the original RwLock<HashMap> design, measured in the same run).
+    /// Skip the baseline (the original `RwLock<HashMap>` design, measured in the same run).
     #[arg(long)]
     pub(crate) no_baseline: bool,
 

@@ -10,7 +10,7 @@
 //!   open breaker, retries), read through a small in-process recorder.
 //! - **Before `--verify`**: the run waits (bounded) until the breaker is closed and the outage
 //!   journal is replayed, then translates the provisional seqs that appends acknowledged
-//!   during the outage into their final seqs ([`Resilient::resolve_seq`]), so verify checks
+//!   during the outage into their final seqs (`Resilient::resolve_seq`), so verify checks
 //!   the frames where Redis finally has them.
 //! - **Cache**: hits, misses, coalesced touches, touch writes (from [`CacheStats`]).
 //! - **`--compare-cache N`**: N rounds, each the timed workload against the store without the

@@ -86,7 +86,7 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, value_name = "MODE", value_parser = fallback_parser())]
     pub(crate) fallback: Option<FallbackMode>,
 
-    /// Put the hot-session cache in front of the store (cache.enabled; settings in [cache])
+    /// Put the hot-session cache in front of the store (cache.enabled; settings in the cache section)
     #[arg(long, global = true)]
     pub(crate) cache: bool,
 
