@@ -558,7 +558,10 @@ async fn by_hand(aim: Aim, prefix: &str, journaled: usize) {
     match aim {
         Aim::CutReply => {
             assert!(cut.executed, "Redis executed the append: {cut:?}");
-            assert_eq!(rig.proxy.stats().cuts, 1);
+            // The aimed reply was cut (above); on a loaded machine the heal can land after
+            // another connection's reply (a health probe's) was cut too: not one more
+            // append, so the count is at least one rather than exactly one.
+            assert!(rig.proxy.stats().cuts >= 1);
         }
         Aim::ResetBefore => assert_eq!(cut.copies, 0, "Redis never saw it: {cut:?}"),
         Aim::HalfClose => {
