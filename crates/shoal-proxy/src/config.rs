@@ -258,6 +258,8 @@ pub struct ProxyConfig {
     /// recorder of this proxy's own; [`MetricsExport::install_global`](crate::MetricsExport::install_global)
     /// to export them beside the store's.
     pub metrics: crate::MetricsExport,
+    /// Protocol eras bridged (default off: each request goes upstream in its own revision).
+    pub bridge: crate::BridgeMode,
 }
 
 impl ProxyConfig {
@@ -298,6 +300,7 @@ impl ProxyConfig {
             bus: None,
             pending_after: Duration::from_millis(50),
             metrics: crate::MetricsExport::private(),
+            bridge: crate::BridgeMode::Off,
         }
     }
 

@@ -185,7 +185,7 @@ fn not_found() -> Response {
     refuse(StatusCode::NOT_FOUND, -32001, "Session not found")
 }
 
-fn bad_gateway(inner: &ProxyState, e: &UpstreamError) -> Response {
+pub(crate) fn bad_gateway(inner: &ProxyState, e: &UpstreamError) -> Response {
     inner.metrics.upstream_errors.inc();
     tracing::warn!(error = %e, "upstream failed");
     refuse(
@@ -195,7 +195,7 @@ fn bad_gateway(inner: &ProxyState, e: &UpstreamError) -> Response {
     )
 }
 
-fn unavailable(e: &str) -> Response {
+pub(crate) fn unavailable(e: &str) -> Response {
     tracing::warn!(error = %e, "session store failed");
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -206,7 +206,7 @@ fn unavailable(e: &str) -> Response {
 
 /// The principal of a request: the trusted header when configured, else a fingerprint of the
 /// bearer token (never the token).
-fn principal(inner: &ProxyState, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn principal(inner: &ProxyState, headers: &HeaderMap) -> Option<String> {
     if let Some(name) = &inner.cfg.principal_header {
         return headers
             .get(name.as_str())
@@ -264,7 +264,7 @@ async fn session_of(inner: &ProxyState, headers: &HeaderMap) -> Result<Arc<Live>
     Ok(live)
 }
 
-fn copy_back(from: &HeaderMap, to: &mut HeaderMap) {
+pub(crate) fn copy_back(from: &HeaderMap, to: &mut HeaderMap) {
     for name in PASS_BACK {
         if let Some(v) = from.get(name) {
             to.insert(name.clone(), v.clone());
@@ -317,6 +317,11 @@ async fn post(
                 protocol::HEADER_MISMATCH,
                 &format!("Bad Request: {why}"),
             );
+        }
+        if inner.cfg.bridge == crate::BridgeMode::ModernClientsToLegacyUpstream
+            && let Some(b) = &parsed
+        {
+            return crate::bridge::legacy_upstream::handle(&inner, &headers, b).await;
         }
         return passthrough(&inner, &headers, body).await;
     }
@@ -765,7 +770,7 @@ async fn create_session(
 }
 
 /// An SSE response with no session bookkeeping.
-fn sse_plain(rx: mpsc::Receiver<Bytes>) -> Response {
+pub(crate) fn sse_plain(rx: mpsc::Receiver<Bytes>) -> Response {
     let s = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

@@ -49,6 +49,7 @@ use shoal_core::SessionStore;
 use tokio_util::sync::CancellationToken;
 
 mod admission;
+pub mod bridge;
 mod config;
 mod error;
 pub use shoal_core::event_id;
@@ -67,6 +68,7 @@ mod wake_fanout;
 /// ([`EventIdKey::shared`]).
 pub const EVENT_ID_KEY_NAME: &str = "proxy.event-id-key";
 
+pub use bridge::BridgeMode;
 pub use config::{EventIdKey, ProxyConfig, QuotaConfig, UpstreamConfig};
 pub use error::ConfigError;
 pub use metrics::{DURATION_BUCKETS, Level, Metrics, MetricsExport, Tally};

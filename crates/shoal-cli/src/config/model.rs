@@ -154,6 +154,9 @@ pub(crate) struct ProxySection {
     /// Header carrying the authenticated principal (set by a trusted gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) principal_header: Option<String>,
+    /// Protocol eras bridged: `off` (default) or `2026-to-2025` (2026-07-28 clients in front
+    /// of a 2025-revision upstream; see "Across protocol eras" in the README).
+    pub(crate) bridge: shoal_proxy::BridgeMode,
     /// A request answered within this time is recorded with its reply in one store write and
     /// never listed as pending; `0s` records every request as pending at once. Default 50 ms.
     #[serde(with = "shoal_core::serde_util::duration")]
@@ -215,6 +218,7 @@ impl ProxySection {
         cfg.request_timeout = p.request_timeout;
         cfg.max_concurrent_requests = p.max_concurrent_requests;
         cfg.principal_header.clone_from(&p.principal_header);
+        cfg.bridge = p.bridge;
     }
 }
 
@@ -247,6 +251,7 @@ impl Default for ProxySection {
             sse_retry: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(60),
             principal_header: None,
+            bridge: shoal_proxy::BridgeMode::Off,
             pending_after: Duration::from_millis(50),
             orphan_stream_timeout: Duration::from_secs(300),
             max_orphan_streams: 1024,

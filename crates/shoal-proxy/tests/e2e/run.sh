@@ -89,6 +89,25 @@ else
   skip "PyPI unreachable or pip failed (see $LOG/pip.log): Python client not run"
 fi
 
+# ---- the 2026-to-2025 bridge: the Python 2.x client (2026-07-28) through two `shoal proxy`
+# instances with [proxy] bridge = "2026-to-2025" in front of server-everything (2025 sessions)
+if install_py; then
+  bridge_proxy() { # -> BRIDGE_URL
+    local port; port=$(free_port)
+    SHOAL_PROXY__BRIDGE=2026-to-2025 SHOAL_PROXY__PRINCIPAL_HEADER=x-shoal-principal \
+      "$SHOAL_BIN" --store "$STORE" proxy --listen "127.0.0.1:$port" --upstream "$UP" \
+      --event-id-key-file "$CACHE/key" > "$LOG/proxy-bridge-$port.log" 2>&1 &
+    pids+=($!)
+    wait_port "$port" || fail "bridge proxy did not start (see $LOG/proxy-bridge-$port.log)"
+    BRIDGE_URL="http://127.0.0.1:$port/mcp"
+  }
+  bridge_proxy; BR_A=$BRIDGE_URL
+  bridge_proxy; BR_B=$BRIDGE_URL
+  note "2026 client across the bridge to a 2025 upstream"
+  URL_A=$BR_A URL_B=$BR_B UPSTREAM=$UP SHOAL_BIN=$SHOAL_BIN STORE=$STORE timeout 180 "$PY" "$E2E/bridge_client.py" > "$LOG/bridge_client.out" 2>&1
+  tally "$LOG/bridge_client.out" $? "bridge-2026-to-2025"
+fi
+
 # ---- stdio upstream restored on the second instance
 start_proxy s1 "stdio:node $EVERYTHING stdio"; URL_S1=$PROXY_URL
 start_proxy s2 "stdio:node $EVERYTHING stdio"; URL_S2=$PROXY_URL

@@ -1,0 +1,595 @@
+//! 2026-07-28 clients in front of a 2025-revision upstream.
+//!
+//! A 2026 client has no session and no `initialize`: every request carries the revision, the
+//! client's capabilities and its `clientInfo` in `params._meta`. A 2025 upstream needs an
+//! `initialize` and a session id on every request. The proxy closes the gap:
+//!
+//! - **Upstream sessions are keyed by who asks and what they declare**: the principal (the
+//!   proxy's principal rule: the trusted header, or a fingerprint of the bearer token) and
+//!   the client's declared capabilities (canonical JSON). Requests with the same key share one
+//!   upstream session; different principals never do. The key is hashed into the id of a
+//!   store session that holds the upstream session id, the negotiated revision and the
+//!   upstream's `initialize` result, so every instance reuses it.
+//! - **First use** runs `initialize` (revision 2025-11-25, the client's capabilities and
+//!   `clientInfo`) and `notifications/initialized` upstream, then stores the session. Two
+//!   instances racing: one store create wins; the loser ends its own upstream session.
+//! - **`server/discover`** is answered from the stored `initialize` result.
+//! - **Each request** goes upstream in that session with the negotiated revision; the 2026
+//!   `_meta` keys and mirrored headers are taken off (a dual-era upstream must not mistake it
+//!   for a sessionless request). An SSE reply goes back without event ids (a 2026 client
+//!   has no resumption and would otherwise try one).
+//! - **Upstream session expiry**: a 404 from the upstream (or a 400 whose error names the
+//!   session, as some SDK servers answer) means it forgot the session; the proxy initializes
+//!   a new one, stores it, and sends the request again once.
+//! - **Not translated** (refused with a JSON-RPC error naming the feature, never dropped):
+//!   `subscriptions/listen` (the upstream's GET stream), batches; a request the upstream sends
+//!   to the client inside a reply stream (sampling, elicitation, roots) is answered upstream
+//!   with an error naming the bridge, and logged.
+
+use std::sync::Arc;
+
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sha2::Digest;
+use shoal_core::{Error as StoreError, Session, SessionId, Transport};
+use tokio::sync::mpsc;
+
+use crate::{
+    handlers::{bad_gateway, copy_back, principal, refuse, sse_plain, unavailable},
+    protocol::{Body, headers as h},
+    sse,
+    state::{ProxyState, hex},
+    upstream::{Reply, http::HttpUpstream},
+};
+
+/// The revision the proxy asks a legacy upstream for.
+pub(crate) const LEGACY_REVISION: &str = "2025-11-25";
+/// The revision the proxy speaks to the clients.
+const MODERN_REVISION: &str = "2026-07-28";
+/// The prefix of the 2026 `_meta` keys.
+const META_PREFIX: &str = "io.modelcontextprotocol/";
+/// The metadata key that marks a store session as a bridge's upstream session.
+pub(crate) const BRIDGE_KEY: &str = "bridge";
+/// The id of the proxy's own `initialize`.
+const INIT_ID: &str = "shoal-bridge-initialize";
+
+/// A JSON-RPC error response to `id` with HTTP `status`.
+fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The store session id of an upstream session: `bridge-` and 32 hex digits of
+/// SHA-256(principal, canonical capabilities).
+pub(crate) fn key(principal: Option<&str>, capabilities: &Value) -> Option<SessionId> {
+    let mut d = sha2::Sha256::new();
+    d.update(principal.unwrap_or("").as_bytes());
+    d.update([0u8]);
+    // serde_json's maps are sorted by key: this text is canonical.
+    d.update(capabilities.to_string().as_bytes());
+    SessionId::new(format!("bridge-{}", hex(&d.finalize()[..16]))).ok()
+}
+
+/// The 2026 request without its `_meta` protocol keys (other `_meta` keys, e.g. a progress
+/// token, stay).
+pub(crate) fn legacy_body(msg: &Value) -> Value {
+    let mut m = msg.clone();
+    if let Some(meta) = m
+        .get_mut("params")
+        .and_then(|p| p.get_mut("_meta"))
+        .and_then(Value::as_object_mut)
+    {
+        meta.retain(|k, _| !k.starts_with(META_PREFIX));
+        if meta.is_empty()
+            && let Some(p) = m.get_mut("params").and_then(Value::as_object_mut)
+        {
+            p.remove("_meta");
+        }
+    }
+    m
+}
+
+/// Results a 2026 client may cache, which must say for how long and for whom.
+const CACHEABLE: [&str; 6] = [
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// A 2025 response made a 2026 one: every result says `resultType` (`complete`: a legacy
+/// upstream has no input-required results), and cacheable ones `ttlMs` 0 (no caching: the
+/// upstream gave no hint) and `cacheScope` `private` (its session is one principal's).
+pub(crate) fn modern_response(method: &str, v: &mut Value) {
+    let Some(result) = v.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    result
+        .entry("resultType")
+        .or_insert_with(|| json!("complete"));
+    if CACHEABLE.contains(&method) {
+        result.entry("ttlMs").or_insert_with(|| json!(0));
+        result
+            .entry("cacheScope")
+            .or_insert_with(|| json!("private"));
+    }
+}
+
+/// A reply body (one JSON-RPC message) made a 2026 one; anything else as it is.
+fn modern_body(method: &str, body: &[u8]) -> Bytes {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(mut v) if v.get("result").is_some() => {
+            modern_response(method, &mut v);
+            Bytes::from(v.to_string())
+        }
+        _ => Bytes::copy_from_slice(body),
+    }
+}
+
+/// Whether the upstream says it does not know the session: 404 (the 2025 rule), or a 400
+/// whose JSON-RPC error names the session (how some SDK servers answer an unknown id).
+pub(crate) fn forgot_session(reply: &Reply) -> bool {
+    match reply {
+        Reply::Full { status, .. } | Reply::Stream { status, .. }
+            if *status == StatusCode::NOT_FOUND =>
+        {
+            true
+        }
+        Reply::Full { status, body, .. } if *status == StatusCode::BAD_REQUEST => {
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| {
+                    v.get("error")?
+                        .get("message")?
+                        .as_str()
+                        .map(|m| m.to_ascii_lowercase().contains("session"))
+                })
+                .unwrap_or(false)
+        }
+        _ => false,
+    }
+}
+
+/// Handles one 2026 request bound for a legacy upstream.
+pub(crate) async fn handle(
+    inner: &Arc<ProxyState>,
+    headers: &HeaderMap,
+    parsed: &Body,
+) -> Response {
+    let Some(http) = &inner.http else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Bad Request: the 2026-to-2025 bridge needs an HTTP upstream",
+        );
+    };
+    let [msg] = parsed.messages.as_slice() else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "Invalid Request: batches are not part of 2026-07-28",
+        );
+    };
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let method = msg.get("method").and_then(Value::as_str);
+    let meta = msg.get("params").and_then(|p| p.get("_meta"));
+    let capabilities = meta
+        .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let client_info = meta
+        .and_then(|m| m.get("io.modelcontextprotocol/clientInfo"))
+        .cloned()
+        .unwrap_or_else(|| json!({"name": "shoal-bridge", "version": env!("CARGO_PKG_VERSION")}));
+    let owner = principal(inner, headers);
+    let Some(key) = key(owner.as_deref(), &capabilities) else {
+        return refuse(StatusCode::INTERNAL_SERVER_ERROR, -32603, "Internal error");
+    };
+    let ask = Ask {
+        inner,
+        http,
+        key: &key,
+        owner: owner.as_deref(),
+        capabilities: &capabilities,
+        client_info: &client_info,
+    };
+    match method {
+        Some("server/discover") => match ask.session(None).await {
+            Ok(s) => discover(&id, &s),
+            Err(r) => r,
+        },
+        Some("subscriptions/listen") => rpc_error(
+            StatusCode::NOT_FOUND,
+            &id,
+            -32601,
+            "subscriptions/listen is not bridged to a 2025 upstream (its GET stream is not \
+             translated by this proxy)",
+        ),
+        _ => ask.forward(headers, msg).await,
+    }
+}
+
+/// `server/discover`'s result from the upstream's `initialize` result.
+fn discover(id: &Value, s: &Session) -> Response {
+    let init = s.server_info.clone().unwrap_or_else(|| json!({}));
+    let mut result = json!({
+        "resultType": "complete",
+        "supportedVersions": [MODERN_REVISION],
+        "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "_meta": {"io.modelcontextprotocol/serverInfo": init.get("serverInfo").cloned().unwrap_or(Value::Null)},
+    });
+    if let Some(i) = init.get("instructions") {
+        result["instructions"] = i.clone();
+    }
+    let mut body = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    modern_response("server/discover", &mut body);
+    let mut r = (StatusCode::OK, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// One request's view of its upstream session.
+struct Ask<'a> {
+    inner: &'a Arc<ProxyState>,
+    http: &'a HttpUpstream,
+    key: &'a SessionId,
+    owner: Option<&'a str>,
+    capabilities: &'a Value,
+    client_info: &'a Value,
+}
+
+/// Headers for a legacy request: the client's, with the negotiated revision and without the
+/// 2026 mirrored headers.
+fn legacy_headers(client: &HeaderMap, revision: &str) -> HeaderMap {
+    let mut hm = client.clone();
+    hm.remove(h::MCP_METHOD);
+    hm.remove(h::MCP_NAME);
+    hm.remove(h::SESSION_ID);
+    if let Ok(v) = HeaderValue::from_str(revision) {
+        hm.insert(h::PROTOCOL_VERSION, v);
+    }
+    hm.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    hm.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    hm
+}
+
+/// The JSON-RPC response to `id` in a reply (a JSON body or the events of a stream).
+async fn response_to(reply: Reply, id: &str) -> Option<Value> {
+    let is_it = |v: &Value| v.get("id").and_then(Value::as_str) == Some(id);
+    match reply {
+        Reply::Full { body, .. } => serde_json::from_slice::<Value>(&body).ok().filter(is_it),
+        Reply::Stream { mut events, .. } => {
+            while let Some(Ok(ev)) = events.next().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
+                    && is_it(&v)
+                {
+                    return Some(v);
+                }
+            }
+            None
+        }
+    }
+}
+
+impl Ask<'_> {
+    /// The upstream session: the stored one, or a new one (also when `replacing` names the
+    /// upstream session id the upstream forgot).
+    async fn session(&self, replacing: Option<&str>) -> Result<Session, Response> {
+        let store = &self.inner.store;
+        let stored = store
+            .get(self.key)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?;
+        if let Some(s) = &stored
+            && s.upstream_session_id.as_deref() != replacing
+        {
+            return Ok(s.clone());
+        }
+        let (init, upstream_sid) = self.initialize().await?;
+        let revision = init
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(LEGACY_REVISION)
+            .to_owned();
+        match stored {
+            Some(mut s) => {
+                s.upstream_session_id = upstream_sid.clone();
+                s.protocol_version = Some(revision);
+                s.server_info = Some(init);
+                match store.update(&s).await {
+                    Ok(s) => Ok(s),
+                    Err(StoreError::Conflict { .. }) => {
+                        // Another instance replaced it first: use theirs, end ours.
+                        self.end(upstream_sid.as_deref()).await;
+                        store
+                            .get(self.key)
+                            .await
+                            .map_err(|e| unavailable(&e.to_string()))?
+                            .ok_or_else(|| unavailable("the upstream session's record vanished"))
+                    }
+                    Err(e) => Err(unavailable(&e.to_string())),
+                }
+            }
+            None => {
+                let mut s = Session::new(self.key.clone(), Transport::StreamableHttp);
+                s.principal = self.owner.map(str::to_owned);
+                s.upstream_session_id = upstream_sid.clone();
+                s.protocol_version = Some(revision);
+                s.server_info = Some(init);
+                s.client_info = Some(json!({
+                    "clientInfo": self.client_info,
+                    "capabilities": self.capabilities,
+                }));
+                s.metadata
+                    .insert(BRIDGE_KEY.to_owned(), "2026-to-2025".to_owned());
+                match store.create(s).await {
+                    Ok(s) => {
+                        tracing::info!(session = %self.key.as_str(), "bridge: upstream session created");
+                        Ok(s)
+                    }
+                    Err(StoreError::AlreadyExists { .. }) => {
+                        self.end(upstream_sid.as_deref()).await;
+                        store
+                            .get(self.key)
+                            .await
+                            .map_err(|e| unavailable(&e.to_string()))?
+                            .ok_or_else(|| unavailable("the upstream session's record vanished"))
+                    }
+                    Err(e) => Err(unavailable(&e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Runs `initialize` and `notifications/initialized` upstream; returns the result and the
+    /// upstream's session id (none from a stateless upstream).
+    async fn initialize(&self) -> Result<(Value, Option<String>), Response> {
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": INIT_ID,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": LEGACY_REVISION,
+                "capabilities": self.capabilities,
+                "clientInfo": self.client_info,
+            },
+        });
+        let hm = legacy_headers(&HeaderMap::new(), LEGACY_REVISION);
+        let reply = self
+            .http
+            .post(&hm, None, Bytes::from(body.to_string()))
+            .await
+            .map_err(|e| bad_gateway(self.inner, &e))?;
+        let status = reply.status();
+        let sid = match &reply {
+            Reply::Full { headers, .. } | Reply::Stream { headers, .. } => headers
+                .get(h::SESSION_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        let response = response_to(reply, INIT_ID).await;
+        let Some(result) = response.as_ref().and_then(|r| r.get("result")).cloned() else {
+            tracing::warn!(%status, "bridge: the upstream refused initialize");
+            return Err(refuse(
+                StatusCode::BAD_GATEWAY,
+                -32603,
+                "Bad Gateway: the 2025 upstream refused initialize",
+            ));
+        };
+        let revision = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(LEGACY_REVISION);
+        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let hm = legacy_headers(&HeaderMap::new(), revision);
+        if let Err(e) = self
+            .http
+            .post(&hm, sid.as_deref(), Bytes::from(done.to_string()))
+            .await
+        {
+            return Err(bad_gateway(self.inner, &e));
+        }
+        Ok((result, sid))
+    }
+
+    /// Ends an upstream session this proxy will not use (best effort).
+    async fn end(&self, sid: Option<&str>) {
+        if let Some(sid) = sid {
+            let hm = legacy_headers(&HeaderMap::new(), LEGACY_REVISION);
+            let _ = self.http.delete(&hm, Some(sid)).await;
+        }
+    }
+
+    /// Sends the request upstream in the key's session; once more in a new session when the
+    /// upstream forgot the old one.
+    async fn forward(&self, client: &HeaderMap, msg: &Value) -> Response {
+        let body = Bytes::from(legacy_body(msg).to_string());
+        let mut session = match self.session(None).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        for attempt in 0..2 {
+            let revision = session
+                .protocol_version
+                .clone()
+                .unwrap_or_else(|| LEGACY_REVISION.to_owned());
+            let hm = legacy_headers(client, &revision);
+            let sid = session.upstream_session_id.clone();
+            let reply = match self.http.post(&hm, sid.as_deref(), body.clone()).await {
+                Ok(r) => r,
+                Err(e) => return bad_gateway(self.inner, &e),
+            };
+            if sid.is_some() && attempt == 0 && forgot_session(&reply) {
+                tracing::info!(session = %self.key.as_str(), "bridge: the upstream forgot its session; initializing a new one");
+                session = match self.session(sid.as_deref()).await {
+                    Ok(s) => s,
+                    Err(r) => return r,
+                };
+                continue;
+            }
+            let store = self.inner.store.clone();
+            let key = self.key.clone();
+            tokio::spawn(async move {
+                // Keeps the upstream session's record alive while it is used.
+                let _ = store.touch(&key).await;
+            });
+            let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+            return self.reply(reply, &hm, sid, method);
+        }
+        refuse(
+            StatusCode::BAD_GATEWAY,
+            -32603,
+            "Bad Gateway: the upstream forgot a new session at once",
+        )
+    }
+
+    /// The upstream's reply as the 2026 client gets it: a JSON body as it is; a stream
+    /// without event ids, with the upstream's own requests answered by the proxy.
+    fn reply(&self, reply: Reply, hm: &HeaderMap, sid: Option<String>, method: &str) -> Response {
+        let method = method.to_owned();
+        match reply {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let mut r = (status, modern_body(&method, &body)).into_response();
+                copy_back(&headers, r.headers_mut());
+                r
+            }
+            Reply::Stream { mut events, .. } => {
+                let (tx, rx) = mpsc::channel(32);
+                let cancel = self.inner.shutdown.clone();
+                let http = self.http.clone();
+                let hm = hm.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let ev = tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            ev = events.next() => ev,
+                        };
+                        let Some(Ok(ev)) = ev else { break };
+                        if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
+                            && v.get("method").is_some()
+                            && let Some(id) = v.get("id")
+                        {
+                            // A request of the upstream's (sampling, elicitation, roots):
+                            // 2026 clients answer those through input-required results,
+                            // which this bridge does not build.
+                            let method = v.get("method").and_then(Value::as_str).unwrap_or("");
+                            tracing::warn!(
+                                method,
+                                "bridge: an upstream request to the client is not translated; answered with an error"
+                            );
+                            let answer = json!({"jsonrpc": "2.0", "id": id, "error": {
+                                "code": -32601,
+                                "message": format!("{method} is not bridged from a 2025 upstream to 2026-07-28 clients"),
+                            }});
+                            let _ = http
+                                .post(&hm, sid.as_deref(), Bytes::from(answer.to_string()))
+                                .await;
+                            continue;
+                        }
+                        let data = modern_body(&method, ev.data.as_bytes());
+                        let chunk = sse::encode(None, ev.event.as_deref(), None, &data);
+                        if tx.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                sse_plain(rx)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_principals_and_capabilities_and_ignore_key_order() {
+        let caps = json!({"sampling": {}, "elicitation": {"form": {}}});
+        let same = json!({"elicitation": {"form": {}}, "sampling": {}});
+        let a = key(Some("alice"), &caps);
+        assert_eq!(a, key(Some("alice"), &same));
+        assert_ne!(a, key(Some("bob"), &caps));
+        assert_ne!(a, key(None, &caps));
+        assert_ne!(a, key(Some("alice"), &json!({})));
+        assert!(a.is_some_and(|k| k.as_str().starts_with("bridge-") && k.as_str().len() == 39));
+    }
+
+    #[test]
+    fn a_forgotten_session_is_told_by_404_or_a_400_naming_it() {
+        let full = |status: u16, body: &str| Reply::Full {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        };
+        assert!(forgot_session(&full(404, "")));
+        assert!(forgot_session(&full(
+            400,
+            r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: No valid session ID provided"}}"#
+        )));
+        assert!(!forgot_session(&full(
+            400,
+            r#"{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params"}}"#
+        )));
+        assert!(!forgot_session(&full(200, "{}")));
+    }
+
+    #[test]
+    fn legacy_results_become_2026_results() {
+        let mut list = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}});
+        modern_response("tools/list", &mut list);
+        assert_eq!(
+            list["result"],
+            json!({"tools": [], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"})
+        );
+        let mut call =
+            json!({"jsonrpc": "2.0", "id": 2, "result": {"content": [], "resultType": "complete"}});
+        modern_response("tools/call", &mut call);
+        assert_eq!(
+            call["result"],
+            json!({"content": [], "resultType": "complete"})
+        );
+        let mut err = json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32601, "message": "x"}});
+        let before = err.clone();
+        modern_response("tools/list", &mut err);
+        assert_eq!(err, before);
+        assert_eq!(&modern_body("tools/call", b"not json")[..], b"not json");
+    }
+
+    #[test]
+    fn the_legacy_body_loses_only_the_protocol_meta() {
+        let m = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo",
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}, "progressToken": 1}}});
+        let l = legacy_body(&m);
+        assert_eq!(l["params"]["_meta"], json!({"progressToken": 1}));
+        let bare = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+        assert_eq!(legacy_body(&bare)["params"], json!({}));
+    }
+}

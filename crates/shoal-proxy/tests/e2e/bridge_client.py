@@ -1,0 +1,120 @@
+"""The 2026-to-2025 bridge with the official Python SDK (`mcp` 2.x, which speaks 2026-07-28
+when the server answers `server/discover`) through two `shoal proxy` instances on one Redis,
+in front of a 2025-revision upstream (server-everything). Requests alternate between the
+instances. Env: URL_A, URL_B (proxy endpoints), UPSTREAM (the upstream's endpoint),
+SHOAL_BIN, STORE. Prints "ok …" / "FAIL …" lines; exit 1 on any failure."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "scripts" / "e2e"))
+from alternating import Alternating, Report  # noqa: E402
+
+A, B = os.environ["URL_A"], os.environ["URL_B"]
+report = Report()
+
+
+def bridge_sessions():
+    out = subprocess.run(
+        [os.environ["SHOAL_BIN"], "--store", os.environ["STORE"], "--json", "sessions", "list", "--all"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    doc = json.loads(out)
+    sessions = doc["sessions"] if isinstance(doc, dict) else doc
+    return [s for s in sessions if s["id"].startswith("bridge-")]
+
+
+def connect(principal, route):
+    http = httpx2.AsyncClient(transport=route, timeout=30, headers={"x-shoal-principal": principal})
+    return http, Client(streamable_http_client(A, http_client=http), mode="auto")
+
+
+async def main():
+    route = Alternating(A, B)
+    http, client = connect("alice", route)
+    async with client:
+        if client.protocol_version == "2026-07-28":
+            report.ok("the 2.x client speaks 2026-07-28 to the bridge (server/discover answered)")
+        else:
+            report.fail("discover", f"negotiated {client.protocol_version}")
+        tools = await client.list_tools()
+        good = sum(1 for t in tools.tools if t.name in ("echo", "get-sum"))
+        for i in range(6):
+            r = await client.call_tool("echo", {"message": f"bridged{i}"})
+            good += f"bridged{i}" in str(r.content)
+        hosts = {entry.split("->")[1] for entry in route.log}
+        if good == 8 and hosts == {"A", "B"} and not route.sessions:
+            report.ok("tools listed and 6 calls on both instances, no Mcp-Session-Id on the client side")
+        else:
+            report.fail("calls", f"good={good} hosts={hosts} session ids sent={route.sessions}")
+        progress = []
+
+        async def on_progress(p, total, message):
+            progress.append(p)
+
+        r = await client.call_tool(
+            "trigger-long-running-operation", {"duration": 1, "steps": 4}, progress_callback=on_progress
+        )
+        if len(progress) == 4 and not r.is_error:
+            report.ok(f"a progress-streaming tool: {len(progress)} progress notifications, then its result")
+        else:
+            report.fail("progress", f"progress={progress} result={r}")
+
+        mine = [s for s in bridge_sessions() if s.get("principal") == "alice"]
+        if len(mine) == 1:
+            report.ok("one upstream session for alice, kept in the store and used by both instances")
+        else:
+            report.fail("shared upstream session", f"{mine}")
+
+        # The upstream forgets the session: the next request re-initializes transparently.
+        old = mine[0]["upstream_session_id"] if mine else None
+        async with httpx2.AsyncClient() as raw:
+            d = await raw.delete(os.environ["UPSTREAM"], headers={"mcp-session-id": old or "", "mcp-protocol-version": "2025-11-25"})
+        r = await client.call_tool("echo", {"message": "after-expiry"})
+        now = [s for s in bridge_sessions() if s.get("principal") == "alice"]
+        new = now[0]["upstream_session_id"] if now else None
+        if "after-expiry" in str(r.content) and new and new != old and d.status_code < 300:
+            report.ok("the upstream ended its session; the next call re-initialized it and succeeded")
+        else:
+            report.fail("upstream expiry", f"delete={d.status_code} old={old} new={new} result={r}")
+    await http.aclose()
+
+    http, client = connect("bob", Alternating(A, B))
+    async with client:
+        r = await client.call_tool("get-sum", {"a": 2, "b": 3})
+        owners = sorted(s.get("principal") for s in bridge_sessions())
+        if "5" in str(r.content) and owners == ["alice", "bob"]:
+            report.ok("another principal gets its own upstream session (never shared)")
+        else:
+            report.fail("principals", f"owners={owners} result={r}")
+    await http.aclose()
+
+    # What the bridge does not translate is refused with an error naming it.
+    async with httpx2.AsyncClient() as raw:
+        resp = await raw.post(A, json={
+            "jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen",
+            "params": {"notifications": {"toolsListChanged": True}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}},
+            headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "subscriptions/listen",
+                     "accept": "application/json, text/event-stream"})
+        body = resp.json()
+        if resp.status_code == 404 and body["error"]["code"] == -32601 and "subscriptions/listen" in body["error"]["message"]:
+            report.ok("subscriptions/listen is refused with an error naming it")
+        else:
+            report.fail("listen refused", f"{resp.status_code} {body}")
+
+
+try:
+    asyncio.run(asyncio.wait_for(main(), 120))
+except BaseException as e:  # noqa: BLE001 - report anything as a failure line
+    report.fail("python client", repr(e))
+sys.exit(1 if report.failures else 0)
