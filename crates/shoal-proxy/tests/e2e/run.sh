@@ -106,6 +106,9 @@ if install_py; then
   note "2026 client across the bridge to a 2025 upstream"
   URL_A=$BR_A URL_B=$BR_B UPSTREAM=$UP SHOAL_BIN=$SHOAL_BIN STORE=$STORE timeout 180 "$PY" "$E2E/bridge_client.py" > "$LOG/bridge_client.out" 2>&1
   tally "$LOG/bridge_client.out" $? "bridge-2026-to-2025"
+  # Added latency across the bridge vs the same-era path (reported, not judged).
+  URL=$BR_A UPSTREAM=$UP ROUNDS=3 timeout 120 "$PY" "$E2E/bridge_latency.py" > "$LOG/bridge_latency.out" 2>&1 &&
+    sed 's/^figure /e2e: bridge latency: /' "$LOG/bridge_latency.out" | grep '^e2e:' >&2
 fi
 
 # ---- stdio upstream restored on the second instance
