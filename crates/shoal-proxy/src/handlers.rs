@@ -438,10 +438,25 @@ async fn forward_post(
     let exists = inner.store.get(&live.id);
     let upstream = async {
         match (&inner.http, &live.stdio) {
-            (Some(http), _) => {
-                http.post(headers, live.upstream_session_id.as_deref(), body)
-                    .await
+            (Some(_), _) if live.modern_meta.is_some() && requests.is_empty() => {
+                // A 2026 upstream has no session to initialize and cancels by a closed
+                // stream: client notifications and answers stop here.
+                Ok(crate::bridge::modern_upstream::accepted())
             }
+            (Some(http), _) => match (&live.modern_meta, parsed.messages.as_slice()) {
+                (Some(meta), [msg]) => {
+                    let (hm, b) =
+                        crate::bridge::modern_upstream::modern_request(headers, msg, meta);
+                    http.post(&hm, None, b).await
+                }
+                (Some(_), _) => Err(UpstreamError(
+                    "a batch cannot be bridged to a 2026-07-28 upstream".into(),
+                )),
+                (None, _) => {
+                    http.post(headers, live.upstream_session_id.as_deref(), body)
+                        .await
+                }
+            },
             (None, Some(p)) => p.post(&parsed.messages).await,
             (None, None) => Err(UpstreamError("no upstream".into())),
         }
@@ -467,6 +482,7 @@ async fn forward_post(
         }
     };
     if inner.cfg.open_standalone_stream
+        && live.modern_meta.is_none()
         && live.initialized.load(Relaxed)
         && !live.standalone_checked.swap(true, Relaxed)
     {
@@ -586,7 +602,9 @@ async fn create_session(
     let id = id.clone();
     let params = msg.get("params").cloned().unwrap_or(Value::Null);
     let mut stdio: Option<Arc<StdioProc>> = None;
+    let bridged = inner.cfg.bridge == crate::BridgeMode::LegacyClientsToModernUpstream;
     let reply = match &inner.http {
+        Some(http) if bridged => crate::bridge::modern_upstream::initialize(http, msg).await,
         Some(http) => http.post(headers, None, body.clone()).await,
         None => match StdioProc::spawn(&inner.cfg.upstream, inner.cfg.stdio_cwd.as_deref()) {
             Ok(p) => {
@@ -698,6 +716,12 @@ async fn create_session(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     s.principal = owner;
+    if bridged && inner.http.is_some() {
+        s.metadata.insert(
+            crate::bridge::legacy_upstream::BRIDGE_KEY.to_owned(),
+            crate::bridge::modern_upstream::MARK.to_owned(),
+        );
+    }
     if !admitted.is_empty() {
         s.metadata
             .insert(admission::ADMITTED_KEY.to_owned(), admitted.join("\n"));

@@ -39,6 +39,8 @@ pub(crate) struct Live {
     /// Whether this instance made sure the session's standalone stream is read upstream.
     pub(crate) standalone_checked: AtomicBool,
     pub(crate) last_used_ms: AtomicU64,
+    /// For a session bridged to a 2026-07-28 upstream: the `_meta` every request gets there.
+    pub(crate) modern_meta: Option<serde_json::Value>,
 }
 
 impl Live {
@@ -304,6 +306,7 @@ pub(crate) fn live_from(s: &Session, stdio: Option<Arc<StdioProc>>) -> Live {
         initialized: AtomicBool::new(s.state != shoal_core::SessionState::Initializing),
         standalone_checked: AtomicBool::new(false),
         last_used_ms: AtomicU64::new(Timestamp::now().as_millis()),
+        modern_meta: crate::bridge::modern_upstream::modern_meta(s),
     }
 }
 

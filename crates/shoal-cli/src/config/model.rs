@@ -154,8 +154,9 @@ pub(crate) struct ProxySection {
     /// Header carrying the authenticated principal (set by a trusted gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) principal_header: Option<String>,
-    /// Protocol eras bridged: `off` (default) or `2026-to-2025` (2026-07-28 clients in front
-    /// of a 2025-revision upstream; see "Across protocol eras" in the README).
+    /// Protocol eras bridged: `off` (default), `2026-to-2025` (2026-07-28 clients in front of a
+    /// 2025-revision upstream) or `2025-to-2026` (2025 clients in front of a 2026-07-28
+    /// upstream); see "Across protocol eras" in the README.
     pub(crate) bridge: shoal_proxy::BridgeMode,
     /// A request answered within this time is recorded with its reply in one store write and
     /// never listed as pending; `0s` records every request as pending at once. Default 50 ms.

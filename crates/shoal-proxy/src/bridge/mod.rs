@@ -4,10 +4,15 @@
 //!   of a 2025 upstream (sessions, `initialize`): the proxy keeps the upstream sessions the
 //!   clients cannot, in the store, shared by every instance.
 //!
+//! - `modern_upstream`: 2025-revision clients (sessions, `initialize`, resumption) in front of
+//!   a 2026-07-28 upstream: the proxy answers `initialize` from `server/discover`, keeps the
+//!   session and the resumable record, and sends each request as a 2026 one.
+//!
 //! Switched by [`ProxyConfig::bridge`](crate::ProxyConfig::bridge); off by default (2026
 //! requests pass through untouched).
 
 pub(crate) mod legacy_upstream;
+pub(crate) mod modern_upstream;
 
 /// Which bridge the proxy runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,14 +27,19 @@ pub enum BridgeMode {
     /// reused by every instance, re-initialized when the upstream forgets it) and sends each
     /// request in that session.
     ModernClientsToLegacyUpstream,
+    /// 2025-revision clients in front of a 2026-07-28 upstream: the proxy answers
+    /// `initialize` from the upstream's `server/discover`, keeps the session (and its
+    /// resumable record) itself, and sends each request as a 2026 request.
+    LegacyClientsToModernUpstream,
 }
 
 impl BridgeMode {
-    /// `off` or `2026-to-2025`.
+    /// `off`, `2026-to-2025` or `2025-to-2026`.
     pub fn as_str(self) -> &'static str {
         match self {
             BridgeMode::Off => "off",
             BridgeMode::ModernClientsToLegacyUpstream => "2026-to-2025",
+            BridgeMode::LegacyClientsToModernUpstream => "2025-to-2026",
         }
     }
 
@@ -38,6 +48,7 @@ impl BridgeMode {
         match s.trim() {
             "off" | "" => Some(BridgeMode::Off),
             "2026-to-2025" => Some(BridgeMode::ModernClientsToLegacyUpstream),
+            "2025-to-2026" => Some(BridgeMode::LegacyClientsToModernUpstream),
             _ => None,
         }
     }
@@ -53,7 +64,9 @@ impl<'de> serde::Deserialize<'de> for BridgeMode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         BridgeMode::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("{s:?} is not a bridge mode (off, 2026-to-2025)"))
+            serde::de::Error::custom(format!(
+                "{s:?} is not a bridge mode (off, 2026-to-2025, 2025-to-2026)"
+            ))
         })
     }
 }
@@ -64,7 +77,11 @@ mod tests {
 
     #[test]
     fn modes_round_trip_and_unknown_ones_are_refused() {
-        for m in [BridgeMode::Off, BridgeMode::ModernClientsToLegacyUpstream] {
+        for m in [
+            BridgeMode::Off,
+            BridgeMode::ModernClientsToLegacyUpstream,
+            BridgeMode::LegacyClientsToModernUpstream,
+        ] {
             assert_eq!(BridgeMode::parse(m.as_str()), Some(m));
         }
         assert_eq!(BridgeMode::parse("sideways"), None);

@@ -1,9 +1,9 @@
-"""Added latency of the 2026-to-2025 bridge: the same `echo` call from the Python SDK through
-one `shoal proxy`, as a 2026-07-28 client across the bridge and as a 2025-11-25 client in its
-own era (the proxy's session path), and straight to the upstream as the floor. Blocks of 20
-calls alternate between the three for ROUNDS rounds; prints p50/p90 of each and the
-differences as "figure …" lines (a benchmark: reported, never judged).
-Env: URL (a bridged proxy's endpoint), UPSTREAM, ROUNDS (default 10)."""
+"""Added latency of a bridge: the same `echo` call from the Python SDK through one `shoal proxy`,
+across the bridge and in the upstream's own era (same-era path), and straight to the upstream
+as the floor. Blocks of 20 calls alternate between the three for ROUNDS rounds; prints p50/p90
+of each and the differences as "figure …" lines (a benchmark: reported, never judged).
+Env: URL (a bridged proxy's endpoint), UPSTREAM, ROUNDS (default 10), DIRECTION
+(`2026-to-2025`, default: a 2025 upstream; `2025-to-2026`: a 2026-07-28 upstream)."""
 
 import asyncio
 import contextlib
@@ -18,12 +18,21 @@ ROUNDS = int(os.environ.get("ROUNDS", "10"))
 
 
 async def main():
-    times = {"direct 2025": [], "proxy 2025 (same era)": [], "bridge 2026->2025": []}
-    clients = {
-        "direct 2025": Client(UPSTREAM, mode="legacy"),
-        "proxy 2025 (same era)": Client(URL, mode="legacy"),
-        "bridge 2026->2025": Client(URL, mode="auto"),
-    }
+    if os.environ.get("DIRECTION", "2026-to-2025") == "2025-to-2026":
+        direct, same, bridged = "direct 2026", "proxy 2026 (same era)", "bridge 2025->2026"
+        clients = {
+            direct: Client(UPSTREAM, mode="2026-07-28"),
+            same: Client(URL, mode="2026-07-28"),
+            bridged: Client(URL, mode="legacy"),
+        }
+    else:
+        direct, same, bridged = "direct 2025", "proxy 2025 (same era)", "bridge 2026->2025"
+        clients = {
+            direct: Client(UPSTREAM, mode="legacy"),
+            same: Client(URL, mode="legacy"),
+            bridged: Client(URL, mode="auto"),
+        }
+    times = {name: [] for name in clients}
     async with contextlib.AsyncExitStack() as stack:
         for c in clients.values():
             await stack.enter_async_context(c)
@@ -41,8 +50,8 @@ async def main():
         t.sort()
         p50[name] = statistics.median(t)
         print(f"figure {name}: p50 {p50[name]:.2f} ms, p90 {t[int(len(t) * 0.9)]:.2f} ms ({len(t)} calls)")
-    print(f"figure bridge added over the same-era proxy (p50): {p50['bridge 2026->2025'] - p50['proxy 2025 (same era)']:+.2f} ms")
-    print(f"figure proxy added over direct (p50): {p50['proxy 2025 (same era)'] - p50['direct 2025']:+.2f} ms")
+    print(f"figure {bridged} added over the same-era proxy (p50): {p50[bridged] - p50[same]:+.2f} ms")
+    print(f"figure same-era proxy added over direct (p50): {p50[same] - p50[direct]:+.2f} ms")
 
 
 asyncio.run(asyncio.wait_for(main(), 240))

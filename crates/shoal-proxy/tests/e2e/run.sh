@@ -111,6 +111,35 @@ if install_py; then
     sed 's/^figure /e2e: bridge latency: /' "$LOG/bridge_latency.out" | grep '^e2e:' >&2
 fi
 
+# ---- the 2025-to-2026 bridge: the TypeScript SDK client (2025-11-25) through two `shoal proxy`
+# instances with [proxy] bridge = "2025-to-2026" in front of a 2026-07-28-only upstream (the
+# Python SDK's MCPServer behind a guard that refuses initialize, sessions, GET and DELETE)
+if [ -x "${PY:-}" ]; then
+  MP=$(free_port)
+  PORT=$MP "$PY" "$E2E/modern_server.py" > "$LOG/modern_server.log" 2>&1 &
+  pids+=($!)
+  if wait_port "$MP"; then
+    modern_proxy() { # -> MODERN_URL
+      local port; port=$(free_port)
+      SHOAL_PROXY__BRIDGE=2025-to-2026 "$SHOAL_BIN" --store "$STORE" proxy --listen "127.0.0.1:$port" \
+        --upstream "http://127.0.0.1:$MP/mcp" --event-id-key-file "$CACHE/key" > "$LOG/proxy-modern-$port.log" 2>&1 &
+      pids+=($!)
+      wait_port "$port" || fail "bridge proxy did not start (see $LOG/proxy-modern-$port.log)"
+      MODERN_URL="http://127.0.0.1:$port/mcp"
+    }
+    modern_proxy; MD_A=$MODERN_URL
+    modern_proxy; MD_B=$MODERN_URL
+    note "2025 client across the bridge to a 2026 upstream"
+    cp "$E2E/ts_modern.mjs" "$CACHE/npm/"
+    (cd "$CACHE/npm" && URL_A=$MD_A URL_B=$MD_B STATS="http://127.0.0.1:$MP/stats" timeout 180 node ts_modern.mjs) > "$LOG/ts_modern.out" 2>&1
+    tally "$LOG/ts_modern.out" $? "bridge-2025-to-2026"
+    DIRECTION=2025-to-2026 URL=$MD_A UPSTREAM="http://127.0.0.1:$MP/mcp" ROUNDS=3 timeout 120 "$PY" "$E2E/bridge_latency.py" > "$LOG/bridge_latency_modern.out" 2>&1 &&
+      sed 's/^figure /e2e: bridge latency: /' "$LOG/bridge_latency_modern.out" | grep '^e2e:' >&2
+  else
+    fail "the 2026 test upstream did not start (see $LOG/modern_server.log)"
+  fi
+fi
+
 # ---- stdio upstream restored on the second instance
 start_proxy s1 "stdio:node $EVERYTHING stdio"; URL_S1=$PROXY_URL
 start_proxy s2 "stdio:node $EVERYTHING stdio"; URL_S2=$PROXY_URL

@@ -1,0 +1,282 @@
+//! 2025-revision clients in front of a 2026-07-28 upstream.
+//!
+//! The client speaks the full 2025 protocol to the proxy — `initialize`, `Mcp-Session-Id`,
+//! SSE resumption with `Last-Event-ID` on any instance — and the proxy speaks 2026 upstream:
+//!
+//! - **`initialize`** is answered by the proxy from the upstream's `server/discover`
+//!   (capabilities, `serverInfo`, `instructions`); the revision is the client's when it is a
+//!   2025 one the proxy speaks, else 2025-11-25. The session is the proxy's own (in the store,
+//!   on every instance); the upstream has none.
+//! - **Each request** goes upstream as a 2026 request: `params._meta` gets the revision, the
+//!   client's capabilities and `clientInfo` from the stored `initialize`, and the request gets
+//!   `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` (non-ASCII names base64-encoded as the
+//!   revision says). Replies are recorded as for any session, so a 2025 client whose stream
+//!   broke resumes on any instance with every event once, although the upstream has no
+//!   resumability.
+//! - **Client notifications** (`notifications/initialized`, cancellations) are answered 202
+//!   by the proxy: 2026 has no session to initialize, and cancels a request by closing its
+//!   stream.
+//! - **Not translated**: the upstream's requests to the client (2026 input-required results:
+//!   sampling, elicitation, roots). The proxy declares no such client capability upstream, so
+//!   an upstream that needs one answers with its "missing required client capability" error
+//!   (-32021), which reaches the client naming the capability; the GET stream (a 2026
+//!   upstream answers 405, passed on: the 2025 revisions let a server offer none).
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use shoal_core::Session;
+
+use crate::{
+    protocol::{Revision, headers as h},
+    upstream::{Reply, UpstreamError, http::HttpUpstream},
+};
+
+/// The metadata value that marks a session as bridged to a 2026 upstream.
+pub(crate) const MARK: &str = "2025-to-2026";
+/// The revision spoken upstream.
+const MODERN_REVISION: &str = "2026-07-28";
+/// The client capabilities the bridge cannot serve upstream (they need input-required
+/// results translated into 2025 server requests).
+const NOT_BRIDGED_CAPABILITIES: [&str; 3] = ["sampling", "elicitation", "roots"];
+/// The id of the proxy's own `server/discover`.
+const DISCOVER_ID: &str = "shoal-bridge-discover";
+
+/// The 2026 `_meta` for a bridged session, from its stored `initialize` params.
+pub(crate) fn modern_meta(s: &Session) -> Option<Value> {
+    if s.metadata
+        .get(super::legacy_upstream::BRIDGE_KEY)
+        .map(String::as_str)
+        != Some(MARK)
+    {
+        return None;
+    }
+    let params = s.initialize_params.as_ref();
+    Some(meta_of(
+        params.and_then(|p| p.get("capabilities")),
+        params.and_then(|p| p.get("clientInfo")),
+    ))
+}
+
+fn meta_of(capabilities: Option<&Value>, client_info: Option<&Value>) -> Value {
+    let mut caps = capabilities.cloned().unwrap_or_else(|| json!({}));
+    if let Some(c) = caps.as_object_mut() {
+        c.retain(|k, _| !NOT_BRIDGED_CAPABILITIES.contains(&k.as_str()));
+    }
+    json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN_REVISION,
+        "io.modelcontextprotocol/clientCapabilities": caps,
+        "io.modelcontextprotocol/clientInfo": client_info.cloned()
+            .unwrap_or_else(|| json!({"name": "shoal-bridge", "version": env!("CARGO_PKG_VERSION")})),
+    })
+}
+
+/// `Mcp-Name`'s value: as it is when it is printable ASCII, else `=?base64?…?=`.
+pub(crate) fn header_name_value(name: &str) -> Option<HeaderValue> {
+    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) && !name.starts_with("=?") {
+        HeaderValue::from_str(name).ok()
+    } else {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(name.as_bytes());
+        HeaderValue::from_str(&format!("=?base64?{b64}?=")).ok()
+    }
+}
+
+/// A 2025 request made a 2026 one: its body with `meta` merged into `params._meta`, and the
+/// headers 2026 asks for (the client's others stay).
+pub(crate) fn modern_request(client: &HeaderMap, msg: &Value, meta: &Value) -> (HeaderMap, Bytes) {
+    let mut m = msg.clone();
+    if let Some(obj) = m.as_object_mut() {
+        let params = obj.entry("params").or_insert_with(|| json!({}));
+        if let Some(p) = params.as_object_mut() {
+            let into = p.entry("_meta").or_insert_with(|| json!({}));
+            if let (Some(into), Some(meta)) = (into.as_object_mut(), meta.as_object()) {
+                for (k, v) in meta {
+                    into.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    let mut hm = client.clone();
+    hm.remove(h::SESSION_ID);
+    hm.remove(h::LAST_EVENT_ID);
+    hm.insert(
+        h::PROTOCOL_VERSION,
+        HeaderValue::from_static(MODERN_REVISION),
+    );
+    hm.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    hm.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let method = m.get("method").and_then(Value::as_str).unwrap_or("");
+    if let Ok(v) = HeaderValue::from_str(method) {
+        hm.insert(h::MCP_METHOD, v);
+    }
+    let target = match method {
+        "tools/call" | "prompts/get" => m.get("params").and_then(|p| p.get("name")),
+        "resources/read" => m.get("params").and_then(|p| p.get("uri")),
+        _ => None,
+    };
+    match target.and_then(Value::as_str).and_then(header_name_value) {
+        Some(v) => {
+            hm.insert(h::MCP_NAME, v);
+        }
+        None => {
+            hm.remove(h::MCP_NAME);
+        }
+    }
+    (hm, Bytes::from(m.to_string()))
+}
+
+/// An empty 202, as the proxy's answer to a client notification a 2026 upstream has no use for.
+pub(crate) fn accepted() -> Reply {
+    Reply::Full {
+        status: StatusCode::ACCEPTED,
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+    }
+}
+
+/// The upstream's `server/discover`, answered as `initialize` would have been: a JSON reply
+/// to `init` (the client's `initialize` message).
+pub(crate) async fn initialize(http: &HttpUpstream, init: &Value) -> Result<Reply, UpstreamError> {
+    let params = init.get("params");
+    let meta = meta_of(
+        params.and_then(|p| p.get("capabilities")),
+        params.and_then(|p| p.get("clientInfo")),
+    );
+    let discover =
+        json!({"jsonrpc": "2.0", "id": DISCOVER_ID, "method": "server/discover", "params": {}});
+    let (hm, body) = modern_request(&HeaderMap::new(), &discover, &meta);
+    let reply = http.post(&hm, None, body).await?;
+    let status = reply.status();
+    let answer = match reply {
+        Reply::Full { body, .. } => serde_json::from_slice::<Value>(&body).ok(),
+        Reply::Stream { mut events, .. } => {
+            use futures_util::StreamExt;
+            let mut found = None;
+            while let Some(Ok(ev)) = events.next().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
+                    && v.get("id").and_then(Value::as_str) == Some(DISCOVER_ID)
+                {
+                    found = Some(v);
+                    break;
+                }
+            }
+            found
+        }
+    };
+    let id = init.get("id").cloned().unwrap_or(Value::Null);
+    let Some(result) = answer.as_ref().and_then(|a| a.get("result")) else {
+        let why = answer
+            .as_ref()
+            .and_then(|a| a.get("error"))
+            .cloned()
+            .unwrap_or_else(|| json!({"code": -32603, "message": format!("the 2026 upstream answered server/discover with {status}")}));
+        tracing::warn!(%status, "bridge: the upstream's server/discover failed");
+        return Ok(json_reply(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": id, "error": why}),
+        ));
+    };
+    let asked = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .and_then(Revision::parse)
+        .filter(|r| r.has_sessions())
+        .unwrap_or(Revision::V2025_11_25);
+    let mut out = json!({
+        "protocolVersion": asked.as_str(),
+        "capabilities": result.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "serverInfo": result
+            .get("_meta")
+            .and_then(|m| m.get("io.modelcontextprotocol/serverInfo"))
+            .cloned()
+            .unwrap_or_else(|| json!({"name": "upstream", "version": "unknown"})),
+    });
+    if let Some(i) = result.get("instructions") {
+        out["instructions"] = i.clone();
+    }
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"jsonrpc": "2.0", "id": id, "result": out}),
+    ))
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Reply {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Reply::Full {
+        status,
+        headers,
+        body: Bytes::from(v.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_get_2026_meta_and_headers() {
+        let meta = meta_of(
+            Some(&json!({"sampling": {}, "elicitation": {}, "experimental": {"x": {}}})),
+            Some(&json!({"name": "c", "version": "1"})),
+        );
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientCapabilities"],
+            json!({"experimental": {"x": {}}}),
+            "capabilities the bridge cannot serve are not declared upstream"
+        );
+        let mut client = HeaderMap::new();
+        client.insert(h::SESSION_ID, HeaderValue::from_static("abc"));
+        client.insert("traceparent", HeaderValue::from_static("00-1-2-01"));
+        let msg = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "météo", "arguments": {}, "_meta": {"progressToken": 3}}});
+        let (hm, body) = modern_request(&client, &msg, &meta);
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["params"]["_meta"]["progressToken"], json!(3));
+        assert_eq!(
+            v["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            json!("2026-07-28")
+        );
+        assert!(hm.get(h::SESSION_ID).is_none());
+        assert_eq!(
+            hm.get(h::MCP_METHOD).and_then(|v| v.to_str().ok()),
+            Some("tools/call")
+        );
+        assert_eq!(
+            hm.get(h::MCP_NAME).and_then(|v| v.to_str().ok()),
+            Some("=?base64?bcOpdMOpbw==?=")
+        );
+        assert_eq!(
+            hm.get("traceparent").and_then(|v| v.to_str().ok()),
+            Some("00-1-2-01")
+        );
+        let (hm, body) = modern_request(
+            &HeaderMap::new(),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+            &meta,
+        );
+        assert!(hm.get(h::MCP_NAME).is_none());
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert!(
+            v["params"]["_meta"]
+                .get("io.modelcontextprotocol/clientInfo")
+                .is_some()
+        );
+        assert_eq!(
+            header_name_value("echo")
+                .and_then(|v| v.to_str().ok().map(str::to_owned))
+                .as_deref(),
+            Some("echo")
+        );
+    }
+}

@@ -1,0 +1,95 @@
+"""A 2026-07-28-only MCP server for the 2025-to-2026 bridge test, built with the official
+Python SDK (`mcp` 2.x, `MCPServer`). The SDK serves both eras; a small ASGI guard in front
+makes it speak 2026-07-28 only, as a server that dropped the 2025 revisions would: `initialize`,
+any `Mcp-Session-Id`, GET and DELETE are refused, and counted (GET /stats shows the counts).
+Env: PORT."""
+
+import asyncio
+import json
+import os
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
+
+server = MCPServer("modern-upstream", instructions="a 2026-only test upstream")
+
+
+@server.tool()
+async def echo(message: str) -> str:
+    """Returns the message."""
+    return message
+
+
+@server.tool()
+async def countdown(steps: int, ctx: Context) -> str:
+    """Reports `steps` progress notifications, 150 ms apart, then finishes."""
+    for i in range(steps):
+        await ctx.report_progress(i + 1, steps, f"step {i + 1}")
+        await asyncio.sleep(0.15)
+    return f"countdown of {steps} completed"
+
+
+class Name(BaseModel):
+    name: str
+
+
+@server.tool()
+async def ask_name(ctx: Context) -> str:
+    """Needs the client's elicitation capability."""
+    r = await ctx.elicit("Your name?", Name)
+    return f"hello {r.data.name if r.data else '?'}"
+
+
+inner = server.streamable_http_app(stateless_http=True)
+refused = {"initialize": 0, "session_header": 0, "get_or_delete": 0, "posts": 0}
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return await inner(scope, receive, send)
+    if scope["path"] == "/stats":
+        body = json.dumps(refused).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        return await send({"type": "http.response.body", "body": body})
+    headers = dict(scope["headers"])
+
+    async def refuse(status, why):
+        body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": why}}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    if scope["method"] in ("GET", "DELETE"):
+        refused["get_or_delete"] += 1
+        return await refuse(405, "2026-07-28 only: no GET stream, no DELETE")
+    if b"mcp-session-id" in headers:
+        refused["session_header"] += 1
+        return await refuse(400, "2026-07-28 only: no sessions")
+    chunks = []
+    more = True
+    while more:
+        m = await receive()
+        chunks.append(m.get("body", b""))
+        more = m.get("more_body", False)
+    raw = b"".join(chunks)
+    refused["posts"] += 1
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        msg = {}
+    if isinstance(msg, dict) and msg.get("method") == "initialize":
+        refused["initialize"] += 1
+        return await refuse(400, "2026-07-28 only: no initialize")
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    return await inner(scope, replay, send)
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
