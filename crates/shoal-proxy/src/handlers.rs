@@ -238,6 +238,11 @@ async fn session_of(inner: &ProxyState, headers: &HeaderMap) -> Result<Arc<Live>
     let Some(id) = raw.to_str().ok().and_then(|s| SessionId::new(s).ok()) else {
         return Err(not_found());
     };
+    // The records of the 2026-to-2025 bridge's upstream sessions are not client sessions: a
+    // client naming one (its id is derived, not secret) gets 404 like any unknown id.
+    if crate::bridge::legacy_upstream::is_bridge_record(&id) {
+        return Err(not_found());
+    }
     let live = match inner.session(&id).await {
         Ok(l) => l,
         Err(LoadError::NotFound) => return Err(not_found()),

@@ -80,6 +80,12 @@ pub(crate) fn key(principal: Option<&str>, capabilities: &Value) -> Option<Sessi
     SessionId::new(format!("bridge-{}", hex(&d.finalize()[..16]))).ok()
 }
 
+/// Whether `id` names a record of this bridge (`bridge-…`), never a client's session: ids the
+/// proxy mints are 32 hex digits.
+pub(crate) fn is_bridge_record(id: &SessionId) -> bool {
+    id.as_str().starts_with("bridge-")
+}
+
 /// The 2026 request without its `_meta` protocol keys (other `_meta` keys, e.g. a progress
 /// token, stay).
 pub(crate) fn legacy_body(msg: &Value) -> Value {
@@ -537,7 +543,11 @@ mod tests {
         assert_ne!(a, key(Some("bob"), &caps));
         assert_ne!(a, key(None, &caps));
         assert_ne!(a, key(Some("alice"), &json!({})));
-        assert!(a.is_some_and(|k| k.as_str().starts_with("bridge-") && k.as_str().len() == 39));
+        assert!(
+            a.as_ref()
+                .is_some_and(|k| is_bridge_record(k) && k.as_str().len() == 39)
+        );
+        assert!(!is_bridge_record(&SessionId::generate()));
     }
 
     #[test]

@@ -74,6 +74,17 @@ async def main():
         else:
             report.fail("shared upstream session", f"{mine}")
 
+        # The store record of the upstream session is not a client session: naming it as a
+        # 2025 client's Mcp-Session-Id gets 404 (its id is derived, not secret).
+        async with httpx2.AsyncClient() as raw:
+            hijack = await raw.post(A, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers={
+                "mcp-session-id": mine[0]["id"] if mine else "none", "x-shoal-principal": "alice",
+                "mcp-protocol-version": "2025-11-25", "accept": "application/json, text/event-stream"})
+        if hijack.status_code == 404:
+            report.ok("the upstream session's record cannot be used as a 2025 session (404)")
+        else:
+            report.fail("record used as a session", f"{hijack.status_code} {hijack.text[:200]}")
+
         # The upstream forgets the session: the next request re-initializes transparently.
         old = mine[0]["upstream_session_id"] if mine else None
         async with httpx2.AsyncClient() as raw:
