@@ -487,7 +487,6 @@ async fn forward_post(
         }
     };
     if inner.cfg.open_standalone_stream
-        && live.modern_meta.is_none()
         && live.initialized.load(Relaxed)
         && !live.standalone_checked.swap(true, Relaxed)
     {

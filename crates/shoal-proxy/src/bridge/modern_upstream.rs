@@ -19,8 +19,11 @@
 //! - **Not translated**: the upstream's requests to the client (2026 input-required results:
 //!   sampling, elicitation, roots). The proxy declares no such client capability upstream, so
 //!   an upstream that needs one answers with its "missing required client capability" error
-//!   (-32021), which reaches the client naming the capability; the GET stream (a 2026
-//!   upstream answers 405, passed on: the 2025 revisions let a server offer none).
+//!   (-32021), which reaches the client naming the capability.
+//! - **The standalone (GET) stream** is a `subscriptions/listen` upstream (every list-change
+//!   kind), opened when the client's `notifications/initialized` passes and recorded like any
+//!   standalone stream, so list changes reach the client's GET on any instance. A listen
+//!   stream that ends is opened again once; nothing it missed is replayed (2026 has none).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine as _;
@@ -130,6 +133,29 @@ pub(crate) fn modern_request(client: &HeaderMap, msg: &Value, meta: &Value) -> (
         }
     }
     (hm, Bytes::from(m.to_string()))
+}
+
+/// Opens the session's server-to-client stream on a 2026 upstream: a `subscriptions/listen`
+/// for every list change, whose response stream the proxy records as the session's standalone
+/// (GET) stream.
+pub(crate) async fn listen(
+    http: &HttpUpstream,
+    client: &HeaderMap,
+    meta: &Value,
+    session: &str,
+) -> Result<Reply, UpstreamError> {
+    let msg = json!({
+        "jsonrpc": "2.0",
+        "id": format!("shoal-listen-{session}"),
+        "method": "subscriptions/listen",
+        "params": {"notifications": {
+            "toolsListChanged": true,
+            "promptsListChanged": true,
+            "resourcesListChanged": true,
+        }},
+    });
+    let (hm, body) = modern_request(client, &msg, meta);
+    http.post(&hm, None, body).await
 }
 
 /// An empty 202, as the proxy's answer to a client notification a 2026 upstream has no use for.

@@ -417,13 +417,26 @@ impl<'a> Pump<'a> {
             _ = self.inner.shutdown.cancelled() => return Step::Stop,
             _ = tokio::time::sleep(self.retry_hint) => {}
         }
-        let reply = http
-            .get(
-                &self.client_headers,
-                self.live.upstream_session_id.as_deref(),
-                self.upstream_last.as_deref(),
-            )
-            .await;
+        let reply = match (&self.live.modern_meta, &self.kind) {
+            // A 2026 upstream's listen stream is listened to again (nothing is replayed).
+            (Some(meta), Kind::Get) => {
+                crate::bridge::modern_upstream::listen(
+                    http,
+                    &self.client_headers,
+                    meta,
+                    self.live.id.as_str(),
+                )
+                .await
+            }
+            _ => {
+                http.get(
+                    &self.client_headers,
+                    self.live.upstream_session_id.as_deref(),
+                    self.upstream_last.as_deref(),
+                )
+                .await
+            }
+        };
         match reply {
             Ok(Reply::Stream { events, .. }) => {
                 self.events = events;

@@ -84,10 +84,16 @@ async fn open(
     }
     let headers = get_headers(client_headers);
     let reply = match (&inner.http, &live.stdio) {
-        (Some(http), _) => {
-            http.get(&headers, live.upstream_session_id.as_deref(), None)
-                .await
-        }
+        (Some(http), _) => match &live.modern_meta {
+            Some(meta) => {
+                crate::bridge::modern_upstream::listen(http, client_headers, meta, live.id.as_str())
+                    .await
+            }
+            None => {
+                http.get(&headers, live.upstream_session_id.as_deref(), None)
+                    .await
+            }
+        },
         (None, Some(p)) => p.get(),
         (None, None) => Err(UpstreamError("no upstream".into())),
     };

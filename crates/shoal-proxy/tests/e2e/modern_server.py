@@ -30,6 +30,13 @@ async def countdown(steps: int, ctx: Context) -> str:
     return f"countdown of {steps} completed"
 
 
+@server.tool()
+async def touch_tools(ctx: Context) -> str:
+    """Tells `subscriptions/listen` subscribers the tool list changed."""
+    await ctx.notify_tools_changed()
+    return "tools changed"
+
+
 class Name(BaseModel):
     name: str
 

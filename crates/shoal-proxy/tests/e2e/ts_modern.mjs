@@ -4,6 +4,7 @@
 // Prints "ok <check>" / "FAIL <check>: <why>"; exit 1 on any failure.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { cutAfterProgress, retarget } from './cut_stream.mjs';
 
 const A = process.env.URL_A, B = process.env.URL_B;
@@ -36,6 +37,8 @@ const transport = new StreamableHTTPClientTransport(new URL(A), {
 });
 const client = new Client({ name: 'shoal-bridge-ts', version: '1.0.0' });
 client.onerror = () => {};
+let listChanged = 0;
+client.setNotificationHandler(ToolListChangedNotificationSchema, () => { listChanged++; });
 transport.onerror = () => {};
 try {
   await client.connect(transport);
@@ -47,7 +50,7 @@ try {
 
   let good = 0;
   const tools = await client.listTools();
-  if (['echo', 'countdown', 'ask_name'].every((n) => tools.tools.some((t) => t.name === n))) good++;
+  if (['echo', 'countdown', 'ask_name', 'touch_tools'].every((n) => tools.tools.some((t) => t.name === n))) good++;
   for (let i = 0; i < 6; i++) {
     const r = await client.callTool({ name: 'echo', arguments: { message: `m${i}` } });
     if (JSON.stringify(r.content).includes(`m${i}`)) good++;
@@ -65,6 +68,13 @@ try {
   if (JSON.stringify(progress) === JSON.stringify(want) && JSON.stringify(r.content).includes('completed')) {
     ok(`stream cut after 3 progress events on one instance, resumed on the other: ${steps} events exactly once, then the result`);
   } else fail('cut-and-resume', `progress=${JSON.stringify(progress)} result=${JSON.stringify(r)}`);
+
+  // A server notification outside any request: the upstream's subscriptions/listen stream,
+  // held by one instance and recorded, reaches the client's GET stream (on either instance).
+  await client.callTool({ name: 'touch_tools', arguments: {} });
+  for (let i = 0; i < 100 && listChanged === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  if (listChanged >= 1) ok(`a server notification (tools/list_changed) from the upstream's subscriptions/listen reached the client's GET stream`);
+  else fail('server notification', 'no notifications/tools/list_changed within 10 s');
 
   // What the bridge cannot translate reaches the client as an error naming it.
   let named = '';
