@@ -77,7 +77,13 @@ async fn an_in_doubt_create_gives_back_a_place_only_when_the_session_was_not_wri
     let lost = store.create(session("orphan")).await;
     link.set(Fault::None);
     let e = lost.expect_err("the link was reset");
-    assert!(e.is_connection_lost(), "a reset link is in doubt: {e:?}");
+    // Usually the reset is seen as a lost connection; on a loaded machine the reconnection can
+    // outlast the 500 ms response timeout first (seen once in CI). Both are in doubt and take
+    // the same path: the background check below.
+    assert!(
+        e.is_connection_lost() || matches!(e, shoal_core::Error::Timeout { .. }),
+        "a reset link is in doubt: {e:?}"
+    );
     assert!(
         !exists(&server, "orphan"),
         "the create never reached the server"

@@ -325,15 +325,8 @@ impl Ask<'_> {
                 s.server_info = Some(init);
                 match store.update(&s).await {
                     Ok(s) => Ok(s),
-                    Err(StoreError::Conflict { .. }) => {
-                        // Another instance replaced it first: use theirs, end ours.
-                        self.end(upstream_sid.as_deref()).await;
-                        store
-                            .get(self.key)
-                            .await
-                            .map_err(|e| unavailable(&e.to_string()))?
-                            .ok_or_else(|| unavailable("the upstream session's record vanished"))
-                    }
+                    // Another instance replaced it first: use theirs, end ours.
+                    Err(StoreError::Conflict { .. }) => self.theirs(upstream_sid.as_deref()).await,
                     Err(e) => Err(unavailable(&e.to_string())),
                 }
             }
@@ -354,18 +347,25 @@ impl Ask<'_> {
                         tracing::info!(session = %self.key.as_str(), "bridge: upstream session created");
                         Ok(s)
                     }
+                    // Another instance created it first: use theirs, end ours.
                     Err(StoreError::AlreadyExists { .. }) => {
-                        self.end(upstream_sid.as_deref()).await;
-                        store
-                            .get(self.key)
-                            .await
-                            .map_err(|e| unavailable(&e.to_string()))?
-                            .ok_or_else(|| unavailable("the upstream session's record vanished"))
+                        self.theirs(upstream_sid.as_deref()).await
                     }
                     Err(e) => Err(unavailable(&e.to_string())),
                 }
             }
         }
+    }
+
+    /// Another instance's record won: ends the upstream session `ours` and reads theirs.
+    async fn theirs(&self, ours: Option<&str>) -> Result<Session, Response> {
+        self.end(ours).await;
+        self.inner
+            .store
+            .get(self.key)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?
+            .ok_or_else(|| unavailable("the upstream session's record vanished"))
     }
 
     /// Runs `initialize` and `notifications/initialized` upstream; returns the result and the
