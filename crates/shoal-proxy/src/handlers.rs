@@ -467,6 +467,21 @@ async fn forward_post(
         }
     };
     let (exists, reply) = tokio::join!(exists, upstream);
+    // A request bridged to a 2026 upstream: an `input_required` result is answered by asking
+    // the client on a stream (see `bridge::input_requests`), so it goes out as one.
+    let bridged_request = match (&live.modern_meta, parsed.messages.as_slice()) {
+        (Some(_), [msg]) if !requests.is_empty() => Some(msg),
+        _ => None,
+    };
+    let reply = match reply {
+        Ok(r @ Reply::Full { .. })
+            if bridged_request.is_some()
+                && matches!(&r, Reply::Full { body, .. } if crate::bridge::input_requests::is_input_required(body)) =>
+        {
+            Ok(crate::bridge::input_requests::as_stream(r))
+        }
+        other => other,
+    };
     match exists {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -554,6 +569,7 @@ async fn forward_post(
                     upstream_last: None,
                     lease_held: false,
                     wake,
+                    bridged_request: bridged_request.cloned(),
                 },
             );
             stream::sse_response(inner, live, first, rx, false, HeaderMap::new())

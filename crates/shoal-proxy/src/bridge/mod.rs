@@ -11,6 +11,7 @@
 //! Switched by [`ProxyConfig::bridge`](crate::ProxyConfig::bridge); off by default (2026
 //! requests pass through untouched).
 
+pub(crate) mod input_requests;
 pub(crate) mod legacy_upstream;
 pub(crate) mod modern_upstream;
 

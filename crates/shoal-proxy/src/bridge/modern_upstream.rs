@@ -16,10 +16,11 @@
 //! - **Client notifications** (`notifications/initialized`, cancellations) are answered 202
 //!   by the proxy: 2026 has no session to initialize, and cancels a request by closing its
 //!   stream.
-//! - **Not translated**: the upstream's requests to the client (2026 input-required results:
-//!   sampling, elicitation, roots). The proxy declares no such client capability upstream, so
-//!   an upstream that needs one answers with its "missing required client capability" error
-//!   (-32021), which reaches the client naming the capability.
+//! - **The upstream's questions to the client** (an `input_required` result: elicitation,
+//!   sampling, roots) become 2025 server requests on the response stream, answered by the
+//!   client on any instance, and the request is retried upstream with the answers (see
+//!   [`input_requests`](super::input_requests)). The client's declared capabilities go upstream
+//!   as declared, so the upstream asks only what the client can answer.
 //! - **The standalone (GET) stream** is a `subscriptions/listen` upstream (every list-change
 //!   kind), opened when the client's `notifications/initialized` passes and recorded like any
 //!   standalone stream, so list changes reach the client's GET on any instance. A listen
@@ -40,9 +41,6 @@ use crate::{
 pub(crate) const MARK: &str = "2025-to-2026";
 /// The revision spoken upstream.
 const MODERN_REVISION: &str = "2026-07-28";
-/// The client capabilities the bridge cannot serve upstream (they need input-required
-/// results translated into 2025 server requests).
-const NOT_BRIDGED_CAPABILITIES: [&str; 3] = ["sampling", "elicitation", "roots"];
 /// The id of the proxy's own `server/discover`.
 const DISCOVER_ID: &str = "shoal-bridge-discover";
 
@@ -63,10 +61,7 @@ pub(crate) fn modern_meta(s: &Session) -> Option<Value> {
 }
 
 fn meta_of(capabilities: Option<&Value>, client_info: Option<&Value>) -> Value {
-    let mut caps = capabilities.cloned().unwrap_or_else(|| json!({}));
-    if let Some(c) = caps.as_object_mut() {
-        c.retain(|k, _| !NOT_BRIDGED_CAPABILITIES.contains(&k.as_str()));
-    }
+    let caps = capabilities.cloned().unwrap_or_else(|| json!({}));
     json!({
         "io.modelcontextprotocol/protocolVersion": MODERN_REVISION,
         "io.modelcontextprotocol/clientCapabilities": caps,
@@ -258,8 +253,8 @@ mod tests {
         );
         assert_eq!(
             meta["io.modelcontextprotocol/clientCapabilities"],
-            json!({"experimental": {"x": {}}}),
-            "capabilities the bridge cannot serve are not declared upstream"
+            json!({"sampling": {}, "elicitation": {}, "experimental": {"x": {}}}),
+            "the client's capabilities go upstream as declared"
         );
         let mut client = HeaderMap::new();
         client.insert(h::SESSION_ID, HeaderValue::from_static("abc"));

@@ -447,6 +447,7 @@ impl Follower {
                         upstream_last: self.last_upstream.clone(),
                         lease_held: true,
                         wake,
+                        bridged_request: None,
                     },
                 );
                 true

@@ -19,7 +19,8 @@ use tokio::{
 
 use super::{STANDALONE, UPSTREAM_EVENT_ID};
 use crate::{
-    protocol::{MessageKind, classify, response_ids},
+    bridge::input_requests,
+    protocol::{MessageKind, classify, request_id, response_ids},
     record, sse,
     state::{Live, ProxyState},
     upstream::{EventStream, Reply},
@@ -55,6 +56,9 @@ pub(crate) struct PumpSpec {
     pub(crate) lease_held: bool,
     /// Wakes this instance's followers of the stream (from [`ProxyState::register_pump`]).
     pub(crate) wake: broadcast::Sender<u64>,
+    /// For a session bridged to a 2026 upstream: the client's request the stream answers,
+    /// retried upstream with the client's answers when the upstream asks for input.
+    pub(crate) bridged_request: Option<Value>,
 }
 
 /// Starts reading an upstream stream: every event is recorded (seq = event id), answered
@@ -120,6 +124,9 @@ struct Pump<'a> {
     last_event: Instant,
     retry_hint: Duration,
     reconnects: u32,
+    bridged_request: Option<Value>,
+    /// Input rounds the bridged request took so far.
+    input_rounds: u32,
 }
 
 impl<'a> Pump<'a> {
@@ -143,6 +150,8 @@ impl<'a> Pump<'a> {
             client_headers: spec.client_headers,
             upstream_last: spec.upstream_last,
             wake: spec.wake,
+            bridged_request: spec.bridged_request,
+            input_rounds: 0,
         };
         if pump.client.is_none() {
             pump.detach();
@@ -277,41 +286,22 @@ impl<'a> Pump<'a> {
             return Step::Stop;
         }
         let data = Bytes::from(ev.data);
-        let seq = self.record(&data, ev.id).await;
-        let Some(seq) = seq else {
+        if let Some(step) = self.input_asked(&data).await {
+            return step;
+        }
+        if self.deliver(&data, ev.id).await.is_none() {
             return Step::Stop;
-        };
+        }
+        self.settle(&data)
+    }
+
+    /// Takes the requests `data` answers off the awaited set; stops once none is left.
+    fn settle(&mut self, data: &Bytes) -> Step {
         if let Kind::Post { awaiting } = &mut self.kind
-            && let Ok(v) = serde_json::from_slice::<Value>(&data)
+            && let Ok(v) = serde_json::from_slice::<Value>(data)
         {
             for id in response_ids(&v) {
                 awaiting.remove(&id);
-            }
-        }
-        if let Some(tx) = &self.client {
-            let eid = seq.map(|(s, epoch)| {
-                self.inner
-                    .codec
-                    .encode(self.live.id.as_str(), &self.stream, s, epoch)
-            });
-            let chunk = sse::encode(eid.as_deref(), None, None, &data);
-            match tokio::time::timeout(self.inner.cfg.client_send_timeout, tx.send(chunk)).await {
-                Ok(Ok(())) => {
-                    self.inner.metrics.sse_events.inc();
-                }
-                Ok(Err(_)) => {
-                    tracing::debug!(session = %self.live.id, stream = self.stream, "client went away; still recording");
-                    if let Step::Stop = self.detach() {
-                        return Step::Stop;
-                    }
-                }
-                Err(_) => {
-                    self.inner.metrics.clients_detached.inc();
-                    tracing::info!(session = %self.live.id, stream = self.stream, "client did not read in time; detached (it resumes with Last-Event-ID)");
-                    if let Step::Stop = self.detach() {
-                        return Step::Stop;
-                    }
-                }
             }
         }
         if self.kind.done() {
@@ -319,6 +309,115 @@ impl<'a> Pump<'a> {
         } else {
             Step::Continue
         }
+    }
+
+    /// Records `data` and sends it to the attached client (detaching a client that is gone
+    /// or too slow). `None`: the pump stops; else the frame's seq, when it was recorded.
+    async fn deliver(&mut self, data: &Bytes, upstream_id: Option<String>) -> Option<Option<u64>> {
+        let seq = self.record(data, upstream_id).await?;
+        if let Some(tx) = &self.client {
+            let eid = seq.map(|(s, epoch)| {
+                self.inner
+                    .codec
+                    .encode(self.live.id.as_str(), &self.stream, s, epoch)
+            });
+            let chunk = sse::encode(eid.as_deref(), None, None, data);
+            match tokio::time::timeout(self.inner.cfg.client_send_timeout, tx.send(chunk)).await {
+                Ok(Ok(())) => {
+                    self.inner.metrics.sse_events.inc();
+                }
+                Ok(Err(_)) => {
+                    tracing::debug!(session = %self.live.id, stream = self.stream, "client went away; still recording");
+                    if let Step::Stop = self.detach() {
+                        return None;
+                    }
+                }
+                Err(_) => {
+                    self.inner.metrics.clients_detached.inc();
+                    tracing::info!(session = %self.live.id, stream = self.stream, "client did not read in time; detached (it resumes with Last-Event-ID)");
+                    if let Step::Stop = self.detach() {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(seq.map(|(s, _)| s))
+    }
+
+    /// For a request bridged to a 2026 upstream: when `data` is the upstream's
+    /// `input_required` result, asks the client (see [`input_requests`]) and reads the retried
+    /// request's stream next. `None`: `data` is an ordinary event.
+    async fn input_asked(&mut self, data: &Bytes) -> Option<Step> {
+        let original = self.bridged_request.as_ref()?;
+        let meta = self.live.modern_meta.as_ref()?;
+        let original_id = original.get("id").and_then(request_id)?;
+        let v = serde_json::from_slice::<Value>(data).ok()?;
+        let ask = input_requests::ask_of(&v, &original_id)?;
+        let (original, meta) = (original.clone(), meta.clone());
+        let round = self.input_rounds;
+        self.input_rounds += 1;
+        let refused = if ask.requests.is_empty() {
+            Some("the upstream asked for a retry without input requests (not bridged)".to_owned())
+        } else if ask
+            .requests
+            .iter()
+            .any(|(_, r)| r.get("method").and_then(Value::as_str).is_none())
+        {
+            Some("the upstream sent an input request without a method".to_owned())
+        } else if round >= input_requests::MAX_ROUNDS {
+            Some(format!(
+                "the upstream asked for input more than {} times",
+                input_requests::MAX_ROUNDS
+            ))
+        } else {
+            None
+        };
+        let mut asked = Vec::new();
+        let mut first_seq = None;
+        if refused.is_none() {
+            for (key, input) in &ask.requests {
+                let id = input_requests::asked_id(&self.stream, round, key);
+                let method = input
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let Some(msg) = input_requests::server_request(&id, input) else {
+                    continue;
+                };
+                match self.deliver(&msg, None).await {
+                    None => return Some(Step::Stop),
+                    Some(seq) => {
+                        first_seq = first_seq.or(seq);
+                    }
+                }
+                asked.push((id, key.clone(), method));
+            }
+        }
+        if let Some(why) = refused {
+            let ev = input_requests::error_event(&original_id, -32603, &why);
+            let data = Bytes::from(ev.data);
+            if self.deliver(&data, None).await.is_none() {
+                return Some(Step::Stop);
+            }
+            return Some(self.settle(&data));
+        }
+        tracing::debug!(session = %self.live.id, stream = self.stream, round, asked = asked.len(), "bridge: the upstream asked for input; asking the client");
+        self.upstream_last = None;
+        self.events = input_requests::answer_then_retry(
+            self.inner,
+            self.live,
+            input_requests::Round {
+                original,
+                original_id,
+                asked,
+                state: ask.state,
+                after_seq: first_seq.unwrap_or(0).saturating_sub(1),
+                client_headers: self.client_headers.clone(),
+                meta,
+            },
+        );
+        Some(Step::Continue)
     }
 
     /// Records one event: the pending entries of requests the upstream sends the client

@@ -118,6 +118,7 @@ async fn open(
                     upstream_last: None,
                     lease_held: leased,
                     wake,
+                    bridged_request: None,
                 },
             );
             Ok(Standalone::Open)

@@ -10,7 +10,15 @@ import os
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
-from pydantic import BaseModel
+from mcp_types import (
+    CreateMessageRequest,
+    CreateMessageRequestParams,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    InputRequiredResult,
+    SamplingMessage,
+    TextContent,
+)
 
 server = MCPServer("modern-upstream", instructions="a 2026-only test upstream")
 
@@ -37,15 +45,35 @@ async def touch_tools(ctx: Context) -> str:
     return "tools changed"
 
 
-class Name(BaseModel):
-    name: str
+@server.tool()
+async def ask_name(ctx: Context) -> str | InputRequiredResult:
+    """Asks the client for a name (2026 multi-round-trip: an input_required result, then the
+    retried call with the answer), then greets it; the state says which round it is."""
+    answers = ctx.input_responses or {}
+    got = answers.get("name")
+    if got is None:
+        schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+        return InputRequiredResult(
+            input_requests={"name": ElicitRequest(params=ElicitRequestFormParams(message="Your name?", requested_schema=schema))},
+            request_state="asked-name",
+        )
+    content = getattr(got, "content", None) or {}
+    return f"hello {content.get('name', '?')} (state {ctx.request_state})"
 
 
 @server.tool()
-async def ask_name(ctx: Context) -> str:
-    """Needs the client's elicitation capability."""
-    r = await ctx.elicit("Your name?", Name)
-    return f"hello {r.data.name if r.data else '?'}"
+async def ask_model(topic: str, ctx: Context) -> str | InputRequiredResult:
+    """Asks the client's model (sampling) about `topic`, then reports its answer."""
+    got = (ctx.input_responses or {}).get("sample")
+    if got is None:
+        msg = SamplingMessage(role="user", content=TextContent(type="text", text=f"one word about {topic}"))
+        return InputRequiredResult(
+            input_requests={"sample": CreateMessageRequest(params=CreateMessageRequestParams(messages=[msg], max_tokens=10))},
+            request_state="asked-model",
+        )
+    content = getattr(got, "content", None)
+    text = getattr(content, "text", None) or "?"
+    return f"the model said: {text}"
 
 
 inner = server.streamable_http_app(stateless_http=True)

@@ -4,7 +4,7 @@
 // Prints "ok <check>" / "FAIL <check>: <why>"; exit 1 on any failure.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { cutAfterProgress, retarget } from './cut_stream.mjs';
 
 const A = process.env.URL_A, B = process.env.URL_B;
@@ -13,6 +13,7 @@ const ok = (name) => console.log(`ok ${name}`);
 const fail = (name, why) => { failures++; console.log(`FAIL ${name}: ${why}`); };
 let turn = 0, cut = null, lastPostTarget = null;
 const seen = { A: 0, B: 0 };
+const answeredOn = [], askedOn = [];
 
 async function routedFetch(url, init = {}) {
   const method = (init.method || 'GET').toUpperCase();
@@ -21,7 +22,12 @@ async function routedFetch(url, init = {}) {
   if (method === 'GET' && headers.get('last-event-id') && lastPostTarget) base = lastPostTarget === A ? B : A;
   else base = (turn++ % 2 === 0) ? A : B;
   seen[base === A ? 'A' : 'B']++;
-  if (method === 'POST') lastPostTarget = base;
+  if (method === 'POST') {
+    lastPostTarget = base;
+    const body = typeof init.body === 'string' ? init.body : '';
+    if (body.includes('"shoal-input-') && body.includes('"result"')) answeredOn.push(base === A ? 'A' : 'B');
+    if (body.includes('"tools/call"') && body.includes('"ask_')) askedOn.push(base === A ? 'A' : 'B');
+  }
   const resp = await fetch(retarget(url, base), init);
   const ct = resp.headers.get('content-type') || '';
   if (cut && method === 'POST' && ct.startsWith('text/event-stream')) {
@@ -35,8 +41,21 @@ const transport = new StreamableHTTPClientTransport(new URL(A), {
   fetch: routedFetch,
   reconnectionOptions: { initialReconnectionDelay: 200, maxReconnectionDelay: 2000, reconnectionDelayGrowFactor: 1.5, maxRetries: 5 },
 });
-const client = new Client({ name: 'shoal-bridge-ts', version: '1.0.0' });
+const client = new Client({ name: 'shoal-bridge-ts', version: '1.0.0' },
+  { capabilities: { elicitation: {}, sampling: {} } });
 client.onerror = () => {};
+// The user behind the client: answers the upstream's questions (or refuses, when told to).
+const asked = [];
+let refuseElicitation = false;
+client.setRequestHandler(ElicitRequestSchema, async (req) => {
+  asked.push(`elicitation: ${req.params.message}`);
+  if (refuseElicitation) throw new Error('the user closed the dialog');
+  return { action: 'accept', content: { name: 'Ada' } };
+});
+client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
+  asked.push(`sampling: ${JSON.stringify(req.params.messages[0]?.content?.text)}`);
+  return { role: 'assistant', model: 'test-model', content: { type: 'text', text: 'blue' } };
+});
 let listChanged = 0;
 client.setNotificationHandler(ToolListChangedNotificationSchema, () => { listChanged++; });
 transport.onerror = () => {};
@@ -76,14 +95,29 @@ try {
   if (listChanged >= 1) ok(`a server notification (tools/list_changed) from the upstream's subscriptions/listen reached the client's GET stream`);
   else fail('server notification', 'no notifications/tools/list_changed within 10 s');
 
-  // What the bridge cannot translate reaches the client as an error naming it.
-  let named = '';
+  // The upstream's questions (2026 input_required results) asked of the 2025 client as server
+  // requests on the call's stream; the client answers on the other instance, and the proxy
+  // retries the call upstream with the answers and the upstream's requestState.
+  const named = await client.callTool({ name: 'ask_name', arguments: {} }, undefined, { timeout: 30000 });
+  const said = JSON.stringify(named.content);
+  if (said.includes('hello Ada') && asked.includes('elicitation: Your name?') && answeredOn.length >= 1 &&
+      askedOn.length >= 1 && answeredOn[answeredOn.length - 1] !== askedOn[askedOn.length - 1]) {
+    ok(`elicitation round trip: the upstream's input_required became elicitation/create on the stream, answered on instance ${answeredOn.at(-1)} (call on ${askedOn.at(-1)}), retried upstream: ${said.slice(0, 120)}`);
+  } else fail('elicitation round trip', `result=${said} asked=${JSON.stringify(asked)} answeredOn=${answeredOn} askedOn=${askedOn}`);
+  const sampled = await client.callTool({ name: 'ask_model', arguments: { topic: 'the sky' } }, undefined, { timeout: 30000 });
+  const text = JSON.stringify(sampled.content);
+  if (text.includes('the model said: blue') && asked.some((a) => a.startsWith('sampling:') && a.includes('the sky'))) {
+    ok(`sampling round trip: sampling/createMessage asked of the client, its answer carried upstream: ${text.slice(0, 100)}`);
+  } else fail('sampling round trip', `result=${text} asked=${JSON.stringify(asked)}`);
+  refuseElicitation = true;
+  let refused = '';
   try {
-    const e = await client.callTool({ name: 'ask_name', arguments: {} });
-    named = JSON.stringify(e);
-  } catch (e) { named = String(e?.message || e); }
-  if (/elicit/i.test(named)) ok(`a tool that needs elicitation gets an error naming it: ${named.slice(0, 300)}`);
-  else fail('elicitation refused', named.slice(0, 300));
+    const e = await client.callTool({ name: 'ask_name', arguments: {} }, undefined, { timeout: 30000 });
+    refused = JSON.stringify(e);
+  } catch (e) { refused = String(e?.message || e); }
+  refuseElicitation = false;
+  if (/elicitation\/create/.test(refused) && /closed the dialog/.test(refused)) ok(`a client that answers the question with an error ends the call with an error naming it: ${refused.slice(0, 160)}`);
+  else fail('refused elicitation', refused.slice(0, 300));
 
   const stats = await (await fetch(process.env.STATS)).json();
   if (stats.initialize === 0 && stats.session_header === 0 && stats.posts >= 9) {
