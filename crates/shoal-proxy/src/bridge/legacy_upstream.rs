@@ -21,10 +21,14 @@
 //! - **Upstream session expiry**: a 404 from the upstream (or a 400 whose error names the
 //!   session, as some SDK servers answer) means it forgot the session; the proxy initializes
 //!   a new one, stores it, and sends the request again once.
+//! - **The upstream's questions to the client** inside a request (elicitation, sampling,
+//!   roots) become `input_required` results; the client's retry, on any instance, carries the
+//!   answers upstream and gets the rest of the request's stream (see
+//!   [`legacy_stream`](super::legacy_stream) and [`input_required`](super::input_required)).
 //! - **Not translated** (refused with a JSON-RPC error naming the feature, never dropped):
-//!   `subscriptions/listen` (the upstream's GET stream), batches; a request the upstream sends
-//!   to the client inside a reply stream (sampling, elicitation, roots) is answered upstream
-//!   with an error naming the bridge, and logged.
+//!   `subscriptions/listen` (the upstream's GET stream), batches; an upstream request to the
+//!   client outside those (or of a capability the client did not declare) is answered upstream
+//!   with an error naming it, and logged.
 
 use std::sync::Arc;
 
@@ -37,12 +41,11 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
 use shoal_core::{Error as StoreError, Session, SessionId, Transport};
-use tokio::sync::mpsc;
 
+use super::legacy_stream::Relay;
 use crate::{
-    handlers::{bad_gateway, copy_back, principal, refuse, sse_plain, unavailable},
+    handlers::{bad_gateway, copy_back, principal, refuse, unavailable},
     protocol::{Body, headers as h},
-    sse,
     state::{ProxyState, hex},
     upstream::{Reply, http::HttpUpstream},
 };
@@ -134,7 +137,7 @@ pub(crate) fn modern_response(method: &str, v: &mut Value) {
 }
 
 /// A reply body (one JSON-RPC message) made a 2026 one; anything else as it is.
-fn modern_body(method: &str, body: &[u8]) -> Bytes {
+pub(crate) fn modern_body(method: &str, body: &[u8]) -> Bytes {
     match serde_json::from_slice::<Value>(body) {
         Ok(mut v) if v.get("result").is_some() => {
             modern_response(method, &mut v);
@@ -223,7 +226,18 @@ pub(crate) async fn handle(
             "subscriptions/listen is not bridged to a 2025 upstream (its GET stream is not \
              translated by this proxy)",
         ),
-        _ => ask.forward(headers, msg).await,
+        _ => match msg
+            .get("params")
+            .and_then(|p| p.get("requestState"))
+            .and_then(Value::as_str)
+            .filter(|s| super::input_required::parse_state(s).is_some())
+        {
+            Some(state) => {
+                super::input_required::resume(inner, http, headers, msg, owner.as_deref(), state)
+                    .await
+            }
+            None => ask.forward(headers, msg).await,
+        },
     }
 }
 
@@ -261,7 +275,7 @@ struct Ask<'a> {
 
 /// Headers for a legacy request: the client's, with the negotiated revision and without the
 /// 2026 mirrored headers.
-fn legacy_headers(client: &HeaderMap, revision: &str) -> HeaderMap {
+pub(crate) fn legacy_headers(client: &HeaderMap, revision: &str) -> HeaderMap {
     let mut hm = client.clone();
     hm.remove(h::MCP_METHOD);
     hm.remove(h::MCP_NAME);
@@ -460,8 +474,7 @@ impl Ask<'_> {
                 // Keeps the upstream session's record alive while it is used.
                 let _ = store.touch(&key).await;
             });
-            let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
-            return self.reply(reply, &hm, sid, method);
+            return self.reply(reply, hm, sid, revision, msg);
         }
         refuse(
             StatusCode::BAD_GATEWAY,
@@ -470,62 +483,39 @@ impl Ask<'_> {
         )
     }
 
-    /// The upstream's reply as the 2026 client gets it: a JSON body as it is; a stream
-    /// without event ids, with the upstream's own requests answered by the proxy.
-    fn reply(&self, reply: Reply, hm: &HeaderMap, sid: Option<String>, method: &str) -> Response {
-        let method = method.to_owned();
+    /// The upstream's reply as the 2026 client gets it: a JSON body made a 2026 one; a stream
+    /// relayed (see [`Relay`]).
+    fn reply(
+        &self,
+        reply: Reply,
+        hm: HeaderMap,
+        sid: Option<String>,
+        revision: String,
+        msg: &Value,
+    ) -> Response {
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
         match reply {
             Reply::Full {
                 status,
                 headers,
                 body,
             } => {
-                let mut r = (status, modern_body(&method, &body)).into_response();
+                let mut r = (status, modern_body(method, &body)).into_response();
                 copy_back(&headers, r.headers_mut());
                 r
             }
-            Reply::Stream { mut events, .. } => {
-                let (tx, rx) = mpsc::channel(32);
-                let cancel = self.inner.shutdown.clone();
-                let http = self.http.clone();
-                let hm = hm.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let ev = tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            ev = events.next() => ev,
-                        };
-                        let Some(Ok(ev)) = ev else { break };
-                        if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                            && v.get("method").is_some()
-                            && let Some(id) = v.get("id")
-                        {
-                            // A request of the upstream's (sampling, elicitation, roots):
-                            // 2026 clients answer those through input-required results,
-                            // which this bridge does not build.
-                            let method = v.get("method").and_then(Value::as_str).unwrap_or("");
-                            tracing::warn!(
-                                method,
-                                "bridge: an upstream request to the client is not translated; answered with an error"
-                            );
-                            let answer = json!({"jsonrpc": "2.0", "id": id, "error": {
-                                "code": -32601,
-                                "message": format!("{method} is not bridged from a 2025 upstream to 2026-07-28 clients"),
-                            }});
-                            let _ = http
-                                .post(&hm, sid.as_deref(), Bytes::from(answer.to_string()))
-                                .await;
-                            continue;
-                        }
-                        let data = modern_body(&method, ev.data.as_bytes());
-                        let chunk = sse::encode(None, ev.event.as_deref(), None, &data);
-                        if tx.send(chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                sse_plain(rx)
+            Reply::Stream { events, .. } => Relay {
+                inner: self.inner.clone(),
+                http: self.http.clone(),
+                headers: hm,
+                upstream_session_id: sid,
+                revision,
+                owner: self.owner.map(str::to_owned),
+                method: method.to_owned(),
+                request_id: msg.get("id").cloned().unwrap_or(Value::Null),
+                capabilities: self.capabilities.clone(),
             }
+            .spawn(events),
         }
     }
 }

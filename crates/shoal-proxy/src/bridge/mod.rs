@@ -12,6 +12,8 @@
 //! requests pass through untouched).
 
 pub(crate) mod input_requests;
+pub(crate) mod input_required;
+pub(crate) mod legacy_stream;
 pub(crate) mod legacy_upstream;
 pub(crate) mod modern_upstream;
 

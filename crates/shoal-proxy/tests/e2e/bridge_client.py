@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx2
+import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -32,9 +33,113 @@ def bridge_sessions():
     return [s for s in sessions if s["id"].startswith("bridge-")]
 
 
-def connect(principal, route):
+def connect(principal, route, **callbacks):
     http = httpx2.AsyncClient(transport=route, timeout=30, headers={"x-shoal-principal": principal})
-    return http, Client(streamable_http_client(A, http_client=http), mode="auto")
+    return http, Client(streamable_http_client(A, http_client=http), mode="auto", **callbacks)
+
+
+class Watching(Alternating):
+    """Alternating, and notes where each retried request (one carrying a requestState) and each
+    first call of a tool went."""
+
+    def __init__(self, a, b):
+        super().__init__(a, b)
+        self.calls = []
+
+    async def handle_async_request(self, request):
+        body = request.content.decode(errors="replace") if request.method == "POST" else ""
+        response = await super().handle_async_request(request)
+        if '"tools/call"' in body:
+            where = self.log[-1].split("->")[1]
+            self.calls.append(("retry" if '"requestState"' in body else "call", where, body))
+        return response
+
+
+MODERN_HEADERS = {"mcp-protocol-version": "2026-07-28", "accept": "application/json, text/event-stream"}
+
+
+def modern_call(rid, name, arguments, capabilities, **params):
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {
+        "name": name, "arguments": arguments, **params, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}}}}
+
+
+def last_message(resp):
+    """The last JSON-RPC message of a JSON or SSE response."""
+    if resp.headers.get("content-type", "").startswith("application/json"):
+        return resp.json()
+    found = None
+    for line in resp.text.splitlines():
+        if line.startswith("data:") and line[5:].strip():
+            found = json.loads(line[5:])
+    return found
+
+
+async def questions():
+    """The upstream's questions (elicitation, sampling) asked of the 2026 client as
+    input_required results, its retries on the other instance."""
+    asked = []
+
+    async def on_elicit(context, params):
+        asked.append(("elicitation", params.message))
+        return types.ElicitResult(action="accept", content={"name": "Ada Lovelace"})
+
+    async def on_sample(context, params):
+        asked.append(("sampling", params.messages[0].content.text))
+        return types.CreateMessageResult(role="assistant", model="test-model",
+                                         content=types.TextContent(type="text", text="cerulean"))
+
+    route = Watching(A, B)
+    http, client = connect("carol", route, elicitation_callback=on_elicit, sampling_callback=on_sample)
+    async with client:
+        r = await client.call_tool("trigger-elicitation-request", {})
+        text = str(r.content)
+        first = [c for c in route.calls if "trigger-elicitation" in c[2]]
+        hops = [(kind, where) for kind, where, _ in first]
+        if ("Ada Lovelace" in text and not r.is_error and len(asked) == 1 and len(hops) == 2
+                and hops[0][0] == "call" and hops[1][0] == "retry" and hops[0][1] != hops[1][1]):
+            report.ok(f"elicitation round trip: the 2025 upstream's elicitation/create became an input_required result; "
+                      f"the client's retry on the other instance ({hops}) carried the answer upstream and got the result")
+        else:
+            report.fail("elicitation round trip", f"asked={asked} hops={hops} result={text[:300]}")
+        r = await client.call_tool("trigger-sampling-request", {"prompt": "the sky", "maxTokens": 5})
+        text = str(r.content)
+        if "cerulean" in text and not r.is_error and any(k == "sampling" and "the sky" in m for k, m in asked):
+            report.ok("sampling round trip: sampling/createMessage asked as input_required, answered, result returned")
+        else:
+            report.fail("sampling round trip", f"asked={asked} result={text[:300]}")
+    await http.aclose()
+
+    # The requestState is its principal's: another principal's retry with it is refused, and
+    # the held request still completes for its owner.
+    caps = {"elicitation": {}}
+    async with httpx2.AsyncClient(timeout=30) as raw:
+        hdr = {**MODERN_HEADERS, "mcp-method": "tools/call", "mcp-name": "trigger-elicitation-request"}
+        first = last_message(await raw.post(A, json=modern_call(1, "trigger-elicitation-request", {}, caps),
+                                            headers={**hdr, "x-shoal-principal": "dave"}))
+        res = (first or {}).get("result", {})
+        state = res.get("requestState", "")
+        keys = list((res.get("inputRequests") or {}).keys())
+        answer = {k: {"action": "accept", "content": {"name": "Dave"}} for k in keys}
+        stolen = last_message(await raw.post(B, json=modern_call(2, "trigger-elicitation-request", {}, caps,
+                                                                 inputResponses=answer, requestState=state),
+                                             headers={**hdr, "x-shoal-principal": "mallory"}))
+        forged = last_message(await raw.post(B, json=modern_call(3, "trigger-elicitation-request", {}, caps,
+                                                                 inputResponses=answer,
+                                                                 requestState="shoal-bridge." + "0" * 32 + ".1"),
+                                             headers={**hdr, "x-shoal-principal": "dave"}))
+        done = last_message(await raw.post(B, json=modern_call(4, "trigger-elicitation-request", {}, caps,
+                                                               inputResponses=answer, requestState=state),
+                                           headers={**hdr, "x-shoal-principal": "dave"}))
+    refused = lambda m: (m or {}).get("error", {}).get("code") == -32602 and "requestState" in m["error"]["message"]
+    if (res.get("resultType") == "input_required" and refused(stolen) and refused(forged)
+            and "Dave" in json.dumps((done or {}).get("result", {})) and (done or {}).get("id") == 4):
+        report.ok("a requestState is its principal's: another principal's retry and a forged one are refused (-32602); "
+                  "the owner's retry on the other instance completes the call")
+    else:
+        report.fail("requestState ownership", f"first={first} stolen={stolen} forged={forged} done={str(done)[:300]}")
 
 
 async def main():
@@ -107,6 +212,8 @@ async def main():
         else:
             report.fail("principals", f"owners={owners} result={r}")
     await http.aclose()
+
+    await questions()
 
     # What the bridge does not translate is refused with an error naming it.
     async with httpx2.AsyncClient() as raw:
