@@ -25,10 +25,12 @@
 //!   roots) become `input_required` results; the client's retry, on any instance, carries the
 //!   answers upstream and gets the rest of the request's stream (see
 //!   [`legacy_stream`](super::legacy_stream) and [`input_required`](super::input_required)).
+//! - **`subscriptions/listen`** is served from the upstream session's GET stream, read by one
+//!   instance and recorded, followed by every listen stream on any instance (see
+//!   [`legacy_listen`](super::legacy_listen)).
 //! - **Not translated** (refused with a JSON-RPC error naming the feature, never dropped):
-//!   `subscriptions/listen` (the upstream's GET stream), batches; an upstream request to the
-//!   client outside those (or of a capability the client did not declare) is answered upstream
-//!   with an error naming it, and logged.
+//!   batches; an upstream request to the client outside those above (or of a capability the
+//!   client did not declare) is answered upstream with an error naming it, and logged.
 
 use std::sync::Arc;
 
@@ -60,17 +62,6 @@ const META_PREFIX: &str = "io.modelcontextprotocol/";
 pub(crate) const BRIDGE_KEY: &str = "bridge";
 /// The id of the proxy's own `initialize`.
 const INIT_ID: &str = "shoal-bridge-initialize";
-
-/// A JSON-RPC error response to `id` with HTTP `status`.
-fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response {
-    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
 
 /// The store session id of an upstream session: `bridge-` and 32 hex digits of
 /// SHA-256(principal, canonical capabilities).
@@ -219,13 +210,10 @@ pub(crate) async fn handle(
             Ok(s) => discover(&id, &s),
             Err(r) => r,
         },
-        Some("subscriptions/listen") => rpc_error(
-            StatusCode::NOT_FOUND,
-            &id,
-            -32601,
-            "subscriptions/listen is not bridged to a 2025 upstream (its GET stream is not \
-             translated by this proxy)",
-        ),
+        Some("subscriptions/listen") => match ask.session(None).await {
+            Ok(s) => super::legacy_listen::listen(inner, http, msg, s).await,
+            Err(r) => r,
+        },
         _ => match msg
             .get("params")
             .and_then(|p| p.get("requestState"))

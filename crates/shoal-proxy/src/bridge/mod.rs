@@ -13,6 +13,7 @@
 
 pub(crate) mod input_requests;
 pub(crate) mod input_required;
+pub(crate) mod legacy_listen;
 pub(crate) mod legacy_stream;
 pub(crate) mod legacy_upstream;
 pub(crate) mod modern_upstream;

@@ -45,10 +45,13 @@ class Watching(Alternating):
     def __init__(self, a, b):
         super().__init__(a, b)
         self.calls = []
+        self.posts = []
 
     async def handle_async_request(self, request):
         body = request.content.decode(errors="replace") if request.method == "POST" else ""
         response = await super().handle_async_request(request)
+        if body:
+            self.posts.append((self.log[-1].split("->")[1], body))
         if '"tools/call"' in body:
             where = self.log[-1].split("->")[1]
             self.calls.append(("retry" if '"requestState"' in body else "call", where, body))
@@ -215,20 +218,40 @@ async def main():
 
     await questions()
 
-    # What the bridge does not translate is refused with an error naming it.
-    async with httpx2.AsyncClient() as raw:
-        resp = await raw.post(A, json={
-            "jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen",
-            "params": {"notifications": {"toolsListChanged": True}, "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {}}}},
-            headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "subscriptions/listen",
-                     "accept": "application/json, text/event-stream"})
-        body = resp.json()
-        if resp.status_code == 404 and body["error"]["code"] == -32601 and "subscriptions/listen" in body["error"]["message"]:
-            report.ok("subscriptions/listen is refused with an error naming it")
+    await listening()
+
+
+async def listening():
+    """subscriptions/listen across the bridge: two listeners of one principal, one on each
+    instance, share the upstream session's single GET stream (read by one instance into the
+    store); a resource update the upstream sends there reaches both, stamped with each
+    listener's subscription id."""
+    r1, r2 = Watching(A, B), Watching(B, A)
+    h1, c1 = connect("erin", r1)
+    h2, c2 = connect("erin", r2)
+    async with c1, c2:
+        uri = str((await c1.list_resources()).resources[0].uri)
+        async with c1.listen(resource_subscriptions=[uri], tools_list_changed=True) as s1, \
+                c2.listen(resource_subscriptions=[uri]) as s2:
+            on = [where for r in (r1, r2) for where, body in r.posts if '"subscriptions/listen"' in body]
+            honored = (list(s1.honored.resource_subscriptions or []), s1.honored.tools_list_changed,
+                       list(s2.honored.resource_subscriptions or []))
+            await c1.call_tool("toggle-subscriber-updates", {})
+            got = []
+            try:
+                for s in (s1, s2):
+                    ev = await asyncio.wait_for(s.__anext__(), 20)
+                    got.append(getattr(ev, "uri", repr(ev)))
+            except (TimeoutError, asyncio.TimeoutError):
+                got.append("timeout")
+            await c1.call_tool("toggle-subscriber-updates", {})
+        if got == [uri, uri] and sorted(on) == ["A", "B"] and honored == ([uri], True, [uri]):
+            report.ok(f"subscriptions/listen on both instances (acknowledged {honored[0]}, toolsListChanged): "
+                      "a notifications/resources/updated from the 2025 upstream's GET stream reached both listeners")
         else:
-            report.fail("listen refused", f"{resp.status_code} {body}")
+            report.fail("listen", f"got={got} listens on={on} honored={honored}")
+    await h1.aclose()
+    await h2.aclose()
 
 
 try:
