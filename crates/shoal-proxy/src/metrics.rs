@@ -217,6 +217,11 @@ pub struct Metrics {
     pub wakeups_received: Tally,
     /// Upstream requests that failed (connect error, timeout, 5xx).
     pub upstream_errors: Tally,
+    /// Requests re-issued to a 2026 upstream whose response stream broke (bridge).
+    pub bridge_reissues: Tally,
+    /// Requests ended with an error because a 2026 upstream's response stream broke and they
+    /// could not be re-issued safely (bridge).
+    pub bridge_not_reissued: Tally,
     /// Clients detached because they did not take an event within `client_send_timeout`.
     pub clients_detached: Tally,
     /// Requests answered 504 because no response head was ready within `request_timeout`
@@ -339,6 +344,14 @@ impl Metrics {
                 upstream_errors: tally!(
                     "shoal_proxy_upstream_errors_total",
                     "Upstream requests that failed."
+                ),
+                bridge_reissues: tally!(
+                    "shoal_proxy_bridge_reissues_total",
+                    "Requests re-issued after a 2026 upstream's response stream broke."
+                ),
+                bridge_not_reissued: tally!(
+                    "shoal_proxy_bridge_not_reissued_total",
+                    "Requests ended because a 2026 upstream's stream broke and they were not safe to re-issue."
                 ),
                 clients_detached: tally!(
                     "shoal_proxy_clients_detached_total",

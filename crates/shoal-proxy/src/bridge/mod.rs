@@ -17,6 +17,7 @@ pub(crate) mod legacy_listen;
 pub(crate) mod legacy_stream;
 pub(crate) mod legacy_upstream;
 pub(crate) mod modern_upstream;
+pub(crate) mod reissue;
 
 /// Which bridge the proxy runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

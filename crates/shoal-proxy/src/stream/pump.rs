@@ -19,7 +19,7 @@ use tokio::{
 
 use super::{STANDALONE, UPSTREAM_EVENT_ID};
 use crate::{
-    bridge::input_requests,
+    bridge::{input_requests, reissue},
     protocol::{MessageKind, classify, request_id, response_ids},
     record, sse,
     state::{Live, ProxyState},
@@ -127,6 +127,9 @@ struct Pump<'a> {
     bridged_request: Option<Value>,
     /// Input rounds the bridged request took so far.
     input_rounds: u32,
+    /// Times the bridged request was re-issued, and the id of the latest re-issue.
+    reissues: u32,
+    reissued_id: Option<RequestId>,
 }
 
 impl<'a> Pump<'a> {
@@ -152,6 +155,8 @@ impl<'a> Pump<'a> {
             wake: spec.wake,
             bridged_request: spec.bridged_request,
             input_rounds: 0,
+            reissues: 0,
+            reissued_id: None,
         };
         if pump.client.is_none() {
             pump.detach();
@@ -285,7 +290,14 @@ impl<'a> Pump<'a> {
         {
             return Step::Stop;
         }
-        let data = Bytes::from(ev.data);
+        let mut data = Bytes::from(ev.data);
+        if let (Some(reissued), Some(original)) = (&self.reissued_id, &self.bridged_request)
+            && let Some(oid) = original.get("id").and_then(request_id)
+            && let Ok(v) = serde_json::from_slice::<Value>(&data)
+            && let Some(back) = reissue::as_original(&v, reissued, &oid)
+        {
+            data = Bytes::from(back.to_string());
+        }
         if let Some(step) = self.input_asked(&data).await {
             return step;
         }
@@ -494,6 +506,60 @@ impl<'a> Pump<'a> {
         }
     }
 
+    /// A 2026 upstream's response stream ended before it answered the bridged request:
+    /// re-issued under a new id when that is safe, else the request ends with an error saying
+    /// so (see [`reissue`]).
+    async fn reissue(&mut self) -> Step {
+        let (Some(http), Some(original), Some(meta)) = (
+            &self.inner.http,
+            &self.bridged_request,
+            &self.live.modern_meta,
+        ) else {
+            return Step::Stop;
+        };
+        let Some(oid) = original.get("id").and_then(request_id) else {
+            return Step::Stop;
+        };
+        let method = original
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let mut why = "not annotated read-only or idempotent";
+        if self.reissues >= reissue::MAX_REISSUES {
+            why = "re-issued too often already";
+        } else if reissue::may_reissue(http, &self.client_headers, meta, original).await {
+            why = "re-issuing it failed";
+            self.reissues += 1;
+            let rid = reissue::reissue_id(&oid, self.reissues);
+            let again = reissue::with_id(original, &rid);
+            let (hm, body) =
+                crate::bridge::modern_upstream::modern_request(&self.client_headers, &again, meta);
+            match http.post(&hm, None, body).await {
+                Ok(reply) => {
+                    if let Reply::Stream { events, .. } = input_requests::as_stream(reply) {
+                        self.inner.metrics.bridge_reissues.inc();
+                        tracing::info!(session = %self.live.id, stream = self.stream, method, attempt = self.reissues, "bridge: the upstream's response stream broke before it answered; request re-issued");
+                        self.events = events;
+                        self.reissued_id = Some(rid);
+                        self.upstream_last = None;
+                        return Step::Continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(session = %self.live.id, stream = self.stream, method, error = %e, "bridge: re-issuing a request failed");
+                }
+            }
+        }
+        self.inner.metrics.bridge_not_reissued.inc();
+        tracing::warn!(session = %self.live.id, stream = self.stream, method, "bridge: the upstream's response stream broke before it answered; not re-issued, the client gets an error");
+        let data = Bytes::from(reissue::not_reissued(&oid, original, why).to_string());
+        if self.deliver(&data, None).await.is_none() {
+            return Step::Stop;
+        }
+        self.settle(&data)
+    }
+
     /// The upstream stream ended: a POST stream closed before its answers (e.g. 2025-11-25
     /// SSE polling) or the standalone stream is resumed upstream; anything else stops.
     async fn on_upstream_end(&mut self) -> Step {
@@ -502,6 +568,12 @@ impl<'a> Pump<'a> {
         };
         if self.kind.done() || self.reconnects >= 5 {
             return Step::Stop;
+        }
+        if matches!(self.kind, Kind::Post { .. })
+            && self.bridged_request.is_some()
+            && self.live.modern_meta.is_some()
+        {
+            return self.reissue().await;
         }
         let resumable = self.upstream_last.is_some();
         match self.kind {

@@ -18,6 +18,7 @@ from mcp_types import (
     InputRequiredResult,
     SamplingMessage,
     TextContent,
+    ToolAnnotations,
 )
 
 server = MCPServer("modern-upstream", instructions="a 2026-only test upstream")
@@ -76,15 +77,29 @@ async def ask_model(topic: str, ctx: Context) -> str | InputRequiredResult:
     return f"the model said: {text}"
 
 
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+async def flaky_lookup(key: str) -> str:
+    """Read-only; the guard breaks the response stream of its first call."""
+    return f"value of {key}"
+
+
+@server.tool()
+async def flaky_write(key: str) -> str:
+    """Has effects (no annotations); the guard breaks every response stream of it."""
+    return f"wrote {key}"
+
+
 inner = server.streamable_http_app(stateless_http=True)
 refused = {"initialize": 0, "session_header": 0, "get_or_delete": 0, "posts": 0}
+# The request ids of the calls of the flaky tools, in arrival order.
+flaky = {"flaky_lookup": [], "flaky_write": []}
 
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return await inner(scope, receive, send)
     if scope["path"] == "/stats":
-        body = json.dumps(refused).encode()
+        body = json.dumps({**refused, "flaky": flaky}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         return await send({"type": "http.response.body", "body": body})
     headers = dict(scope["headers"])
@@ -115,6 +130,15 @@ async def app(scope, receive, send):
     if isinstance(msg, dict) and msg.get("method") == "initialize":
         refused["initialize"] += 1
         return await refuse(400, "2026-07-28 only: no initialize")
+    name = (msg.get("params") or {}).get("name") if isinstance(msg, dict) and msg.get("method") == "tools/call" else None
+    if name in flaky:
+        flaky[name].append(msg.get("id"))
+        if name == "flaky_write" or len(flaky[name]) == 1:
+            # A response stream that breaks before the answer: the head and a comment, then
+            # the connection is dropped (uvicorn closes it when the app fails mid-response).
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            await send({"type": "http.response.body", "body": b": working\n\n", "more_body": True})
+            raise ConnectionAbortedError("the test upstream breaks this response stream")
     sent = False
 
     async def replay():

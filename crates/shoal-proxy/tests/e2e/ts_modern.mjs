@@ -69,7 +69,7 @@ try {
 
   let good = 0;
   const tools = await client.listTools();
-  if (['echo', 'countdown', 'ask_name', 'touch_tools'].every((n) => tools.tools.some((t) => t.name === n))) good++;
+  if (['echo', 'countdown', 'ask_name', 'touch_tools', 'flaky_lookup'].every((n) => tools.tools.some((t) => t.name === n))) good++;
   for (let i = 0; i < 6; i++) {
     const r = await client.callTool({ name: 'echo', arguments: { message: `m${i}` } });
     if (JSON.stringify(r.content).includes(`m${i}`)) good++;
@@ -118,6 +118,21 @@ try {
   refuseElicitation = false;
   if (/elicitation\/create/.test(refused) && /closed the dialog/.test(refused)) ok(`a client that answers the question with an error ends the call with an error naming it: ${refused.slice(0, 160)}`);
   else fail('refused elicitation', refused.slice(0, 300));
+
+  // A 2026 upstream's response stream that breaks before the answer: a read-only tool's call
+  // is re-issued by the proxy under a new id; a call with effects ends with an error saying so.
+  const looked = await client.callTool({ name: 'flaky_lookup', arguments: { key: 'k1' } }, undefined, { timeout: 30000 });
+  let wrote = '';
+  try {
+    wrote = JSON.stringify(await client.callTool({ name: 'flaky_write', arguments: { key: 'k2' } }, undefined, { timeout: 30000 }));
+  } catch (e) { wrote = String(e?.message || e); }
+  const flaky = (await (await fetch(process.env.STATS)).json()).flaky;
+  const ids = flaky.flaky_lookup;
+  if (JSON.stringify(looked.content).includes('value of k1') && ids.length === 2 && ids[0] !== ids[1] &&
+      String(ids[1]).startsWith('shoal-reissue-') && /not re-issued/.test(wrote) && flaky.flaky_write.length === 1) {
+    ok(`a broken upstream stream: the read-only call re-issued under a new id (${JSON.stringify(ids)}) and answered; ` +
+       `the call with effects not re-issued, the client told: ${wrote.slice(0, 140)}`);
+  } else fail('broken upstream stream', `looked=${JSON.stringify(looked)} wrote=${wrote.slice(0, 200)} flaky=${JSON.stringify(flaky)}`);
 
   const stats = await (await fetch(process.env.STATS)).json();
   if (stats.initialize === 0 && stats.session_header === 0 && stats.posts >= 9) {
