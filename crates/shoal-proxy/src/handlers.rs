@@ -449,6 +449,18 @@ async fn forward_post(
                 Ok(crate::bridge::modern_upstream::accepted())
             }
             (Some(http), _) => match (&live.modern_meta, parsed.messages.as_slice()) {
+                (Some(_), [msg])
+                    if msg
+                        .get("method")
+                        .and_then(Value::as_str)
+                        .is_some_and(crate::bridge::modern_upstream::is_subscription) =>
+                {
+                    // 2026 has no resources/subscribe: the session's listen stream carries them.
+                    Ok(
+                        crate::bridge::modern_upstream::subscription(&*inner.store, &live.id, msg)
+                            .await,
+                    )
+                }
                 (Some(meta), [msg]) => {
                     let (hm, b) =
                         crate::bridge::modern_upstream::modern_request(headers, msg, meta);
@@ -570,6 +582,7 @@ async fn forward_post(
                     lease_held: false,
                     wake,
                     bridged_request: bridged_request.cloned(),
+                    listen_resources: None,
                 },
             );
             stream::sse_response(inner, live, first, rx, false, HeaderMap::new())

@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use shoal_core::Session;
+use shoal_core::{Session, SessionId, SessionStore};
 
 use crate::{
     protocol::{Revision, headers as h},
@@ -131,26 +131,99 @@ pub(crate) fn modern_request(client: &HeaderMap, msg: &Value, meta: &Value) -> (
 }
 
 /// Opens the session's server-to-client stream on a 2026 upstream: a `subscriptions/listen`
-/// for every list change, whose response stream the proxy records as the session's standalone
-/// (GET) stream.
+/// for every list change and the resources the client subscribed to, whose response stream the
+/// proxy records as the session's standalone (GET) stream.
 pub(crate) async fn listen(
     http: &HttpUpstream,
     client: &HeaderMap,
     meta: &Value,
     session: &str,
+    resources: &[String],
 ) -> Result<Reply, UpstreamError> {
+    let mut notifications = json!({
+        "toolsListChanged": true,
+        "promptsListChanged": true,
+        "resourcesListChanged": true,
+    });
+    if !resources.is_empty() {
+        notifications["resourceSubscriptions"] = json!(resources);
+    }
     let msg = json!({
         "jsonrpc": "2.0",
         "id": format!("shoal-listen-{session}"),
         "method": "subscriptions/listen",
-        "params": {"notifications": {
-            "toolsListChanged": true,
-            "promptsListChanged": true,
-            "resourcesListChanged": true,
-        }},
+        "params": {"notifications": notifications},
     });
     let (hm, body) = modern_request(client, &msg, meta);
     http.post(&hm, None, body).await
+}
+
+/// The session metadata key holding the resource URIs the client subscribed to (JSON array).
+pub(crate) const SUBSCRIPTIONS_KEY: &str = "bridge_resource_subscriptions";
+/// Most resource subscriptions one bridged session keeps.
+const MAX_SUBSCRIPTIONS: usize = 256;
+
+/// The resource URIs a bridged session subscribed to.
+pub(crate) fn subscribed(s: &Session) -> Vec<String> {
+    s.metadata
+        .get(SUBSCRIPTIONS_KEY)
+        .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+        .unwrap_or_default()
+}
+
+/// Whether a method is a 2025 resource (un)subscription, which the proxy answers itself.
+pub(crate) fn is_subscription(method: &str) -> bool {
+    matches!(method, "resources/subscribe" | "resources/unsubscribe")
+}
+
+/// A 2025 `resources/subscribe` or `resources/unsubscribe`: the URI joins or leaves the
+/// session's list in the store, which the instance holding the session's listen stream picks
+/// up at its next lease renewal (it opens the listen stream again with the new list). Answered
+/// by the proxy (a 2026 upstream has neither method).
+pub(crate) async fn subscription(
+    store: &dyn SessionStore,
+    session: &SessionId,
+    msg: &Value,
+) -> Reply {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    let Some(uri) = msg
+        .get("params")
+        .and_then(|p| p.get("uri"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return json_reply(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "Invalid params: uri is required"}}),
+        );
+    };
+    let subscribe = method == "resources/subscribe";
+    let mut full = false;
+    let changed = shoal_core::store::modify(store, session, 8, |s| {
+        let mut uris = subscribed(s);
+        uris.retain(|u| *u != uri);
+        if subscribe {
+            if uris.len() >= MAX_SUBSCRIPTIONS {
+                full = true;
+                return;
+            }
+            uris.push(uri.clone());
+        }
+        s.metadata.insert(
+            SUBSCRIPTIONS_KEY.to_owned(),
+            serde_json::to_string(&uris).unwrap_or_else(|_| "[]".into()),
+        );
+    })
+    .await;
+    let answer = match changed {
+        _ if full => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602,
+            "message": format!("Invalid params: at most {MAX_SUBSCRIPTIONS} resource subscriptions per session")}}),
+        Ok(_) => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
+            "message": format!("the subscription could not be stored: {e}")}}),
+    };
+    json_reply(StatusCode::OK, &answer)
 }
 
 /// An empty 202, as the proxy's answer to a client notification a 2026 upstream has no use for.

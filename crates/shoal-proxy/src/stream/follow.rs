@@ -448,6 +448,7 @@ impl Follower {
                         lease_held: true,
                         wake,
                         bridged_request: None,
+                        listen_resources: None,
                     },
                 );
                 true

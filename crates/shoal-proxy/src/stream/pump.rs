@@ -59,6 +59,9 @@ pub(crate) struct PumpSpec {
     /// For a session bridged to a 2026 upstream: the client's request the stream answers,
     /// retried upstream with the client's answers when the upstream asks for input.
     pub(crate) bridged_request: Option<Value>,
+    /// For the standalone stream of a session bridged to a 2026 upstream: the resources its
+    /// listen stream was opened for (opened again when the session's list changes).
+    pub(crate) listen_resources: Option<Vec<String>>,
 }
 
 /// Starts reading an upstream stream: every event is recorded (seq = event id), answered
@@ -130,6 +133,7 @@ struct Pump<'a> {
     /// Times the bridged request was re-issued, and the id of the latest re-issue.
     reissues: u32,
     reissued_id: Option<RequestId>,
+    listen_resources: Option<Vec<String>>,
 }
 
 impl<'a> Pump<'a> {
@@ -157,6 +161,7 @@ impl<'a> Pump<'a> {
             input_rounds: 0,
             reissues: 0,
             reissued_id: None,
+            listen_resources: spec.listen_resources,
         };
         if pump.client.is_none() {
             pump.detach();
@@ -214,7 +219,51 @@ impl<'a> Pump<'a> {
             tracing::info!(session = %self.live.id, stream = self.stream, "upstream sent nothing for too long; stream ended");
             return Step::Stop;
         }
-        self.renew().await
+        let step = self.renew().await;
+        if let (Step::Continue, Some(_)) = (&step, &self.listen_resources) {
+            self.follow_subscriptions().await;
+        }
+        step
+    }
+
+    /// The standalone stream of a session bridged to a 2026 upstream: when the session's
+    /// resource subscriptions changed (on any instance), listens again with the new list.
+    async fn follow_subscriptions(&mut self) {
+        let (Some(http), Some(meta), Some(current)) = (
+            &self.inner.http,
+            &self.live.modern_meta,
+            &self.listen_resources,
+        ) else {
+            return;
+        };
+        let wanted = match self.inner.store.get(&self.live.id).await {
+            Ok(Some(s)) => crate::bridge::modern_upstream::subscribed(&s),
+            _ => return,
+        };
+        if wanted == *current {
+            return;
+        }
+        match crate::bridge::modern_upstream::listen(
+            http,
+            &self.client_headers,
+            meta,
+            self.live.id.as_str(),
+            &wanted,
+        )
+        .await
+        {
+            Ok(Reply::Stream { events, .. }) => {
+                tracing::debug!(session = %self.live.id, resources = wanted.len(), "bridge: listening again for the session's resource subscriptions");
+                self.events = events;
+                self.listen_resources = Some(wanted);
+            }
+            Ok(other) => {
+                tracing::info!(session = %self.live.id, status = %other.status(), "bridge: the upstream refused the new listen stream; the old one stays");
+            }
+            Err(e) => {
+                tracing::info!(session = %self.live.id, error = %e, "bridge: could not listen again; the old stream stays");
+            }
+        }
     }
 
     /// Renews the lease (takes it the first time); stops when it ran out or another instance
@@ -596,6 +645,7 @@ impl<'a> Pump<'a> {
                     &self.client_headers,
                     meta,
                     self.live.id.as_str(),
+                    self.listen_resources.as_deref().unwrap_or_default(),
                 )
                 .await
             }

@@ -83,11 +83,25 @@ async fn open(
         }
     }
     let headers = get_headers(client_headers);
+    // A session bridged to a 2026 upstream listens for the resources it subscribed to.
+    let mut listen_resources = None;
+    if live.modern_meta.is_some() {
+        listen_resources = Some(match inner.store.get(&live.id).await {
+            Ok(Some(s)) => crate::bridge::modern_upstream::subscribed(&s),
+            _ => Vec::new(),
+        });
+    }
     let reply = match (&inner.http, &live.stdio) {
         (Some(http), _) => match &live.modern_meta {
             Some(meta) => {
-                crate::bridge::modern_upstream::listen(http, client_headers, meta, live.id.as_str())
-                    .await
+                crate::bridge::modern_upstream::listen(
+                    http,
+                    client_headers,
+                    meta,
+                    live.id.as_str(),
+                    listen_resources.as_deref().unwrap_or_default(),
+                )
+                .await
             }
             None => {
                 http.get(&headers, live.upstream_session_id.as_deref(), None)
@@ -119,6 +133,7 @@ async fn open(
                     lease_held: leased,
                     wake,
                     bridged_request: None,
+                    listen_resources,
                 },
             );
             Ok(Standalone::Open)

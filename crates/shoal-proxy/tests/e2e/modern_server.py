@@ -77,6 +77,19 @@ async def ask_model(topic: str, ctx: Context) -> str | InputRequiredResult:
     return f"the model said: {text}"
 
 
+@server.resource("note://greeting")
+def greeting() -> str:
+    """A resource whose updates listeners can subscribe to."""
+    return "hello"
+
+
+@server.tool()
+async def touch_note(ctx: Context) -> str:
+    """Tells `subscriptions/listen` subscribers of note://greeting that it changed."""
+    await ctx.notify_resource_updated("note://greeting")
+    return "note touched"
+
+
 @server.tool(annotations=ToolAnnotations(read_only_hint=True))
 async def flaky_lookup(key: str) -> str:
     """Read-only; the guard breaks the response stream of its first call."""

@@ -4,7 +4,7 @@
 // Prints "ok <check>" / "FAIL <check>: <why>"; exit 1 on any failure.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CreateMessageRequestSchema, ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { cutAfterProgress, retarget } from './cut_stream.mjs';
 
 const A = process.env.URL_A, B = process.env.URL_B;
@@ -58,6 +58,8 @@ client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
 });
 let listChanged = 0;
 client.setNotificationHandler(ToolListChangedNotificationSchema, () => { listChanged++; });
+const updated = [];
+client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => { updated.push(n.params.uri); });
 transport.onerror = () => {};
 try {
   await client.connect(transport);
@@ -94,6 +96,21 @@ try {
   for (let i = 0; i < 100 && listChanged === 0; i++) await new Promise((r) => setTimeout(r, 100));
   if (listChanged >= 1) ok(`a server notification (tools/list_changed) from the upstream's subscriptions/listen reached the client's GET stream`);
   else fail('server notification', 'no notifications/tools/list_changed within 10 s');
+
+  // A resource subscription: 2026 has no resources/subscribe; the proxy answers it, keeps the
+  // URI in the session, and the instance holding the session's listen stream listens again
+  // with it, so the upstream's resource update reaches the client's GET stream.
+  await client.subscribeResource({ uri: 'note://greeting' });
+  let touched = 0;
+  for (let i = 0; i < 40 && !updated.includes('note://greeting'); i++) {
+    await client.callTool({ name: 'touch_note', arguments: {} });
+    touched++;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  if (updated.includes('note://greeting')) {
+    ok(`resources/subscribe answered by the proxy; the upstream's resources/updated reached the client's GET stream (after ${touched} touch(es))`);
+  } else fail('resource subscription', `no notifications/resources/updated within 10 s (${touched} touches)`);
+  await client.unsubscribeResource({ uri: 'note://greeting' });
 
   // The upstream's questions (2026 input_required results) asked of the 2025 client as server
   // requests on the call's stream; the client answers on the other instance, and the proxy
