@@ -453,17 +453,15 @@ async fn forward_post(
                     if msg
                         .get("method")
                         .and_then(Value::as_str)
-                        .is_some_and(crate::bridge::modern_upstream::is_subscription) =>
+                        .is_some_and(crate::bridge::modern_upstream::answered_here) =>
                 {
-                    // 2026 has no resources/subscribe: the session's listen stream carries them.
-                    Ok(
-                        crate::bridge::modern_upstream::subscription(&*inner.store, &live.id, msg)
-                            .await,
-                    )
+                    // Methods 2026 removed (ping, setLevel, resource subscriptions).
+                    Ok(crate::bridge::modern_upstream::answer_here(&*inner.store, live, msg).await)
                 }
-                (Some(meta), [msg]) => {
+                (Some(_), [msg]) => {
+                    let meta = live.modern_meta_now().unwrap_or_default();
                     let (hm, b) =
-                        crate::bridge::modern_upstream::modern_request(headers, msg, meta);
+                        crate::bridge::modern_upstream::modern_request(headers, msg, &meta);
                     http.post(&hm, None, b).await
                 }
                 (Some(_), _) => Err(UpstreamError(
@@ -479,6 +477,9 @@ async fn forward_post(
         }
     };
     let (exists, reply) = tokio::join!(exists, upstream);
+    if let Ok(Some(s)) = &exists {
+        live.note_log_level(s);
+    }
     // A request bridged to a 2026 upstream: an `input_required` result is answered by asking
     // the client on a stream (see `bridge::input_requests`), so it goes out as one.
     let bridged_request = match (&live.modern_meta, parsed.messages.as_slice()) {

@@ -41,12 +41,45 @@ pub(crate) struct Live {
     pub(crate) last_used_ms: AtomicU64,
     /// For a session bridged to a 2026-07-28 upstream: the `_meta` every request gets there.
     pub(crate) modern_meta: Option<serde_json::Value>,
+    /// For a session bridged to a 2026-07-28 upstream: the log level the client set
+    /// (`logging/setLevel`), sent upstream as `_meta["io.modelcontextprotocol/logLevel"]`.
+    pub(crate) bridge_log_level: Mutex<Option<String>>,
 }
 
 impl Live {
     pub(crate) fn touch_local(&self) {
         self.last_used_ms
             .store(Timestamp::now().as_millis(), Relaxed);
+    }
+
+    /// The `_meta` of the session's next request to a 2026 upstream (with the log level the
+    /// client set, if any); `None` when the session is not bridged.
+    pub(crate) fn modern_meta_now(&self) -> Option<Value> {
+        let mut meta = self.modern_meta.clone()?;
+        let level = self.bridge_log_level.lock().ok().and_then(|l| l.clone());
+        if let (Some(level), Some(m)) = (level, meta.as_object_mut()) {
+            m.insert(
+                crate::bridge::modern_upstream::LOG_LEVEL_META.to_owned(),
+                Value::String(level),
+            );
+        }
+        Some(meta)
+    }
+
+    /// Takes the log level a session record holds (set on any instance).
+    pub(crate) fn note_log_level(&self, s: &Session) {
+        if self.modern_meta.is_none() {
+            return;
+        }
+        let stored = s
+            .metadata
+            .get(crate::bridge::modern_upstream::LOG_LEVEL_KEY)
+            .cloned();
+        if let Ok(mut l) = self.bridge_log_level.lock()
+            && *l != stored
+        {
+            *l = stored;
+        }
     }
 }
 
@@ -307,6 +340,11 @@ pub(crate) fn live_from(s: &Session, stdio: Option<Arc<StdioProc>>) -> Live {
         standalone_checked: AtomicBool::new(false),
         last_used_ms: AtomicU64::new(Timestamp::now().as_millis()),
         modern_meta: crate::bridge::modern_upstream::modern_meta(s),
+        bridge_log_level: Mutex::new(
+            s.metadata
+                .get(crate::bridge::modern_upstream::LOG_LEVEL_KEY)
+                .cloned(),
+        ),
     }
 }
 

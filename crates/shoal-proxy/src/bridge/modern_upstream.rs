@@ -34,6 +34,7 @@ use shoal_core::{Session, SessionId, SessionStore};
 
 use crate::{
     protocol::{Revision, headers as h},
+    state::Live,
     upstream::{Reply, UpstreamError, http::HttpUpstream},
 };
 
@@ -171,9 +172,83 @@ pub(crate) fn subscribed(s: &Session) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether a method is a 2025 resource (un)subscription, which the proxy answers itself.
-pub(crate) fn is_subscription(method: &str) -> bool {
-    matches!(method, "resources/subscribe" | "resources/unsubscribe")
+/// The session metadata key holding the log level the client set.
+pub(crate) const LOG_LEVEL_KEY: &str = "bridge_log_level";
+/// The 2026 `_meta` key carrying a request's log level.
+pub(crate) const LOG_LEVEL_META: &str = "io.modelcontextprotocol/logLevel";
+/// The log levels of the protocol.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// Whether the proxy answers a 2025 request itself: methods 2026-07-28 removed
+/// (`ping`, `logging/setLevel`, `resources/subscribe`, `resources/unsubscribe`).
+pub(crate) fn answered_here(method: &str) -> bool {
+    matches!(
+        method,
+        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
+    )
+}
+
+/// The proxy's answer to a request [`answered_here`] names.
+pub(crate) async fn answer_here(store: &dyn SessionStore, live: &Live, msg: &Value) -> Reply {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    match msg.get("method").and_then(Value::as_str) {
+        Some("logging/setLevel") => set_level(store, live, msg).await,
+        Some("resources/subscribe" | "resources/unsubscribe") => {
+            subscription(store, &live.id, msg).await
+        }
+        // The proxy answers for the upstream: it has no ping in 2026-07-28.
+        _ => json_reply(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+        ),
+    }
+}
+
+/// `logging/setLevel`: 2026 takes the level per request (`_meta` logLevel); the proxy keeps
+/// it in the session and sends it with each request (another instance takes it up from the
+/// session's next request there).
+async fn set_level(store: &dyn SessionStore, live: &Live, msg: &Value) -> Reply {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let Some(level) = msg
+        .get("params")
+        .and_then(|p| p.get("level"))
+        .and_then(Value::as_str)
+        .filter(|l| LOG_LEVELS.contains(l))
+        .map(str::to_owned)
+    else {
+        return json_reply(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602,
+                "message": "Invalid params: level must be one of debug, info, notice, warning, error, critical, alert, emergency"}}),
+        );
+    };
+    let stored = shoal_core::store::modify(store, &live.id, 8, |s| {
+        s.metadata.insert(LOG_LEVEL_KEY.to_owned(), level.clone());
+    })
+    .await;
+    match stored {
+        Ok(s) => {
+            live.note_log_level(&s);
+            json_reply(
+                StatusCode::OK,
+                &json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+            )
+        }
+        Err(e) => json_reply(
+            StatusCode::OK,
+            &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
+                "message": format!("the log level could not be stored: {e}")}}),
+        ),
+    }
 }
 
 /// A 2025 `resources/subscribe` or `resources/unsubscribe`: the URI joins or leaves the
@@ -317,6 +392,69 @@ fn json_reply(status: StatusCode, v: &Value) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn body_of(r: Reply) -> Value {
+        match r {
+            Reply::Full { body, .. } => serde_json::from_slice(&body).unwrap_or_default(),
+            Reply::Stream { .. } => Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn removed_methods_are_answered_here_and_kept_in_the_session() {
+        let store = shoal_core::MemoryStore::new();
+        let mut s = Session::new(SessionId::generate(), shoal_core::Transport::StreamableHttp);
+        s.metadata.insert(
+            super::super::legacy_upstream::BRIDGE_KEY.into(),
+            MARK.into(),
+        );
+        let s = store.create(s).await.expect("created");
+        let live = crate::state::live_from(&s, None);
+        assert!(answered_here("ping") && answered_here("logging/setLevel"));
+        assert!(!answered_here("tools/call"));
+
+        let ping = body_of(
+            answer_here(
+                &store,
+                &live,
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+            )
+            .await,
+        );
+        assert_eq!(ping["result"], json!({}));
+        let set = json!({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "warning"}});
+        assert_eq!(
+            body_of(answer_here(&store, &live, &set).await)["result"],
+            json!({})
+        );
+        assert_eq!(
+            live.modern_meta_now().map(|m| m[LOG_LEVEL_META].clone()),
+            Some(json!("warning"))
+        );
+        let bad = json!({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel", "params": {"level": "loud"}});
+        assert_eq!(
+            body_of(answer_here(&store, &live, &bad).await)["error"]["code"],
+            json!(-32602)
+        );
+
+        let sub = |m: &str, uri: &str| json!({"jsonrpc": "2.0", "id": 4, "method": m, "params": {"uri": uri}});
+        for uri in ["a://1", "a://2", "a://1"] {
+            body_of(answer_here(&store, &live, &sub("resources/subscribe", uri)).await);
+        }
+        body_of(answer_here(&store, &live, &sub("resources/unsubscribe", "a://2")).await);
+        let stored = store.get(&s.id).await.ok().flatten().expect("the session");
+        assert_eq!(subscribed(&stored), vec!["a://1".to_owned()]);
+        assert_eq!(
+            stored.metadata.get(LOG_LEVEL_KEY).map(String::as_str),
+            Some("warning")
+        );
+        let other = crate::state::live_from(&stored, None);
+        assert_eq!(
+            other.modern_meta_now().map(|m| m[LOG_LEVEL_META].clone()),
+            Some(json!("warning")),
+            "another instance loading the session sends the level"
+        );
+    }
 
     #[test]
     fn requests_get_2026_meta_and_headers() {

@@ -410,11 +410,11 @@ impl<'a> Pump<'a> {
     /// request's stream next. `None`: `data` is an ordinary event.
     async fn input_asked(&mut self, data: &Bytes) -> Option<Step> {
         let original = self.bridged_request.as_ref()?;
-        let meta = self.live.modern_meta.as_ref()?;
+        let meta = self.live.modern_meta_now()?;
         let original_id = original.get("id").and_then(request_id)?;
         let v = serde_json::from_slice::<Value>(data).ok()?;
         let ask = input_requests::ask_of(&v, &original_id)?;
-        let (original, meta) = (original.clone(), meta.clone());
+        let original = original.clone();
         let round = self.input_rounds;
         self.input_rounds += 1;
         let refused = if ask.requests.is_empty() {
@@ -559,11 +559,10 @@ impl<'a> Pump<'a> {
     /// re-issued under a new id when that is safe, else the request ends with an error saying
     /// so (see [`reissue`]).
     async fn reissue(&mut self) -> Step {
-        let (Some(http), Some(original), Some(meta)) = (
-            &self.inner.http,
-            &self.bridged_request,
-            &self.live.modern_meta,
-        ) else {
+        let meta = self.live.modern_meta_now();
+        let (Some(http), Some(original), Some(meta)) =
+            (&self.inner.http, &self.bridged_request, &meta)
+        else {
             return Step::Stop;
         };
         let Some(oid) = original.get("id").and_then(request_id) else {
