@@ -20,6 +20,10 @@
 //!    response (its id made the retry's) or the upstream's next question (another
 //!    `input_required`, with the next `seq`).
 //!
+//! The instance reading the held upstream stream keeps a lease on the record; a retry that
+//! finds no answer and no live holder (that instance died) ends with an error saying the
+//! request may or may not have completed, instead of waiting for the idle timeout.
+//!
 //! A retry with a state that is unknown, expired or another principal's is refused
 //! (-32602, "unknown or expired requestState"): the state is a bearer capability of its
 //! principal. The record is deleted once its final response was delivered, else expires with
@@ -53,6 +57,9 @@ pub(crate) const CONTINUATION_MARK: &str = "2026-to-2025-continuation";
 const METHOD_KEY: &str = "method";
 /// Metadata key: the original request's id (JSON).
 const REQUEST_ID_KEY: &str = "request_id";
+/// The lease (on the record) of the instance reading the held upstream stream: a retry whose
+/// record has no live holder and no answer ends with an error instead of waiting.
+pub(crate) const HOLDER_STREAM: &str = "held";
 /// How often a retry reads the record for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(25);
 /// The requests a 2026 client answers through `input_required` results.
@@ -147,6 +154,9 @@ pub(crate) async fn begin(
     s.metadata
         .insert(REQUEST_ID_KEY.to_owned(), held.request_id.to_string());
     inner.store.create(s).await?;
+    if let Err(e) = inner.claim_lease(&record, HOLDER_STREAM).await {
+        tracing::debug!(error = %e, "bridge: could not take the held request's lease");
+    }
     let c = Continuation { record, token };
     let seq = append(inner, &c.record, question).await?;
     Ok((c, seq))
@@ -306,7 +316,10 @@ struct Follow {
 impl Follow {
     async fn run(mut self, tx: mpsc::Sender<Bytes>) {
         let wait_for = self.inner.cfg.upstream_idle_timeout;
+        let lease = self.inner.cfg.stream_lease;
         let mut last_event = tokio::time::Instant::now();
+        let mut holder_checked = tokio::time::Instant::now();
+        let mut holder_gone = false;
         loop {
             let page = match self
                 .inner
@@ -363,6 +376,21 @@ impl Follow {
             }
             if page.has_more {
                 continue;
+            }
+            if holder_gone {
+                // Read once more after the holder was found gone: its last event may have
+                // landed just before it released the lease.
+                let why = "the proxy instance holding the upstream request stopped before it \
+                           answered; the request may or may not have completed";
+                let _ = tx.send(self.error(why)).await;
+                return;
+            }
+            if page.frames.is_empty() && holder_checked.elapsed() >= lease {
+                holder_checked = tokio::time::Instant::now();
+                if let Ok(None) = self.inner.lease_holder(&self.record, HOLDER_STREAM).await {
+                    holder_gone = true;
+                    continue;
+                }
             }
             if last_event.elapsed() >= wait_for {
                 let _ = tx

@@ -59,19 +59,54 @@ impl Relay {
         sse_plain(rx)
     }
 
-    async fn run(self, mut events: EventStream, tx: mpsc::Sender<Bytes>) {
-        let mut client = Some(tx);
+    async fn run(self, events: EventStream, tx: mpsc::Sender<Bytes>) {
         let mut held: Option<Continuation> = None;
+        self.relay(events, tx, &mut held).await;
+        if let Some(c) = held
+            && let Err(e) = self
+                .inner
+                .release_lease(&c.record, input_required::HOLDER_STREAM)
+                .await
+        {
+            tracing::debug!(error = %e, "bridge: could not release the held request's lease");
+        }
+    }
+
+    async fn relay(
+        &self,
+        mut events: EventStream,
+        tx: mpsc::Sender<Bytes>,
+        held: &mut Option<Continuation>,
+    ) {
+        let mut client = Some(tx);
         let idle = self.inner.cfg.upstream_idle_timeout;
+        let every = (self.inner.cfg.stream_lease / 3).max(std::time::Duration::from_millis(10));
+        let mut renew = tokio::time::interval(every);
+        let mut last_event = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
-                n = tokio::time::timeout(idle, events.next()) => n,
+                _ = renew.tick() => {
+                    if let Some(c) = held.as_ref()
+                        && let Ok(false) = self
+                            .inner
+                            .renew_lease(&c.record, input_required::HOLDER_STREAM)
+                            .await
+                    {
+                        tracing::info!(record = %c.record.as_str(), "bridge: lost the held request's lease");
+                    }
+                    if last_event.elapsed() < idle {
+                        continue;
+                    }
+                    Err(())
+                }
+                n = events.next() => Ok(n),
             };
+            last_event = tokio::time::Instant::now();
             let ev = match next {
                 Ok(Some(Ok(ev))) => ev,
-                Ok(_) | Err(_) => {
-                    if let Some(c) = &held {
+                Ok(_) | Err(()) => {
+                    if let Some(c) = held.as_ref() {
                         let why = "the 2025 upstream's stream ended before it answered";
                         self.hold(c, &self.error(why)).await;
                     }
@@ -88,14 +123,14 @@ impl Relay {
                     self.answer(&v, json!({"result": {}})).await;
                     continue;
                 }
-                if let Some(c) = &held {
+                if let Some(c) = held.as_ref() {
                     // The next question: the retry following the record asks it.
                     self.hold(c, &data).await;
                     continue;
                 }
                 if let Some(tx) = client.take_if(|_| self.can_ask(&method)) {
                     match self.ask(&v, &data, &tx).await {
-                        Some(c) => held = Some(c),
+                        Some(c) => *held = Some(c),
                         None => client = Some(tx),
                     }
                     continue;
@@ -113,7 +148,7 @@ impl Relay {
             }
             let ends = v.get("id") == Some(&self.request_id)
                 && matches!(classify(&v), MessageKind::Response { .. });
-            if let Some(c) = &held {
+            if let Some(c) = held.as_ref() {
                 self.hold(c, &data).await;
             } else if let Some(tx) = &client {
                 let body = super::legacy_upstream::modern_body(&self.method, &data);

@@ -101,7 +101,12 @@ mod tests {
 
     #[test]
     fn lease_names_are_valid_store_lease_names() {
-        for stream in ["g0", "p0123456789abcdef", "gffffffffffffffff"] {
+        for stream in [
+            "g0",
+            "p0123456789abcdef",
+            "gffffffffffffffff",
+            crate::bridge::input_required::HOLDER_STREAM,
+        ] {
             let name = lease_name(stream);
             let request = LeaseRequest::Read { name: &name };
             assert!(request.validate().is_ok(), "{name}");

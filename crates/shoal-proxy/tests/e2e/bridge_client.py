@@ -7,8 +7,10 @@ SHOAL_BIN, STORE. Prints "ok …" / "FAIL …" lines; exit 1 on any failure."""
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx2
@@ -219,6 +221,7 @@ async def main():
     await questions()
 
     await listening()
+    await holder_dies()
 
 
 async def listening():
@@ -252,6 +255,32 @@ async def listening():
             report.fail("listen", f"got={got} listens on={on} honored={honored}")
     await h1.aclose()
     await h2.aclose()
+
+
+async def holder_dies():
+    """The instance holding a request for the client's answer is killed (SIGKILL): the retry on
+    the other instance is told the request may or may not have completed, without waiting for
+    the idle timeout. Runs last: instance A is gone afterwards."""
+    caps = {"elicitation": {}}
+    hdr = {**MODERN_HEADERS, "mcp-method": "tools/call", "mcp-name": "trigger-elicitation-request",
+           "x-shoal-principal": "frank"}
+    async with httpx2.AsyncClient(timeout=60) as raw:
+        first = last_message(await raw.post(A, json=modern_call(1, "trigger-elicitation-request", {}, caps),
+                                            headers=hdr))
+        res = (first or {}).get("result", {})
+        answer = {k: {"action": "accept", "content": {"name": "Frank"}} for k in (res.get("inputRequests") or {})}
+        os.kill(int(os.environ["PID_A"]), signal.SIGKILL)
+        started = time.monotonic()
+        after = last_message(await raw.post(B, json=modern_call(2, "trigger-elicitation-request", {}, caps,
+                                                                inputResponses=answer,
+                                                                requestState=res.get("requestState", "")),
+                                            headers=hdr))
+        took = time.monotonic() - started
+    message = ((after or {}).get("error") or {}).get("message", "")
+    if res.get("resultType") == "input_required" and "stopped" in message and took < 40:
+        report.ok(f"the instance holding a request was killed: the retry on the other one was told in {took:.1f} s: {message[:90]}")
+    else:
+        report.fail("holder killed", f"first={first} after={after} took={took:.1f}s")
 
 
 try:

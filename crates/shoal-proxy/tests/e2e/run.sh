@@ -97,17 +97,18 @@ if install_py; then
     SHOAL_PROXY__BRIDGE=2026-to-2025 SHOAL_PROXY__PRINCIPAL_HEADER=x-shoal-principal \
       "$SHOAL_BIN" --store "$STORE" proxy --listen "127.0.0.1:$port" --upstream "$UP" \
       --event-id-key-file "$CACHE/key" > "$LOG/proxy-bridge-$port.log" 2>&1 &
+    BRIDGE_PID=$!
     pids+=($!)
     wait_port "$port" || fail "bridge proxy did not start (see $LOG/proxy-bridge-$port.log)"
     BRIDGE_URL="http://127.0.0.1:$port/mcp"
   }
-  bridge_proxy; BR_A=$BRIDGE_URL
+  bridge_proxy; BR_A=$BRIDGE_URL; BR_PID_A=$BRIDGE_PID
   bridge_proxy; BR_B=$BRIDGE_URL
   note "2026 client across the bridge to a 2025 upstream"
-  URL_A=$BR_A URL_B=$BR_B UPSTREAM=$UP SHOAL_BIN=$SHOAL_BIN STORE=$STORE timeout 180 "$PY" "$E2E/bridge_client.py" > "$LOG/bridge_client.out" 2>&1
+  URL_A=$BR_A URL_B=$BR_B PID_A=$BR_PID_A UPSTREAM=$UP SHOAL_BIN=$SHOAL_BIN STORE=$STORE timeout 180 "$PY" "$E2E/bridge_client.py" > "$LOG/bridge_client.out" 2>&1
   tally "$LOG/bridge_client.out" $? "bridge-2026-to-2025"
-  # Added latency across the bridge vs the same-era path (reported, not judged).
-  URL=$BR_A UPSTREAM=$UP ROUNDS=3 timeout 120 "$PY" "$E2E/bridge_latency.py" > "$LOG/bridge_latency.out" 2>&1 &&
+  # Added latency across the bridge vs the same-era path (reported, not judged; A was killed).
+  URL=$BR_B UPSTREAM=$UP ROUNDS=3 timeout 120 "$PY" "$E2E/bridge_latency.py" > "$LOG/bridge_latency.out" 2>&1 &&
     sed 's/^figure /e2e: bridge latency: /' "$LOG/bridge_latency.out" | grep '^e2e:' >&2
 fi
 
