@@ -42,8 +42,9 @@ pub(crate) struct Live {
     /// For a session bridged to a 2026-07-28 upstream: the `_meta` every request gets there.
     pub(crate) modern_meta: Option<serde_json::Value>,
     /// For a session bridged to a 2026-07-28 upstream: the log level the client set
-    /// (`logging/setLevel`), sent upstream as `_meta["io.modelcontextprotocol/logLevel"]`.
-    pub(crate) bridge_log_level: Mutex<Option<String>>,
+    /// (`logging/setLevel`), sent upstream as `_meta["io.modelcontextprotocol/logLevel"]`, and
+    /// the revision of the session record it was read from (an older read never replaces it).
+    pub(crate) bridge_log_level: Mutex<(u64, Option<String>)>,
 }
 
 impl Live {
@@ -56,7 +57,7 @@ impl Live {
     /// client set, if any); `None` when the session is not bridged.
     pub(crate) fn modern_meta_now(&self) -> Option<Value> {
         let mut meta = self.modern_meta.clone()?;
-        let level = self.bridge_log_level.lock().ok().and_then(|l| l.clone());
+        let level = self.bridge_log_level.lock().ok().and_then(|l| l.1.clone());
         if let (Some(level), Some(m)) = (level, meta.as_object_mut()) {
             m.insert(
                 crate::bridge::modern_upstream::LOG_LEVEL_META.to_owned(),
@@ -76,9 +77,9 @@ impl Live {
             .get(crate::bridge::modern_upstream::LOG_LEVEL_KEY)
             .cloned();
         if let Ok(mut l) = self.bridge_log_level.lock()
-            && *l != stored
+            && s.revision >= l.0
         {
-            *l = stored;
+            *l = (s.revision, stored);
         }
     }
 }
@@ -340,11 +341,12 @@ pub(crate) fn live_from(s: &Session, stdio: Option<Arc<StdioProc>>) -> Live {
         standalone_checked: AtomicBool::new(false),
         last_used_ms: AtomicU64::new(Timestamp::now().as_millis()),
         modern_meta: crate::bridge::modern_upstream::modern_meta(s),
-        bridge_log_level: Mutex::new(
+        bridge_log_level: Mutex::new((
+            s.revision,
             s.metadata
                 .get(crate::bridge::modern_upstream::LOG_LEVEL_KEY)
                 .cloned(),
-        ),
+        )),
     }
 }
 
