@@ -296,7 +296,17 @@ async fn post(
                     && b.messages.first().and_then(|m| m.get("method"))
                         == Some(&Value::from("server/discover")))
         }),
-        VersionHeader::Invalid => false,
+        // A revision the proxy does not know, in front of a 2025 upstream for 2026 clients:
+        // the bridge answers it as a 2026 server would (an unsupported-version error).
+        VersionHeader::Invalid => {
+            inner.cfg.bridge == crate::BridgeMode::ModernClientsToLegacyUpstream
+                && !headers.contains_key(h::SESSION_ID)
+                && parsed.as_ref().is_some_and(|b| {
+                    b.messages
+                        .first()
+                        .is_some_and(crate::bridge::modern_checks::names_a_revision)
+                })
+        }
     };
     if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
         return refuse(
@@ -313,6 +323,11 @@ async fn post(
         );
     }
     if sessionless {
+        if inner.cfg.bridge == crate::BridgeMode::ModernClientsToLegacyUpstream
+            && let Some(b) = &parsed
+        {
+            return crate::bridge::legacy_upstream::handle(&inner, &headers, b).await;
+        }
         if matches!(vh, VersionHeader::Known(_))
             && let Some(b) = &parsed
             && let Err(why) = protocol::check_mirrored_headers(&headers, b)
@@ -322,11 +337,6 @@ async fn post(
                 protocol::HEADER_MISMATCH,
                 &format!("Bad Request: {why}"),
             );
-        }
-        if inner.cfg.bridge == crate::BridgeMode::ModernClientsToLegacyUpstream
-            && let Some(b) = &parsed
-        {
-            return crate::bridge::legacy_upstream::handle(&inner, &headers, b).await;
         }
         return passthrough(&inner, &headers, body).await;
     }

@@ -12,7 +12,10 @@
 
 use std::sync::Arc;
 
-use axum::{http::HeaderMap, response::Response};
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -26,6 +29,9 @@ use crate::{
     state::ProxyState,
     upstream::{EventStream, http::HttpUpstream},
 };
+
+/// How long the first event of a reply is awaited before the response head goes out.
+const PEEK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Everything a relay needs.
 pub(crate) struct Relay {
@@ -52,8 +58,42 @@ fn capability_of(method: &str) -> &'static str {
 }
 
 impl Relay {
-    /// Starts relaying `events`; the client's response.
-    pub(crate) fn spawn(self, events: EventStream) -> Response {
+    /// Starts relaying `events`; the client's response. The first event is awaited briefly: a
+    /// "method not found" answer goes back as HTTP 404 (as a 2026 server answers it).
+    pub(crate) async fn spawn(self, mut events: EventStream) -> Response {
+        let mut first = Vec::new();
+        let deadline = tokio::time::Instant::now() + PEEK;
+        while let Ok(next) = tokio::time::timeout_at(deadline, events.next()).await {
+            match next {
+                Some(Ok(ev)) => {
+                    let data = !ev.data.trim().is_empty();
+                    first.push(Ok(ev));
+                    if data {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    first.push(Err(e));
+                    break;
+                }
+                None => break,
+            }
+        }
+        if let Some(Ok(ev)) = first.last()
+            && super::legacy_upstream::method_not_found(ev.data.as_bytes())
+        {
+            let mut r = (
+                StatusCode::NOT_FOUND,
+                super::legacy_upstream::modern_body(&self.method, ev.data.as_bytes()),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
+        let events: EventStream = Box::pin(futures_util::stream::iter(first).chain(events));
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move { self.run(events, tx).await });
         sse_plain(rx)

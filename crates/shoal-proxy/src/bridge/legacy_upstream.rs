@@ -138,6 +138,14 @@ pub(crate) fn modern_body(method: &str, body: &[u8]) -> Bytes {
     }
 }
 
+/// Whether a reply body is a JSON-RPC "method not found" error.
+pub(crate) fn method_not_found(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.get("code")?.as_i64())
+        == Some(-32601)
+}
+
 /// Whether the upstream says it does not know the session: 404 (the 2025 rule), or a 400
 /// whose JSON-RPC error names the session (how some SDK servers answer an unknown id).
 pub(crate) fn forgot_session(reply: &Reply) -> bool {
@@ -182,7 +190,19 @@ pub(crate) async fn handle(
             "Invalid Request: batches are not part of 2026-07-28",
         );
     };
+    if let Err(refused) = super::modern_checks::check(headers, msg) {
+        return *refused;
+    }
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    if let Err(why) = crate::protocol::check_mirrored_headers(headers, parsed) {
+        return super::modern_checks::rpc_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            crate::protocol::HEADER_MISMATCH,
+            &format!("Bad Request: {why}"),
+            None,
+        );
+    }
     let method = msg.get("method").and_then(Value::as_str);
     let meta = msg.get("params").and_then(|p| p.get("_meta"));
     let capabilities = meta
@@ -462,7 +482,7 @@ impl Ask<'_> {
                 // Keeps the upstream session's record alive while it is used.
                 let _ = store.touch(&key).await;
             });
-            return self.reply(reply, hm, sid, revision, msg);
+            return self.reply(reply, hm, sid, revision, msg).await;
         }
         refuse(
             StatusCode::BAD_GATEWAY,
@@ -473,7 +493,7 @@ impl Ask<'_> {
 
     /// The upstream's reply as the 2026 client gets it: a JSON body made a 2026 one; a stream
     /// relayed (see [`Relay`]).
-    fn reply(
+    async fn reply(
         &self,
         reply: Reply,
         hm: HeaderMap,
@@ -488,22 +508,31 @@ impl Ask<'_> {
                 headers,
                 body,
             } => {
+                // A 2026 server answers an unknown method with HTTP 404.
+                let status = if method_not_found(&body) {
+                    StatusCode::NOT_FOUND
+                } else {
+                    status
+                };
                 let mut r = (status, modern_body(method, &body)).into_response();
                 copy_back(&headers, r.headers_mut());
                 r
             }
-            Reply::Stream { events, .. } => Relay {
-                inner: self.inner.clone(),
-                http: self.http.clone(),
-                headers: hm,
-                upstream_session_id: sid,
-                revision,
-                owner: self.owner.map(str::to_owned),
-                method: method.to_owned(),
-                request_id: msg.get("id").cloned().unwrap_or(Value::Null),
-                capabilities: self.capabilities.clone(),
+            Reply::Stream { events, .. } => {
+                Relay {
+                    inner: self.inner.clone(),
+                    http: self.http.clone(),
+                    headers: hm,
+                    upstream_session_id: sid,
+                    revision,
+                    owner: self.owner.map(str::to_owned),
+                    method: method.to_owned(),
+                    request_id: msg.get("id").cloned().unwrap_or(Value::Null),
+                    capabilities: self.capabilities.clone(),
+                }
+                .spawn(events)
+                .await
             }
-            .spawn(events),
         }
     }
 }

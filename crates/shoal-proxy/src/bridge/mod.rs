@@ -16,6 +16,7 @@ pub(crate) mod input_required;
 pub(crate) mod legacy_listen;
 pub(crate) mod legacy_stream;
 pub(crate) mod legacy_upstream;
+pub(crate) mod modern_checks;
 pub(crate) mod modern_upstream;
 pub(crate) mod reissue;
 

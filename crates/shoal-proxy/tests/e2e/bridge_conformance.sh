@@ -50,7 +50,7 @@ bridge() { # mode upstream -> BRIDGE_URL
   BRIDGE_URL="http://127.0.0.1:$port/mcp"
 }
 run() { # url spec-version out
-  timeout 900 "$NODE" "$SUITE" server --url "$1" --spec-version "$2" 2>&1 | grep -E '^(✓|✗|Total:)' > "$3"
+  timeout 900 "$NODE" "$SUITE" server --url "$1" --spec-version "$2" --suite all 2>&1 | grep -E '^(✓|✗|Total:)' > "$3"
   grep -q '^Total:' "$3" || { echo "the suite did not finish against $1 ($2)"; exit 1; }
 }
 # One direction: the direct and bridged result files; prints the comparison, sets WORSE. The

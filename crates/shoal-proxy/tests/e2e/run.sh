@@ -2,7 +2,8 @@
 # End-to-end tests of `shoal-proxy` with real MCP software from the package registries:
 # the reference server (@modelcontextprotocol/server-everything), the official TypeScript SDK
 # client and the Python `mcp` client, through two proxy instances sharing one real Redis;
-# a stdio upstream restored on the second instance; the conformance suite direct vs proxied.
+# a stdio upstream restored on the second instance; the conformance suite direct vs proxied,
+# and across each era bridge.
 #
 # Server requests on the standalone stream raced against the client's first POST (race_server.mjs,
 # race_client.mjs): directly and through two proxies.
@@ -205,5 +206,16 @@ if [ "$CONFORMANCE" -eq 1 ]; then
     3) skip "conformance suite not installable (see $LOG/conformance.out)" ;;
     *) fail "conformance: scores differ or the suite failed (see $LOG/conformance.out)" ;;
   esac
+  # The suite (0.2, with the 2026-07-28 scenarios) across each era bridge vs directly.
+  if [ -x "${PY:-}" ]; then
+    "$E2E/bridge_conformance.sh" "$PY" "$SHOAL_BIN" "$STORE" "$CACHE/key" "$CACHE" "$LOG" > "$LOG/bridge_conformance.out" 2>&1
+    rc=$?
+    grep -E '(Total|FAIL)' "$LOG/bridge_conformance.out" | sed 's/^/e2e bridge conformance: /' >&2
+    case $rc in
+      0) pass "bridge conformance: no scenario fails more checks through either bridge than directly ($(grep -E 'Total' "$LOG/bridge_conformance.out" | tr -s ' ' | tr '\n' ';'))" ;;
+      3) skip "conformance suite 0.2 not installable (see $LOG/bridge_conformance.out)" ;;
+      *) fail "bridge conformance: worse through a bridge, or the suite failed (see $LOG/bridge_conformance.out)" ;;
+    esac
+  fi
 fi
 summary
