@@ -290,6 +290,7 @@ pub(crate) async fn resume(
     let method = held.metadata.get(METHOD_KEY).cloned().unwrap_or_default();
     let (tx, rx) = mpsc::channel(32);
     let follow = Follow {
+        log_level: super::modern_checks::requested_log_level(msg),
         inner: inner.clone(),
         record,
         token: token.to_owned(),
@@ -311,6 +312,8 @@ struct Follow {
     client_id: Value,
     method: String,
     progress_token: Option<Value>,
+    /// The log level the retry opted in to.
+    log_level: Option<String>,
 }
 
 impl Follow {
@@ -352,6 +355,8 @@ impl Follow {
                         let _ = tx.send(event(&ask)).await;
                         return;
                     }
+                    MessageKind::Notification { .. }
+                        if !super::modern_checks::log_allowed(self.log_level.as_deref(), &v) => {}
                     MessageKind::Notification { method } => {
                         if method == "notifications/progress"
                             && let (Some(t), Some(p)) = (&self.progress_token, v.get_mut("params"))

@@ -46,6 +46,8 @@ pub(crate) struct Relay {
     pub(crate) method: String,
     pub(crate) request_id: Value,
     pub(crate) capabilities: Value,
+    /// The log level the request opted in to (none: no log messages reach the client).
+    pub(crate) log_level: Option<String>,
 }
 
 /// The client capability a question needs.
@@ -190,6 +192,8 @@ impl Relay {
                 && matches!(classify(&v), MessageKind::Response { .. });
             if let Some(c) = held.as_ref() {
                 self.hold(c, &data).await;
+            } else if !super::modern_checks::log_allowed(self.log_level.as_deref(), &v) {
+                // Below the level the 2026 client opted in to (or it opted in to none).
             } else if let Some(tx) = &client {
                 let body = super::legacy_upstream::modern_body(&self.method, &data);
                 if tx

@@ -529,6 +529,7 @@ impl Ask<'_> {
                     method: method.to_owned(),
                     request_id: msg.get("id").cloned().unwrap_or(Value::Null),
                     capabilities: self.capabilities.clone(),
+                    log_level: super::modern_checks::requested_log_level(msg),
                 }
                 .spawn(events)
                 .await

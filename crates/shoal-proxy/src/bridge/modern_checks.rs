@@ -9,7 +9,9 @@
 //! - Methods 2026-07-28 removed (`initialize`, `ping`, `logging/setLevel`,
 //!   `resources/subscribe`, `resources/unsubscribe`): HTTP 404, -32601.
 //!
-//! Every error carries the request's id.
+//! Every error carries the request's id. Log messages reach a 2026 client only at or above
+//! the level its request opted in to (`_meta` logLevel; none without it): a 2025 upstream
+//! sends them regardless.
 
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -31,6 +33,46 @@ const REMOVED_METHODS: [&str; 5] = [
     "resources/subscribe",
     "resources/unsubscribe",
 ];
+
+/// The log levels of the protocol, lowest first.
+pub(crate) const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// The log level a 2026 request opts in to (`_meta["io.modelcontextprotocol/logLevel"]`).
+pub(crate) fn requested_log_level(msg: &Value) -> Option<String> {
+    msg.get("params")?
+        .get("_meta")?
+        .get("io.modelcontextprotocol/logLevel")?
+        .as_str()
+        .filter(|l| LOG_LEVELS.contains(l))
+        .map(str::to_owned)
+}
+
+/// Whether a message may go to a 2026 client that opted in to `requested` (`None`: no log
+/// messages at all): anything but a `notifications/message` below that level.
+pub(crate) fn log_allowed(requested: Option<&str>, v: &Value) -> bool {
+    if v.get("method").and_then(Value::as_str) != Some("notifications/message") {
+        return true;
+    }
+    let rank = |l: &str| LOG_LEVELS.iter().position(|x| *x == l);
+    let level = v
+        .get("params")
+        .and_then(|p| p.get("level"))
+        .and_then(Value::as_str)
+        .and_then(rank);
+    match (requested.and_then(rank), level) {
+        (Some(min), Some(l)) => l >= min,
+        _ => false,
+    }
+}
 
 /// A JSON-RPC error response to `id` with HTTP `status` (and `data`, if any).
 pub(crate) fn rpc_error(
@@ -180,6 +222,31 @@ mod tests {
             );
         }
         assert!(names_a_revision(&request("x", good)));
+        let log = |l: &str| json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": l, "data": "x"}});
+        assert!(
+            !log_allowed(None, &log("error")),
+            "no opt-in, no log messages"
+        );
+        assert!(log_allowed(Some("warning"), &log("error")));
+        assert!(!log_allowed(Some("warning"), &log("info")));
+        assert!(log_allowed(
+            None,
+            &json!({"method": "notifications/progress"})
+        ));
+        assert_eq!(
+            requested_log_level(&request(
+                "tools/call",
+                json!({"io.modelcontextprotocol/logLevel": "info"})
+            )),
+            Some("info".to_owned())
+        );
+        assert_eq!(
+            requested_log_level(&request(
+                "tools/call",
+                json!({"io.modelcontextprotocol/logLevel": "loud"})
+            )),
+            None
+        );
         assert!(!names_a_revision(&json!({"method": "x"})));
     }
 }

@@ -176,17 +176,6 @@ pub(crate) fn subscribed(s: &Session) -> Vec<String> {
 pub(crate) const LOG_LEVEL_KEY: &str = "bridge_log_level";
 /// The 2026 `_meta` key carrying a request's log level.
 pub(crate) const LOG_LEVEL_META: &str = "io.modelcontextprotocol/logLevel";
-/// The log levels of the protocol.
-const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
 
 /// Whether the proxy answers a 2025 request itself: methods 2026-07-28 removed
 /// (`ping`, `logging/setLevel`, `resources/subscribe`, `resources/unsubscribe`).
@@ -222,7 +211,7 @@ async fn set_level(store: &dyn SessionStore, live: &Live, msg: &Value) -> Reply 
         .get("params")
         .and_then(|p| p.get("level"))
         .and_then(Value::as_str)
-        .filter(|l| LOG_LEVELS.contains(l))
+        .filter(|l| super::modern_checks::LOG_LEVELS.contains(l))
         .map(str::to_owned)
     else {
         return json_reply(
