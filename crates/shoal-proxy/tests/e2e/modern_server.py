@@ -16,6 +16,7 @@ from mcp_types import (
     ElicitRequest,
     ElicitRequestFormParams,
     InputRequiredResult,
+    ListRootsRequest,
     SamplingMessage,
     TextContent,
     ToolAnnotations,
@@ -75,6 +76,16 @@ async def ask_model(topic: str, ctx: Context) -> str | InputRequiredResult:
     content = getattr(got, "content", None)
     text = getattr(content, "text", None) or "?"
     return f"the model said: {text}"
+
+
+@server.tool()
+async def count_roots(ctx: Context) -> str | InputRequiredResult:
+    """Asks the client for its roots, then counts them."""
+    got = (ctx.input_responses or {}).get("roots")
+    if got is None:
+        return InputRequiredResult(input_requests={"roots": ListRootsRequest()}, request_state="asked-roots")
+    roots = getattr(got, "roots", None) or []
+    return f"{len(roots)} roots: {', '.join(str(r.uri) for r in roots)}"
 
 
 @server.resource("note://greeting")

@@ -4,7 +4,7 @@
 // Prints "ok <check>" / "FAIL <check>: <why>"; exit 1 on any failure.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CreateMessageRequestSchema, ElicitRequestSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema, ListRootsRequestSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { cutAfterProgress, retarget } from './cut_stream.mjs';
 
 const A = process.env.URL_A, B = process.env.URL_B;
@@ -42,7 +42,7 @@ const transport = new StreamableHTTPClientTransport(new URL(A), {
   reconnectionOptions: { initialReconnectionDelay: 200, maxReconnectionDelay: 2000, reconnectionDelayGrowFactor: 1.5, maxRetries: 5 },
 });
 const client = new Client({ name: 'shoal-bridge-ts', version: '1.0.0' },
-  { capabilities: { elicitation: {}, sampling: {} } });
+  { capabilities: { elicitation: {}, sampling: {}, roots: { listChanged: false } } });
 client.onerror = () => {};
 // The user behind the client: answers the upstream's questions (or refuses, when told to).
 const asked = [];
@@ -51,6 +51,10 @@ client.setRequestHandler(ElicitRequestSchema, async (req) => {
   asked.push(`elicitation: ${req.params.message}`);
   if (refuseElicitation) throw new Error('the user closed the dialog');
   return { action: 'accept', content: { name: 'Ada' } };
+});
+client.setRequestHandler(ListRootsRequestSchema, async () => {
+  asked.push('roots');
+  return { roots: [{ uri: 'file:///work/a', name: 'a' }, { uri: 'file:///work/b', name: 'b' }] };
 });
 client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
   asked.push(`sampling: ${JSON.stringify(req.params.messages[0]?.content?.text)}`);
@@ -126,6 +130,10 @@ try {
   if (text.includes('the model said: blue') && asked.some((a) => a.startsWith('sampling:') && a.includes('the sky'))) {
     ok(`sampling round trip: sampling/createMessage asked of the client, its answer carried upstream: ${text.slice(0, 100)}`);
   } else fail('sampling round trip', `result=${text} asked=${JSON.stringify(asked)}`);
+  const rooted = JSON.stringify((await client.callTool({ name: 'count_roots', arguments: {} }, undefined, { timeout: 30000 })).content);
+  if (rooted.includes('2 roots: file:///work/a, file:///work/b') && asked.includes('roots')) {
+    ok(`roots round trip: roots/list asked of the client, its roots carried upstream: ${rooted.slice(0, 100)}`);
+  } else fail('roots round trip', `result=${rooted} asked=${JSON.stringify(asked)}`);
   refuseElicitation = true;
   let refused = '';
   try {
