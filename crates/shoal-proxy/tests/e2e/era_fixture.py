@@ -3,8 +3,8 @@
 
 It offers the tools, resources, prompts and completion the suite's server scenarios ask for
 (the names and contents their descriptions give), in one of two eras:
-- ERA=2026: 2026-07-28 only, sessionless: the same ASGI guard as modern_server.py refuses
-  `initialize`, any `Mcp-Session-Id`, GET and DELETE. Tools that need the client answer with
+- ERA=2026: 2026-07-28 only, sessionless: the guard of modern_guard.py refuses `initialize`,
+  any `Mcp-Session-Id`, GET and DELETE. Tools that need the client answer with
   an `input_required` result and finish when the request comes back with `inputResponses`.
 - ERA=2025: 2025 sessions (`initialize`, `Mcp-Session-Id`, the GET stream); tools that need
   the client send it `sampling/createMessage` or `elicitation/create` mid-call.
@@ -15,6 +15,7 @@ import json
 import os
 
 import uvicorn
+from modern_guard import only_2026
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp_types import (
@@ -226,44 +227,6 @@ async def complete(ref, argument, context):
     return Completion(values=values, total=len(values), has_more=False)
 
 
-async def guard_2026(app, scope, receive, send):
-    """2026-07-28 only: initialize, session ids, GET and DELETE refused."""
-    if scope["type"] != "http":
-        return await app(scope, receive, send)
-
-    async def refuse(status, why):
-        body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": why}}).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-    if scope["method"] in ("GET", "DELETE"):
-        return await refuse(405, "2026-07-28 only: no GET stream, no DELETE")
-    if b"mcp-session-id" in dict(scope["headers"]):
-        return await refuse(400, "2026-07-28 only: no sessions")
-    chunks, more = [], True
-    while more:
-        m = await receive()
-        chunks.append(m.get("body", b""))
-        more = m.get("more_body", False)
-    raw = b"".join(chunks)
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        msg = {}
-    if isinstance(msg, dict) and msg.get("method") == "initialize":
-        return await refuse(400, "2026-07-28 only: no initialize")
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    return await app(scope, replay, send)
-
-
 if ERA == "2025":
     # The suite's 2025 logging and subscription scenarios need handlers MCPServer does not
     # register itself (2026 replaced them); the SDK has no public accessor for its low-level
@@ -281,7 +244,7 @@ if ERA == "2026":
     inner = server.streamable_http_app(stateless_http=True)
 
     async def app(scope, receive, send):
-        return await guard_2026(inner, scope, receive, send)
+        return await only_2026(inner, scope, receive, send)
 else:
     app = server.streamable_http_app(stateless_http=False)
 

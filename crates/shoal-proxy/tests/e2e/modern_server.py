@@ -1,7 +1,7 @@
 """A 2026-07-28-only MCP server for the 2025-to-2026 bridge test, built with the official
 Python SDK (`mcp` 2.x, `MCPServer`). The SDK serves both eras; a small ASGI guard in front
-makes it speak 2026-07-28 only, as a server that dropped the 2025 revisions would: `initialize`,
-any `Mcp-Session-Id`, GET and DELETE are refused, and counted (GET /stats shows the counts).
+makes it speak 2026-07-28 only (modern_guard.py): `initialize`, any `Mcp-Session-Id`, GET and
+DELETE are refused, and counted (GET /stats shows the counts).
 Env: PORT."""
 
 import asyncio
@@ -9,6 +9,7 @@ import json
 import os
 
 import uvicorn
+from modern_guard import only_2026
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import (
     CreateMessageRequest,
@@ -119,60 +120,27 @@ refused = {"initialize": 0, "session_header": 0, "get_or_delete": 0, "posts": 0}
 flaky = {"flaky_lookup": [], "flaky_write": []}
 
 
+async def breaks_flaky_streams(msg, send):
+    """Breaks the response stream of the first `flaky_lookup` call and of every `flaky_write`."""
+    name = (msg.get("params") or {}).get("name") if msg.get("method") == "tools/call" else None
+    if name not in flaky:
+        return False
+    flaky[name].append(msg.get("id"))
+    if name == "flaky_lookup" and len(flaky[name]) > 1:
+        return False
+    # A response stream that breaks before the answer: the head and a comment, then the
+    # connection is dropped (uvicorn closes it when the app fails mid-response).
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await send({"type": "http.response.body", "body": b": working\n\n", "more_body": True})
+    raise ConnectionAbortedError("the test upstream breaks this response stream")
+
+
 async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return await inner(scope, receive, send)
-    if scope["path"] == "/stats":
+    if scope["type"] == "http" and scope["path"] == "/stats":
         body = json.dumps({**refused, "flaky": flaky}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         return await send({"type": "http.response.body", "body": body})
-    headers = dict(scope["headers"])
-
-    async def refuse(status, why):
-        body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": why}}).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-    if scope["method"] in ("GET", "DELETE"):
-        refused["get_or_delete"] += 1
-        return await refuse(405, "2026-07-28 only: no GET stream, no DELETE")
-    if b"mcp-session-id" in headers:
-        refused["session_header"] += 1
-        return await refuse(400, "2026-07-28 only: no sessions")
-    chunks = []
-    more = True
-    while more:
-        m = await receive()
-        chunks.append(m.get("body", b""))
-        more = m.get("more_body", False)
-    raw = b"".join(chunks)
-    refused["posts"] += 1
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        msg = {}
-    if isinstance(msg, dict) and msg.get("method") == "initialize":
-        refused["initialize"] += 1
-        return await refuse(400, "2026-07-28 only: no initialize")
-    name = (msg.get("params") or {}).get("name") if isinstance(msg, dict) and msg.get("method") == "tools/call" else None
-    if name in flaky:
-        flaky[name].append(msg.get("id"))
-        if name == "flaky_write" or len(flaky[name]) == 1:
-            # A response stream that breaks before the answer: the head and a comment, then
-            # the connection is dropped (uvicorn closes it when the app fails mid-response).
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-            await send({"type": "http.response.body", "body": b": working\n\n", "more_body": True})
-            raise ConnectionAbortedError("the test upstream breaks this response stream")
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    return await inner(scope, replay, send)
+    return await only_2026(inner, scope, receive, send, counts=refused, before=breaks_flaky_streams)
 
 
 uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
