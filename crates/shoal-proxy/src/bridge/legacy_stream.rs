@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::{
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -60,8 +60,9 @@ fn capability_of(method: &str) -> &'static str {
 }
 
 impl Relay {
-    /// Starts relaying `events`; the client's response. The first event is awaited briefly: a
-    /// "method not found" answer goes back as HTTP 404 (as a 2026 server answers it).
+    /// Starts relaying `events`; the client's response. The first event is awaited briefly: an
+    /// error a 2026 server gives an HTTP status (method not found 404, missing capability 400)
+    /// goes back with that status.
     pub(crate) async fn spawn(self, mut events: EventStream) -> Response {
         let mut first = Vec::new();
         let deadline = tokio::time::Instant::now() + PEEK;
@@ -82,10 +83,11 @@ impl Relay {
             }
         }
         if let Some(Ok(ev)) = first.last()
-            && super::legacy_upstream::method_not_found(ev.data.as_bytes())
+            && let Some(status) = super::legacy_upstream::error_status(ev.data.as_bytes())
+            && ev.data.contains("\"error\"")
         {
             let mut r = (
-                StatusCode::NOT_FOUND,
+                status,
                 super::legacy_upstream::modern_body(&self.method, ev.data.as_bytes()),
             )
                 .into_response();

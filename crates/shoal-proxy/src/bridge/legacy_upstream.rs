@@ -138,12 +138,17 @@ pub(crate) fn modern_body(method: &str, body: &[u8]) -> Bytes {
     }
 }
 
-/// Whether a reply body is a JSON-RPC "method not found" error.
-pub(crate) fn method_not_found(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
+/// The HTTP status a 2026 server gives a JSON-RPC error reply: 404 for "method not found",
+/// 400 for a missing client capability (-32021); `None` for anything else (its status stays).
+pub(crate) fn error_status(body: &[u8]) -> Option<StatusCode> {
+    let code = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v.get("error")?.get("code")?.as_i64())
-        == Some(-32601)
+        .and_then(|v| v.get("error")?.get("code")?.as_i64())?;
+    match code {
+        -32601 => Some(StatusCode::NOT_FOUND),
+        -32021 => Some(StatusCode::BAD_REQUEST),
+        _ => None,
+    }
 }
 
 /// Whether the upstream says it does not know the session: 404 (the 2025 rule), or a 400
@@ -508,12 +513,9 @@ impl Ask<'_> {
                 headers,
                 body,
             } => {
-                // A 2026 server answers an unknown method with HTTP 404.
-                let status = if method_not_found(&body) {
-                    StatusCode::NOT_FOUND
-                } else {
-                    status
-                };
+                // A 2026 server answers an unknown method with HTTP 404, a missing client
+                // capability with 400.
+                let status = error_status(&body).unwrap_or(status);
                 let mut r = (status, modern_body(method, &body)).into_response();
                 copy_back(&headers, r.headers_mut());
                 r

@@ -6,7 +6,7 @@
 #   2026-to-2025: the suite as a 2026-07-28 client through `bridge = "2026-to-2025"` to the
 #                 fixture serving 2025 sessions, vs the suite as a 2025-11-25 client directly.
 #
-# The fixture is era_fixture.py (the Python SDK's MCPServer; ERA=2026|2025). A scenario
+# The fixture is conformance_fixture.py (the Python SDK's MCPServer; ERA=2026|2025). A scenario
 # run both ways must score at least as well through the bridge; scenarios of only one era are
 # listed with their scores. Every step is bounded by `timeout`.
 # Usage: bridge_conformance.sh PYTHON SHOAL_BIN STORE KEY_FILE CACHE_DIR LOG_DIR
@@ -36,7 +36,7 @@ wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/
 
 fixture() { # era -> FIXTURE_URL
   local port; port=$(free_port)
-  ERA=$1 PORT=$port "$PY" "$E2E/era_fixture.py" > "$LOG/conformance-fixture-$1.log" 2>&1 &
+  ERA=$1 PORT=$port "$PY" "$E2E/conformance_fixture.py" > "$LOG/conformance-fixture-$1.log" 2>&1 &
   pids+=($!)
   wait_port "$port" || { echo "the $1 fixture did not start (see $LOG/conformance-fixture-$1.log)"; exit 1; }
   FIXTURE_URL="http://127.0.0.1:$port/mcp"

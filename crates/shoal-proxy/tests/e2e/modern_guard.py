@@ -1,7 +1,7 @@
 """An ASGI guard that makes an MCP server built with the Python SDK speak 2026-07-28 only, as a
 server that dropped the 2025 revisions would: GET and DELETE are refused (405), any
 `Mcp-Session-Id` (400), `initialize` (400). Used by the e2e test upstreams (modern_server.py,
-era_fixture.py)."""
+conformance_fixture.py)."""
 
 import json
 
