@@ -236,21 +236,7 @@ async fn subscribe(up: &Upstream, uri: &str) -> bool {
         .post(&hm, up.session_id.as_deref(), Bytes::from(msg.to_string()))
         .await;
     let answer = match reply {
-        Ok(Reply::Full { status, body, .. }) if status.is_success() => {
-            serde_json::from_slice::<Value>(&body).ok()
-        }
-        Ok(Reply::Stream { mut events, .. }) => {
-            let mut found = None;
-            while let Some(Ok(ev)) = events.next().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                    && v.get("id").and_then(Value::as_str) == Some("shoal-bridge-subscribe")
-                {
-                    found = Some(v);
-                    break;
-                }
-            }
-            found
-        }
+        Ok(r) if r.status().is_success() => r.response_to("shoal-bridge-subscribe").await,
         _ => None,
     };
     let ok = answer.is_some_and(|a| a.get("result").is_some());

@@ -39,7 +39,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
 use shoal_core::{Error as StoreError, Session, SessionId, Transport};
@@ -307,24 +306,6 @@ pub(crate) fn legacy_headers(client: &HeaderMap, revision: &str) -> HeaderMap {
     hm
 }
 
-/// The JSON-RPC response to `id` in a reply (a JSON body or the events of a stream).
-async fn response_to(reply: Reply, id: &str) -> Option<Value> {
-    let is_it = |v: &Value| v.get("id").and_then(Value::as_str) == Some(id);
-    match reply {
-        Reply::Full { body, .. } => serde_json::from_slice::<Value>(&body).ok().filter(is_it),
-        Reply::Stream { mut events, .. } => {
-            while let Some(Ok(ev)) = events.next().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                    && is_it(&v)
-                {
-                    return Some(v);
-                }
-            }
-            None
-        }
-    }
-}
-
 impl Ask<'_> {
     /// The upstream session: the stored one, or a new one (also when `replacing` names the
     /// upstream session id the upstream forgot).
@@ -421,7 +402,7 @@ impl Ask<'_> {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         };
-        let response = response_to(reply, INIT_ID).await;
+        let response = reply.response_to(INIT_ID).await;
         let Some(result) = response.as_ref().and_then(|r| r.get("result")).cloned() else {
             tracing::warn!(%status, "bridge: the upstream refused initialize");
             return Err(refuse(

@@ -312,22 +312,7 @@ pub(crate) async fn initialize(http: &HttpUpstream, init: &Value) -> Result<Repl
     let (hm, body) = modern_request(&HeaderMap::new(), &discover, &meta);
     let reply = http.post(&hm, None, body).await?;
     let status = reply.status();
-    let answer = match reply {
-        Reply::Full { body, .. } => serde_json::from_slice::<Value>(&body).ok(),
-        Reply::Stream { mut events, .. } => {
-            use futures_util::StreamExt;
-            let mut found = None;
-            while let Some(Ok(ev)) = events.next().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                    && v.get("id").and_then(Value::as_str) == Some(DISCOVER_ID)
-                {
-                    found = Some(v);
-                    break;
-                }
-            }
-            found
-        }
-    };
+    let answer = reply.response_to(DISCOVER_ID).await;
     let id = init.get("id").cloned().unwrap_or(Value::Null);
     let Some(result) = answer.as_ref().and_then(|a| a.get("result")) else {
         let why = answer

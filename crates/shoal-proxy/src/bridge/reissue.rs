@@ -19,13 +19,12 @@
 //! client under the original id. At most [`MAX_REISSUES`] per request.
 
 use axum::http::HeaderMap;
-use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use shoal_core::RequestId;
 
 use crate::{
     protocol::{id_to_json, request_id},
-    upstream::{Reply, http::HttpUpstream},
+    upstream::http::HttpUpstream,
 };
 
 /// Most re-issues of one request.
@@ -94,21 +93,7 @@ async fn tool_annotations(
         }
         let (hm, body) = super::modern_upstream::modern_request(client, &msg, meta);
         let reply = http.post(&hm, None, body).await.ok()?;
-        let answer = match reply {
-            Reply::Full { body, .. } => serde_json::from_slice::<Value>(&body).ok(),
-            Reply::Stream { mut events, .. } => {
-                let mut found = None;
-                while let Some(Ok(ev)) = events.next().await {
-                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                        && v.get("id").and_then(Value::as_str) == Some(id.as_str())
-                    {
-                        found = Some(v);
-                        break;
-                    }
-                }
-                found
-            }
-        }?;
+        let answer = reply.response_to(&id).await?;
         let result = answer.get("result")?;
         let tools = result.get("tools").and_then(Value::as_array)?;
         if let Some(t) = tools

@@ -40,6 +40,30 @@ impl Reply {
             Reply::Full { status, .. } | Reply::Stream { status, .. } => *status,
         }
     }
+
+    /// The JSON-RPC response to the proxy's own request `id`: a complete body that answers
+    /// it (or an error without an id, about the request itself), or the stream's first event
+    /// that answers it.
+    pub(crate) async fn response_to(self, id: &str) -> Option<serde_json::Value> {
+        use futures_util::StreamExt as _;
+        use serde_json::Value;
+        let answers = |v: &Value| v.get("id").and_then(Value::as_str) == Some(id);
+        match self {
+            Reply::Full { body, .. } => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .filter(|v| answers(v) || v.get("id").is_none_or(Value::is_null)),
+            Reply::Stream { mut events, .. } => {
+                while let Some(Ok(ev)) = events.next().await {
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
+                        && answers(&v)
+                    {
+                        return Some(v);
+                    }
+                }
+                None
+            }
+        }
+    }
 }
 
 pub(crate) use crate::error::UpstreamError;

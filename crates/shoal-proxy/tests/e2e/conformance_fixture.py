@@ -623,46 +623,10 @@ class MemoryEventStore(EventStore):
         return stream
 
 
-async def buffered(receive) -> tuple[bytes, Any]:
-    """The whole request body, and a `receive` that hands it over again."""
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    raw, replayed = b"".join(chunks), False
-
-    async def again():
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    return raw, again
-
-
-def enveloped_initialize(raw: bytes) -> bool:
-    """An `initialize` carrying the 2026 per-request `_meta` envelope (not a 2025 handshake)."""
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        return False
-    meta = ((msg.get("params") or {}).get("_meta") or {}) if isinstance(msg, dict) else {}
-    return msg.get("method") == "initialize" and "io.modelcontextprotocol/protocolVersion" in meta
-
-
 if ERA == "2026":
     inner = server.streamable_http_app(stateless_http=True)
 
     async def app(scope, receive, send):
-        # The guard refuses every `initialize` (400), which is what a 2025 client's handshake
-        # must meet. A 2026 request naming `initialize` goes to the SDK instead, which answers
-        # it as it answers every method 2026-07-28 removed: HTTP 404, -32601.
-        if scope["type"] == "http" and scope["method"] == "POST" and b"mcp-session-id" not in dict(scope["headers"]):
-            raw, receive = await buffered(receive)
-            if enveloped_initialize(raw):
-                return await inner(scope, receive, send)
         return await only_2026(inner, scope, receive, send)
 else:
     # logging/setLevel and resources/(un)subscribe are 2025 methods MCPServer does not serve
