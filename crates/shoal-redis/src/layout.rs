@@ -39,6 +39,58 @@ pub fn split_frame(encoded: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&encoded[..6], &encoded[7..]))
 }
 
+/// What a per-session script gets for the change feed on a single server (standalone,
+/// Sentinel), as [`RedisStore`](crate::RedisStore) sends it under `config`, for a session
+/// whose keys have `prefix`: `ARGV[1]` (`now`, then the feed header and `detail` when the
+/// feed is on) and the feed stream key to pass after the script's own keys (`None` when the
+/// feed is off).
+pub fn script_head(
+    config: &crate::RedisConfig,
+    prefix: &str,
+    now_ms: u64,
+    sid: &str,
+    detail: &str,
+) -> (Vec<u8>, Option<String>) {
+    let now = now_ms.to_string().into_bytes();
+    if !config.feed.enabled {
+        return (now, None);
+    }
+    (
+        crate::store::feed_script_head(&config.feed, now, sid, detail),
+        Some(crate::keys::Keys::new(prefix).feed(0)),
+    )
+}
+
+/// The touch script's extra argument on a single server under `config`: the start of the
+/// touch window `now_ms` falls in (`None` when the feed is off or touches are not reported).
+pub fn touch_window_arg(config: &crate::RedisConfig, now_ms: u64) -> Option<u64> {
+    if !config.feed.enabled {
+        return None;
+    }
+    crate::store::touch_window_start(&config.feed, now_ms)
+}
+
+/// The feed detail of an append of `frames` under `config` (empty when the feed or its frame
+/// entries are off).
+pub fn append_detail(config: &crate::RedisConfig, frames: &[shoal_core::NewFrame]) -> String {
+    if !config.feed.enabled || !config.feed.frames {
+        return String::new();
+    }
+    let summaries: Vec<_> = frames
+        .iter()
+        .map(shoal_core::feed::FrameSummary::of)
+        .collect();
+    crate::store::frames_detail(&summaries)
+}
+
+/// The feed detail of the creation of `session` under `config` (empty when the feed is off).
+pub fn created_detail(config: &crate::RedisConfig, session: &shoal_core::Session) -> String {
+    if !config.feed.enabled {
+        return String::new();
+    }
+    shoal_core::feed::SessionSummary::of(session).to_detail()
+}
+
 #[cfg(test)]
 mod tests {
     use shoal_core::{Direction, NewFrame, SessionId, codec};

@@ -8,9 +8,13 @@
 //! | op | what is sent |
 //! |---|---|
 //! | get | `HGETALL <p>:{sid}:meta` (schema 2: fields `a`, `d` [+ `d1`…]) |
-//! | touch | `EVALSHA touch` (KEYS meta, frames, requests; ARGV now, expires_at, pexpire ms) |
-//! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, the encoded-frame prefix, the frame's encoding after its seq) |
+//! | touch | `EVALSHA touch` (KEYS meta, frames, requests; ARGV now, expires_at, pexpire ms, the touch window's start) |
+//! | append | `EVALSHA append` (same KEYS; ARGV now, expires_at, pexpire ms, max frames, byte budget, metadata allowance, epochs flag, the encoded-frame prefix, the frame's encoding after its seq) |
 //! | create | `EVALSHA create_placed` (KEYS meta, frames, requests, the cap set — also the expiry index — and the bucket's listing set; ARGV now, pexpire ms, expires_at, max sessions, sid, the meta field/value pairs): what Shoal sends on a single server (on a Cluster it sends reserve, create and the listing `ZADD` as three round trips; the baseline runs on a single server) |
+//!
+//! With the change feed on (the default), every script also gets the feed stream as its last
+//! key and `ARGV[1]` carries the feed header and the entry's detail after `now`
+//! (`layout::script_head`), as Shoal sends them: the scripts write the same entries.
 //!
 //! The scripts, key names and listing bucket come from `shoal_redis::layout` (Shoal's own
 //! sources and functions), so the SHA1s and keys are the ones Shoal uses.
@@ -119,6 +123,23 @@ pub(crate) struct RawCtx {
     pub(crate) append_middle: [u64; 3],
     /// `max_sessions`.
     pub(crate) max_sessions: u64,
+    /// The store's settings: whether (and how) its scripts write the change feed.
+    pub(crate) config: shoal_redis::RedisConfig,
+    /// Per pool session: its id.
+    pub(crate) ids: Vec<String>,
+    /// Per pool session: the feed detail of appending its frame (empty without the feed).
+    pub(crate) append_details: Vec<String>,
+    /// The feed detail of a created session (empty without the feed).
+    pub(crate) create_detail: String,
+}
+
+impl RawCtx {
+    /// `ARGV[1]` and the feed stream key (to pass after the script's keys) of a script for
+    /// session `sid`, as Shoal sends them: with the change feed's header and `detail` when the
+    /// store writes the feed.
+    pub(crate) fn head(&self, now: u64, sid: &str, detail: &str) -> (Vec<u8>, Option<String>) {
+        layout::script_head(&self.config, &self.prefix, now, sid, detail)
+    }
 }
 
 /// The meta pairs of a freshly created session (schema 2: `a`, then the blob's chunks).
@@ -265,9 +286,16 @@ pub(crate) fn touch(ctx: &Arc<RawCtx>) -> OpFn {
             for k in &ctx.keys[i] {
                 inv.key(k);
             }
-            inv.arg(now.to_string())
+            let (head, feed) = ctx.head(now, &ctx.ids[i], "");
+            if let Some(k) = feed {
+                inv.key(k);
+            }
+            inv.arg(head)
                 .arg((now + ctx.ttl_ms).to_string())
                 .arg(ctx.pexpire_ms.to_string());
+            if let Some(window) = layout::touch_window_arg(&ctx.config, now) {
+                inv.arg(window.to_string());
+            }
             let mut conn = ctx.conn.clone();
             let v: Value = inv.invoke_async(&mut conn).await.map_err(err)?;
             script_ok(&v)
@@ -287,7 +315,11 @@ pub(crate) fn append(ctx: &Arc<RawCtx>) -> OpFn {
             for k in &ctx.keys[i] {
                 inv.key(k);
             }
-            inv.arg(now.to_string())
+            let (head, feed) = ctx.head(now, &ctx.ids[i], &ctx.append_details[i]);
+            if let Some(k) = feed {
+                inv.key(k);
+            }
+            inv.arg(head)
                 .arg((now + ctx.ttl_ms).to_string())
                 .arg(ctx.pexpire_ms.to_string())
                 .arg(ctx.max_frames.to_string())
@@ -322,10 +354,14 @@ pub(crate) fn create(ctx: &Arc<RawCtx>, tag: &str) -> OpFn {
             }
             inv.key(layout::capacity_key(&ctx.prefix))
                 .key(layout::listing_key(&ctx.prefix, layout::bucket_of(&id)));
+            let (head, feed) = ctx.head(now, &id, &ctx.create_detail);
+            if let Some(k) = feed {
+                inv.key(k);
+            }
             let p = &ctx.create_pairs;
             let now_s = now.to_string();
             let exp_s = expires.to_string();
-            inv.arg(&now_s)
+            inv.arg(head)
                 .arg(ctx.pexpire_ms.to_string())
                 .arg(&exp_s)
                 .arg(ctx.max_sessions.min(i64::MAX as u64))

@@ -69,24 +69,32 @@ pub(crate) struct ToolStats {
     pub(crate) p99_ms: Option<f64>,
 }
 
-/// Parses `redis-benchmark --csv` output: a header line, then one line per test.
+/// Parses `redis-benchmark --csv` output: a header line, then one result per test. A result's
+/// first cell is the command line itself, which may hold newlines, commas and quotes (a
+/// script's arguments); the cells after it are numbers, so they are read from the end.
 pub(crate) fn parse_csv(out: &str) -> anyhow::Result<ToolStats> {
-    let mut lines = out.lines().map(str::trim).filter(|l| l.starts_with('"'));
-    let header = lines
-        .next()
+    let start = out
+        .find("\"test\"")
         .context("redis-benchmark printed no CSV header")?;
-    let row = lines
-        .next()
+    let (header, row) = out[start..]
+        .split_once('\n')
         .context("redis-benchmark printed no result line")?;
-    let cells = |l: &str| -> Vec<String> {
-        l.split("\",\"")
-            .map(|c| c.trim_matches('"').to_owned())
-            .collect()
-    };
-    let names = cells(header);
-    let values = cells(row);
+    let row = row.trim();
+    if row.is_empty() {
+        bail!("redis-benchmark printed no result line");
+    }
+    let names: Vec<&str> = header
+        .trim()
+        .split("\",\"")
+        .map(|c| c.trim_matches('"'))
+        .collect();
+    let mut values: Vec<&str> = row
+        .rsplitn(names.len(), "\",\"")
+        .map(|c| c.trim_matches('"'))
+        .collect();
+    values.reverse();
     let get = |name: &str| -> Option<f64> {
-        let i = names.iter().position(|n| n == name)?;
+        let i = names.iter().position(|n| *n == name)?;
         values.get(i)?.parse().ok()
     };
     let Some(rps) = get("rps") else {
@@ -208,6 +216,15 @@ mod tests {
         assert_eq!(s.p50_ms, Some(1.871));
         assert_eq!(s.p99_ms, Some(3.1));
         assert!(parse_csv("nothing useful").is_err());
+        // A script's arguments in the command cell: newlines, tabs, commas and quotes.
+        let out = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\
+                   \"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
+                   \"EVALSHA abc 4 k1 k2 1 100000 60000 s\nc\t\t256\",\"x\",\"y 9\",\"50200.80\",\
+                   \"20.182\",\"0.840\",\"21.231\",\"25.503\",\"27.471\",\"31.583\"\n";
+        let s = parse_csv(out).unwrap();
+        assert_eq!(s.rps, 50_200.80);
+        assert_eq!(s.p95_ms, Some(25.503));
+        assert!(parse_csv("\"test\",\"rps\"\n").is_err());
     }
 
     #[test]

@@ -15,6 +15,39 @@ use shoal_core::{
 use super::handle::StoreState;
 use crate::keys::bucket_of;
 
+/// `ARGV[1]` of a per-session script that writes its change's feed entry itself: `now`, then
+/// ` <cap> <touch_ms> <sid>` and, when there is one, a newline and `detail` (see `common.lua`).
+pub(crate) fn feed_script_head(
+    feed: &FeedConfig,
+    now: Vec<u8>,
+    sid: &str,
+    detail: &str,
+) -> Vec<u8> {
+    let mut head = now;
+    head.extend_from_slice(format!(" {} {} {sid}", feed.cap, feed.touch_every_ms()).as_bytes());
+    if !detail.is_empty() {
+        head.push(b'\n');
+        head.extend_from_slice(detail.as_bytes());
+    }
+    head
+}
+
+/// The touch script's last argument when it reports touches: the start of the touch window
+/// `now` falls in (`None` when touches are not reported).
+pub(crate) fn touch_window_start(feed: &FeedConfig, now_ms: u64) -> Option<u64> {
+    let window = feed.touch_every_ms();
+    (window > 0).then(|| now_ms / window * window)
+}
+
+/// The `frame` entries' detail of an append: one summary line per frame.
+pub(crate) fn frames_detail(summaries: &[FrameSummary]) -> String {
+    summaries
+        .iter()
+        .map(FrameSummary::to_detail)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Where this store's feed entries are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FeedMode {
@@ -69,16 +102,10 @@ impl StoreState {
         if !self.feed_in_script() {
             return (now, None);
         }
-        let f = &self.config.feed;
-        let mut head = now;
-        head.extend_from_slice(
-            format!(" {} {} {}", f.cap, f.touch_every_ms(), id.as_str()).as_bytes(),
-        );
-        if !detail.is_empty() {
-            head.push(b'\n');
-            head.extend_from_slice(detail.as_bytes());
-        }
-        (head, Some(self.keys.feed(0)))
+        (
+            feed_script_head(&self.config.feed, now, id.as_str(), detail),
+            Some(self.keys.feed(0)),
+        )
     }
 
     /// The `created` detail of `session` (empty when no script writes it).

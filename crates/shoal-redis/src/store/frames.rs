@@ -56,11 +56,7 @@ impl StoreState {
         let n = frames.len() as u64;
         let summaries = self.frame_summaries(&frames);
         let detail = if self.feed_in_script() {
-            summaries
-                .iter()
-                .map(|s| s.to_detail())
-                .collect::<Vec<_>>()
-                .join("\n")
+            super::feed_write::frames_detail(&summaries)
         } else {
             String::new()
         };

@@ -33,6 +33,7 @@ mod session_store;
 mod sweep;
 
 pub use feed_read::{CLUSTER_POLL, RedisFeed};
+pub(crate) use feed_write::{feed_script_head, frames_detail, touch_window_start};
 pub(crate) use frames::metadata_allowance;
 pub use handle::RedisStore;
 pub use metrics::RedisMetrics;

@@ -135,8 +135,11 @@ impl StoreState {
             num_arg(self.pexpire_ms(expires, now)),
         ];
         let window = self.feed_config().touch_every_ms();
-        if self.feed_in_script() && window > 0 {
-            args.push(num_arg(now.as_millis() / window * window));
+        if self.feed_in_script()
+            && let Some(start) =
+                super::feed_write::touch_window_start(self.feed_config(), now.as_millis())
+        {
+            args.push(num_arg(start));
         }
         let reply = self.script("touch", id, &self.scripts.touch, args).await?;
         let reply = self.live("touch", id, reply).await?;
