@@ -470,8 +470,12 @@ async fn forward_post(
                 }
                 (Some(_), [msg]) => {
                     let meta = live.modern_meta_now().unwrap_or_default();
-                    let (hm, b) =
+                    let (mut hm, b) =
                         crate::bridge::modern_upstream::modern_request(headers, msg, &meta);
+                    crate::bridge::modern_upstream::mirror_params(
+                        inner, headers, &meta, msg, &mut hm,
+                    )
+                    .await;
                     http.post(&hm, None, b).await
                 }
                 (Some(_), _) => Err(UpstreamError(

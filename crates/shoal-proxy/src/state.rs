@@ -97,6 +97,8 @@ pub(crate) struct ProxyState {
     pub(crate) shutdown: CancellationToken,
     /// Cross-instance wake-ups, when the config has a bus that carries them.
     pub(crate) wakeups: Option<Arc<WakeupFanout>>,
+    /// The upstream tools' `Mcp-Param-*` declarations, per scope (the bridges').
+    pub(crate) tool_headers: crate::bridge::param_headers::ToolHeaders,
     sessions: Mutex<HashMap<SessionId, Cell>>,
     pumps: Mutex<HashMap<(SessionId, String), broadcast::Sender<u64>>>,
 }
@@ -141,6 +143,7 @@ impl ProxyState {
             http,
             shutdown,
             wakeups,
+            tool_headers: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             pumps: Mutex::new(HashMap::new()),
         })

@@ -322,8 +322,10 @@ async fn retry(inner: &ProxyState, round: &Round, answers: Map<String, Value>) -
         return one(Ok(error_event(&round.original_id, -32603, "no upstream")));
     };
     let msg = retried(&round.original, answers, round.state.as_ref());
-    let (hm, body) =
+    let (mut hm, body) =
         super::modern_upstream::modern_request(&round.client_headers, &msg, &round.meta);
+    super::modern_upstream::mirror_params(inner, &round.client_headers, &round.meta, &msg, &mut hm)
+        .await;
     match http.post(&hm, None, body).await {
         Ok(Reply::Stream { events, .. }) => events,
         Ok(Reply::Full { status, body, .. }) if status.is_success() && !body.is_empty() => {

@@ -248,7 +248,18 @@ pub(crate) async fn handle(
                 super::input_required::resume(inner, http, headers, msg, owner.as_deref(), state)
                     .await
             }
-            None => ask.forward(headers, msg).await,
+            None => {
+                if let Err(why) = ask.check_param_headers(headers, msg).await {
+                    return super::modern_checks::rpc_error(
+                        StatusCode::BAD_REQUEST,
+                        &id,
+                        crate::protocol::HEADER_MISMATCH,
+                        &format!("Bad Request: {why}"),
+                        None,
+                    );
+                }
+                ask.forward(headers, msg).await
+            }
         },
     }
 }
@@ -433,6 +444,52 @@ impl Ask<'_> {
             let hm = legacy_headers(&HeaderMap::new(), LEGACY_REVISION);
             let _ = self.http.delete(&hm, Some(sid)).await;
         }
+    }
+
+    /// For a `tools/call`: checks the client's `Mcp-Param-*` headers against the arguments
+    /// the tool mirrors, as a 2026 server does (see
+    /// [`param_headers`](super::param_headers)); the tool listing is read in the key's
+    /// upstream session.
+    async fn check_param_headers(&self, client: &HeaderMap, msg: &Value) -> Result<(), String> {
+        if msg.get("method").and_then(Value::as_str) != Some("tools/call") {
+            return Ok(());
+        }
+        let params = msg.get("params");
+        let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let scope = format!("2025:{}", self.key.as_str());
+        let decls = self
+            .inner
+            .tool_headers
+            .of(&scope, name, |cursor| self.tools_page(client, cursor))
+            .await;
+        super::param_headers::check(client, &decls, params.and_then(|p| p.get("arguments")))
+    }
+
+    /// One page of the upstream's `tools/list` in the key's session (`None` when it cannot be
+    /// read).
+    async fn tools_page(&self, client: &HeaderMap, cursor: Option<Value>) -> Option<Value> {
+        let session = self.session(None).await.ok()?;
+        let revision = session
+            .protocol_version
+            .clone()
+            .unwrap_or_else(|| LEGACY_REVISION.to_owned());
+        let id = "shoal-param-headers-tools";
+        let mut list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}});
+        if let Some(c) = cursor {
+            list["params"]["cursor"] = c;
+        }
+        let reply = self
+            .http
+            .post(
+                &legacy_headers(client, &revision),
+                session.upstream_session_id.as_deref(),
+                Bytes::from(list.to_string()),
+            )
+            .await
+            .ok()?;
+        reply.response_to(id).await?.get("result").cloned()
     }
 
     /// Sends the request upstream in the key's session; once more in a new session when the

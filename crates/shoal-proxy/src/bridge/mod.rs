@@ -8,6 +8,9 @@
 //!   a 2026-07-28 upstream: the proxy answers `initialize` from `server/discover`, keeps the
 //!   session and the resumable record, and sends each request as a 2026 one.
 //!
+//! - `param_headers`: the `Mcp-Param-*` headers of tool arguments (2026), added for a 2026
+//!   upstream and checked for 2026 clients.
+//!
 //! Switched by [`ProxyConfig::bridge`](crate::ProxyConfig::bridge); off by default (2026
 //! requests pass through untouched).
 
@@ -18,6 +21,7 @@ pub(crate) mod legacy_stream;
 pub(crate) mod legacy_upstream;
 pub(crate) mod modern_checks;
 pub(crate) mod modern_upstream;
+pub(crate) mod param_headers;
 pub(crate) mod reissue;
 
 /// Which bridge the proxy runs.

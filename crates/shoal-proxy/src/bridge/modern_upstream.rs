@@ -131,6 +131,45 @@ pub(crate) fn modern_request(client: &HeaderMap, msg: &Value, meta: &Value) -> (
     (hm, Bytes::from(m.to_string()))
 }
 
+/// For a `tools/call`: adds to `hm` the `Mcp-Param-*` headers of the arguments the tool
+/// mirrors (see [`param_headers`](super::param_headers)), reading the upstream's tool listing
+/// when this instance has none for the client's principal or it is old.
+pub(crate) async fn mirror_params(
+    inner: &crate::state::ProxyState,
+    client: &HeaderMap,
+    meta: &Value,
+    msg: &Value,
+    hm: &mut HeaderMap,
+) {
+    let (Some(http), Some("tools/call")) = (&inner.http, msg.get("method").and_then(Value::as_str))
+    else {
+        return;
+    };
+    let params = msg.get("params");
+    let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+        return;
+    };
+    let scope = format!(
+        "2026:{}",
+        crate::handlers::principal(inner, client).unwrap_or_default()
+    );
+    let decls = inner
+        .tool_headers
+        .of(&scope, name, |cursor| async move {
+            let id = "shoal-param-headers-tools";
+            let mut list =
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}});
+            if let Some(c) = cursor {
+                list["params"]["cursor"] = c;
+            }
+            let (lh, body) = modern_request(client, &list, meta);
+            let reply = http.post(&lh, None, body).await.ok()?;
+            reply.response_to(id).await?.get("result").cloned()
+        })
+        .await;
+    super::param_headers::add(hm, &decls, params.and_then(|p| p.get("arguments")));
+}
+
 /// Opens the session's server-to-client stream on a 2026 upstream: a `subscriptions/listen`
 /// for every list change and the resources the client subscribed to, whose response stream the
 /// proxy records as the session's standalone (GET) stream.

@@ -581,8 +581,16 @@ impl<'a> Pump<'a> {
             self.reissues += 1;
             let rid = reissue::reissue_id(&oid, self.reissues);
             let again = reissue::with_id(original, &rid);
-            let (hm, body) =
+            let (mut hm, body) =
                 crate::bridge::modern_upstream::modern_request(&self.client_headers, &again, meta);
+            crate::bridge::modern_upstream::mirror_params(
+                self.inner,
+                &self.client_headers,
+                meta,
+                &again,
+                &mut hm,
+            )
+            .await;
             match http.post(&hm, None, body).await {
                 Ok(reply) => {
                     if let Reply::Stream { events, .. } = input_requests::as_stream(reply) {

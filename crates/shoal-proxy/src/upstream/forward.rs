@@ -12,7 +12,9 @@ use crate::protocol::headers as h;
 /// `Mcp-Name`), `User-Agent`, and W3C trace context (`traceparent`, `tracestate`).
 /// `Authorization` is forwarded too unless
 /// [`ProxyConfig::forward_authorization`](crate::ProxyConfig::forward_authorization) is off.
-/// The proxy sets `Mcp-Session-Id`, `Last-Event-ID` and `Host` itself.
+/// The proxy sets `Mcp-Session-Id`, `Last-Event-ID` and `Host` itself. Every
+/// `Mcp-Param-<Name>` header (2026-07-28 tool arguments mirrored in headers) is forwarded
+/// too.
 pub const FORWARDED_HEADERS: &[&str] = &[
     "accept",
     "content-type",
@@ -23,6 +25,9 @@ pub const FORWARDED_HEADERS: &[&str] = &[
     "traceparent",
     "tracestate",
 ];
+
+/// The name prefix of the 2026-07-28 headers that mirror tool arguments.
+const MCP_PARAM_PREFIX: &str = "mcp-param-";
 
 /// Headers that can never be listed in `forward_headers`: hop-by-hop ones and the ones the
 /// proxy owns.
@@ -111,6 +116,15 @@ impl ForwardPolicy {
                 out.append(name.clone(), v.clone());
             }
         }
+        // 2026-07-28 tool arguments mirrored in headers (`Mcp-Param-<Name>`): part of the
+        // protocol, validated by the upstream against the body.
+        for (name, v) in client {
+            if name.as_str().starts_with(MCP_PARAM_PREFIX)
+                && !named_in_connection.iter().any(|t| t == name.as_str())
+            {
+                out.append(name.clone(), v.clone());
+            }
+        }
         if let Some(name) = &self.principal
             && let Some(value) = client
                 .get(name)
@@ -149,9 +163,22 @@ mod tests {
             ("connection", "close, X-Request-Id"),
             ("proxy-authorization", "Basic x"),
             ("mcp-session-id", "client-chosen"),
+            ("mcp-param-region", "us-west1"),
         ]));
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, vec!["accept", "authorization"], "{out:?}");
+        assert_eq!(
+            names,
+            vec!["accept", "authorization", "mcp-param-region"],
+            "{out:?}"
+        );
+        let out = p.upstream_headers(&client(&[
+            ("mcp-param-region", "us-west1"),
+            ("connection", "mcp-param-region"),
+        ]));
+        assert!(
+            out.is_empty(),
+            "a header named in Connection passed: {out:?}"
+        );
     }
 
     #[test]

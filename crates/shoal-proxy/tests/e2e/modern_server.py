@@ -8,8 +8,11 @@ import asyncio
 import json
 import os
 
+from typing import Annotated
+
 import uvicorn
 from modern_guard import only_2026
+from pydantic import Field
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import (
     CreateMessageRequest,
@@ -112,6 +115,16 @@ async def flaky_lookup(key: str) -> str:
 async def flaky_write(key: str) -> str:
     """Has effects (no annotations); the guard breaks every response stream of it."""
     return f"wrote {key}"
+
+
+@server.tool()
+async def deploy(
+    region: Annotated[str, Field(description="A region, mirrored in the Mcp-Param-Region header",
+                                 json_schema_extra={"x-mcp-header": "Region"})],
+) -> str:
+    """Its `region` rides an `Mcp-Param-Region` header (2026-07-28), which the SDK checks
+    against the body: a call whose header is missing or different is refused (-32020)."""
+    return f"deployed to {region}"
 
 
 inner = server.streamable_http_app(stateless_http=True)

@@ -159,6 +159,33 @@ try {
        `the call with effects not re-issued, the client told: ${wrote.slice(0, 140)}`);
   } else fail('broken upstream stream', `looked=${JSON.stringify(looked)} wrote=${wrote.slice(0, 200)} flaky=${JSON.stringify(flaky)}`);
 
+  // A tool argument the upstream mirrors in a header (x-mcp-header): a 2025 client sends no
+  // such header; the proxy adds Mcp-Param-Region (base64 for non-ASCII) and the upstream's SDK
+  // checks it against the body. Control: the same call straight to the upstream without the
+  // header is refused.
+  const deployed = [];
+  for (const region of ['us-west1', 'Zürich']) {
+    try {
+      const d = await client.callTool({ name: 'deploy', arguments: { region } });
+      deployed.push(JSON.stringify(d.content).includes(`deployed to ${region}`) && !d.isError);
+    } catch (e) { deployed.push(String(e?.message || e).slice(0, 200)); }
+  }
+  const upstream = process.env.STATS.replace(/\/stats$/, '/mcp');
+  const bare = await fetch(upstream, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json', accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'deploy',
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 'control', method: 'tools/call', params: {
+      name: 'deploy', arguments: { region: 'us-west1' },
+      _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } }),
+  });
+  const bareText = await bare.text();
+  if (deployed.every((d) => d === true) && bare.status === 400 && /-32020/.test(bareText)) {
+    ok(`a mirrored tool argument: the proxy sent Mcp-Param-Region (plain and base64) and the upstream accepted both calls; without the header it answers ${bare.status} -32020`);
+  } else fail('mirrored argument', `deployed=${JSON.stringify(deployed)} control=${bare.status} ${bareText.slice(0, 200)}`);
+
   const stats = await (await fetch(process.env.STATS)).json();
   if (stats.initialize === 0 && stats.session_header === 0 && stats.posts >= 9) {
     ok(`the upstream saw ${stats.posts} 2026 requests, no initialize and no session id (GET/DELETE tried: ${stats.get_or_delete})`);
