@@ -13,7 +13,7 @@
 //!
 //! Both need the tool's declarations, read from the upstream's `tools/list` and kept per
 //! scope (the upstream session a client is served in) for [`LISTING_TTL`]; a tool missing
-//! from a kept listing has it read again. When the listing cannot be read the call goes on
+//! from a kept listing has it read again (at most every two seconds). When the listing cannot be read the call goes on
 //! without headers or checks (the upstream still validates its arguments).
 
 use std::{
@@ -29,6 +29,8 @@ use serde_json::Value;
 
 /// How long a tool listing is used before it is read again.
 pub(crate) const LISTING_TTL: Duration = Duration::from_secs(30);
+/// A kept listing that lacks a called tool is read again only when at least this old.
+const REREAD_AFTER: Duration = Duration::from_secs(2);
 /// Most `tools/list` pages read for one listing.
 const MAX_PAGES: usize = 20;
 /// Most scopes kept (past it, every listing is dropped and read again when needed).
@@ -187,10 +189,15 @@ impl ToolHeaders {
         F: FnMut(Option<Value>) -> Fut,
         Fut: Future<Output = Option<Value>>,
     {
-        if let Some(tools) = self.kept(scope)
-            && let Some(d) = tools.get(name)
-        {
-            return d.clone();
+        if let Some((tools, age)) = self.kept(scope) {
+            match tools.get(name) {
+                Some(d) => return d.clone(),
+                // An unknown tool re-reads the listing at most every REREAD_AFTER, so calls of
+                // tools that do not exist cannot make the proxy list the upstream's tools on
+                // each call.
+                None if age < REREAD_AFTER => return Vec::new(),
+                None => {}
+            }
         }
         let mut tools = HashMap::new();
         let mut cursor = None;
@@ -229,10 +236,12 @@ impl ToolHeaders {
         found
     }
 
-    fn kept(&self, scope: &str) -> Option<Arc<HashMap<String, Declarations>>> {
+    /// A kept listing younger than [`LISTING_TTL`], and its age.
+    fn kept(&self, scope: &str) -> Option<(Arc<HashMap<String, Declarations>>, Duration)> {
         let m = self.listings.lock().ok()?;
         let l = m.get(scope)?;
-        (l.read_at.elapsed() < LISTING_TTL).then(|| Arc::clone(&l.tools))
+        let age = l.read_at.elapsed();
+        (age < LISTING_TTL).then(|| (Arc::clone(&l.tools), age))
     }
 }
 
@@ -408,6 +417,19 @@ mod tests {
             2,
             "kept listing used"
         );
+        assert!(th.of("s", "new-tool", page).await.is_empty());
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "an unknown tool right after a listing: not read again"
+        );
+        // An older listing is read again for an unknown tool.
+        if let Ok(mut m) = th.listings.lock()
+            && let Some(l) = m.get_mut("s")
+            && let Some(earlier) = l.read_at.checked_sub(REREAD_AFTER)
+        {
+            l.read_at = earlier;
+        }
         assert!(th.of("s", "new-tool", page).await.is_empty());
         assert_eq!(
             reads.load(std::sync::atomic::Ordering::Relaxed),
