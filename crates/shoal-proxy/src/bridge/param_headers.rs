@@ -138,8 +138,9 @@ pub(crate) fn check(
         let value = arguments.and_then(|a| a.get(arg)).filter(|v| !v.is_null());
         let expected = value.and_then(text_of);
         match (headers.get(header), value, expected) {
-            (None, None, _) => {}
-            (None, Some(_), _) => {
+            // Absent, null, or an object or array (never mirrored): no header.
+            (None, None, _) | (None, Some(_), None) => {}
+            (None, Some(_), Some(_)) => {
                 return Err(format!(
                     "header {header} is missing for argument {arg:?}, which the tool mirrors"
                 ));
@@ -383,6 +384,10 @@ mod tests {
             ),
             Ok(())
         );
+        // An object argument is not mirrored: no header is right, one is wrong.
+        let obj = json!({"region": {"a": 1}});
+        assert_eq!(check(&HeaderMap::new(), &d, Some(&obj)), Ok(()));
+        assert!(check(&headers(&[("mcp-param-region", "x")]), &d, Some(&obj)).is_err());
         // A header for an argument that is not there.
         assert!(check(&headers(&[("mcp-param-region", "x")]), &d, Some(&json!({}))).is_err());
         // Nothing declared, nothing checked.
