@@ -117,14 +117,7 @@ async fn floor_proxy(upstream: String) -> String {
     let app = axum::Router::new()
         .route("/mcp", axum::routing::post(forward))
         .with_state((client, upstream));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve_on_loopback(app).await;
     format!("http://{addr}/mcp")
 }
 

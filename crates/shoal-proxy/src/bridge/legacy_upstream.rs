@@ -199,13 +199,7 @@ pub(crate) async fn handle(
     }
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     if let Err(why) = crate::protocol::check_mirrored_headers(headers, parsed) {
-        return super::modern_checks::rpc_error(
-            StatusCode::BAD_REQUEST,
-            &id,
-            crate::protocol::HEADER_MISMATCH,
-            &format!("Bad Request: {why}"),
-            None,
-        );
+        return header_mismatch(&id, why);
     }
     let method = msg.get("method").and_then(Value::as_str);
     let meta = msg.get("params").and_then(|p| p.get("_meta"));
@@ -250,18 +244,24 @@ pub(crate) async fn handle(
             }
             None => {
                 if let Err(why) = ask.check_param_headers(headers, msg).await {
-                    return super::modern_checks::rpc_error(
-                        StatusCode::BAD_REQUEST,
-                        &id,
-                        crate::protocol::HEADER_MISMATCH,
-                        &format!("Bad Request: {why}"),
-                        None,
-                    );
+                    return header_mismatch(&id, &why);
                 }
                 ask.forward(headers, msg).await
             }
         },
     }
+}
+
+/// A header that disagrees with the body: HTTP 400, -32020 (`HeaderMismatch`), as a 2026
+/// server answers.
+fn header_mismatch(id: &Value, why: &str) -> Response {
+    super::modern_checks::rpc_error(
+        StatusCode::BAD_REQUEST,
+        id,
+        crate::protocol::HEADER_MISMATCH,
+        &format!("Bad Request: {why}"),
+        None,
+    )
 }
 
 /// `server/discover`'s result from the upstream's `initialize` result.

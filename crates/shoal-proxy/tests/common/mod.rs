@@ -182,6 +182,12 @@ pub async fn fake_upstream() -> Fake {
     let app = Router::new()
         .route("/mcp", any(fake_handler))
         .with_state(state.clone());
+    let addr = serve_on_loopback(app).await;
+    Fake { state, addr }
+}
+
+/// Serves `app` on a free loopback port (TCP_NODELAY, as the proxy's own listener); its address.
+pub async fn serve_on_loopback(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -190,7 +196,7 @@ pub async fn fake_upstream() -> Fake {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Fake { state, addr }
+    addr
 }
 
 async fn fake_handler(
